@@ -1,0 +1,156 @@
+"""Plain dataclasses shared by every part of the core. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from portconsole.core.timeutil import iso
+
+# Port states as nmap reports them; only "open" counts as exposure.
+OPEN = "open"
+
+
+@dataclass(frozen=True, slots=True)
+class PortObservation:
+    """One port on one host as one scan saw it. Text fields come from the network: untrusted."""
+
+    port: int
+    proto: str  # "tcp" | "udp"
+    state: str  # open | closed | filtered | open|filtered ...
+    service: str = ""
+    product: str = ""
+    version: str = ""
+    extrainfo: str = ""
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.port, self.proto)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class HostObservation:
+    """One host in one scan: `up` or `down`, with the ports the scan found (open ones only
+    unless the caller asked for more)."""
+
+    address: str
+    status: str  # "up" | "down"
+    hostname: str = ""
+    ports: list[PortObservation] = field(default_factory=list)
+
+    def open_ports(self) -> list[PortObservation]:
+        return [p for p in self.ports if p.state == OPEN]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "status": self.status,
+            "hostname": self.hostname,
+            "ports": [p.to_json() for p in self.ports],
+        }
+
+
+@dataclass(slots=True)
+class ScanResult:
+    """One scan cycle's result: metadata plus per-host observations.
+
+    `addresses` is every address the scan was planned to cover and `ports` the port
+    specification it covered (for `protocols`); together they are the scan's coverage, so
+    a port that was not scanned is never taken for closed.
+    """
+
+    scan_id: str
+    started_at: datetime
+    finished_at: datetime
+    nmap_version: str
+    scan_type: str  # "syn" | "connect" | "imported"
+    privileged: bool
+    targets: list[str]
+    addresses: list[str]
+    ports: str
+    protocols: list[str]
+    hosts: list[HostObservation]
+    raw_xml: list[bytes] = field(default_factory=list, repr=False)
+    raw_xml_sha256: str = ""
+    outcome: str = "success"  # success | partial | cancelled | failed
+    error: str = ""
+    origin: str = "cli"  # cli | tui | daemon | import
+    imported: bool = False
+    group: str = ""
+    fingerprinted: int = 0
+
+    def host(self, address: str) -> HostObservation | None:
+        for host in self.hosts:
+            if host.address == address:
+                return host
+        return None
+
+    def open_port_count(self) -> int:
+        return sum(len(h.open_ports()) for h in self.hosts)
+
+    def metadata_json(self) -> dict[str, Any]:
+        """Everything but the hosts and raw XML, JSON-ready (UTC ISO times)."""
+        return {
+            "scan_id": self.scan_id,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "nmap_version": self.nmap_version,
+            "scan_type": self.scan_type,
+            "privileged": self.privileged,
+            "targets": list(self.targets),
+            "addresses": list(self.addresses),
+            "ports": self.ports,
+            "protocols": list(self.protocols),
+            "raw_xml_sha256": self.raw_xml_sha256,
+            "outcome": self.outcome,
+            "error": self.error,
+            "origin": self.origin,
+            "imported": self.imported,
+            "group": self.group,
+            "fingerprinted": self.fingerprinted,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A difference between a scan and the stored state.
+
+    kind: port_opened | port_closed | service_changed | host_up | host_down.
+    `before`/`after` are service descriptions (or host status) as dicts, or None.
+    """
+
+    kind: str
+    host: str
+    port: int | None
+    proto: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "host": self.host,
+            "port": self.port,
+            "proto": self.proto,
+            "before": self.before,
+            "after": self.after,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Scan progress, reported from worker threads. Cheap to make, newest wins."""
+
+    hosts_done: int
+    hosts_total: int
+    open_ports: int
+    phase: str = "sweep"  # sweep | fingerprint | confirm | ingest | done
+
+
+def port_key(host: str, port: int, proto: str) -> str:
+    """The stable key for a host/port/proto, also the TUI's row key."""
+    return f"{host}:{port}/{proto}"

@@ -1,0 +1,420 @@
+"""Settings: one typed model read from a TOML file, with environment overrides.
+
+Precedence (highest first): command-line flags (`--config`, `--data-dir`), environment
+(`PORTCONSOLE_CONFIG`, `PORTCONSOLE_DATA_DIR`, and `PORTCONSOLE_<SECTION>__<KEY>` for any
+field, e.g. `PORTCONSOLE_SCAN__WORKERS=2` or `PORTCONSOLE_SCOPE='["127.0.0.0/8"]'`), the
+config file, then the defaults below. An unknown key or a bad value is a ConfigError that
+names the key.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from portconsole.core.errors import ConfigError, TargetError
+from portconsole.core.targets import DEFAULT_SCOPE, Scope, parse_ports
+
+APP_NAME = "portconsole"
+ENV_PREFIX = "PORTCONSOLE_"
+SEVERITIES = ("low", "medium", "high", "critical")
+Severity = Literal["low", "medium", "high", "critical"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=False)
+
+
+def _check_ports(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(parse_ports(value))
+    except TargetError as error:
+        raise ValueError(str(error)) from None
+
+
+class ScanSettings(_Strict):
+    ports: str = Field(
+        "22,23,80,443,3306,5432,6379,8080",
+        description="Ports scanned when a target group does not set its own: '22,80,8000-8100' or 'all'.",
+    )
+    udp: bool = Field(False, description="Also scan UDP (slow; needs root). Off unless asked for.")
+    timing: int = Field(4, ge=0, le=5, description="nmap timing template, -T0 to -T5.")
+    workers: int = Field(
+        4, ge=1, le=32, description="Parallel nmap processes (one per host batch)."
+    )
+    batch_size: int = Field(1, ge=1, le=256, description="Hosts per nmap process.")
+    batch_timeout: float = Field(
+        300.0, gt=0, description="Seconds one nmap batch may run before it is killed and reported."
+    )
+    fingerprint: Literal["changed", "all", "none"] = Field(
+        "changed",
+        description="Service detection (-sV): on new or changed ports only, on every open port, or never.",
+    )
+    force_unprivileged: bool = Field(
+        False, description="Use a TCP connect scan even when running as root."
+    )
+    confirm_probes: int = Field(
+        1,
+        ge=0,
+        le=5,
+        description="Re-probes of a new or vanished port before it becomes a finding.",
+    )
+    flap_window: int = Field(
+        3600,
+        ge=0,
+        description="Seconds in which a port that opens and closes again is one finding.",
+    )
+
+    _ports = field_validator("ports")(classmethod(lambda cls, v: _check_ports(v)))
+
+
+class GroupSettings(_Strict):
+    targets: list[str] = Field(description="Addresses, CIDRs, ranges (127.0.0.2-41) or names.")
+    ports: str | None = Field(None, description="Ports for this group; default [scan].ports.")
+    interval: int = Field(900, ge=10, description="Seconds between scheduled scans of this group.")
+    jitter: int = Field(30, ge=0, description="Up to this many seconds are added to each interval.")
+    udp: bool | None = Field(None, description="Override [scan].udp for this group.")
+    description: str = Field("", description="What the group is, shown in the console.")
+
+    _ports = field_validator("ports")(classmethod(lambda cls, v: _check_ports(v)))
+
+
+class RetentionSettings(_Strict):
+    scan_months: int = Field(
+        12, ge=1, description="Months scan records and change events are kept."
+    )
+    raw_xml_months: int = Field(12, ge=1, description="Months raw nmap XML is kept.")
+
+
+class ApprovalSettings(_Strict):
+    separation_of_duties: bool = Field(
+        True, description="Refuse an approval by the person who requested it."
+    )
+    review_months: int = Field(
+        6, ge=1, le=36, description="Default months until an approval's review."
+    )
+    insecure_services: list[str] = Field(
+        default_factory=lambda: [
+            "telnet",
+            "ftp",
+            "rsh",
+            "rlogin",
+            "rexec",
+            "shell",
+            "login",
+            "exec",
+            "tftp",
+            "snmp",
+            "vnc",
+            "x11",
+            "pop3",
+            "imap",
+            "http-proxy-plain",
+            "netbios-ssn",
+            "smb1",
+        ],
+        description="Service names that need a mitigation note to be approved.",
+    )
+
+
+class SeveritySettings(_Strict):
+    default: Severity = Field("medium", description="Severity of a finding no rule matches.")
+    high_ports: list[int] = Field(
+        default_factory=lambda: [
+            21,
+            22,
+            23,
+            135,
+            139,
+            445,
+            1433,
+            1521,
+            2375,
+            3306,
+            3389,
+            5432,
+            5900,
+            5984,
+            6379,
+            9200,
+            11211,
+            27017,
+        ],
+        description="Databases and remote administration: findings on these are high.",
+    )
+    by_kind: dict[str, Severity] = Field(
+        default_factory=lambda: {
+            "insecure_service": "high",
+            "monitoring_gap": "high",
+            "approved_port_gone": "medium",
+            "service_changed": "medium",
+            "host_gone": "medium",
+            "unknown_host": "medium",
+            "approval_expired": "medium",
+        },
+        description="Severity per finding kind (unapproved_port uses the port rules).",
+    )
+    by_port: dict[str, Severity] = Field(
+        default_factory=dict, description='Severity per port, e.g. {"8080" = "low"}.'
+    )
+
+
+class NotifyTarget(_Strict):
+    url: str = Field(description="An apprise URL, e.g. json://127.0.0.1:8099/ or mailto://...")
+    tags: list[str] = Field(default_factory=list, description="Tags used to route findings here.")
+    timeout: float = Field(
+        5.0, gt=0, le=120, description="Seconds before this target is given up on."
+    )
+
+
+class NotifyRoute(_Strict):
+    tags: list[str] = Field(description="Send matching findings to targets with these tags.")
+    min_severity: Severity = Field("low", description="Lowest severity this route carries.")
+    kinds: list[str] = Field(default_factory=list, description="Finding kinds; empty means all.")
+
+
+class NotifySettings(_Strict):
+    urls: list[NotifyTarget | str] = Field(
+        default_factory=list, description="Notification targets: apprise URLs or tables."
+    )
+    routes: list[NotifyRoute] = Field(
+        default_factory=list,
+        description="Routing by severity and kind; none sends everything to all.",
+    )
+    mode: Literal["per_finding", "digest"] = Field(
+        "per_finding", description="One message per finding, or one digest per scan cycle."
+    )
+    title_template: str = Field(
+        "[PortConsole] {severity} {kind}: {host}:{port}/{proto}",
+        description="Title; fields: host port proto service severity kind first_seen finding_id scan_id.",
+    )
+    body_template: str = Field(
+        "{kind} on {host}:{port}/{proto} ({service}), severity {severity}, first seen "
+        "{first_seen}, finding {finding_id}, scan {scan_id}",
+        description="Body; same fields as the title.",
+    )
+    rate_limit_per_minute: int = Field(
+        30, ge=1, description="Messages per minute per target, at most."
+    )
+    max_attempts: int = Field(
+        20, ge=1, description="Delivery attempts before a message is marked dead."
+    )
+    backoff_seconds: float = Field(5.0, gt=0, description="First retry delay; doubles per attempt.")
+    backoff_max_seconds: float = Field(900.0, gt=0, description="Longest retry delay.")
+
+    def targets(self) -> list[NotifyTarget]:
+        return [t if isinstance(t, NotifyTarget) else NotifyTarget(url=t) for t in self.urls]
+
+
+class TuiSettings(_Strict):
+    theme: str = Field("portconsole-dark", description="Theme name (a file in themes/).")
+    refresh_seconds: float = Field(
+        2.0, gt=0, le=60, description="How often the console re-reads the store."
+    )
+
+
+class ReportSettings(_Strict):
+    sla_hours: dict[Severity, float] = Field(
+        default_factory=lambda: {"critical": 4.0, "high": 24.0, "medium": 72.0, "low": 168.0},
+        description="Time-to-respond target per severity, in hours.",
+    )
+
+
+class DaemonSettings(_Strict):
+    leader_stale_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A leader that has not refreshed its lease for this long is replaced.",
+    )
+    gap_grace_seconds: int = Field(
+        120, ge=0, description="A scheduled scan later than interval + jitter + this is a gap."
+    )
+
+
+class Settings(_Strict):
+    """Everything PortConsole reads from its TOML file."""
+
+    scope: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SCOPE),
+        description="CIDR blocks that may be scanned; everything else is refused.",
+    )
+    data_dir: Path | None = Field(
+        None, description="Where the store lives; default per platformdirs."
+    )
+    groups: dict[str, GroupSettings] = Field(
+        default_factory=dict, description="Named target groups, e.g. [groups.web-tier]."
+    )
+    scan: ScanSettings = Field(default_factory=ScanSettings)  # type: ignore[arg-type]
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)  # type: ignore[arg-type]
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)  # type: ignore[arg-type]
+    severity: SeveritySettings = Field(default_factory=SeveritySettings)  # type: ignore[arg-type]
+    notify: NotifySettings = Field(default_factory=NotifySettings)  # type: ignore[arg-type]
+    tui: TuiSettings = Field(default_factory=TuiSettings)  # type: ignore[arg-type]
+    report: ReportSettings = Field(default_factory=ReportSettings)  # type: ignore[arg-type]
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)  # type: ignore[arg-type]
+
+    @field_validator("scope")
+    @classmethod
+    def _scope_parses(cls, value: list[str]) -> list[str]:
+        try:
+            Scope(value)
+        except TargetError as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    def scope_obj(self) -> Scope:
+        return Scope(self.scope)
+
+    def group_ports(self, group: str) -> str:
+        chosen = self.groups[group].ports
+        return chosen if chosen else self.scan.ports
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    """Every file and folder in use; printed by `portconsole paths`."""
+
+    config_file: Path
+    config_exists: bool
+    data_dir: Path
+    themes_dirs: tuple[Path, ...]
+
+    @property
+    def lock_file(self) -> Path:
+        return self.data_dir / "store.lock"
+
+    @property
+    def leader_lock(self) -> Path:
+        return self.data_dir / "leader.lock"
+
+    def as_rows(self) -> list[tuple[str, str]]:
+        rows = [
+            (
+                "config file",
+                f"{self.config_file}{'' if self.config_exists else ' (not present: defaults)'}",
+            ),
+            ("data dir", str(self.data_dir)),
+            ("store lock", str(self.lock_file)),
+            ("leader lock", str(self.leader_lock)),
+        ]
+        rows += [("themes dir", str(p)) for p in self.themes_dirs]
+        return rows
+
+
+def default_config_file() -> Path:
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def builtin_themes_dir() -> Path:
+    """The repository's themes/ folder (next to the package in a checkout)."""
+    return Path(__file__).resolve().parents[2] / "themes"
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in (
+            f"{ENV_PREFIX}CONFIG",
+            f"{ENV_PREFIX}DATA_DIR",
+        ):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        if not all(parts):
+            raise ConfigError(f"environment variable {name}: use PORTCONSOLE_SECTION__KEY")
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"environment variable {name}: {part} is not a section")
+            node = child
+        node[parts[-1]] = _parse_env_value(raw)
+
+
+def warn_if_world_readable(path: Path) -> str | None:
+    """A warning when a file that may hold secrets is readable by group or others."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        return f"warning: {path} is readable by other users and may hold notification secrets; chmod 600 it"
+    return None
+
+
+def load_settings(
+    config: Path | None = None,
+    data_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Settings, Paths]:
+    """Read settings and resolve paths. Raises ConfigError naming the bad key."""
+    env = os.environ if environ is None else environ
+    config_file = config or (
+        Path(env[f"{ENV_PREFIX}CONFIG"]) if env.get(f"{ENV_PREFIX}CONFIG") else None
+    )
+    explicit = config_file is not None
+    config_file = (config_file or default_config_file()).expanduser()
+    data: dict[str, Any] = {}
+    exists = config_file.is_file()
+    if exists:
+        try:
+            data = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {error}") from None
+        except OSError as error:
+            raise ConfigError(f"cannot read config file {config_file}: {error.strerror}") from None
+    elif explicit:
+        raise ConfigError(f"config file {config_file} does not exist")
+    _apply_env(data, env)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = _format_loc(tuple(first["loc"]))
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = "unknown key"
+        raise ConfigError(
+            f"config {config_file if exists else '(environment)'}: {where}: {message}"
+        ) from None
+    for name, group in settings.groups.items():
+        for target in group.targets:
+            if not target or any(ch.isspace() for ch in target) or target.startswith("-"):
+                raise ConfigError(f"config: groups.{name}.targets: bad target {target!r}")
+    resolved_data = (
+        data_dir
+        or (Path(env[f"{ENV_PREFIX}DATA_DIR"]) if env.get(f"{ENV_PREFIX}DATA_DIR") else None)
+        or settings.data_dir
+        or default_data_dir()
+    ).expanduser()
+    if not resolved_data.is_absolute():
+        resolved_data = (
+            (config_file.parent / resolved_data)
+            if settings.data_dir and not data_dir
+            else resolved_data.resolve()
+        )
+    themes = (Path(platformdirs.user_config_dir(APP_NAME)) / "themes", builtin_themes_dir())
+    return settings, Paths(config_file, exists, resolved_data, themes)

@@ -1,0 +1,161 @@
+"""Crash-safe, multi-process-safe files for TinyDB.
+
+Stock TinyDB rewrites its JSON file in place, so a crash can leave it truncated and two
+writers corrupt it (FACTS.md: 3 of 3 trials). Here every write goes to a temp file in the
+same folder, is fsynced and renamed over the original (then the folder is fsynced), so a
+reader sees the old file or the new one, never half of one. `DataLock` serialises every
+read-modify-write across processes (flock) and threads (RLock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tinydb import Storage
+
+from portconsole.core.errors import StoreError
+from portconsole.core.timeutil import utcnow
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` (and parents) with mode 0700 if missing; return it."""
+    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    with contextlib.suppress(PermissionError):
+        if path.stat().st_mode & 0o777 != DIR_MODE and path.stat().st_uid == os.getuid():
+            path.chmod(DIR_MODE)
+    return path
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically: temp file, fsync, rename, fsync folder. Mode 0600."""
+    folder = path.parent
+    ensure_private_dir(folder)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    fsync_dir(folder)
+
+
+def quarantine(path: Path) -> Path:
+    """Keep a copy of a damaged file beside it (never silently overwrite it); return the copy."""
+    stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
+    copy = path.with_name(f"{path.name}.corrupt-{stamp}")
+    shutil.copy2(path, copy)
+    return copy
+
+
+def load_json_file(path: Path) -> Any:
+    """Read and parse a JSON data file; a damaged file raises StoreError naming it.
+
+    The damaged file is copied aside first and left in place, so nothing is lost and the
+    next writer does not overwrite it without someone looking.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if not raw.strip():
+        copy = quarantine(path)
+        raise StoreError(
+            f"data file {path} is empty (damaged); a copy is kept at {copy}. "
+            "Restore it from backup, or move it away to start that file afresh."
+        )
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        copy = quarantine(path)
+        raise StoreError(
+            f"data file {path} is corrupt ({error.__class__.__name__}: {error}); a copy is kept "
+            f"at {copy}. Restore it from backup, or move it away to start that file afresh."
+        ) from None
+
+
+class AtomicJSONStorage(Storage):
+    """A TinyDB storage that reads the whole file and writes it back atomically.
+
+    Callers hold a `DataLock` around any read-modify-write sequence.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], **_: Any) -> None:
+        self.path = Path(path)
+        ensure_private_dir(self.path.parent)
+
+    def read(self) -> dict[str, dict[str, Any]] | None:
+        data = load_json_file(self.path)
+        if data is not None and not isinstance(data, dict):
+            copy = quarantine(self.path)
+            raise StoreError(
+                f"data file {self.path} does not hold a table map; a copy is kept at {copy}"
+            )
+        return data
+
+    def write(self, data: dict[str, dict[str, Any]]) -> None:
+        encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+        atomic_write_bytes(self.path, encoded.encode("utf-8"))
+
+    def close(self) -> None:
+        return None
+
+
+class DataLock:
+    """One lock for a data dir: exclusive across processes (flock) and threads (RLock).
+
+    Re-entrant within a thread, so a transaction can call helpers that lock again.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        with self._thread_lock:
+            if self._depth == 0:
+                ensure_private_dir(self.path.parent)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._fd = fd
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0 and self._fd is not None:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+                    os.close(self._fd)
+                    self._fd = None
