@@ -127,6 +127,17 @@ class ApprovalSettings(_Strict):
     )
 
 
+_DEFAULT_KIND_SEVERITY: dict[str, Severity] = {
+    "insecure_service": "high",
+    "monitoring_gap": "high",
+    "approved_port_gone": "medium",
+    "service_changed": "medium",
+    "host_gone": "medium",
+    "unknown_host": "medium",
+    "approval_expired": "medium",
+}
+
+
 class SeveritySettings(_Strict):
     default: Severity = Field("medium", description="Severity of a finding no rule matches.")
     high_ports: list[int] = Field(
@@ -153,15 +164,7 @@ class SeveritySettings(_Strict):
         description="Databases and remote administration: findings on these are high.",
     )
     by_kind: dict[str, Severity] = Field(
-        default_factory=lambda: {
-            "insecure_service": "high",
-            "monitoring_gap": "high",
-            "approved_port_gone": "medium",
-            "service_changed": "medium",
-            "host_gone": "medium",
-            "unknown_host": "medium",
-            "approval_expired": "medium",
-        },
+        default_factory=lambda: dict(_DEFAULT_KIND_SEVERITY),
         description="Severity per finding kind (unapproved_port uses the port rules).",
     )
     by_port: dict[str, Severity] = Field(
@@ -223,9 +226,12 @@ class TuiSettings(_Strict):
     )
 
 
+_DEFAULT_SLA: dict[Severity, float] = {"critical": 4.0, "high": 24.0, "medium": 72.0, "low": 168.0}
+
+
 class ReportSettings(_Strict):
     sla_hours: dict[Severity, float] = Field(
-        default_factory=lambda: {"critical": 4.0, "high": 24.0, "medium": 72.0, "low": 168.0},
+        default_factory=lambda: dict(_DEFAULT_SLA),
         description="Time-to-respond target per severity, in hours.",
     )
 
@@ -254,14 +260,14 @@ class Settings(_Strict):
     groups: dict[str, GroupSettings] = Field(
         default_factory=dict, description="Named target groups, e.g. [groups.web-tier]."
     )
-    scan: ScanSettings = Field(default_factory=ScanSettings)  # type: ignore[arg-type]
-    retention: RetentionSettings = Field(default_factory=RetentionSettings)  # type: ignore[arg-type]
-    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)  # type: ignore[arg-type]
-    severity: SeveritySettings = Field(default_factory=SeveritySettings)  # type: ignore[arg-type]
-    notify: NotifySettings = Field(default_factory=NotifySettings)  # type: ignore[arg-type]
-    tui: TuiSettings = Field(default_factory=TuiSettings)  # type: ignore[arg-type]
-    report: ReportSettings = Field(default_factory=ReportSettings)  # type: ignore[arg-type]
-    daemon: DaemonSettings = Field(default_factory=DaemonSettings)  # type: ignore[arg-type]
+    scan: ScanSettings = Field(default_factory=ScanSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    severity: SeveritySettings = Field(default_factory=SeveritySettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    tui: TuiSettings = Field(default_factory=TuiSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
 
     @field_validator("scope")
     @classmethod
@@ -411,10 +417,8 @@ def load_settings(
         or default_data_dir()
     ).expanduser()
     if not resolved_data.is_absolute():
-        resolved_data = (
-            (config_file.parent / resolved_data)
-            if settings.data_dir and not data_dir
-            else resolved_data.resolve()
-        )
+        # A relative data_dir in the config file is relative to that file; elsewhere, to cwd.
+        from_file = settings.data_dir is not None and data_dir is None
+        resolved_data = config_file.parent / resolved_data if from_file else resolved_data.resolve()
     themes = (Path(platformdirs.user_config_dir(APP_NAME)) / "themes", builtin_themes_dir())
     return settings, Paths(config_file, exists, resolved_data, themes)

@@ -107,7 +107,7 @@ def _resolve(name: str) -> list[str]:
         raise TargetError(f"host name {_shown(name)} does not resolve: {error.strerror}") from None
     seen: dict[str, None] = {}
     for info in infos:
-        seen.setdefault(str(ipaddress.ip_address(info[4][0].split("%")[0])), None)
+        seen.setdefault(str(ipaddress.ip_address(str(info[4][0]).split("%")[0])), None)
     return list(seen)
 
 
