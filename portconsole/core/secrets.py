@@ -1,0 +1,264 @@
+"""Masking of secrets in notification URLs and in any text that may echo them.
+
+Apprise URLs carry passwords (`mailto://user:pw@host`), tokens in the host or path
+(`discord://id/token`, `tgram://bot-token/chat`, `slack://A/B/C`), and keys in the query
+(`?token=`, `?apikey=`) or in header overrides (`+Authorization=Bearer ...`). Anything shown to
+people or written to a data file goes through `mask_url` or `mask_text`: the status screen,
+test output, error texts (apprise's log lines may echo the URL), results, the outbox and
+the audit chain. Only the config file holds the clear values.
+
+One function (`_analyse`) decides both what is masked and which substrings are secrets, so
+`mask_url` and `config_secrets` can never disagree.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
+
+if TYPE_CHECKING:
+    from portconsole.core.settings import NotifySettings, Settings
+
+MASK = "****"
+
+# A secret shorter than this is not searched for in free text: masking every "ab" in an
+# error message would destroy it and such a password is not worth protecting this way.
+MIN_SECRET_LENGTH = 3
+
+# Services whose "host" (and user) part is a token or key, not a machine name.
+TOKEN_HOST_SCHEMES = frozenset(
+    {
+        "discord",
+        "slack",
+        "tgram",
+        "pover",
+        "pbul",
+        "msteams",
+        "ifttt",
+        "join",
+        "gchat",
+        "line",
+        "pushed",
+        "prowl",
+        "pjet",
+        "spush",
+        "techulus",
+        "twist",
+        "wxteams",
+        "webex",
+        "zulip",
+        "opsgenie",
+        "pagerduty",
+        "pagertree",
+        "splunk",
+        "victorops",
+        "signl4",
+        "squadcast",
+        "ilert",
+        "bark",
+        "barks",
+        "pushy",
+        "pushover",
+        "serverchan",
+        "kumulos",
+        "simplepush",
+        "fcm",
+        "twilio",
+        "clicksend",
+        "sinch",
+        "vonage",
+        "nexmo",
+        "messagebird",
+        "mailgun",
+        "sendgrid",
+        "sparkpost",
+        "ses",
+        "sns",
+        "resend",
+        "brevo",
+        "postmark",
+        "smtp2go",
+        "workflows",
+        "wecombot",
+        "dingtalk",
+        "feishu",
+        "lark",
+        "flock",
+        "ryver",
+        "guilded",
+        "revolt",
+        "kook",
+        "qq",
+        "bale",
+        "pushplus",
+        "pushdeer",
+        "wxpusher",
+        "chanify",
+        "notica",
+        "notifico",
+        "pushme",
+        "streamlabs",
+        "strmlabs",
+        "threema",
+        "mobilemessage",
+    }
+)
+
+# Query or header names whose values are secrets (matched as substrings, case-insensitive).
+_SECRET_KEY = re.compile(
+    r"(pass|pwd|token|secret|key|auth|bearer|sig|cookie|credential|session|access|webhook|"
+    r"code|private|privkey|jwt|sid|apikey|api_key|client_id|client_secret|otp|pin)",
+    re.IGNORECASE,
+)
+
+_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]{1,20}://[^\s'\"<>]+")
+
+_HOSTLIKE = re.compile(
+    r"^(localhost|\[[0-9a-fA-F:.]+\]|[0-9.]+|[a-zA-Z0-9\-]+(\.[a-zA-Z0-9\-]+)+)$"
+)
+
+
+def _looks_like_token(segment: str) -> bool:
+    """A path segment that is probably a credential rather than a route name.
+
+    Long opaque strings, or medium ones mixing letters and digits (webhook ids, API keys);
+    words like `hooks`, `v1`, `portconsole` and pure numbers (chat ids, ports) stay visible.
+    """
+    text = unquote(segment)
+    if len(text) >= 20:
+        return True
+    has_digit = any(ch.isdigit() for ch in text)
+    has_alpha = any(ch.isalpha() for ch in text)
+    return len(text) >= 8 and has_digit and has_alpha
+
+
+def _variants(secret: str) -> set[str]:
+    """The forms a secret may take in text: as configured, decoded and re-encoded."""
+    forms = {secret, unquote(secret), unquote_plus(secret)}
+    forms |= {quote(form, safe="") for form in list(forms)}
+    forms |= {quote_plus(form, safe="") for form in list(forms)}
+    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
+def _analyse(url: str) -> tuple[str, list[str]]:
+    """Return (masked url, secret substrings) for one apprise URL."""
+    raw = url.strip()
+    try:
+        parts = urlsplit(raw)
+    except ValueError:
+        # Unparseable: show only the scheme, treat the whole text as secret.
+        scheme = raw.split("://", 1)[0] if "://" in raw else ""
+        return (f"{scheme}://{MASK}" if scheme else MASK), [raw]
+    scheme = parts.scheme.lower()
+    if not scheme or "://" not in raw:
+        return MASK, [raw]
+    secrets: list[str] = []
+    token_host = scheme in TOKEN_HOST_SCHEMES
+
+    netloc = parts.netloc
+    userinfo, _, hostport = netloc.rpartition("@")
+    shown_user = ""
+    if userinfo:
+        user, has_password, password = userinfo.partition(":")
+        if has_password and password:
+            secrets.append(password)
+            password_shown = MASK
+        else:
+            password_shown = ""
+        # A user part that is really a key (pover://userkey@token, or an opaque id).
+        if user and (token_host or _looks_like_token(user)):
+            secrets.append(user)
+            user = MASK
+        shown_user = user + (f":{password_shown}" if has_password else "") + "@"
+
+    host, port = hostport, ""
+    if not hostport.startswith("[") and hostport.count(":") == 1:
+        host, port = hostport.split(":", 1)
+    elif hostport.startswith("[") and "]:" in hostport:
+        host, port = hostport.rsplit(":", 1)
+    # A "host" that is really a bot token, key or topic (tgram://123:AA.../, discord://id/...).
+    dotless_token = "." not in host and host != "localhost" and _looks_like_token(host)
+    if host and (token_host or not _HOSTLIKE.match(host) or dotless_token):
+        secrets.append(host)
+        host = MASK
+    if port and not port.isdigit():
+        secrets.append(port)
+        port = MASK
+    shown_netloc = shown_user + host + (f":{port}" if port else "")
+
+    shown_segments: list[str] = []
+    for segment in parts.path.split("/"):
+        if segment and (token_host or _looks_like_token(segment)):
+            secrets.append(segment)
+            shown_segments.append(MASK)
+        else:
+            shown_segments.append(segment)
+    shown_path = "/".join(shown_segments)
+
+    shown_query: list[str] = []
+    for pair in parts.query.split("&") if parts.query else []:
+        # Parsed by hand: apprise's `+Header=` and `:payload=` prefixes must not be decoded.
+        key, has_value, value = pair.partition("=")
+        name = unquote(key).lstrip("+-:")
+        decoded = unquote_plus(value)
+        secret_value = bool(value) and (
+            bool(_SECRET_KEY.search(name)) or (key.startswith("+") and _looks_like_token(decoded))
+        )
+        if secret_value:
+            secrets.append(value)
+            # Header values such as "Bearer abc...": the credential word is secret too.
+            secrets.extend(word for word in decoded.split() if len(word) >= 8)
+            shown_query.append(f"{key}={MASK}")
+        else:
+            shown_query.append(f"{key}={value}" if has_value else key)
+
+    masked = f"{scheme}://{shown_netloc}{shown_path}"
+    if shown_query:
+        masked += "?" + "&".join(shown_query)
+    if parts.fragment:
+        # Apprise uses the fragment for channels (#general); mask it only if it looks opaque.
+        if _looks_like_token(parts.fragment):
+            secrets.append(parts.fragment)
+            masked += f"#{MASK}"
+        else:
+            masked += f"#{parts.fragment}"
+    return masked, [s for s in secrets if s]
+
+
+def mask_url(url: str) -> str:
+    """The URL with passwords, tokens and keys replaced by ****; scheme, host and port stay."""
+    return _analyse(url)[0]
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secret substrings of one URL, in every form they may appear in text."""
+    found: set[str] = set()
+    for secret in _analyse(url)[1]:
+        found |= _variants(secret)
+    return sorted(found, key=len, reverse=True)
+
+
+def mask_text(text: str, secrets: Iterable[str]) -> str:
+    """Replace every known secret in `text` with ****, then mask any URL left in it.
+
+    Longer secrets go first so a secret containing a shorter one is removed whole.
+    """
+    result = text
+    for secret in sorted(
+        {s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True
+    ):
+        result = result.replace(secret, MASK)
+    return _URL_IN_TEXT.sub(lambda match: mask_url(match.group(0)), result)
+
+
+def config_secrets(settings: NotifySettings | Settings) -> list[str]:
+    """The secret parts of every configured notification URL (all encodings), longest first."""
+    from portconsole.core.settings import Settings as SettingsModel
+
+    notify = settings.notify if isinstance(settings, SettingsModel) else settings
+    found: set[str] = set()
+    for target in notify.targets():
+        found |= set(url_secrets(target.url))
+    return sorted(found, key=len, reverse=True)
