@@ -1,0 +1,515 @@
+"""Approval records: which host:port/proto may be open, why, who asked, who approved.
+
+Approvals are records, not flags (PCI DSS 1.2.5 and 1.2.7): each names the expected service,
+the business justification, the owner, the requester and the approver, a ticket, when it was
+approved and when it must be reviewed. Insecure services need a mitigation note. Records are
+retired, never deleted, so the history of what was allowed stays answerable.
+
+The registry lives in the `approvals` table of the hot TinyDB file shared with the store.
+It writes no audit events: every method returns what changed and the caller audits it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from tinydb import TinyDB
+from tinydb.table import Document, Table
+
+from portconsole.core.errors import NotFoundError, PermissionRefused, UserError
+from portconsole.core.settings import ApprovalSettings, Settings
+from portconsole.core.storage import DataLock
+from portconsole.core.timeutil import add_months, iso, parse_iso, utcnow
+
+TABLE = "approvals"
+ACTIVE = "active"
+RETIRED = "retired"
+PROTOCOLS = ("tcp", "udp", "sctp")
+
+# Words people type to get past a required field; they justify nothing.
+PLACEHOLDERS = frozenset({"todo", "tbd", "tba", "n/a", "na", "none", "-", "?", "x", "xxx", "fixme"})
+
+# The fields that say what was approved. Two records with equal content are the same approval,
+# whatever their id, source or bookkeeping; import uses this to stay idempotent.
+CONTENT_FIELDS = (
+    "host",
+    "port",
+    "proto",
+    "service",
+    "product_pattern",
+    "justification",
+    "owner",
+    "requester",
+    "approver",
+    "ticket",
+    "approved_at",
+    "review_by",
+    "mitigation",
+)
+
+
+def person_of(identity: str) -> str:
+    """The person an identity string names, for separation-of-duties comparisons.
+
+    `"alice@web1 via 10.0.0.5"`, `"Alice"` and `"alice@example.com"` are all `"alice"`:
+    an approver must not pass the check by spelling their own name another way.
+    """
+    text = identity.strip().lower()
+    text = text.split(" via ", 1)[0]
+    text = text.split("(", 1)[0].strip()
+    if "<" in text and ">" in text:
+        text = text[text.index("<") + 1 : text.index(">")]
+    return text.split("@", 1)[0].strip()
+
+
+def is_placeholder(text: str) -> bool:
+    return text.strip().lower() in PLACEHOLDERS
+
+
+def is_insecure(service: str, insecure_services: Iterable[str]) -> bool:
+    """True when a service name (or any `|` alternative of it) is on the insecure list."""
+    listed = {s.strip().lower() for s in insecure_services}
+    names = [s.strip().lower() for s in service.split("|")]
+    return any(name in listed for name in names if name and name != "*")
+
+
+def normalise_host(host: str) -> str:
+    """The canonical text of an IP address (as nmap reports it); UserError if not one."""
+    try:
+        return str(ipaddress.ip_address(host.strip()))
+    except ValueError:
+        raise UserError(f"{host!r} is not an IP address; approvals name single addresses") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalSpec:
+    """What one baseline rule (or a console approval) asks to be approved for one host:port.
+
+    `file` and `line` point back at the baseline rule it came from, for error messages.
+    """
+
+    host: str
+    port: int
+    proto: str
+    service: str
+    justification: str
+    owner: str
+    requester: str
+    approver: str
+    approved_at: datetime
+    review_by: datetime
+    product_pattern: str = ""
+    ticket: str = ""
+    mitigation: str = ""
+    source: str = "cli"
+    file: str = ""
+    line: int = 0
+
+    def content(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in CONTENT_FIELDS)
+
+
+@dataclass(slots=True)
+class Approval:
+    """One approval record as stored. Times are timezone-aware UTC."""
+
+    id: str
+    host: str
+    port: int
+    proto: str
+    service: str
+    product_pattern: str
+    justification: str
+    owner: str
+    requester: str
+    approver: str
+    ticket: str
+    approved_at: datetime
+    review_by: datetime
+    mitigation: str
+    source: str  # "baseline:<file name>" | "console" | "cli"
+    status: str = ACTIVE  # active | retired
+    retired_at: datetime | None = None
+    retired_by: str = ""
+    retire_reason: str = ""
+    created_at: datetime | None = None
+    created_by: str = ""
+    supersedes: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return (self.host, self.port, self.proto)
+
+    @property
+    def active(self) -> bool:
+        return self.status == ACTIVE
+
+    def is_expired(self, at: datetime) -> bool:
+        """Past its review date: PCI DSS 1.2.7 wants every rule reviewed at least every 6 months."""
+        return self.review_by < at
+
+    def in_force(self, at: datetime) -> bool:
+        """Recorded by `at` and not retired by then (point-in-time answers)."""
+        if self.created_at is not None and self.created_at > at:
+            return False
+        return self.status == ACTIVE or (self.retired_at is not None and self.retired_at > at)
+
+    def content(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in CONTENT_FIELDS)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("approved_at", "review_by", "retired_at", "created_at"):
+            value = data[name]
+            data[name] = iso(value) if value is not None else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: MutableMapping[str, Any] | dict[str, Any]) -> Approval:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for name in ("approved_at", "review_by", "retired_at", "created_at"):
+            raw = values.get(name)
+            values[name] = parse_iso(raw) if raw else None
+        values["supersedes"] = list(values.get("supersedes") or [])
+        return cls(**values)
+
+
+class ImportResult(NamedTuple):
+    """What an import changed: new records, records already present, records it retired
+    (each superseded by a new one with different content, or pruned)."""
+
+    added: list[Approval]
+    unchanged: list[Approval]
+    retired: list[Approval]
+
+
+def _id_of(number: int) -> str:
+    return f"A-{number:06d}"
+
+
+def _number_of(approval_id: str) -> int | None:
+    text = approval_id.strip().upper()
+    if text.startswith("A-"):
+        text = text[2:]
+    return int(text) if text.isdigit() else None
+
+
+def _replace_docs(table: Table, new_docs: dict[int, dict[str, Any]]) -> None:
+    """Rewrite several documents in one file write (TinyDB writes the whole file per call)."""
+    if not new_docs:
+        return
+    by_id = {doc["id"]: doc for doc in new_docs.values()}
+
+    def rewrite(doc: MutableMapping[str, Any]) -> None:
+        fresh = by_id[doc["id"]]
+        doc.clear()
+        doc.update(fresh)
+
+    updater: Callable[[MutableMapping[str, Any]], None] = rewrite
+    table.update(updater, doc_ids=list(new_docs))
+
+
+class ApprovalRegistry:
+    """Approval records in the hot TinyDB file. Every read-modify-write holds the data lock.
+
+    `settings` supplies the policy (insecure services, separation of duties, review months)
+    and the scan scope; without it the defaults apply and any address is accepted.
+    """
+
+    def __init__(self, db: TinyDB, lock: DataLock, settings: Settings | None = None) -> None:
+        self.db = db
+        self.lock = lock
+        self.settings = settings
+        # cache_size=0: another process may write the file between our reads.
+        self.table = db.table(TABLE, cache_size=0)
+
+    @property
+    def policy(self) -> ApprovalSettings:
+        return self.settings.approval if self.settings else ApprovalSettings()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def all(self) -> list[Approval]:
+        """Every record, active and retired, oldest first."""
+        docs = sorted(self.table.all(), key=lambda d: d.doc_id)
+        return [Approval.from_json(dict(d)) for d in docs]
+
+    def active(self) -> list[Approval]:
+        return [a for a in self.all() if a.active]
+
+    def get(self, approval_id: str) -> Approval:
+        number = _number_of(approval_id)
+        doc = self.table.get(doc_id=number) if number is not None else None
+        if doc is None or isinstance(doc, list):
+            raise NotFoundError(
+                f"no approval {approval_id!r}; list them with `portconsole approvals`"
+            )
+        return Approval.from_json(dict(doc))
+
+    def match(
+        self, host: str, port: int, proto: str, at: datetime | None = None
+    ) -> Approval | None:
+        """The approval in force for host:port/proto at `at` (default: now), expired or not.
+
+        Check `approval.is_expired(at)` to tell approved from due-for-review.
+        """
+        moment = at or utcnow()
+        found = [a for a in self.all() if a.key == (host, port, proto) and a.in_force(moment)]
+        return max(found, key=lambda a: (a.approved_at, a.id)) if found else None
+
+    def expired(self, at: datetime | None = None) -> list[Approval]:
+        """Active approvals past their review date."""
+        moment = at or utcnow()
+        return [a for a in self.active() if a.is_expired(moment)]
+
+    # -- validation ----------------------------------------------------------------------
+
+    def validate(self, spec: ApprovalSpec) -> ApprovalSpec:
+        """Check a spec against policy; return it with normalised host/proto/text.
+
+        Raises UserError (PermissionRefused for separation of duties) with what to fix.
+        """
+        policy = self.policy
+        host = normalise_host(spec.host)
+        if self.settings is not None and not self.settings.scope_obj().contains_address(host):
+            raise UserError(
+                f"{host} is outside the configured scope ({', '.join(self.settings.scope)}); "
+                "approvals are only recorded for hosts PortConsole may scan"
+            )
+        if not 1 <= spec.port <= 65535:
+            raise UserError(f"port {spec.port} must lie within 1-65535")
+        proto = spec.proto.strip().lower()
+        if proto not in PROTOCOLS:
+            raise UserError(f"protocol {spec.proto!r} must be one of {', '.join(PROTOCOLS)}")
+        justification = spec.justification.strip()
+        if not justification or is_placeholder(justification):
+            raise UserError("a justification is required: say what business need this port serves")
+        if not spec.owner.strip():
+            raise UserError("an owner is required: name the team or person responsible")
+        if not spec.approver.strip():
+            raise UserError("an approver is required: name who approved this port")
+        service = spec.service.strip()
+        mitigation = spec.mitigation.strip()
+        if is_insecure(service, policy.insecure_services) and not mitigation:
+            raise UserError(
+                f"{service} is an insecure service: give a mitigation (e.g. --mitigation "
+                "'reachable only from the jump host VLAN; replacement in CHG-123')"
+            )
+        if policy.separation_of_duties:
+            if not spec.requester.strip():
+                raise PermissionRefused(
+                    "separation of duties is on: name the requester (who asked for this port) "
+                    "so the approval can be checked against the approver"
+                )
+            if person_of(spec.requester) == person_of(spec.approver):
+                raise PermissionRefused(
+                    f"separation of duties: {person_of(spec.approver)} requested this approval "
+                    "and cannot also approve it; ask another approver "
+                    "(or set approval.separation_of_duties = false)"
+                )
+        if spec.review_by <= spec.approved_at:
+            raise UserError(
+                f"review_by {iso(spec.review_by)} must be after approved_at {iso(spec.approved_at)}"
+            )
+        latest = add_months(spec.approved_at, policy.review_months)
+        if spec.review_by > latest:
+            raise UserError(
+                f"review_by {iso(spec.review_by)} is more than {policy.review_months} months after "
+                f"approval; set it on or before {iso(latest)} (approval.review_months)"
+            )
+        return replace(
+            spec,
+            host=host,
+            proto=proto,
+            service=service,
+            justification=justification,
+            owner=spec.owner.strip(),
+            requester=spec.requester.strip(),
+            approver=spec.approver.strip(),
+            ticket=spec.ticket.strip(),
+            mitigation=mitigation,
+            product_pattern=spec.product_pattern.strip(),
+        )
+
+    # -- writing -------------------------------------------------------------------------
+
+    def add(
+        self,
+        *,
+        host: str,
+        port: int,
+        proto: str,
+        service: str,
+        justification: str,
+        owner: str,
+        requester: str,
+        approver: str,
+        actor: str,
+        ticket: str = "",
+        approved_at: datetime | None = None,
+        review_by: datetime | None = None,
+        mitigation: str = "",
+        product_pattern: str = "",
+        source: str = "console",
+        now: datetime | None = None,
+    ) -> Approval:
+        """Record a new approval, retiring any active one for the same host:port/proto.
+
+        `approver` is the person approving (in the console, usually the actor's person);
+        `actor` is who recorded it. The returned record's `supersedes` names the ids it
+        retired, so the caller can audit those too.
+        """
+        moment = now or utcnow()
+        approved = approved_at or moment
+        spec = ApprovalSpec(
+            host=host,
+            port=port,
+            proto=proto,
+            service=service,
+            justification=justification,
+            owner=owner,
+            requester=requester,
+            approver=approver,
+            approved_at=approved,
+            review_by=review_by or add_months(approved, self.policy.review_months),
+            product_pattern=product_pattern,
+            ticket=ticket,
+            mitigation=mitigation,
+            source=source,
+        )
+        result = self._apply([self.validate(spec)], actor, moment, prune_source=None)
+        return result.added[0]
+
+    def retire(
+        self, approval_id: str, actor: str, reason: str, now: datetime | None = None
+    ) -> Approval:
+        """Mark an approval retired (never deleted); a reason is required."""
+        if not reason.strip() or is_placeholder(reason):
+            raise UserError("a reason is required to retire an approval")
+        with self.lock.hold():
+            current = self.get(approval_id)
+            if not current.active:
+                raise UserError(
+                    f"approval {current.id} was already retired at "
+                    f"{iso(current.retired_at) if current.retired_at else '?'}"
+                )
+            retired = replace(
+                current,
+                status=RETIRED,
+                retired_at=now or utcnow(),
+                retired_by=actor,
+                retire_reason=reason.strip(),
+            )
+            number = _number_of(current.id)
+            assert number is not None
+            _replace_docs(self.table, {number: retired.to_json()})
+            return retired
+
+    def import_specs(
+        self,
+        specs: Iterable[ApprovalSpec],
+        actor: str,
+        *,
+        prune: bool = False,
+        now: datetime | None = None,
+    ) -> ImportResult:
+        """Turn specs (from a baseline file) into records, idempotently.
+
+        A spec whose content equals an active record is unchanged; one that differs
+        supersedes the active record for that host:port/proto (which is retired). With
+        `prune`, active records that came from the same source file but are no longer in
+        it are retired too. Everything is validated before anything is written.
+        """
+        checked = [self.validate(spec) for spec in specs]
+        sources = {spec.source for spec in checked}
+        prune_source = sources.pop() if prune and len(sources) == 1 else None
+        if prune and prune_source is None and checked:
+            raise UserError("prune needs specs from exactly one baseline file")
+        return self._apply(checked, actor, now or utcnow(), prune_source=prune_source)
+
+    def _apply(
+        self,
+        specs: list[ApprovalSpec],
+        actor: str,
+        moment: datetime,
+        prune_source: str | None,
+    ) -> ImportResult:
+        with self.lock.hold():
+            docs = self.table.all()
+            existing = [Approval.from_json(dict(d)) for d in docs]
+            next_number = max((d.doc_id for d in docs), default=0) + 1
+            active_by_key: dict[tuple[str, int, str], Approval] = {}
+            for approval in existing:
+                if approval.active:
+                    active_by_key[approval.key] = approval
+            added: list[Approval] = []
+            unchanged: list[Approval] = []
+            retiring: dict[str, Approval] = {}
+            seen_keys: set[tuple[str, int, str]] = set()
+            new_docs: list[Document] = []
+            for spec in specs:
+                key = (spec.host, spec.port, spec.proto)
+                if key in seen_keys:
+                    raise UserError(
+                        f"{spec.host}:{spec.port}/{spec.proto} is approved twice in one import"
+                        + (f" ({spec.file}:{spec.line})" if spec.file else "")
+                    )
+                seen_keys.add(key)
+                current = active_by_key.get(key)
+                if current is not None and current.content() == spec.content():
+                    unchanged.append(current)
+                    continue
+                record = Approval(
+                    id=_id_of(next_number),
+                    host=spec.host,
+                    port=spec.port,
+                    proto=spec.proto,
+                    service=spec.service,
+                    product_pattern=spec.product_pattern,
+                    justification=spec.justification,
+                    owner=spec.owner,
+                    requester=spec.requester,
+                    approver=spec.approver,
+                    ticket=spec.ticket,
+                    approved_at=spec.approved_at,
+                    review_by=spec.review_by,
+                    mitigation=spec.mitigation,
+                    source=spec.source,
+                    created_at=moment,
+                    created_by=actor,
+                )
+                if current is not None:
+                    record.supersedes.append(current.id)
+                    retiring[current.id] = replace(
+                        current,
+                        status=RETIRED,
+                        retired_at=moment,
+                        retired_by=actor,
+                        retire_reason=f"superseded by {record.id} ({spec.source})",
+                    )
+                new_docs.append(Document(record.to_json(), doc_id=next_number))
+                added.append(record)
+                next_number += 1
+            if prune_source is not None:
+                for approval in active_by_key.values():
+                    if approval.source == prune_source and approval.key not in seen_keys:
+                        retiring[approval.id] = replace(
+                            approval,
+                            status=RETIRED,
+                            retired_at=moment,
+                            retired_by=actor,
+                            retire_reason=f"no longer in {prune_source}",
+                        )
+            if retiring:
+                _replace_docs(
+                    self.table,
+                    {_number_of(a.id) or 0: a.to_json() for a in retiring.values()},
+                )
+            if new_docs:
+                self.table.insert_multiple(new_docs)
+            return ImportResult(added, unchanged, list(retiring.values()))

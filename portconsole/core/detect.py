@@ -1,0 +1,351 @@
+"""Detection: compare what a scan saw with what is approved. Pure functions, no I/O.
+
+Only places the scan covered are judged (not scanned is not closed): a port counts when its
+host is among the scan's addresses, the host answered, and the port and protocol were in
+the scan's port list. A failed or cancelled scan judges nothing.
+
+Kinds raised (one candidate per problem, keyed by kind + host[:port/proto]):
+
+- ``unapproved_port``: an open port no active approval covers. When its service is insecure
+  (telnet, ftp, ...) the candidate says so in ``details.insecure`` and its severity is raised
+  to the insecure_service severity; it is not raised twice as insecure_service.
+- ``approval_expired``: an active approval past its review date (PCI DSS 1.2.7), on a
+  host:port the scan covered, whether or not the port is open (host up or not).
+- ``approved_port_gone``: an approved port on a host that answered is not open.
+- ``service_changed``: an approved open port answers with another service, or a product
+  that does not match the approval's product pattern. Unknown (empty) service or product
+  is not evidence of change.
+- ``insecure_service``: an approved open port runs an insecure service and its approval has
+  no mitigation (an approval recorded before the service was listed as insecure, or an
+  approval for another service). With a mitigation the approval is the accepted control.
+- ``unknown_host``: an up host that no baseline selector and no approval names.
+- ``host_gone``: a covered host that did not answer, which has active approvals, or which a
+  baseline names and the store had seen up before.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from portconsole.core.approvals import Approval, is_insecure
+from portconsole.core.errors import TargetError
+from portconsole.core.findings import FindingCandidate
+from portconsole.core.model import ScanResult
+from portconsole.core.settings import Settings
+from portconsole.core.targets import PortSpec, parse_ports
+from portconsole.core.timeutil import iso
+
+APPROVED = "approved"
+UNAPPROVED = "unapproved"
+EXPIRED = "expired"
+
+# nmap names one service differently with and without -sV, and by port: `https` and
+# `http-proxy` from the port table are `http` (tunnel ssl) once fingerprinted.
+_SERVICE_ALIASES = {
+    "https": "http",
+    "http-alt": "http",
+    "http-proxy": "http",
+    "https-alt": "http",
+    "http-mgmt": "http",
+    "www": "http",
+    "postgres": "postgresql",
+    "pgsql": "postgresql",
+    "mariadb": "mysql",
+    "ssh-alt": "ssh",
+}
+
+_SEVERITY_ORDER = ("low", "medium", "high", "critical")
+
+
+class PortView(Protocol):
+    """An open port as the store knows it after ingest."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def proto(self) -> str: ...
+    @property
+    def service(self) -> str: ...
+    @property
+    def product(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+
+
+def canonical_service(name: str) -> str:
+    """Fold nmap's spellings of one service together (`ssl/http`, `https` -> `http`)."""
+    text = name.strip().lower()
+    if text.startswith("ssl/"):
+        text = text[4:]
+    return _SERVICE_ALIASES.get(text, text)
+
+
+def service_matches(expected: str, observed: str) -> bool:
+    """Does an observed service satisfy an approval's expected service?
+
+    `expected` may list alternatives (`http|https`) and use globs; empty or `*` accepts
+    anything. An empty observed service (not identified) never counts as a mismatch.
+    """
+    wanted = [w.strip() for w in expected.split("|") if w.strip()]
+    seen = canonical_service(observed)
+    if not wanted or "*" in wanted or not seen:
+        return True
+    return any(fnmatch.fnmatchcase(seen, canonical_service(w)) for w in wanted)
+
+
+def product_matches(pattern: str, product: str, version: str = "") -> bool:
+    """Does `product version` match an approval's product pattern?
+
+    A glob (case-insensitive) must match the whole `product version` text or the product
+    alone; `re:` introduces a regular expression searched in `product version`. An empty
+    pattern, or an unidentified product, matches.
+    """
+    text = f"{product} {version}".strip()
+    if not pattern.strip() or not product.strip():
+        return True
+    if pattern.startswith("re:"):
+        try:
+            return re.search(pattern[3:], text, re.IGNORECASE) is not None
+        except re.error:
+            return False  # lint refuses bad expressions; a stored one fails closed
+    glob = pattern.lower()
+    return fnmatch.fnmatchcase(text.lower(), glob) or fnmatch.fnmatchcase(
+        product.strip().lower(), glob
+    )
+
+
+def _index(approvals: Iterable[Approval]) -> dict[tuple[str, int, str], Approval]:
+    index: dict[tuple[str, int, str], Approval] = {}
+    for approval in approvals:
+        if not approval.active:
+            continue
+        current = index.get(approval.key)
+        if current is None or (approval.approved_at, approval.id) > (
+            current.approved_at,
+            current.id,
+        ):
+            index[approval.key] = approval
+    return index
+
+
+def classify_port(
+    host: str,
+    port: int,
+    proto: str,
+    service: str,
+    approvals: Iterable[Approval],
+    at: datetime,
+) -> str:
+    """`approved`, `unapproved` or `expired` for one port (scan --json and the TUI).
+
+    Classification is by host/port/proto; `service` does not change it (a different
+    service on an approved port is a service_changed finding, not an unapproved port).
+    """
+    del service  # part of the call shape for callers; see the docstring
+    approval = _index(approvals).get((host, port, proto))
+    if approval is None:
+        return UNAPPROVED
+    return EXPIRED if approval.is_expired(at) else APPROVED
+
+
+def severity_for(kind: str, port: int | None, settings: Settings) -> str:
+    """Severity of a finding kind on a port, from `[severity]`.
+
+    unapproved_port: by_port, then high_ports (high), then by_kind, then default.
+    Other kinds: by_kind, then default.
+    """
+    rules = settings.severity
+    if kind == "unapproved_port" and port is not None:
+        if str(port) in rules.by_port:
+            return rules.by_port[str(port)]
+        if port in rules.high_ports:
+            return "high"
+    return rules.by_kind.get(kind, rules.default)
+
+
+def _max_severity(*levels: str) -> str:
+    return max(levels, key=lambda s: _SEVERITY_ORDER.index(s) if s in _SEVERITY_ORDER else -1)
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """Which hosts and ports a scan looked at; answers `covers(host, port, proto)`.
+
+    Pass `coverage.covers` as the `covered` callable of `FindingBook.resolve_missing`.
+    """
+
+    hosts: frozenset[str]
+    ports: PortSpec | None
+    protocols: frozenset[str]
+
+    def covers(self, host: str, port: int | None = None, proto: str | None = None) -> bool:
+        if host not in self.hosts:
+            return False
+        if port is None:
+            return True
+        return self.ports is not None and port in self.ports and (proto or "tcp") in self.protocols
+
+
+def scan_coverage(scan: ScanResult) -> Coverage:
+    """A scan's coverage. Failed and cancelled scans cover nothing; a partial scan covers
+    only the hosts it reported on."""
+    if scan.outcome in ("failed", "cancelled"):
+        return Coverage(frozenset(), None, frozenset())
+    planned = set(scan.addresses)
+    if scan.outcome != "success":
+        planned &= {h.address for h in scan.hosts}
+    try:
+        ports: PortSpec | None = parse_ports(scan.ports) if scan.ports else None
+    except TargetError:
+        ports = None
+    protocols = frozenset(p.lower() for p in scan.protocols) or frozenset({"tcp"})
+    return Coverage(frozenset(planned), ports, protocols)
+
+
+def detect(
+    scan: ScanResult,
+    open_ports: Iterable[PortView],
+    known_hosts: Iterable[str],
+    approvals: Iterable[Approval],
+    settings: Settings,
+    now: datetime,
+    baseline_hosts: Iterable[str] = (),
+) -> list[FindingCandidate]:
+    """The finding candidates one scan gives rise to (see the module docstring).
+
+    open_ports: the store's open ports after ingesting this scan (all hosts; only those
+    the scan covered are judged). known_hosts: hosts the store had seen up before this
+    scan. approvals: the active approvals. baseline_hosts: every address a baseline
+    selector names (hosts expected even without an approved port).
+    """
+    coverage = scan_coverage(scan)
+    if not coverage.hosts:
+        return []
+    insecure_names = settings.approval.insecure_services
+    index = _index(approvals)
+    up_hosts = {h.address for h in scan.hosts if h.status == "up"} & coverage.hosts
+    known = set(known_hosts)
+    expected_hosts = set(baseline_hosts) | {key[0] for key in index}
+    approved_hosts = {key[0] for key in index}
+    scan_id = scan.scan_id
+    out: list[FindingCandidate] = []
+
+    def add(
+        kind: str,
+        host: str,
+        port: int | None,
+        proto: str | None,
+        service: str,
+        details: dict[str, object],
+        severity: str | None = None,
+    ) -> None:
+        out.append(
+            FindingCandidate(
+                kind=kind,
+                host=host,
+                port=port,
+                proto=proto,
+                service=service,
+                severity=severity or severity_for(kind, port, settings),
+                scan_id=scan_id,
+                details=dict(details),
+            )
+        )
+
+    open_keys: set[tuple[str, int, str]] = set()
+    for view in sorted(open_ports, key=lambda v: (v.host, v.proto, v.port)):
+        if view.host not in up_hosts or not coverage.covers(view.host, view.port, view.proto):
+            continue
+        key = (view.host, view.port, view.proto)
+        if key in open_keys:
+            continue
+        open_keys.add(key)
+        observed = {"service": view.service, "product": view.product, "version": view.version}
+        approval = index.get(key)
+        if approval is None:
+            insecure = is_insecure(view.service, insecure_names)
+            severity = severity_for("unapproved_port", view.port, settings)
+            if insecure:
+                severity = _max_severity(
+                    severity, severity_for("insecure_service", view.port, settings)
+                )
+            add(
+                "unapproved_port",
+                view.host,
+                view.port,
+                view.proto,
+                view.service,
+                {**observed, "insecure": insecure},
+                severity,
+            )
+            continue
+        if approval.is_expired(now):
+            continue  # raised below, with the other expired approvals
+        expected = {
+            "expected_service": approval.service,
+            "product_pattern": approval.product_pattern,
+        }
+        if not service_matches(approval.service, view.service) or not product_matches(
+            approval.product_pattern, view.product, view.version
+        ):
+            add(
+                "service_changed",
+                view.host,
+                view.port,
+                view.proto,
+                view.service,
+                {**observed, **expected, "approval_id": approval.id},
+            )
+        if is_insecure(view.service, insecure_names) and not approval.mitigation.strip():
+            add(
+                "insecure_service",
+                view.host,
+                view.port,
+                view.proto,
+                view.service,
+                {**observed, "approval_id": approval.id},
+            )
+
+    for key, approval in sorted(index.items()):
+        host, port, proto = key
+        if not coverage.covers(host, port, proto):
+            continue
+        if approval.is_expired(now):
+            add(
+                "approval_expired",
+                host,
+                port,
+                proto,
+                approval.service,
+                {
+                    "approval_id": approval.id,
+                    "review_by": iso(approval.review_by),
+                    "open": key in open_keys,
+                },
+            )
+            continue
+        if host in up_hosts and key not in open_keys:
+            add(
+                "approved_port_gone",
+                host,
+                port,
+                proto,
+                approval.service,
+                {"approval_id": approval.id, "expected_service": approval.service},
+            )
+
+    for host in sorted(up_hosts - expected_hosts):
+        add("unknown_host", host, None, None, "", {"seen_before": host in known})
+
+    baseline_only = set(baseline_hosts)
+    for host in sorted(coverage.hosts - up_hosts):
+        if host in approved_hosts or (host in baseline_only and host in known):
+            add("host_gone", host, None, None, "", {"approved_ports": host in approved_hosts})
+    return out

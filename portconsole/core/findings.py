@@ -1,0 +1,586 @@
+"""Findings and their lifecycle: detected, triaged by people, resolved by later scans.
+
+A finding is one problem on one host[:port/proto] (its key is kind + host + port + proto).
+Raising the same problem again refreshes the open finding instead of adding another, and a
+problem that comes back soon after it was resolved reopens the old finding ("a port that
+flaps within a window is one finding"). Every step lands on the finding's timeline in UTC
+with who took it.
+
+Status:
+    new ─► acknowledged ─► approved | flagged | risk_accepted | resolved
+    (flagged and risk_accepted may still be approved; any open status may be resolved by a
+    later scan; resolved reopens within the flap window; a lapsed risk acceptance reopens)
+
+The book lives in the `findings` table of the hot TinyDB file. It writes no audit events:
+each method returns the finding it changed and the caller audits the transition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, MutableMapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timedelta
+from typing import Any
+
+from tinydb import TinyDB
+from tinydb.table import Document, Table
+
+from portconsole.core.approvals import is_placeholder
+from portconsole.core.errors import NotFoundError, UserError
+from portconsole.core.model import port_key
+from portconsole.core.storage import DataLock
+from portconsole.core.timeutil import iso, parse_iso, utcnow
+
+TABLE = "findings"
+SYSTEM_ACTOR = "portconsole"
+
+NEW = "new"
+ACKNOWLEDGED = "acknowledged"
+APPROVED = "approved"
+FLAGGED = "flagged"
+RISK_ACCEPTED = "risk_accepted"
+RESOLVED = "resolved"
+STATUSES = (NEW, ACKNOWLEDGED, APPROVED, FLAGGED, RISK_ACCEPTED, RESOLVED)
+# Still wanting a person's attention (the open queue).
+OPEN_STATUSES = frozenset({NEW, ACKNOWLEDGED, FLAGGED})
+# Statuses a later scan may resolve because the condition went away.
+RESOLVABLE_STATUSES = frozenset({NEW, ACKNOWLEDGED, FLAGGED, RISK_ACCEPTED})
+
+STEPS = (
+    "detected",
+    "notified",
+    "acknowledged",
+    "noted",
+    "decided",
+    "remediated",
+    "verified",
+    "reopened",
+)
+
+# Kinds raised by detection from scans; only these are auto-resolved by a later scan.
+SCAN_KINDS = frozenset(
+    {
+        "unapproved_port",
+        "approved_port_gone",
+        "service_changed",
+        "unknown_host",
+        "host_gone",
+        "approval_expired",
+        "insecure_service",
+    }
+)
+
+SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+
+
+def finding_key(kind: str, host: str, port: int | None, proto: str | None) -> str:
+    """The identity of a problem: the same key raised twice is the same finding."""
+    if port is None:
+        return f"{kind}|{host}"
+    return f"{kind}|{port_key(host, port, proto or '')}"
+
+
+@dataclass(frozen=True, slots=True)
+class FindingCandidate:
+    """A problem detection saw in one scan, before it is matched against the book.
+
+    Host-level kinds (unknown_host, host_gone) have `port` and `proto` None.
+    """
+
+    kind: str
+    host: str
+    port: int | None
+    proto: str | None
+    service: str
+    severity: str
+    scan_id: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return finding_key(self.kind, self.host, self.port, self.proto)
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    step: str  # one of STEPS
+    at: datetime
+    actor: str
+    text: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "at": iso(self.at), "actor": self.actor, "text": self.text}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TimelineEntry:
+        return cls(
+            step=str(data["step"]),
+            at=parse_iso(str(data["at"])),
+            actor=str(data.get("actor", "")),
+            text=str(data.get("text", "")),
+        )
+
+
+_TIME_FIELDS = ("first_seen", "last_seen", "risk_until", "resolved_at")
+
+
+@dataclass(slots=True)
+class Finding:
+    """One finding as stored. Text from the network (service, details) is untrusted."""
+
+    id: str
+    kind: str
+    severity: str
+    host: str
+    port: int | None
+    proto: str | None
+    service: str
+    status: str
+    first_seen: datetime
+    last_seen: datetime
+    scan_id: str  # the scan that first raised it
+    last_scan_id: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    flap_count: int = 0
+    timeline: list[TimelineEntry] = field(default_factory=list)
+    justification: str = ""
+    reason: str = ""
+    risk_until: datetime | None = None
+    approval_id: str = ""
+    ticket: str = ""
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    resolved_at: datetime | None = None
+    # The open status a finding had before a scan resolved it: a flap restores it.
+    resolved_from: str = ""
+
+    @property
+    def key(self) -> str:
+        return finding_key(self.kind, self.host, self.port, self.proto)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    def step_time(self, step: str) -> datetime | None:
+        """When `step` first happened, if it did (for time-to-respond reports)."""
+        for entry in self.timeline:
+            if entry.step == step:
+                return entry.at
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in _TIME_FIELDS:
+            value = getattr(self, name)
+            data[name] = iso(value) if value is not None else None
+        data["timeline"] = [entry.to_json() for entry in self.timeline]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Finding:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for name in _TIME_FIELDS:
+            raw = values.get(name)
+            values[name] = parse_iso(raw) if raw else None
+        values["timeline"] = [TimelineEntry.from_json(e) for e in values.get("timeline") or []]
+        values["details"] = dict(values.get("details") or {})
+        values["notifications"] = list(values.get("notifications") or [])
+        return cls(**values)
+
+
+@dataclass(slots=True)
+class RaiseOutcome:
+    """What raising one scan's candidates did to the book.
+
+    new: findings created (notify these). reopened: resolved findings that came back within
+    the flap window (one finding, no new alert). lapsed: risk-accepted findings whose
+    acceptance ran out and are open again (worth a notification). refreshed: open findings
+    seen again (last_seen moved).
+    """
+
+    new: list[Finding] = field(default_factory=list)
+    reopened: list[Finding] = field(default_factory=list)
+    lapsed: list[Finding] = field(default_factory=list)
+    refreshed: list[Finding] = field(default_factory=list)
+
+
+def _id_of(number: int) -> str:
+    return f"F-{number:06d}"
+
+
+def _number_of(finding_id: str) -> int | None:
+    text = finding_id.strip().upper()
+    if text.startswith("F-"):
+        text = text[2:]
+    return int(text) if text.isdigit() else None
+
+
+def _replace_docs(table: Table, findings: Iterable[Finding]) -> None:
+    """Rewrite several findings in one file write (TinyDB rewrites the file per call)."""
+    by_id = {f.id: f.to_json() for f in findings}
+    if not by_id:
+        return
+
+    def rewrite(doc: MutableMapping[str, Any]) -> None:
+        fresh = by_id[doc["id"]]
+        doc.clear()
+        doc.update(fresh)
+
+    updater: Callable[[MutableMapping[str, Any]], None] = rewrite
+    table.update(updater, doc_ids=[_number_of(i) or 0 for i in by_id])
+
+
+def _required(text: str, what: str, example: str) -> str:
+    cleaned = text.strip()
+    if not cleaned or is_placeholder(cleaned):
+        raise UserError(f"a {what} is required: {example}")
+    return cleaned
+
+
+class FindingBook:
+    """The findings table. Every read-modify-write holds the data lock."""
+
+    def __init__(self, db: TinyDB, lock: DataLock) -> None:
+        self.db = db
+        self.lock = lock
+        # cache_size=0: another process may write the file between our reads.
+        self.table = db.table(TABLE, cache_size=0)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def all(self) -> list[Finding]:
+        """Every finding, oldest id first."""
+        docs = sorted(self.table.all(), key=lambda d: d.doc_id)
+        return [Finding.from_json(dict(d)) for d in docs]
+
+    def open(self) -> list[Finding]:
+        """The queue: new, acknowledged and flagged findings, most severe first, then oldest."""
+        queue = [f for f in self.all() if f.is_open]
+        return sorted(queue, key=lambda f: (SEVERITY_RANK.get(f.severity, 9), f.first_seen, f.id))
+
+    def get(self, finding_id: str) -> Finding:
+        """A finding by id (`F-000123`, `f-123` or `123`); NotFoundError if there is none."""
+        number = _number_of(finding_id)
+        doc = self.table.get(doc_id=number) if number is not None else None
+        if doc is None or isinstance(doc, list):
+            raise NotFoundError(
+                f"no finding {finding_id!r}; list them with `portconsole findings --all`"
+            )
+        return Finding.from_json(dict(doc))
+
+    # -- detection -----------------------------------------------------------------------
+
+    def raise_candidates(
+        self,
+        candidates: Iterable[FindingCandidate],
+        now: datetime | None = None,
+        flap_window: float | timedelta = 3600,
+    ) -> list[Finding]:
+        """Record one scan's candidates; return only the genuinely new findings."""
+        return self.ingest_candidates(candidates, now, flap_window).new
+
+    def ingest_candidates(
+        self,
+        candidates: Iterable[FindingCandidate],
+        now: datetime | None = None,
+        flap_window: float | timedelta = 3600,
+        actor: str = SYSTEM_ACTOR,
+    ) -> RaiseOutcome:
+        """Record one scan's candidates and say what happened to each (see RaiseOutcome).
+
+        A candidate matching an open finding refreshes it; one matching a finding resolved
+        within `flap_window` (seconds) reopens it with its earlier triage status and counts
+        a flap; one matching a risk acceptance still in force refreshes it; anything else
+        (including a problem that comes back after it was approved) is a new finding.
+        """
+        moment = now or utcnow()
+        window = (
+            flap_window if isinstance(flap_window, timedelta) else timedelta(seconds=flap_window)
+        )
+        outcome = RaiseOutcome()
+        with self.lock.hold():
+            docs = self.table.all()
+            next_number = max((d.doc_id for d in docs), default=0) + 1
+            latest: dict[str, Finding] = {}
+            for doc in sorted(docs, key=lambda d: d.doc_id):
+                finding = Finding.from_json(dict(doc))
+                latest[finding.key] = finding  # the newest finding per key decides
+            changed: dict[str, Finding] = {}
+            created: list[Finding] = []
+            for candidate in candidates:
+                key = candidate.key
+                if key in changed:
+                    continue  # the same problem twice in one scan is one finding
+                current = latest.get(key)
+                if current is not None and self._absorb(
+                    current, candidate, moment, window, actor, outcome
+                ):
+                    changed[key] = current
+                    continue
+                finding = Finding(
+                    id=_id_of(next_number),
+                    kind=candidate.kind,
+                    severity=candidate.severity,
+                    host=candidate.host,
+                    port=candidate.port,
+                    proto=candidate.proto,
+                    service=candidate.service,
+                    status=NEW,
+                    first_seen=moment,
+                    last_seen=moment,
+                    scan_id=candidate.scan_id,
+                    last_scan_id=candidate.scan_id,
+                    details=dict(candidate.details),
+                    timeline=[
+                        TimelineEntry("detected", moment, actor, f"scan {candidate.scan_id}")
+                    ],
+                )
+                next_number += 1
+                created.append(finding)
+                changed[key] = finding
+                outcome.new.append(finding)
+            created_ids = {f.id for f in created}
+            _replace_docs(self.table, [f for f in changed.values() if f.id not in created_ids])
+            if created:
+                self.table.insert_multiple(
+                    [Document(f.to_json(), doc_id=_number_of(f.id) or 0) for f in created]
+                )
+        return outcome
+
+    @staticmethod
+    def _absorb(
+        finding: Finding,
+        candidate: FindingCandidate,
+        moment: datetime,
+        window: timedelta,
+        actor: str,
+        outcome: RaiseOutcome,
+    ) -> bool:
+        """Fold a candidate into an existing finding if it is the same episode; True if so."""
+        if finding.status == APPROVED:
+            return False
+        if finding.status == RESOLVED:
+            resolved_at = finding.resolved_at or finding.last_seen
+            if moment - resolved_at > window:
+                return False
+            restored = finding.resolved_from if finding.resolved_from in OPEN_STATUSES else NEW
+            if (
+                finding.resolved_from == RISK_ACCEPTED
+                and finding.risk_until
+                and finding.risk_until > moment
+            ):
+                restored = RISK_ACCEPTED
+            finding.status = restored
+            finding.flap_count += 1
+            finding.resolved_at = None
+            finding.resolved_from = ""
+            finding.timeline.append(
+                TimelineEntry(
+                    "reopened",
+                    moment,
+                    actor,
+                    f"seen again by scan {candidate.scan_id} within the flap window "
+                    f"(flap {finding.flap_count})",
+                )
+            )
+            outcome.reopened.append(finding)
+        elif finding.status == RISK_ACCEPTED and (
+            finding.risk_until is None or finding.risk_until <= moment
+        ):
+            finding.status = NEW
+            finding.timeline.append(
+                TimelineEntry(
+                    "reopened",
+                    moment,
+                    actor,
+                    "risk acceptance lapsed"
+                    + (f" on {iso(finding.risk_until)}" if finding.risk_until else ""),
+                )
+            )
+            outcome.lapsed.append(finding)
+        else:
+            outcome.refreshed.append(finding)
+        finding.last_seen = moment
+        finding.last_scan_id = candidate.scan_id
+        finding.service = candidate.service or finding.service
+        finding.details = {**finding.details, **candidate.details}
+        return True
+
+    def resolve_missing(
+        self,
+        still_true_keys: Collection[str],
+        covered: Callable[[str, int | None, str | None], bool],
+        now: datetime | None = None,
+        scan_id: str = "",
+        kinds: Collection[str] = SCAN_KINDS,
+        actor: str = SYSTEM_ACTOR,
+    ) -> list[Finding]:
+        """Resolve findings whose condition this scan no longer saw, where the scan looked.
+
+        `still_true_keys` are the candidate keys this scan raised; `covered(host, port,
+        proto)` says whether the scan covered that place (port and proto are None for
+        host-level findings). Not scanned is not closed: uncovered findings stay as they are.
+        Only `kinds` are touched (monitoring gaps and other manual kinds are not).
+        """
+        moment = now or utcnow()
+        resolved: list[Finding] = []
+        with self.lock.hold():
+            for finding in self.all():
+                if finding.status not in RESOLVABLE_STATUSES or finding.kind not in kinds:
+                    continue
+                if finding.key in still_true_keys:
+                    continue
+                if not covered(finding.host, finding.port, finding.proto):
+                    continue
+                where = f"scan {scan_id}" if scan_id else "a later scan"
+                finding.resolved_from = finding.status
+                finding.status = RESOLVED
+                finding.resolved_at = moment
+                finding.timeline.append(
+                    TimelineEntry("remediated", moment, actor, f"no longer seen by {where}")
+                )
+                finding.timeline.append(
+                    TimelineEntry("verified", moment, actor, f"condition confirmed gone by {where}")
+                )
+                resolved.append(finding)
+            _replace_docs(self.table, resolved)
+        return resolved
+
+    # -- people --------------------------------------------------------------------------
+
+    def _transition(
+        self,
+        finding_id: str,
+        allowed: Collection[str],
+        action: str,
+        change: Callable[[Finding], None],
+    ) -> Finding:
+        with self.lock.hold():
+            finding = self.get(finding_id)
+            if finding.status not in allowed:
+                raise UserError(
+                    f"cannot {action} {finding.id}: it is {finding.status.replace('_', ' ')} "
+                    f"(allowed when {', '.join(s.replace('_', ' ') for s in sorted(allowed))})"
+                )
+            change(finding)
+            _replace_docs(self.table, [finding])
+            return finding
+
+    def ack(self, finding_id: str, actor: str, now: datetime | None = None) -> Finding:
+        """Someone has seen it and is on it (the time-to-respond clock stops here)."""
+        moment = now or utcnow()
+
+        def change(f: Finding) -> None:
+            f.status = ACKNOWLEDGED
+            f.timeline.append(TimelineEntry("acknowledged", moment, actor))
+
+        return self._transition(finding_id, {NEW}, "acknowledge", change)
+
+    def note(self, finding_id: str, actor: str, text: str, now: datetime | None = None) -> Finding:
+        """Add a note to the timeline; allowed in every status, never changes it."""
+        cleaned = text.strip()
+        if not cleaned:
+            raise UserError("a note needs text: say what you found or did")
+        moment = now or utcnow()
+
+        def change(f: Finding) -> None:
+            f.timeline.append(TimelineEntry("noted", moment, actor, cleaned))
+
+        return self._transition(finding_id, set(STATUSES), "note", change)
+
+    def approve(
+        self,
+        finding_id: str,
+        actor: str,
+        approval_id: str,
+        justification: str,
+        ticket: str = "",
+        now: datetime | None = None,
+    ) -> Finding:
+        """Close it as approved, pointing at the approval record the caller created."""
+        cleaned = _required(
+            justification, "justification", "say what business need this port serves"
+        )
+        moment = now or utcnow()
+
+        def change(f: Finding) -> None:
+            f.status = APPROVED
+            f.justification = cleaned
+            f.approval_id = approval_id
+            f.ticket = ticket.strip() or f.ticket
+            text = f"approved: {cleaned}" + (f" (approval {approval_id})" if approval_id else "")
+            f.timeline.append(TimelineEntry("decided", moment, actor, text))
+
+        return self._transition(
+            finding_id, {NEW, ACKNOWLEDGED, FLAGGED, RISK_ACCEPTED}, "approve", change
+        )
+
+    def flag(
+        self, finding_id: str, actor: str, reason: str, now: datetime | None = None
+    ) -> Finding:
+        """Mark it unauthorized: it stays in the queue until a scan shows it remediated."""
+        cleaned = _required(reason, "reason", "say why this is unauthorized")
+        moment = now or utcnow()
+
+        def change(f: Finding) -> None:
+            f.status = FLAGGED
+            f.reason = cleaned
+            f.timeline.append(TimelineEntry("decided", moment, actor, f"flagged: {cleaned}"))
+
+        return self._transition(finding_id, {NEW, ACKNOWLEDGED, RISK_ACCEPTED}, "flag", change)
+
+    def risk_accept(
+        self,
+        finding_id: str,
+        actor: str,
+        until: datetime,
+        reason: str,
+        now: datetime | None = None,
+    ) -> Finding:
+        """Accept the risk until a date; the finding reopens if still true after it."""
+        cleaned = _required(reason, "reason", "say why the risk is acceptable until then")
+        moment = now or utcnow()
+        if until <= moment:
+            raise UserError(f"risk acceptance must end in the future, not {iso(until)}")
+
+        def change(f: Finding) -> None:
+            f.status = RISK_ACCEPTED
+            f.reason = cleaned
+            f.risk_until = until
+            f.timeline.append(
+                TimelineEntry(
+                    "decided", moment, actor, f"risk accepted until {iso(until)}: {cleaned}"
+                )
+            )
+
+        return self._transition(
+            finding_id, {NEW, ACKNOWLEDGED, FLAGGED}, "accept the risk of", change
+        )
+
+    def record_notification(
+        self, finding_id: str, result: dict[str, Any], now: datetime | None = None
+    ) -> Finding:
+        """Append a delivery attempt (from the notifier); a success adds a `notified` step.
+
+        `result` is kept as given; it counts as delivered when `ok` is true or `outcome`
+        (or `status`) is success/delivered/sent. `target` (e.g. a redacted URL) names where.
+        """
+        moment = now or utcnow()
+        entry = dict(result)
+        entry.setdefault("at", iso(moment))
+        delivered = bool(entry.get("ok")) or str(
+            entry.get("outcome") or entry.get("status") or ""
+        ).lower() in ("success", "delivered", "sent")
+
+        def change(f: Finding) -> None:
+            f.notifications.append(entry)
+            if delivered:
+                target = str(entry.get("target") or "")
+                f.timeline.append(
+                    TimelineEntry(
+                        "notified", moment, SYSTEM_ACTOR, f"to {target}" if target else ""
+                    )
+                )
+
+        return self._transition(finding_id, set(STATUSES), "record a notification for", change)

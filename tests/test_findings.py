@@ -1,0 +1,197 @@
+"""The finding book: raising without duplicates, flapping, triage transitions, timelines."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from tinydb import TinyDB
+
+from portconsole.core.errors import NotFoundError, UserError
+from portconsole.core.findings import FindingBook, FindingCandidate, finding_key
+from portconsole.core.storage import AtomicJSONStorage, DataLock
+
+T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+ALICE = "alice@console via 10.0.0.5"
+BOB = "bob@ops1"
+
+
+def open_book(tmp_path: Path) -> FindingBook:
+    db = TinyDB(tmp_path / "hot.json", storage=AtomicJSONStorage)
+    return FindingBook(db, DataLock(tmp_path / "store.lock"))
+
+
+@pytest.fixture
+def book(tmp_path: Path) -> FindingBook:
+    return open_book(tmp_path)
+
+
+def candidate(
+    port: int = 6379, kind: str = "unapproved_port", severity: str = "high", scan: str = "S-1"
+) -> FindingCandidate:
+    return FindingCandidate(
+        kind=kind,
+        host="127.77.0.50",
+        port=port,
+        proto="tcp",
+        service="redis",
+        severity=severity,
+        scan_id=scan,
+        details={"product": "Redis key-value store"},
+    )
+
+
+def test_raise_creates_one_finding_and_never_duplicates(book: FindingBook) -> None:
+    (first,) = book.raise_candidates([candidate(), candidate()], T0)
+    assert first.id == "F-000001" and first.status == "new"
+    assert (first.first_seen, first.last_seen, first.scan_id) == (T0, T0, "S-1")
+    assert [(e.step, e.at, e.actor) for e in first.timeline] == [("detected", T0, "portconsole")]
+    later = T0 + timedelta(minutes=15)
+    assert book.raise_candidates([candidate(scan="S-2")], later) == []
+    (stored,) = book.all()
+    assert stored.id == first.id and stored.last_seen == later and stored.last_scan_id == "S-2"
+    assert stored.first_seen == T0 and stored.scan_id == "S-1"
+    assert book.get("f-1") == stored and book.get("1") == stored
+    with pytest.raises(NotFoundError):
+        book.get("F-000404")
+
+
+def test_open_queue_is_sorted_by_severity_then_age(book: FindingBook) -> None:
+    book.raise_candidates([candidate(8081, severity="medium")], T0)
+    book.raise_candidates([candidate(23, severity="high")], T0 + timedelta(minutes=2))
+    book.raise_candidates([candidate(6379, severity="high")], T0 + timedelta(minutes=1))
+    book.raise_candidates([candidate(9000, severity="critical")], T0 + timedelta(minutes=3))
+    assert [f.port for f in book.open()] == [9000, 6379, 23, 8081]
+
+
+def test_full_lifecycle_with_timeline_and_actors(book: FindingBook) -> None:
+    (finding,) = book.raise_candidates([candidate()], T0)
+    fid = finding.id
+    book.record_notification(fid, {"ok": True, "target": "json://127.0.0.1:8099/"}, T0)
+    book.record_notification(fid, {"ok": False, "error": "refused"}, T0)
+    acked = book.ack(fid, ALICE, T0 + timedelta(minutes=5))
+    assert acked.status == "acknowledged"
+    with pytest.raises(UserError, match="cannot acknowledge F-000001: it is acknowledged"):
+        book.ack(fid, ALICE)
+    book.note(fid, BOB, "owner says a developer left it running", T0 + timedelta(minutes=6))
+    with pytest.raises(UserError, match="note needs text"):
+        book.note(fid, BOB, "   ")
+    with pytest.raises(UserError, match="justification is required"):
+        book.approve(fid, BOB, "A-000009", "  ")
+    approved = book.approve(
+        fid, BOB, "A-000009", "Cache for the batch jobs", "CHG-7", T0 + timedelta(minutes=9)
+    )
+    assert approved.status == "approved" and approved.approval_id == "A-000009"
+    assert approved.justification == "Cache for the batch jobs" and approved.ticket == "CHG-7"
+    assert book.open() == []
+    stored = book.get(fid)
+    assert [(e.step, e.actor) for e in stored.timeline] == [
+        ("detected", "portconsole"),
+        ("notified", "portconsole"),
+        ("acknowledged", ALICE),
+        ("noted", BOB),
+        ("decided", BOB),
+    ]
+    assert all(
+        e.at.tzinfo is not None and e.at.utcoffset() == timedelta(0) for e in stored.timeline
+    )
+    assert len(stored.notifications) == 2 and stored.notifications[1]["error"] == "refused"
+    assert stored.step_time("acknowledged") == T0 + timedelta(minutes=5)
+    # approved findings are decided: no second decision
+    with pytest.raises(UserError, match="cannot flag F-000001: it is approved"):
+        book.flag(fid, BOB, "changed my mind")
+    # timestamps are stored as UTC ISO 8601 with Z
+    raw = book.table.get(doc_id=1)
+    assert isinstance(raw, dict) and raw["first_seen"] == "2026-11-27T09:00:00Z"
+
+
+def test_flag_then_scan_shows_it_remediated(book: FindingBook) -> None:
+    (finding,) = book.raise_candidates([candidate(23)], T0)
+    with pytest.raises(UserError, match="reason is required"):
+        book.flag(finding.id, ALICE, "")
+    flagged = book.flag(finding.id, ALICE, "telnet is forbidden by policy")
+    assert flagged.status == "flagged" and flagged.reason == "telnet is forbidden by policy"
+    assert [f.id for f in book.open()] == [finding.id]  # flagged stays in the queue
+    later = T0 + timedelta(hours=1)
+    # covered scan that no longer sees it: resolved with remediated + verified steps
+    resolved = book.resolve_missing(set(), lambda h, p, pr: True, later, "S-9")
+    assert [f.id for f in resolved] == [finding.id]
+    stored = book.get(finding.id)
+    assert stored.status == "resolved" and stored.resolved_at == later
+    assert [e.step for e in stored.timeline][-2:] == ["remediated", "verified"]
+    assert "S-9" in stored.timeline[-1].text
+    with pytest.raises(UserError, match="cannot approve"):
+        book.approve(finding.id, BOB, "A-1", "too late")
+
+
+def test_resolve_missing_respects_coverage_and_still_true(book: FindingBook) -> None:
+    book.raise_candidates([candidate(23), candidate(6379)], T0)
+    gone = book.resolve_missing(
+        {finding_key("unapproved_port", "127.77.0.50", 6379, "tcp")},
+        lambda h, p, pr: p == 23,
+        T0,
+        "S-2",
+    )
+    assert [f.port for f in gone] == [23]
+    # not scanned is not closed
+    assert book.resolve_missing(set(), lambda h, p, pr: False, T0, "S-3") == []
+    assert [f.port for f in book.open()] == [6379]
+    # manual kinds (monitoring gaps) are never auto-resolved
+    book.raise_candidates([candidate(kind="monitoring_gap")], T0)
+    book.resolve_missing(set(), lambda h, p, pr: True, T0, "S-4")
+    assert [f.kind for f in book.open()] == ["monitoring_gap"]
+
+
+def test_flapping_within_the_window_reopens_instead_of_adding(book: FindingBook) -> None:
+    (finding,) = book.raise_candidates([candidate()], T0)
+    book.ack(finding.id, ALICE, T0)
+    book.resolve_missing(set(), lambda h, p, pr: True, T0 + timedelta(minutes=10), "S-2")
+    outcome = book.ingest_candidates([candidate(scan="S-3")], T0 + timedelta(minutes=20), 3600)
+    assert outcome.new == [] and [f.id for f in outcome.reopened] == [finding.id]
+    stored = book.get(finding.id)
+    assert stored.status == "acknowledged"  # its triage survives the flap
+    assert stored.flap_count == 1 and stored.timeline[-1].step == "reopened"
+    assert len(book.all()) == 1
+    # resolved again, and back after the window: a new finding
+    book.resolve_missing(set(), lambda h, p, pr: True, T0 + timedelta(minutes=30), "S-4")
+    (fresh,) = book.raise_candidates([candidate(scan="S-5")], T0 + timedelta(hours=3), 3600)
+    assert fresh.id != finding.id and len(book.all()) == 2
+
+
+def test_risk_acceptance_until_a_date_then_lapses(book: FindingBook) -> None:
+    (finding,) = book.raise_candidates([candidate()], T0)
+    with pytest.raises(UserError, match="must end in the future"):
+        book.risk_accept(finding.id, BOB, T0 - timedelta(days=1), "ok", now=T0)
+    with pytest.raises(UserError, match="reason is required"):
+        book.risk_accept(finding.id, BOB, T0 + timedelta(days=30), "n/a", now=T0)
+    until = T0 + timedelta(days=30)
+    accepted = book.risk_accept(finding.id, BOB, until, "vendor fix due next month", now=T0)
+    assert accepted.status == "risk_accepted" and accepted.risk_until == until
+    assert book.open() == []
+    # still true during the acceptance: quietly refreshed
+    assert book.ingest_candidates([candidate()], T0 + timedelta(days=1)).refreshed
+    assert book.get(finding.id).status == "risk_accepted"
+    # after it lapses: open again, reported as lapsed (not as new)
+    outcome = book.ingest_candidates([candidate()], until + timedelta(minutes=1))
+    assert outcome.new == [] and [f.id for f in outcome.lapsed] == [finding.id]
+    stored = book.get(finding.id)
+    assert stored.status == "new" and "lapsed" in stored.timeline[-1].text
+
+
+def test_a_problem_back_after_approval_is_a_new_finding(book: FindingBook) -> None:
+    (finding,) = book.raise_candidates([candidate()], T0)
+    book.approve(finding.id, BOB, "A-1", "Cache for batch jobs")
+    (again,) = book.raise_candidates([candidate()], T0 + timedelta(minutes=1))
+    assert again.id != finding.id
+
+
+def test_a_second_process_sees_writes(tmp_path: Path) -> None:
+    first = open_book(tmp_path)
+    second = open_book(tmp_path)
+    (finding,) = first.raise_candidates([candidate()], T0)
+    assert [f.id for f in second.open()] == [finding.id]
+    second.ack(finding.id, ALICE)
+    assert first.get(finding.id).status == "acknowledged"
+    (other,) = second.raise_candidates([candidate(23)], T0)
+    assert other.id == "F-000002" and len(first.all()) == 2
