@@ -1,0 +1,153 @@
+"""Who is acting: the operator identity recorded on every audit event.
+
+PCI DSS 10.2/10.3 ask for *who* did it and *from where*. The OS user comes from the
+process's effective uid (the password database), not from the environment, because any
+user can set `USER`. The environment still supplies what only it knows: `SUDO_USER` (the
+person behind a `sudo`) and `SSH_CONNECTION` (the client address of an SSH session).
+Environment text is untrusted: it is bounded, stripped of control characters, and the SSH
+client must parse as an IP address or it is dropped.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import pwd
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ORIGINS = ("tui", "cli", "daemon")
+
+# Long enough for any real user or host name, short enough that a hostile value cannot
+# bloat every audit event.
+MAX_NAME = 64
+MAX_HOST = 253
+
+
+def clean_text(value: object, limit: int = MAX_NAME) -> str:
+    """Bound `value` to `limit` characters and replace anything unprintable or spacing.
+
+    User and host names never contain whitespace; replacing it keeps the display form
+    (`user@host via ip`) unambiguous.
+    """
+    text = str(value)[:limit]
+    return "".join(ch if ch.isprintable() and not ch.isspace() else "?" for ch in text)
+
+
+def parse_ssh_client(environ: Mapping[str, str]) -> str | None:
+    """The SSH client address from `SSH_CONNECTION` (or the older `SSH_CLIENT`), or None.
+
+    `SSH_CONNECTION` is "client_ip client_port server_ip server_port"; `SSH_CLIENT` is
+    "client_ip client_port server_port". Anything that does not parse as an IP is dropped.
+    """
+    for name in ("SSH_CONNECTION", "SSH_CLIENT"):
+        raw = environ.get(name, "")
+        if not raw:
+            continue
+        fields = raw[:200].split()
+        if not fields:
+            continue
+        candidate = fields[0]
+        # An IPv6 client may carry a zone (fe80::1%eth0); keep the zone only if it is tame.
+        address, _, zone = candidate.partition("%")
+        try:
+            parsed = ipaddress.ip_address(address)
+        except ValueError:
+            continue
+        text = str(parsed)
+        if zone and zone.isalnum() and len(zone) <= 16:
+            text = f"{text}%{zone}"
+        return text
+    return None
+
+
+def _os_user(environ: Mapping[str, str]) -> str:
+    euid = os.geteuid()
+    try:
+        return clean_text(pwd.getpwuid(euid).pw_name)
+    except KeyError:
+        # Containers often run a uid with no passwd entry.
+        for name in ("USER", "LOGNAME"):
+            if environ.get(name):
+                return clean_text(environ[name])
+        return f"uid{euid}"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """One operator (or the daemon) acting from one machine through one front end.
+
+    `user` is the effective OS user; `sudo_user` the invoking user when run under sudo
+    (as claimed by the environment); `ssh_client` the SSH client address when present.
+    """
+
+    user: str
+    host: str
+    origin: str
+    sudo_user: str | None = None
+    ssh_client: str | None = None
+
+    @classmethod
+    def current(cls, origin: str, environ: Mapping[str, str] | None = None) -> Actor:
+        """The actor of this process. `environ` defaults to `os.environ` (tests pass a dict)."""
+        if origin not in ORIGINS:
+            raise ValueError(f"origin must be one of {', '.join(ORIGINS)}, not {origin!r}")
+        env = os.environ if environ is None else environ
+        user = _os_user(env)
+        sudo_raw = env.get("SUDO_USER", "")
+        sudo_user = clean_text(sudo_raw) if sudo_raw else None
+        if sudo_user == user:
+            sudo_user = None
+        return cls(
+            user=user,
+            host=clean_text(socket.gethostname(), MAX_HOST),
+            origin=origin,
+            sudo_user=sudo_user,
+            ssh_client=parse_ssh_client(env),
+        )
+
+    @property
+    def person(self) -> str:
+        """The human responsible, for separation of duties.
+
+        Under sudo to root this is the invoking user. `SUDO_USER` is only believed when the
+        effective user is root: anyone can set it, but only root could also forge the data
+        files anyway, so believing it there grants nothing new.
+        """
+        if self.sudo_user and self.user == "root":
+            return self.sudo_user
+        return self.user
+
+    def __str__(self) -> str:
+        who = self.user if not self.sudo_user else f"{self.user}(sudo:{self.sudo_user})"
+        text = f"{who}@{self.host}"
+        if self.ssh_client:
+            text += f" via {self.ssh_client}"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "user": self.user,
+            "sudo_user": self.sudo_user,
+            "ssh_client": self.ssh_client,
+            "host": self.host,
+            "origin": self.origin,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], origin: str | None = None) -> Actor:
+        """Rebuild an actor from stored data (tolerant: stored data may be old or damaged)."""
+
+        def optional(key: str) -> str | None:
+            value = data.get(key)
+            return clean_text(value, MAX_HOST) if value else None
+
+        return cls(
+            user=clean_text(data.get("user") or "?"),
+            host=clean_text(data.get("host") or "?", MAX_HOST),
+            origin=str(origin if origin is not None else data.get("origin") or "?"),
+            sudo_user=optional("sudo_user"),
+            ssh_client=optional("ssh_client"),
+        )

@@ -1,0 +1,519 @@
+"""When each target group is scanned, and the record of when monitoring fell short.
+
+Each group is scanned every `interval` seconds plus a uniform jitter in [0, jitter],
+counted from the start of its previous run. Runs never overlap (`run_loop` runs one group
+at a time and reschedules a group only when its run has started). `schedule.json` in the
+data dir keeps, per group, the last run, its outcome and the next due time, so a restarted
+daemon, or a console that takes over as leader, knows what is late. Any process may ask for
+a scan now (`scan_now`): the request is written to the same file and the leader sees it on
+its next tick, because every read first reloads the file when it changed on disk.
+
+Monitoring gaps (PCI DSS 10.7: failures of the monitor are themselves on record):
+
+- "late": a scan did not start by last start + interval + jitter + grace. The gap runs from
+  when the scan was due to when it finally started. While it is still open, `find_gaps`
+  reports it once with `ongoing=True` and end = now (so a daemon starting after a long stop,
+  or a console watching a hung leader, can raise it at once); when the run starts it is
+  reported once more, closed, with the same `id`. Consumers upsert by `Gap.id`.
+- "failed": a run ended failed or cancelled, or never ended (the process died mid-run; found
+  when the group next starts). The gap is the run's own window.
+- "partial": a run covered fewer hosts than planned (or ended "partial").
+
+Only the leader should call `find_gaps` (it records what it returns); others use `overdue`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from portconsole.core.errors import NotFoundError
+from portconsole.core.storage import DataLock, atomic_write_bytes, load_json_file
+from portconsole.core.timeutil import iso, parse_iso, utcnow
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = 1
+GAP_REASONS = ("late", "failed", "partial")
+OUTCOMES = ("success", "partial", "failed", "cancelled")
+RECENT_GAPS_KEPT = 500
+
+
+class GroupTiming(Protocol):
+    """What the scheduler needs of a group (settings.GroupSettings fits)."""
+
+    @property
+    def interval(self) -> int: ...
+
+    @property
+    def jitter(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """A stretch of time in which a group was not (fully) monitored as scheduled."""
+
+    group: str
+    start: datetime
+    end: datetime
+    reason: str  # "late" | "failed" | "partial"
+    ongoing: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """Stable across the ongoing and closed reports of one gap."""
+        key = f"{self.group}\0{self.reason}\0{iso(self.start)}".encode()
+        return "gap-" + hashlib.sha256(key).hexdigest()[:16]
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "group": self.group,
+            "start": iso(self.start),
+            "end": iso(self.end),
+            "reason": self.reason,
+            "ongoing": self.ongoing,
+            "details": self.details,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Gap:
+        return cls(
+            group=str(data["group"]),
+            start=parse_iso(str(data["start"])),
+            end=parse_iso(str(data["end"])),
+            reason=str(data["reason"]),
+            ongoing=bool(data.get("ongoing", False)),
+            details=dict(data.get("details") or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatus:
+    group: str
+    interval: int
+    jitter: int
+    next_due: datetime
+    last_started: datetime | None
+    last_finished: datetime | None
+    last_outcome: str | None
+    running_since: datetime | None
+    requested_at: datetime | None
+
+
+def _when(value: Any) -> datetime | None:
+    return parse_iso(str(value)) if value else None
+
+
+def _runner_alive(record: Mapping[str, Any]) -> bool:
+    """Is the process that marked the current run still running?
+
+    A console's manual scan of a group may overlap the leader's; that is not an
+    interrupted run. A runner on another host cannot be checked and counts as gone.
+    """
+    runner = record.get("runner")
+    if not isinstance(runner, dict) or runner.get("host") != socket.gethostname():
+        return False
+    try:
+        pid = int(runner["pid"])
+        os.kill(pid, 0)
+    except (KeyError, TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
+
+
+class Scheduler:
+    """Due times and gap records for target groups, persisted in `state_path`.
+
+    `lock` should be the data dir's DataLock: the file is read-modified-written by the
+    leader and by any process asking for a scan now. `grace` is settings.daemon
+    .gap_grace_seconds. Pass `now_fn` and a seeded `rng` in tests.
+    """
+
+    def __init__(
+        self,
+        groups: Mapping[str, GroupTiming],
+        state_path: Path,
+        now_fn: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+        *,
+        grace: float = 120.0,
+        lock: DataLock | None = None,
+    ) -> None:
+        self.groups: dict[str, GroupTiming] = dict(groups)
+        self.state_path = Path(state_path)
+        self.now = now_fn
+        self.rng = rng if rng is not None else random.Random()
+        self.grace = timedelta(seconds=grace)
+        self._lock = lock
+        self._mutex = threading.RLock()
+        # A group never run before is due at once; remember when this process first saw
+        # it so the first-run deadline is stable until it is written.
+        self._created = iso(now_fn())
+        self._state: dict[str, Any] = {}
+        self._stamp: tuple[int, int, int] | None = None
+        with self._mutex:
+            self._reload(force=True)
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            info = os.stat(self.state_path)
+        except FileNotFoundError:
+            return None
+        return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+    def _reload(self, force: bool = False) -> None:
+        stamp = self._file_stamp()
+        if not force and stamp == self._stamp:
+            return
+        data = load_json_file(self.state_path) if stamp is not None else None
+        if not isinstance(data, dict):
+            data = {}
+        data.setdefault("format", STATE_FORMAT)
+        data.setdefault("groups", {})
+        data.setdefault("pending_gaps", [])
+        data.setdefault("recent_gaps", [])
+        for name in self.groups:
+            data["groups"].setdefault(name, {"first_seen": self._created})
+        self._state = data
+        self._stamp = stamp
+
+    @contextlib.contextmanager
+    def _mutating(self) -> Iterator[dict[str, Any]]:
+        lock = self._lock.hold() if self._lock is not None else contextlib.nullcontext()
+        with self._mutex, lock:
+            self._reload(force=True)
+            before = self._encode()
+            yield self._state
+            after = self._encode()
+            # find_gaps runs every tick; skip the fsync when nothing changed.
+            if after != before or self._stamp is None:
+                atomic_write_bytes(self.state_path, after)
+                self._stamp = self._file_stamp()
+
+    def _encode(self) -> bytes:
+        return json.dumps(self._state, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+    def _view(self) -> dict[str, Any]:
+        with self._mutex:
+            self._reload()
+            return self._state
+
+    def _check_group(self, group: str) -> None:
+        if group not in self.groups:
+            known = ", ".join(sorted(self.groups)) or "none configured"
+            raise NotFoundError(f"unknown group {group!r}: known groups are {known}")
+
+    # -- timing --------------------------------------------------------------------------
+
+    def _due_at(self, name: str, record: Mapping[str, Any]) -> datetime:
+        timing = self.groups[name]
+        last = _when(record.get("last_started"))
+        stored = _when(record.get("next_due"))
+        if last is None:
+            return stored or parse_iso(str(record.get("first_seen") or self._created))
+        # A shortened interval in the config takes effect without waiting out the old one.
+        ceiling = last + timedelta(seconds=timing.interval + timing.jitter)
+        return min(stored, ceiling) if stored else ceiling
+
+    def _deadline(self, name: str, record: Mapping[str, Any]) -> datetime:
+        timing = self.groups[name]
+        last = _when(record.get("last_started"))
+        if last is None:
+            first = parse_iso(str(record.get("first_seen") or self._created))
+            return first + timedelta(seconds=timing.jitter) + self.grace
+        return last + timedelta(seconds=timing.interval + timing.jitter) + self.grace
+
+    def due(self, now: datetime | None = None) -> list[str]:
+        """Groups due at `now`: requested ones first, then by how long they have waited."""
+        moment = now or self.now()
+        state = self._view()
+        ready: list[tuple[int, datetime, str]] = []
+        for name in self.groups:
+            record = state["groups"][name]
+            requested = _when(record.get("requested_at"))
+            due_at = self._due_at(name, record)
+            if requested is not None:
+                ready.append((0, requested, name))
+            elif due_at <= moment:
+                ready.append((1, due_at, name))
+        return [name for _, _, name in sorted(ready)]
+
+    def next_due(self) -> tuple[str, datetime] | None:
+        """The group due soonest and when (a requested scan is due at its request time)."""
+        state = self._view()
+        best: tuple[datetime, str] | None = None
+        for name in self.groups:
+            record = state["groups"][name]
+            requested = _when(record.get("requested_at"))
+            due_at = self._due_at(name, record)
+            when = min(requested, due_at) if requested else due_at
+            if best is None or (when, name) < best:
+                best = (when, name)
+        return (best[1], best[0]) if best else None
+
+    def scan_now(self, group: str | None = None) -> list[str]:
+        """Ask for a scan of `group` (or every group) at the leader's next tick."""
+        names = list(self.groups) if group is None else [group]
+        for name in names:
+            self._check_group(name)
+        moment = iso(self.now())
+        with self._mutating() as state:
+            for name in names:
+                record = state["groups"][name]
+                if not record.get("requested_at"):
+                    record["requested_at"] = moment
+        return names
+
+    def status(self) -> list[GroupStatus]:
+        """Every configured group's schedule, by name."""
+        return [self.group_status(name) for name in sorted(self.groups)]
+
+    def group_status(self, group: str) -> GroupStatus:
+        self._check_group(group)
+        record = self._view()["groups"][group]
+        return GroupStatus(
+            group=group,
+            interval=self.groups[group].interval,
+            jitter=self.groups[group].jitter,
+            next_due=self._due_at(group, record),
+            last_started=_when(record.get("last_started")),
+            last_finished=_when(record.get("last_finished")),
+            last_outcome=record.get("last_outcome"),
+            running_since=_when(record.get("running_since")),
+            requested_at=_when(record.get("requested_at")),
+        )
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def mark_started(self, group: str, at: datetime | None = None) -> None:
+        """Record that a run of `group` started; schedules the next one from `at`."""
+        self._check_group(group)
+        moment = at or self.now()
+        timing = self.groups[group]
+        with self._mutating() as state:
+            record = state["groups"][group]
+            unfinished = _when(record.get("running_since"))
+            if unfinished is not None and not _runner_alive(record):
+                self._queue(
+                    state,
+                    Gap(
+                        group,
+                        unfinished,
+                        moment,
+                        "failed",
+                        details={
+                            "outcome": "interrupted",
+                            "error": "the run never finished (its process stopped or died)",
+                        },
+                    ),
+                )
+            due_at = self._due_at(group, record)
+            deadline = self._deadline(group, record)
+            if moment > deadline:
+                self._queue(
+                    state,
+                    Gap(
+                        group,
+                        due_at,
+                        moment,
+                        "late",
+                        details={
+                            "due": iso(due_at),
+                            "deadline": iso(deadline),
+                            "interval": timing.interval,
+                            "last_started": record.get("last_started"),
+                        },
+                    ),
+                )
+            jitter = self.rng.uniform(0, timing.jitter) if timing.jitter else 0.0
+            record.update(
+                last_started=iso(moment),
+                running_since=iso(moment),
+                requested_at=None,
+                overdue_reported=None,
+                runner={"pid": os.getpid(), "host": socket.gethostname()},
+                next_due=iso(moment + timedelta(seconds=timing.interval + jitter)),
+            )
+
+    def mark_finished(
+        self,
+        group: str,
+        at: datetime | None,
+        outcome: str,
+        hosts_planned: int,
+        hosts_covered: int,
+        *,
+        error: str = "",
+    ) -> None:
+        """Record how a run ended; a failed, cancelled or partial run queues a gap."""
+        self._check_group(group)
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}, not {outcome!r}")
+        moment = at or self.now()
+        with self._mutating() as state:
+            record = state["groups"][group]
+            start = (
+                _when(record.get("running_since")) or _when(record.get("last_started")) or moment
+            )
+            details: dict[str, Any] = {
+                "outcome": outcome,
+                "hosts_planned": hosts_planned,
+                "hosts_covered": hosts_covered,
+            }
+            if error:
+                details["error"] = error[:500]
+            if outcome in ("failed", "cancelled"):
+                self._queue(state, Gap(group, start, moment, "failed", details=details))
+            elif outcome == "partial" or hosts_covered < hosts_planned:
+                self._queue(state, Gap(group, start, moment, "partial", details=details))
+            record.update(
+                running_since=None,
+                runner=None,
+                last_finished=iso(moment),
+                last_outcome=outcome,
+                hosts_planned=hosts_planned,
+                hosts_covered=hosts_covered,
+            )
+
+    @staticmethod
+    def _queue(state: dict[str, Any], gap: Gap) -> None:
+        state["pending_gaps"].append(gap.to_json())
+
+    # -- gaps ----------------------------------------------------------------------------
+
+    def overdue(self, now: datetime | None = None) -> list[Gap]:
+        """Open "late" gaps at `now` (end = now, ongoing), without recording anything."""
+        moment = now or self.now()
+        state = self._view()
+        return [gap for gap, _ in self._overdue(state, moment)]
+
+    def _overdue(self, state: Mapping[str, Any], moment: datetime) -> list[tuple[Gap, str]]:
+        found: list[tuple[Gap, str]] = []
+        for name in self.groups:
+            record = state["groups"][name]
+            if record.get("running_since") and _runner_alive(record):
+                continue
+            deadline = self._deadline(name, record)
+            if moment <= deadline:
+                continue
+            due_at = self._due_at(name, record)
+            details = {
+                "due": iso(due_at),
+                "deadline": iso(deadline),
+                "interval": self.groups[name].interval,
+                "last_started": record.get("last_started"),
+            }
+            found.append((Gap(name, due_at, moment, "late", True, details), iso(due_at)))
+        return found
+
+    def find_gaps(self, now: datetime | None = None) -> list[Gap]:
+        """New gaps since the last call, each returned once, and recorded as returned.
+
+        Closed gaps (late runs, failed or partial runs) come once; an open "late" gap comes
+        once as ongoing, then once closed when the run starts (same `id`).
+        """
+        moment = now or self.now()
+        with self._mutating() as state:
+            gaps = [Gap.from_json(item) for item in state["pending_gaps"]]
+            state["pending_gaps"] = []
+            for gap, due_key in self._overdue(state, moment):
+                record = state["groups"][gap.group]
+                if record.get("overdue_reported") != due_key:
+                    record["overdue_reported"] = due_key
+                    gaps.append(gap)
+            recent = state["recent_gaps"] + [gap.to_json() for gap in gaps]
+            state["recent_gaps"] = recent[-RECENT_GAPS_KEPT:]
+        return gaps
+
+    def recent_gaps(self) -> list[Gap]:
+        """The last gaps `find_gaps` returned (up to 500), oldest first."""
+        return [Gap.from_json(item) for item in self._view()["recent_gaps"]]
+
+
+def run_loop(
+    scheduler: Scheduler,
+    run_cycle: Callable[[str], object],
+    stop: threading.Event,
+    is_leader: Callable[[], bool],
+    tick: float = 1.0,
+    on_tick: Callable[[], None] | None = None,
+) -> None:
+    """Run due groups one at a time until `stop` is set (returns within `tick` of it).
+
+    `is_leader` is asked before each run (e.g. `election.try_acquire`, which also takes over
+    from a dead leader). `run_cycle(group)` scans the group and marks the run on the
+    scheduler itself (`mark_started` before scanning, `mark_finished` with the outcome and
+    coverage); it should watch `stop` so that a stop cancels the scan. If it raises, or
+    returns without marking, the loop records a failed run, so a broken group is
+    rescheduled (and on record as a gap) instead of being retried in a tight loop.
+    `on_tick` runs once per tick (heartbeat, find_gaps, ...); its errors are logged.
+    """
+    while not stop.is_set():
+        if on_tick is not None:
+            try:
+                on_tick()
+            except Exception:
+                log.exception("scheduler tick hook failed")
+        group: str | None = None
+        try:
+            if is_leader():
+                due = scheduler.due(scheduler.now())
+                group = due[0] if due else None
+        except Exception:
+            log.exception("could not read the schedule")
+        if group is None or stop.is_set():
+            stop.wait(tick)
+            continue
+        _run_one(scheduler, group, run_cycle)
+
+
+def _run_one(scheduler: Scheduler, group: str, run_cycle: Callable[[str], object]) -> None:
+    before = scheduler.group_status(group).last_started
+    error = ""
+    try:
+        run_cycle(group)
+    except Exception as failure:
+        log.exception("scan cycle for group %s failed", group)
+        error = f"{failure.__class__.__name__}: {failure}"
+    except BaseException:
+        _settle(scheduler, group, before, "cancelled", "interrupted")
+        raise
+    _settle(scheduler, group, before, "failed", error)
+
+
+def _settle(
+    scheduler: Scheduler, group: str, before: datetime | None, outcome: str, error: str
+) -> None:
+    """Close a run that `run_cycle` left unmarked or unfinished."""
+    status = scheduler.group_status(group)
+    moment = scheduler.now()
+    if status.last_started == before:
+        scheduler.mark_started(group, moment)
+        scheduler.mark_finished(
+            group, moment, outcome, 0, 0, error=error or "the scan cycle did not start"
+        )
+    elif status.running_since is not None:
+        scheduler.mark_finished(
+            group, moment, outcome, 0, 0, error=error or "the scan cycle did not finish"
+        )
