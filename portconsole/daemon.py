@@ -1,0 +1,99 @@
+"""`portconsole daemon`: scheduled scan cycles until SIGTERM or Ctrl-C.
+
+Only the scan leader scans; a daemon that is not the leader waits and takes over when the
+leader dies (its flock is released by the kernel). One line per event goes to stderr, so
+systemd's journal holds a readable log.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Any
+
+from portconsole.core.errors import UserError
+from portconsole.core.notify import DeliveryWorker
+from portconsole.core.schedule import run_loop
+from portconsole.core.textsafe import terminal_safe
+from portconsole.core.timeutil import iso, utcnow
+
+
+def log(message: str) -> None:
+    print(
+        f"{iso(utcnow().replace(microsecond=0))} {terminal_safe(message, 500)}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def run_daemon(monitor: Any, stop: threading.Event | None = None) -> int:
+    """Run until `stop` is set (by SIGTERM/SIGINT when run from the CLI). Returns an exit code."""
+    stop = stop or threading.Event()
+    cancel = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log(f"received {signal.Signals(signum).name}: stopping")
+        stop.set()
+        cancel.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    if not monitor.settings.groups:
+        log("no target groups configured ([groups.NAME] in the config): nothing to schedule")
+        return 2
+    monitor.audit.append(
+        "daemon.start", actor=monitor.actor, details={"groups": sorted(monitor.settings.groups)}
+    )
+    log(
+        f"daemon started: groups {', '.join(sorted(monitor.settings.groups))}; data dir {monitor.paths.data_dir}"
+    )
+    worker = DeliveryWorker(monitor.notifier, stop, interval=5.0)
+    worker.start()
+    was_leader = False
+
+    def is_leader() -> bool:
+        nonlocal was_leader
+        leading = monitor.try_lead()
+        if leading and not was_leader:
+            log(
+                f"leading scheduled scans (pid {monitor.leader.current().pid if monitor.leader.current() else '?'})"
+            )
+        elif not leading and not was_leader:
+            current = monitor.leader.current()
+            if current is not None:
+                log(
+                    f"following: leader is pid {current.pid} ({current.user}@{current.host}, {current.origin})"
+                )
+        was_leader = leading
+        return leading and not monitor.paused
+
+    def run_cycle(group: str) -> None:
+        log(f"scan {group}: starting")
+        try:
+            result = monitor.run_cycle(group=group, cancel=cancel)
+        except UserError as error:
+            log(f"scan {group}: failed: {error}")
+            return
+        scan = result.scan
+        log(
+            f"scan {group}: {scan.outcome}, {len(scan.hosts)} hosts, {scan.open_port_count()} open ports, "
+            f"{len(result.changes)} changes, {len(result.findings)} new findings ({scan.scan_id})"
+        )
+        for finding in result.findings:
+            where = finding.host + (f":{finding.port}/{finding.proto}" if finding.port else "")
+            log(f"finding {finding.id} {finding.severity} {finding.kind} {where}")
+        for gap in result.gaps:
+            log(f"monitoring gap {gap.group}: {gap.reason} from {iso(gap.start)} to {iso(gap.end)}")
+
+    try:
+        run_loop(monitor.scheduler, run_cycle, stop, is_leader, tick=1.0)
+    finally:
+        cancel.set()
+        worker.join(timeout=2.0)
+        monitor.audit.append("daemon.stop", actor=monitor.actor)
+        monitor.close()
+        log("daemon stopped")
+    return 0

@@ -1,0 +1,177 @@
+"""Scan cycles end to end through the Monitor: real nmap, real listeners, real store."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from portconsole.core.errors import PermissionRefused, UserError
+from portconsole.core.model import Progress
+from portconsole.core.monitor import Monitor
+from portconsole.core.timeutil import utcnow
+from tests.conftest import write_config
+from tests.fleet import TestFleet
+
+pytestmark = pytest.mark.nmap
+
+
+def _monitor(tmp_path: Path, **kwargs: object) -> Monitor:
+    return Monitor.open(tmp_path / "config.toml", tmp_path / "data", **kwargs)  # type: ignore[arg-type]
+
+
+def _ports(*ports: int) -> str:
+    return ",".join(str(p) for p in sorted(ports))
+
+
+def _approve_baseline(tmp_path: Path, host: str, port: int, service: str, *, approved: str, review: str) -> Path:
+    path = tmp_path / "baseline.yaml"
+    path.write_text(
+        f"""version: 1
+hosts:
+  - selector: [{host}]
+    rules:
+      - ports: "{port}"
+        proto: tcp
+        service: {service}
+        justification: Remote administration for the platform team
+        owner: platform-team
+        requester: alice
+        approver: bob
+        ticket: CHG-1
+        approved_at: {approved}
+        review_by: {review}
+"""
+    )
+    return path
+
+
+def test_new_port_raises_exactly_one_finding_and_approval_silences_it(tmp_path: Path) -> None:
+    with TestFleet() as fleet:
+        host = fleet.new_address()
+        ssh = fleet.listen(host, "ssh")
+        http = fleet.listen(host, "http")
+        closed = fleet.closed_port(host)
+        write_config(tmp_path / "config.toml")
+        monitor = _monitor(tmp_path)
+        spec = _ports(ssh, http, closed)
+
+        first = monitor.run_cycle(targets=[host], ports=spec)
+        opened = {(c.kind, c.port) for c in first.changes}
+        assert opened == {("host_up", None), ("port_opened", ssh), ("port_opened", http)}
+        unapproved = sorted(f.port for f in first.findings if f.kind == "unapproved_port")
+        assert unapproved == sorted([ssh, http])
+        assert first.approval_status[f"{host}:{ssh}/tcp"] == "unapproved"
+
+        # The same ports again: no new finding, no duplicate.
+        again = monitor.run_cycle(targets=[host], ports=spec)
+        assert again.findings == []
+        assert len([f for f in monitor.findings() if f.kind == "unapproved_port"]) == 2
+
+        finding = next(f for f in monitor.findings() if f.port == ssh)
+        monitor.approve(
+            finding.id,
+            justification="Bastion access for on-call",
+            owner="platform-team",
+            requester="carol",
+        )
+        assert finding.id not in {f.id for f in monitor.findings()}
+        after = monitor.run_cycle(targets=[host], ports=spec)
+        assert after.findings == []
+        assert after.approval_status[f"{host}:{ssh}/tcp"] == "approved"
+        assert all(f.port != ssh for f in monitor.findings())
+
+        actions = [e.action for e in monitor.audit_events()]
+        assert "approval.added" in actions and "finding.approved" in actions
+        assert monitor.audit_verify().ok
+
+
+def test_port_gone_at_reprobe_raises_nothing(tmp_path: Path) -> None:
+    with TestFleet() as fleet:
+        host = fleet.new_address()
+        steady = fleet.listen(host, "http")
+        write_config(tmp_path / "config.toml")
+        monitor = _monitor(tmp_path)
+        monitor.run_cycle(targets=[host], ports=_ports(steady))
+        baseline_findings = {f.id for f in monitor.findings()}
+
+        flappy = fleet.listen(host, "tcp")
+
+        def close_before_confirm(progress: Progress) -> None:
+            # The sweep saw the port; it closes before the re-probe, like a flapping service.
+            if progress.phase == "confirm" and (host, flappy) in fleet.open:
+                fleet.close(host, flappy)
+
+        result = monitor.run_cycle(
+            targets=[host], ports=_ports(steady, flappy), progress=close_before_confirm
+        )
+        assert f"{host}:{flappy}/tcp" in result.unconfirmed
+        assert result.findings == []
+        assert {f.id for f in monitor.findings()} == baseline_findings
+        assert all(c.port != flappy for c in result.changes)
+
+
+def test_expired_approval_comes_back_as_a_finding(tmp_path: Path) -> None:
+    with TestFleet() as fleet:
+        host = fleet.new_address()
+        ssh = fleet.listen(host, "ssh")
+        write_config(tmp_path / "config.toml")
+        monitor = _monitor(tmp_path)
+        past = utcnow() - timedelta(days=60)
+        approved = (past - timedelta(days=100)).date().isoformat()
+        review = past.date().isoformat()
+        added, _ = monitor.baseline_import(
+            _approve_baseline(tmp_path, host, ssh, "ssh", approved=approved, review=review)
+        )
+        assert added == 1
+        result = monitor.run_cycle(targets=[host], ports=_ports(ssh))
+        assert result.approval_status[f"{host}:{ssh}/tcp"] == "expired"
+        kinds = {(f.kind, f.port) for f in result.findings}
+        assert ("approval_expired", ssh) in kinds
+        assert ("unapproved_port", ssh) not in kinds
+
+
+def test_vanished_approved_port_is_a_finding_after_confirmation(tmp_path: Path) -> None:
+    with TestFleet() as fleet:
+        host = fleet.new_address()
+        ssh = fleet.listen(host, "ssh")
+        web = fleet.listen(host, "http")
+        write_config(tmp_path / "config.toml")
+        monitor = _monitor(tmp_path)
+        today = utcnow().date().isoformat()
+        review = (utcnow() + timedelta(days=90)).date().isoformat()
+        monitor.baseline_import(_approve_baseline(tmp_path, host, ssh, "ssh", approved=today, review=review))
+        spec = _ports(ssh, web)
+        monitor.run_cycle(targets=[host], ports=spec)
+        fleet.close(host, ssh)
+        result = monitor.run_cycle(targets=[host], ports=spec)
+        assert ("port_closed", ssh) in {(c.kind, c.port) for c in result.changes}
+        assert ("approved_port_gone", ssh) in {(f.kind, f.port) for f in result.findings}
+
+
+def test_readonly_refuses_every_write(tmp_path: Path) -> None:
+    write_config(tmp_path / "config.toml")
+    monitor = _monitor(tmp_path, readonly=True)
+    with pytest.raises(PermissionRefused):
+        monitor.run_cycle(targets=["127.0.0.1"], ports="1")
+    with pytest.raises(PermissionRefused):
+        monitor.pause()
+    with pytest.raises(UserError):
+        monitor.ack("F-000001")
+
+
+def test_empty_justification_is_refused(tmp_path: Path) -> None:
+    with TestFleet() as fleet:
+        host = fleet.new_address()
+        port = fleet.listen(host, "http")
+        write_config(tmp_path / "config.toml")
+        monitor = _monitor(tmp_path)
+        result = monitor.run_cycle(targets=[host], ports=_ports(port))
+        finding = result.findings[0]
+        with pytest.raises(UserError, match="justification"):
+            monitor.approve(finding.id, justification="   ", owner="x", requester="carol")
+        with pytest.raises(UserError):
+            monitor.flag(finding.id, reason="")
+        flagged = monitor.flag(finding.id, reason="Nobody asked for this port")
+        assert flagged.status == "flagged"
