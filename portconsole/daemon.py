@@ -7,6 +7,7 @@ systemd's journal holds a readable log.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -52,22 +53,26 @@ def run_daemon(monitor: Any, stop: threading.Event | None = None) -> int:
     )
     worker = DeliveryWorker(monitor.notifier, stop, interval=5.0)
     worker.start()
-    was_leader = False
+    last_state: str | None = None
 
     def is_leader() -> bool:
-        nonlocal was_leader
+        nonlocal last_state
         leading = monitor.try_lead()
-        if leading and not was_leader:
-            log(
-                f"leading scheduled scans (pid {monitor.leader.current().pid if monitor.leader.current() else '?'})"
-            )
-        elif not leading and not was_leader:
+        if leading:
+            state = "leading"
+            message = f"leading scheduled scans as pid {os.getpid()}"
+        else:
             current = monitor.leader.current()
-            if current is not None:
-                log(
-                    f"following: leader is pid {current.pid} ({current.user}@{current.host}, {current.origin})"
-                )
-        was_leader = leading
+            who = (
+                f"pid {current.pid} ({current.user}@{current.host}, {current.origin})"
+                if current
+                else "another process"
+            )
+            state = f"following {who}"
+            message = f"following: the scan leader is {who}"
+        if state != last_state:
+            log(message)
+            last_state = state
         return leading and not monitor.paused
 
     def run_cycle(group: str) -> None:
