@@ -1,0 +1,1 @@
+"""The console's screens: overview, host detail, triage, history, audit, and dialogs."""

@@ -1,0 +1,121 @@
+"""Export a report from the console (the same export as `portconsole report`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import Input, Static
+
+from portconsole.core.errors import UserError
+from portconsole.core.timeutil import parse_iso
+from portconsole.tui.safe import clean
+from portconsole.tui.screens.forms import field_row, who_line
+
+if TYPE_CHECKING:
+    from portconsole.tui.app import PortConsoleApp
+
+FORMATS = ("html", "json", "csv", "md")
+
+
+@dataclass
+class ExportDone(Message):
+    paths: list[Path]
+
+
+@dataclass
+class ExportRefused(Message):
+    text: str
+
+
+class ExportForm(ModalScreen[None]):
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="export.cancel"),
+        Binding("ctrl+s", "submit", "Export", id="export.submit"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.busy = False
+
+    @property
+    def console(self) -> PortConsoleApp:
+        return cast("PortConsoleApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        stamp = self.console.now().strftime("%Y%m%d")
+        default = Path.cwd() / f"portconsole-report-{stamp}.html"
+        with Vertical(id="dialog"):
+            yield Static(Text("Export a report", style="bold"), classes="dialog-title")
+            yield Static(who_line(self.console.monitor.actor), id="dialog-who")
+            yield field_row("File*", "path", str(default))
+            yield field_row("Format", "fmt", "html", "html, json, csv or md")
+            yield field_row("As of", "at", "", "now, or 2026-05-27T12:00Z")
+            yield Static(id="form-error")
+            yield Static("enter: export · esc: cancel", classes="dialog-hint")
+
+    def value(self, field_id: str) -> str:
+        return self.query_one(f"#{field_id}", Input).value.strip()
+
+    def action_submit(self) -> None:
+        if self.busy:
+            return
+        path_text = self.value("path")
+        fmt = self.value("fmt").lower() or "html"
+        at_text = self.value("at")
+        error = self.query_one("#form-error", Static)
+        if not path_text:
+            error.update(Text("A file name is required.", style="bold"))
+            return
+        if fmt not in FORMATS:
+            error.update(Text(f"Format must be one of {', '.join(FORMATS)}.", style="bold"))
+            return
+        try:
+            at = parse_iso(at_text) if at_text and at_text.lower() != "now" else None
+        except ValueError as problem:
+            error.update(Text(clean(problem, 200), style="bold"))
+            return
+        self.busy = True
+        error.update(Text("exporting…", style="italic"))
+        self.run_export(Path(path_text).expanduser(), fmt, at)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="export", description="export")
+    def run_export(self, path: Path, fmt: str, at: Any) -> None:
+        export = getattr(self.console.monitor, "export_report", None)
+        if export is None:
+            self.post_message(ExportRefused("Reports are not available in this build."))
+            return
+        try:
+            paths = export(path, at=at, fmt=fmt)
+        except UserError as problem:
+            self.post_message(ExportRefused(str(problem)))
+            return
+        except OSError as problem:
+            self.post_message(ExportRefused(f"cannot write {path}: {problem.strerror}"))
+            return
+        self.post_message(ExportDone(list(paths)))
+
+    def on_export_done(self, message: ExportDone) -> None:
+        names = ", ".join(str(p) for p in message.paths) or "nothing written"
+        self.console.notify(f"Report written: {names}", title="Export", markup=False)
+        self.dismiss(None)
+
+    def on_export_refused(self, message: ExportRefused) -> None:
+        self.busy = False
+        self.query_one("#form-error", Static).update(Text(clean(message.text, 300), style="bold"))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_submit()
+
+    def action_cancel(self) -> None:
+        if not self.busy:
+            self.dismiss(None)

@@ -1,0 +1,356 @@
+"""Decision dialogs. Each one names who you are before you confirm, because every decision
+is recorded under that identity in the audit chain; each writes through Monitor in a thread
+and shows a refusal inline (the form keeps what was typed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING, cast
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+from portconsole.core.errors import UserError
+from portconsole.tui.safe import clean
+
+if TYPE_CHECKING:
+    from portconsole.core.findings import Finding
+    from portconsole.tui.app import PortConsoleApp
+
+
+def describe_finding(finding: Finding) -> Text:
+    where = clean(finding.host, 45)
+    if finding.port is not None:
+        where += f":{finding.port}/{finding.proto}"
+    text = Text()
+    text.append(f"{finding.id} ", style="bold")
+    text.append(f"{clean(finding.kind, 30)} on {where}")
+    if finding.service:
+        text.append(f" ({clean(finding.service, 30)})")
+    text.append(f" · {finding.severity}")
+    return text
+
+
+def who_line(actor: object) -> Text:
+    text = Text("You are ")
+    text.append(clean(actor, 120), style="bold")
+    text.append(": recorded in the audit log.")
+    return text
+
+
+@dataclass
+class WriteDone(Message):
+    text: str
+
+
+@dataclass
+class WriteRefused(Message):
+    text: str
+
+
+class DecisionDialog(ModalScreen[str | None]):
+    """Base for the dialogs: returns a one-line summary when written, None when cancelled."""
+
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="dialog.cancel"),
+        Binding("ctrl+s", "submit", "Confirm", id="dialog.submit"),
+    ]
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__()
+        self.finding = finding
+        self.busy = False
+
+    @property
+    def console(self) -> PortConsoleApp:
+        return cast("PortConsoleApp", self.app)
+
+    def heading(self) -> str:
+        return "Decision"
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(Text(self.heading(), style="bold"), classes="dialog-title")
+            yield Static(describe_finding(self.finding), classes="dialog-finding")
+            yield Static(who_line(self.console.monitor.actor), id="dialog-who")
+            yield from self.compose_fields()
+            yield Static(id="form-error")
+            yield Static(self.hint(), classes="dialog-hint")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.confirm_label(), id="confirm", variant="primary", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
+
+    def compose_fields(self) -> ComposeResult:
+        yield from ()
+
+    def hint(self) -> str:
+        return "enter: confirm · tab: next field · esc: cancel"
+
+    def confirm_label(self) -> str:
+        return "Confirm"
+
+    def show_error(self, text: str, focus: str | None = None) -> None:
+        self.query_one("#form-error", Static).update(Text(clean(text, 300), style="bold"))
+        self.query_one("#form-error", Static).add_class("-shown")
+        if focus:
+            self.query_one(f"#{focus}", Input).focus()
+
+    def value(self, field_id: str) -> str:
+        return self.query_one(f"#{field_id}", Input).value.strip()
+
+    def prepare(self) -> Callable[[], str] | None:
+        """Validate; return the write to run in a thread (it returns the summary)."""
+        raise NotImplementedError
+
+    def action_submit(self) -> None:
+        if self.busy:
+            return
+        write = self.prepare()
+        if write is None:
+            return
+        self.busy = True
+        self.query_one("#form-error", Static).update(Text("writing…", style="italic"))
+        self.run_write(write)
+
+    @work(
+        thread=True, exclusive=True, exit_on_error=False, group="decision", description="decision"
+    )
+    def run_write(self, write: Callable[[], str]) -> None:
+        try:
+            summary = write()
+        except UserError as error:
+            self.post_message(WriteRefused(str(error)))
+            return
+        self.post_message(WriteDone(summary))
+
+    def on_write_done(self, message: WriteDone) -> None:
+        self.dismiss(message.text)
+
+    def on_write_refused(self, message: WriteRefused) -> None:
+        self.busy = False
+        self.show_error(message.text)
+
+    def action_cancel(self) -> None:
+        if not self.busy:
+            self.dismiss(None)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "confirm":
+            self.action_submit()
+        else:
+            self.action_cancel()
+
+
+def field_row(label: str, field_id: str, value: str = "", placeholder: str = "") -> Horizontal:
+    return Horizontal(
+        Label(label, classes="field-label"),
+        Input(value=value, placeholder=placeholder, id=field_id, compact=True),
+        classes="field",
+        id=f"row-{field_id}",
+    )
+
+
+class ApproveForm(DecisionDialog):
+    """Approve the finding's port: an approval record with justification, owner, review date."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding)
+        self.insecure = False
+        self.needs_requester = True
+
+    def heading(self) -> str:
+        return "Approve this port"
+
+    def confirm_label(self) -> str:
+        return "Approve"
+
+    def compose_fields(self) -> ComposeResult:
+        monitor = self.console.monitor
+        # Both are pure computations on settings: cheap enough for the event loop.
+        self.insecure = monitor.is_insecure(self.finding.service)
+        review_default = monitor.default_review_by()
+        yield field_row("Justification*", "justification", placeholder="why this port is needed")
+        yield field_row("Owner*", "owner", placeholder="team or person responsible")
+        self.needs_requester = monitor.settings.approval.separation_of_duties
+        requester_label = "Requested by*" if self.needs_requester else "Requested by"
+        yield field_row(
+            requester_label, "requester", placeholder="who asked for this port (not you)"
+        )
+        yield field_row("Ticket", "ticket", placeholder="change ticket, optional")
+        yield field_row("Review by", "review_by", review_default.isoformat(), "YYYY-MM-DD")
+        if self.insecure:
+            yield field_row(
+                "Mitigation*",
+                "mitigation",
+                placeholder="insecure service: how the risk is contained",
+            )
+
+    def hint(self) -> str:
+        return "enter: approve · tab: next field · esc: cancel"
+
+    def prepare(self) -> Callable[[], str] | None:
+        justification = self.value("justification")
+        owner = self.value("owner")
+        ticket = self.value("ticket")
+        requester = self.value("requester")
+        mitigation = self.value("mitigation") if self.insecure else ""
+        if not justification:
+            self.show_error(
+                "A justification is required: say why this port may stay open.", "justification"
+            )
+            return None
+        if not owner:
+            self.show_error("An owner is required: who answers for this port.", "owner")
+            return None
+        if self.needs_requester and not requester:
+            self.show_error(
+                "Name who requested this port: separation of duties needs a requester who is not you.",
+                "requester",
+            )
+            return None
+        review_text = self.value("review_by")
+        try:
+            review_by = date.fromisoformat(review_text) if review_text else None
+        except ValueError:
+            self.show_error("Review by must be a date such as 2026-11-27.", "review_by")
+            return None
+        if review_by is not None and review_by <= self.console.now().date():
+            self.show_error("Review by must be in the future.", "review_by")
+            return None
+        if self.insecure and not mitigation:
+            self.show_error(
+                f"{clean(self.finding.service, 30)} is insecure: describe the mitigation.",
+                "mitigation",
+            )
+            return None
+        monitor = self.console.monitor
+        finding_id = self.finding.id
+
+        def write() -> str:
+            done = monitor.approve(
+                finding_id,
+                justification=justification,
+                owner=owner,
+                ticket=ticket,
+                review_by=review_by,
+                mitigation=mitigation,
+                requester=requester or None,
+            )
+            return f"Approved {done.id} ({clean(done.host, 45)}:{done.port}/{done.proto})"
+
+        return write
+
+
+class TextDecision(DecisionDialog):
+    """Flag (reason required) or note (text required)."""
+
+    def __init__(self, finding: Finding, kind: str) -> None:
+        if kind not in ("flag", "note"):
+            raise ValueError(kind)
+        super().__init__(finding)
+        self.kind = kind
+
+    def heading(self) -> str:
+        return "Flag this finding" if self.kind == "flag" else "Add a note"
+
+    def confirm_label(self) -> str:
+        return "Flag" if self.kind == "flag" else "Add note"
+
+    def compose_fields(self) -> ComposeResult:
+        if self.kind == "flag":
+            yield field_row("Reason*", "text", placeholder="why this needs attention")
+        else:
+            yield field_row("Note*", "text", placeholder="what you found or did")
+
+    def prepare(self) -> Callable[[], str] | None:
+        text = self.value("text")
+        if not text:
+            what = "A reason" if self.kind == "flag" else "The note"
+            self.show_error(f"{what} is required.", "text")
+            return None
+        monitor = self.console.monitor
+        finding_id = self.finding.id
+        if self.kind == "flag":
+
+            def flag() -> str:
+                done = monitor.flag(finding_id, reason=text)
+                return f"Flagged {done.id}"
+
+            return flag
+
+        def note() -> str:
+            done = monitor.note(finding_id, text)
+            return f"Noted on {done.id}"
+
+        return note
+
+
+class ConfirmDecision(DecisionDialog):
+    """A y/n decision with no fields: acknowledge."""
+
+    BINDINGS = [
+        Binding("y", "submit", "Yes", id="dialog.yes"),
+        Binding("n,escape", "cancel", "No", id="dialog.no"),
+    ]
+
+    def __init__(self, finding: Finding, kind: str = "ack") -> None:
+        super().__init__(finding)
+        self.kind = kind
+
+    def heading(self) -> str:
+        return "Acknowledge this finding? (you are looking into it)"
+
+    def hint(self) -> str:
+        return "y: yes · n or esc: no"
+
+    def confirm_label(self) -> str:
+        return "Yes, acknowledge"
+
+    def prepare(self) -> Callable[[], str] | None:
+        monitor = self.console.monitor
+        finding_id = self.finding.id
+
+        def ack() -> str:
+            done = monitor.ack(finding_id)
+            return f"Acknowledged {done.id}"
+
+        return ack
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm", Button).focus()
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A plain y/n question (pause monitoring...), naming who is asking."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes", id="confirm.yes"),
+        Binding("n,escape", "answer(False)", "No", id="confirm.no"),
+    ]
+
+    def __init__(self, question: str, actor: object) -> None:
+        super().__init__()
+        self.question = question
+        self.actor = actor
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(Text(self.question, style="bold"), classes="dialog-title")
+            yield Static(who_line(self.actor), id="dialog-who")
+            yield Static("y: yes · n or esc: no", classes="dialog-hint")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)

@@ -1,0 +1,224 @@
+"""The fleet as it was at a moment, and the timeline of any host or port."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import DataTable, Input, Label, Static
+
+from portconsole.core.errors import UserError
+from portconsole.core.model import port_key
+from portconsole.core.timeutil import parse_iso
+from portconsole.tui.safe import clean, safe_text, short_time
+from portconsole.tui.screens.base import ConsoleScreen, filtered
+from portconsole.tui.screens.host import describe_state
+from portconsole.tui.widgets import KeyedTable
+
+if TYPE_CHECKING:
+    from portconsole.core.store import ChangeEvent, PointInTime
+
+ASOF_COLUMNS = [
+    ("host", "Host"),
+    ("port", "Port"),
+    ("service", "Service"),
+    ("product", "Product/version"),
+    ("scan", "Last scan"),
+]
+
+TIMELINE_COLUMNS = [
+    ("at", "When (UTC)"),
+    ("host", "Host"),
+    ("port", "Port"),
+    ("kind", "Change"),
+    ("change", "Before → after"),
+]
+
+
+@dataclass
+class StateLoaded(Message):
+    state: PointInTime
+
+
+@dataclass
+class TimelineLoaded(Message):
+    label: str
+    events: list[ChangeEvent]
+
+
+def _field(item: Any, name: str, default: Any = "") -> Any:
+    """Point-in-time rows may be dataclasses or dicts; read either."""
+    if isinstance(item, dict):
+        return item.get(name, default)
+    return getattr(item, name, default)
+
+
+class HistoryScreen(ConsoleScreen):
+    TITLE_TEXT = "History"
+
+    BINDINGS = [
+        Binding("a", "focus_asof", "As of…", id="history.asof"),
+        Binding("escape", "back", "Back", show=False, id="history.back"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state: PointInTime | None = None
+        self.asked_at: datetime | None = None
+        self.timeline_label = ""
+        self.timeline: list[ChangeEvent] = []
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="asof-bar"):
+            yield Label("As of (UTC) ", classes="field-label")
+            yield Input(
+                placeholder="now, or 2026-05-27T12:00Z, then enter", id="asof", compact=True
+            )
+        yield Static(id="asof-summary", classes="title")
+        yield KeyedTable(ASOF_COLUMNS, id="asof-ports")
+        yield Static(id="timeline-title", classes="title")
+        yield KeyedTable(TIMELINE_COLUMNS, id="timeline")
+
+    def on_mount(self) -> None:
+        self.query_one("#asof-ports", KeyedTable).focus()
+
+    def reload(self) -> None:
+        self.load_state(self.asked_at)
+
+    @work(
+        thread=True,
+        exclusive=True,
+        exit_on_error=False,
+        group="history-load",
+        description="state at",
+    )
+    def load_state(self, at: datetime | None) -> None:
+        try:
+            state = self.console.monitor.state_at(at or self.console.now())
+        except UserError as error:
+            self.console.report_error(str(error))
+            return
+        self.post_message(StateLoaded(state))
+
+    @work(
+        thread=True,
+        exclusive=True,
+        exit_on_error=False,
+        group="timeline-load",
+        description="timeline",
+    )
+    def load_timeline(self, host: str, port: int | None, proto: str | None) -> None:
+        try:
+            events = self.console.monitor.history(host, port, proto)
+        except UserError as error:
+            self.console.report_error(str(error))
+            return
+        label = clean(host, 45) if port is None else port_key(clean(host, 45), port, proto or "tcp")
+        self.post_message(TimelineLoaded(label, events))
+
+    def on_state_loaded(self, message: StateLoaded) -> None:
+        self.state = message.state
+        self.show_data()
+
+    def on_timeline_loaded(self, message: TimelineLoaded) -> None:
+        self.timeline_label = message.label
+        self.timeline = message.events
+        self.show_data()
+
+    def asof_rows(self) -> dict[str, Sequence[Text]]:
+        rows: dict[str, Sequence[Text]] = {}
+        if self.state is None:
+            return rows
+        for item in self.state.open_ports:
+            host = str(_field(item, "host"))
+            port = int(_field(item, "port", 0))
+            proto = str(_field(item, "proto", "tcp"))
+            product = " ".join(p for p in (_field(item, "product"), _field(item, "version")) if p)
+            rows[port_key(host, port, proto)] = (
+                safe_text(host, limit=45),
+                Text(f"{port}/{proto}"),
+                safe_text(_field(item, "service") or "-", limit=20),
+                safe_text(product or "-", limit=40),
+                safe_text(
+                    str(_field(item, "last_seen_scan_id") or _field(item, "last_scan_id"))
+                    + ("" if _field(item, "covered", True) else " ?"),
+                    limit=30,
+                ),
+            )
+        return rows
+
+    def timeline_rows(self) -> dict[str, Sequence[Text]]:
+        rows: dict[str, Sequence[Text]] = {}
+        for index, event in enumerate(sorted(self.timeline, key=lambda e: e.at, reverse=True)):
+            where = f"{event.port}/{event.proto}" if event.port is not None else "host"
+            rows[f"{index}"] = (
+                Text(short_time(event.at)),
+                safe_text(event.host, limit=45),
+                Text(where),
+                safe_text(event.kind, limit=24),
+                safe_text(
+                    f"{describe_state(event.before)} → {describe_state(event.after)}", limit=80
+                ),
+            )
+        return rows
+
+    def show_data(self) -> None:
+        summary = Text()
+        if self.state is None:
+            summary.append("loading…", style="italic")
+        else:
+            hosts = {str(_field(i, "host")) for i in self.state.open_ports}
+            summary.append(f"As of {short_time(self.state.at)}: ", style="bold")
+            summary.append(f"{len(self.state.open_ports)} open ports on {len(hosts)} hosts")
+            uncovered = len(self.state.uncovered or [])
+            if uncovered:
+                summary.append(f" · ! {uncovered} not covered by a scan", style="bold")
+        self.query_one("#asof-summary", Static).update(summary)
+        self.query_one("#asof-ports", KeyedTable).sync(filtered(self.asof_rows(), self.filter_text))
+        title = Text("Timeline", style="bold")
+        if self.timeline_label:
+            title.append(f" of {self.timeline_label} ({len(self.timeline)} events)")
+        else:
+            title.append(" (enter on a port above)")
+        self.query_one("#timeline-title", Static).update(title)
+        # Timeline rows are positional: rebuild them when the subject changes.
+        self.query_one("#timeline", KeyedTable).sync(self.timeline_rows())
+
+    def action_focus_asof(self) -> None:
+        self.query_one("#asof", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "asof":
+            super().on_input_submitted(event)
+            return
+        event.stop()
+        text = event.value.strip()
+        if not text or text.lower() == "now":
+            self.asked_at = None
+        else:
+            try:
+                self.asked_at = parse_iso(text)
+            except ValueError as error:
+                self.app.notify(str(error), title="As of", severity="error")
+                return
+        self.state = None
+        self.show_data()
+        self.load_state(self.asked_at)
+        self.query_one("#asof-ports", KeyedTable).focus()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id != "asof-ports" or not event.row_key.value:
+            return
+        host, _, rest = event.row_key.value.rpartition(":")
+        port_text, _, proto = rest.partition("/")
+        self.timeline = []
+        self.query_one("#timeline", KeyedTable).sync({})
+        self.load_timeline(host, int(port_text), proto)

@@ -1,0 +1,265 @@
+"""Theme files: TOML in the themes folders, validated strictly, turned into Textual themes.
+
+Each file holds exactly the fields of `textual.theme.Theme` (unknown keys are errors) and
+every colour is parsed with `textual.color.Color.parse`, so a typo is caught at start and
+reported (once, with every other broken file) instead of surfacing as a crash mid-session.
+A broken file is skipped; the console falls back to `portconsole-dark`, and to a theme
+built into this module if even that file is unusable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from textual.color import Color, ColorParseError
+from textual.theme import Theme
+
+from portconsole.core.errors import StoreError
+from portconsole.core.storage import atomic_write_bytes, load_json_file
+
+DEFAULT_THEME = "portconsole-dark"
+MONO_THEME = "portconsole-mono"
+UI_PREFS_FILE = "ui.json"
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_VARIABLE = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+
+# Used only when the theme files themselves are missing or broken: the console must start.
+FALLBACK_THEMES: dict[str, Theme] = {
+    DEFAULT_THEME: Theme(
+        name=DEFAULT_THEME,
+        primary="#3B82C4",
+        secondary="#2A5F8F",
+        accent="#E0A030",
+        warning="#E0A030",
+        error="#E05252",
+        success="#4EBF71",
+        foreground="#D8DEE9",
+        background="#16191D",
+        surface="#1E2227",
+        panel="#262B31",
+        dark=True,
+    ),
+    MONO_THEME: Theme(
+        name=MONO_THEME,
+        primary="#C0C0C0",
+        secondary="#A0A0A0",
+        accent="#FFFFFF",
+        warning="#FFFFFF",
+        error="#FFFFFF",
+        success="#C0C0C0",
+        foreground="#E0E0E0",
+        background="#000000",
+        surface="#101010",
+        panel="#202020",
+        dark=True,
+    ),
+}
+
+
+def _parse_colour(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        Color.parse(value)
+    except ColorParseError:
+        raise ValueError(f"{value!r} is not a colour (try '#RRGGBB' or 'ansi_red')") from None
+    return value
+
+
+class ThemeFile(BaseModel):
+    """The content of one theme file: the fields of `textual.theme.Theme`, nothing else."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(description="Theme name, lower-case letters, digits and dashes.")
+    primary: str = Field(description="Main accent colour (cursor, focused borders).")
+    secondary: str | None = Field(None, description="Second accent colour.")
+    warning: str | None = Field(None, description="Warnings; unapproved ports use it too.")
+    error: str | None = Field(None, description="Errors and unapproved, high-severity items.")
+    success: str | None = Field(None, description="Good news: approved, verified.")
+    accent: str | None = Field(None, description="Highlights.")
+    foreground: str | None = Field(None, description="Default text colour.")
+    background: str | None = Field(None, description="Screen background.")
+    surface: str | None = Field(None, description="Widget background.")
+    panel: str | None = Field(None, description="Panels and headers.")
+    boost: str | None = Field(None, description="Tint added to raised surfaces.")
+    dark: bool = Field(True, description="True for a dark theme.")
+    luminosity_spread: float = Field(0.15, ge=0, le=1, description="Shade spread.")
+    text_alpha: float = Field(0.95, ge=0, le=1, description="Text opacity.")
+    variables: dict[str, str] = Field(
+        default_factory=dict, description="Extra Textual CSS variables, e.g. footer-key-foreground."
+    )
+    ansi: bool = Field(False, description="Use the terminal's own ANSI colours.")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use lower-case letters, digits and dashes")
+        return value
+
+    @field_validator(
+        "primary",
+        "secondary",
+        "warning",
+        "error",
+        "success",
+        "accent",
+        "foreground",
+        "background",
+        "surface",
+        "panel",
+        "boost",
+    )
+    @classmethod
+    def _check_colour(cls, value: str | None) -> str | None:
+        return _parse_colour(value)
+
+    @field_validator("variables")
+    @classmethod
+    def _check_variables(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, text in value.items():
+            if not _VARIABLE.match(key):
+                raise ValueError(f"variable name {key!r}: use lower-case letters and dashes")
+            # Colour-valued variables are checked; others (text styles) are free-form words.
+            if key.endswith(("-background", "-foreground", "-color")) and text not in (
+                "auto",
+                "transparent",
+            ):
+                head = text.rsplit(" ", 1)[0] if text.endswith("%") else text
+                try:
+                    Color.parse(head)
+                except ColorParseError:
+                    raise ValueError(f"variable {key}: {text!r} is not a colour") from None
+        return value
+
+    def to_theme(self) -> Theme:
+        return Theme(**self.model_dump())
+
+
+@dataclass
+class ThemeCatalog:
+    """The themes that loaded, where each came from, and what went wrong with the rest."""
+
+    themes: dict[str, Theme] = field(default_factory=dict)
+    sources: dict[str, Path] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def names(self) -> list[str]:
+        return sorted(self.themes)
+
+    def error_summary(self) -> str | None:
+        """Every problem in one message (shown once, in one toast), or None."""
+        if not self.errors:
+            return None
+        head = (
+            "Skipped a broken theme file" if len(self.errors) == 1 else "Skipped broken theme files"
+        )
+        return head + ":\n" + "\n".join(f"- {line}" for line in self.errors)
+
+
+def _first_error(path: Path, error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        problems.append(f"{where}: {message}")
+    return f"{path}: " + "; ".join(problems)
+
+
+def load_theme_file(path: Path) -> Theme:
+    """One theme file as a Theme. Raises ValueError with a message naming the file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path}: not valid TOML: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: cannot read: {error}") from None
+    try:
+        return ThemeFile.model_validate(data).to_theme()
+    except ValidationError as error:
+        raise ValueError(_first_error(path, error)) from None
+
+
+def load_themes(folders: Iterable[Path]) -> ThemeCatalog:
+    """Every `*.toml` in `folders`; the first folder that defines a name wins (user over
+    built-in). Missing folders are fine; broken files are listed in `errors` and skipped."""
+    catalog = ThemeCatalog()
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        seen_here: set[str] = set()
+        for path in sorted(folder.glob("*.toml")):
+            try:
+                theme = load_theme_file(path)
+            except ValueError as error:
+                catalog.errors.append(str(error))
+                continue
+            if theme.name in seen_here:
+                catalog.errors.append(f"{path}: theme {theme.name!r} is defined twice in {folder}")
+                continue
+            seen_here.add(theme.name)
+            if theme.name not in catalog.themes:
+                catalog.themes[theme.name] = theme
+                catalog.sources[theme.name] = path
+    for name, theme in FALLBACK_THEMES.items():
+        catalog.themes.setdefault(name, theme)
+    return catalog
+
+
+def choose_theme(
+    catalog: ThemeCatalog,
+    *,
+    requested: str | None = None,
+    remembered: str | None = None,
+    configured: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[str, str | None]:
+    """Pick the theme to start with, and a warning when a wanted one is not available.
+
+    Order: an explicit request, then NO_COLOR (monochrome), then the operator's last choice,
+    then the configured default, then `portconsole-dark`.
+    """
+    env = os.environ if environ is None else environ
+    warning = None
+    if requested:
+        if requested in catalog.themes:
+            return requested, None
+        warning = (
+            f"theme {requested!r} is not available; choose one of: {', '.join(catalog.names())}"
+        )
+    if env.get("NO_COLOR") is not None:
+        return MONO_THEME, warning
+    for candidate in (remembered, configured):
+        if candidate and candidate in catalog.themes:
+            return candidate, warning
+    if configured and warning is None:
+        warning = f"configured theme {configured!r} is not available; using {DEFAULT_THEME}"
+    return DEFAULT_THEME, warning
+
+
+def load_ui_prefs(data_dir: Path) -> dict[str, Any]:
+    """The console's remembered preferences; a damaged file is ignored (it is kept aside)."""
+    try:
+        data = load_json_file(data_dir / UI_PREFS_FILE)
+    except StoreError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def remember_theme(data_dir: Path, name: str) -> None:
+    """Store the chosen theme in `<data_dir>/ui.json`, atomically."""
+    prefs = load_ui_prefs(data_dir)
+    prefs["theme"] = name
+    atomic_write_bytes(
+        data_dir / UI_PREFS_FILE, json.dumps(prefs, indent=2, sort_keys=True).encode("utf-8")
+    )

@@ -1,0 +1,225 @@
+"""Triage: every decision goes through the real form into the real store and audit chain."""
+
+from __future__ import annotations
+
+from portconsole.core.findings import Finding
+from portconsole.core.monitor import Monitor
+from portconsole.tui.app import PortConsoleApp
+from portconsole.tui.screens.forms import ApproveForm, ConfirmDecision, TextDecision
+from portconsole.tui.screens.triage import TriageScreen
+from portconsole.tui.widgets import KeyedTable
+from tests.tui.conftest import Site, screen_text, settle, type_text
+
+
+def finding_on(monitor: Monitor, host: str, port: int) -> Finding:
+    return next(f for f in monitor.findings() if f.host == host and f.port == port)
+
+
+async def open_triage(pilot: object, app: PortConsoleApp, finding_id: str) -> KeyedTable:
+    await settle(pilot)
+    await pilot.press("2")  # type: ignore[attr-defined]
+    await settle(pilot)
+    assert isinstance(app.screen, TriageScreen)
+    table = app.screen.query_one("#findings", KeyedTable)
+    assert table.select_key(finding_id)
+    await pilot.pause()  # type: ignore[attr-defined]
+    return table
+
+
+async def test_queue_lists_open_findings_worst_first(site: Site, scanned: Monitor) -> None:
+    app = PortConsoleApp(scanned, schedule=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        table = app.screen.query_one("#findings", KeyedTable)
+        open_ids = {f.id for f in scanned.findings()}
+        assert set(table.keys) == open_ids and len(open_ids) == 3
+        ranks = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+        severities = [ranks[scanned.finding(key).severity] for key in table.keys]
+        assert severities == sorted(severities)
+        assert "unapproved_port" in screen_text(app)
+
+
+async def test_approve_with_keys_writes_store_and_audit(site: Site, scanned: Monitor) -> None:
+    finding = finding_on(scanned, site.web, site.ports["http"])
+    app = PortConsoleApp(scanned, schedule=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = await open_triage(pilot, app, finding.id)
+        await pilot.press("a")
+        await settle(pilot)
+        assert isinstance(app.screen, ApproveForm)
+        text = screen_text(app)
+        assert str(scanned.actor) in text  # who you are, before you confirm
+        assert scanned.default_review_by().isoformat() in text
+        await type_text(pilot, "public web")
+        await pilot.press("tab")
+        await type_text(pilot, "web team")
+        await pilot.press("tab")
+        await type_text(pilot, "carol")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, TriageScreen), screen_text(app)
+        assert finding.id not in table.keys  # it left the queue
+    fresh = site.open_monitor()
+    try:
+        assert fresh.finding(finding.id).status == "approved"
+        approval = next(a for a in fresh.approvals_list() if a.port == site.ports["http"])
+        assert approval.justification == "public web"
+        assert approval.owner == "web team"
+        assert approval.requester == "carol"
+        assert approval.review_by.date() == fresh.default_review_by()
+        actions = [e.action for e in fresh.audit_events()]
+        assert "approval.added" in actions and "finding.approved" in actions
+        added = next(e for e in fresh.audit_events() if e.action == "approval.added")
+        assert added.details["justification"] == "public web"
+        assert added.origin == "tui"
+        assert fresh.audit_verify().ok
+    finally:
+        fresh.close()
+
+
+async def test_approve_needs_a_justification(site: Site, scanned: Monitor) -> None:
+    finding = finding_on(scanned, site.web, site.ports["ssh"])
+    audit_before = len(scanned.audit_events())
+    app = PortConsoleApp(scanned, schedule=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_triage(pilot, app, finding.id)
+        await pilot.press("a")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ApproveForm)  # still open, nothing written
+        assert "A justification is required" in screen_text(app)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, TriageScreen)
+    fresh = site.open_monitor()
+    try:
+        assert fresh.finding(finding.id).status == "new"
+        assert len(fresh.audit_events()) == audit_before
+    finally:
+        fresh.close()
+
+
+async def test_flag_with_a_reason(site: Site, scanned: Monitor) -> None:
+    finding = finding_on(scanned, site.legacy, site.ports["telnet"])
+    app = PortConsoleApp(scanned, schedule=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_triage(pilot, app, finding.id)
+        await pilot.press("f")
+        await settle(pilot)
+        assert isinstance(app.screen, TextDecision)
+        assert str(scanned.actor) in screen_text(app)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "A reason is required" in screen_text(app)
+        await type_text(pilot, "no owner")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, TriageScreen)
+    fresh = site.open_monitor()
+    try:
+        flagged = fresh.finding(finding.id)
+        assert flagged.status == "flagged"
+        assert flagged.reason == "no owner"
+        event = next(e for e in fresh.audit_events() if e.action == "finding.flagged")
+        assert event.details["reason"] == "no owner"
+        assert fresh.audit_verify().ok
+    finally:
+        fresh.close()
+
+
+async def test_ack_asks_yes_or_no(site: Site, scanned: Monitor) -> None:
+    finding = finding_on(scanned, site.web, site.ports["ssh"])
+    app = PortConsoleApp(scanned, schedule=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_triage(pilot, app, finding.id)
+        await pilot.press("c")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmDecision)
+        await pilot.press("n")
+        await pilot.pause()
+        assert isinstance(app.screen, TriageScreen)
+        assert scanned.finding(finding.id).status == "new"
+        await pilot.press("c")
+        await settle(pilot)
+        await pilot.press("y")
+        await settle(pilot)
+        assert isinstance(app.screen, TriageScreen)
+    assert site.open_monitor().finding(finding.id).status == "acknowledged"
+
+
+async def test_note_is_added_to_the_timeline(site: Site, scanned: Monitor) -> None:
+    finding = finding_on(scanned, site.web, site.ports["ssh"])
+    app = PortConsoleApp(scanned, schedule=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_triage(pilot, app, finding.id)
+        await pilot.press("n")
+        await settle(pilot)
+        await type_text(pilot, "asked web")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "asked web" in screen_text(app)  # the detail pane's timeline
+    noted = site.open_monitor().finding(finding.id)
+    assert any(e.step == "noted" and e.text == "asked web" for e in noted.timeline)
+
+
+async def test_readonly_disables_every_decision(site: Site, scanned: Monitor) -> None:
+    finding = finding_on(scanned, site.web, site.ports["ssh"])
+    readonly = site.open_monitor(readonly=True)
+    app = PortConsoleApp(readonly, schedule=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_triage(pilot, app, finding.id)
+        screen = app.screen
+        for action in ("approve", "flag", "ack", "note", "rescan"):
+            assert screen.check_action(action, ()) is None, action
+        assert app.check_action("scan_now", ()) is None
+        await pilot.press("a", "f", "c", "n", "s")
+        await settle(pilot)
+        assert isinstance(app.screen, TriageScreen)
+        assert "[read-only]" in screen_text(app)
+    assert site.open_monitor().finding(finding.id).status == "new"
+
+
+async def test_insecure_service_needs_a_mitigation(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from tests.fleet import TestFleet
+    from tests.tui.conftest import write_config
+
+    assert isinstance(tmp_path, Path)
+    with TestFleet() as fleet:
+        host = fleet.new_address()
+        port = fleet.listen(host, "telnet")
+        config = tmp_path / "config.toml"
+        # -sV on our own telnet listener, so the finding names the insecure service.
+        write_config(config, [host], [port], fingerprint="changed")
+        monitor = Monitor.open(config, tmp_path / "data", origin="tui")
+        monitor.run_cycle("web")
+        finding = finding_on(monitor, host, port)
+        assert monitor.is_insecure(finding.service)
+        app = PortConsoleApp(monitor, schedule=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await open_triage(pilot, app, finding.id)
+            await pilot.press("a")
+            await settle(pilot)
+            assert "Mitigation*" in screen_text(app)
+            await type_text(pilot, "badges")
+            await pilot.press("tab")
+            await type_text(pilot, "fm")
+            await pilot.press("tab")
+            await type_text(pilot, "dave")
+            await pilot.press("enter")
+            await settle(pilot)
+            assert isinstance(app.screen, ApproveForm)
+            assert "describe the mitigation" in screen_text(app)
+            await type_text(pilot, "vlan 9")
+            await pilot.press("enter")
+            await settle(pilot)
+            assert isinstance(app.screen, TriageScreen)
+        monitor.close()
+        fresh = Monitor.open(config, tmp_path / "data")
+        approval = next(a for a in fresh.approvals_list() if a.port == port)
+        assert approval.mitigation == "vlan 9"
+        fresh.close()
