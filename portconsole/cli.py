@@ -473,8 +473,10 @@ def cmd_console(args: argparse.Namespace) -> int:
     monitor = _monitor(args, origin="tui")
     from portconsole.tui.app import run_console
 
-    run_console(monitor)
-    return 0
+    try:
+        return run_console(monitor, theme=getattr(args, "theme", None))
+    finally:
+        monitor.close()
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -528,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("console", cmd_console, "open the operator console (the default)")
+    p.add_argument("--theme", help="theme name (see themes/); remembered for next time")
 
     p = add("demo", cmd_demo, "start the loopback demo fleet and open the console on it")
     p.add_argument(

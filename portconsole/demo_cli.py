@@ -61,7 +61,9 @@ def run_demo(args: argparse.Namespace) -> int:
             return 0
         from portconsole.tui.app import run_console
 
-        run_console(monitor)
-        return 0
+        try:
+            return run_console(monitor)
+        finally:
+            monitor.close()
     finally:
         run.stop()
