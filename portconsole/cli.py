@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,14 @@ def _time_arg(text: str) -> datetime:
         return parse_iso(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _end_time_arg(text: str) -> datetime:
+    """An end time; a date alone means the end of that day (`--to 2026-03-31` includes it)."""
+    moment = _time_arg(text)
+    if len(text.strip()) == 10:
+        moment += timedelta(days=1)
+    return moment
 
 
 def _date_arg(text: str) -> date:
@@ -484,8 +492,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     paths = monitor.export_report(
         Path(args.output), at=args.at, start=args.start, end=args.end, fmt=args.format
     )
-    for path in paths:
+    for path in paths[:-1]:
         print(f"wrote {path}")
+    if paths:
+        print(f"manifest {paths[-1]}")
     return 0
 
 
@@ -641,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("report", cmd_report, "point-in-time report (--at) or evidence pack (--from/--to)")
     p.add_argument("--at", type=_time_arg)
     p.add_argument("--from", dest="start", type=_time_arg)
-    p.add_argument("--to", dest="end", type=_time_arg)
+    p.add_argument("--to", dest="end", type=_end_time_arg, help="end; a date alone includes that day")
     p.add_argument("--format", choices=["html", "md", "csv", "json"], default="html")
     p.add_argument("-o", "--output", required=True)
 

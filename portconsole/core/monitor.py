@@ -981,6 +981,38 @@ class Monitor:
         self._audit("retention.prune", details=counts)
         return counts
 
+    # ----- evidence ---------------------------------------------------------------------
+    def export_report(
+        self,
+        path: Path,
+        *,
+        at: datetime | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        fmt: str = "html",
+        progress: Callable[[str, float], None] | None = None,
+    ) -> list[Path]:
+        """A point-in-time report (`at`) or an evidence pack (`start`..`end`); audited."""
+        from portconsole.core.report import export_report
+
+        # An export is an audit event, and read-only means no writes at all.
+        self._require_write("export reports")
+        return export_report(
+            store=self.store,
+            findings=self.findings_book,
+            approvals=self.approvals,
+            audit=self.audit,
+            settings=self.settings,
+            actor=self.actor,
+            out=Path(path),
+            fmt=fmt,
+            at=at,
+            start=start,
+            end=end,
+            progress=progress,
+            gaps=self.scheduler.recent_gaps(),
+        )
+
     # ----- notifications ---------------------------------------------------------------
     def _on_delivery(self, message: OutboxMessage, result: DeliveryResult) -> None:
         """Record each delivery attempt on its findings and in the audit chain."""

@@ -376,10 +376,13 @@ class PortConsoleApp(App[None]):
             except UserError as error:
                 self.post_message(ScanFinished(label, error=str(error)))
                 return
+            # Scheduled cycles that changed nothing stay quiet: at 80x24 a toast per
+            # group per minute would hide the table an operator is watching.
+            eventful = bool(result.changes or result.findings or result.scan.error)
             self.post_message(
                 ScanFinished(
                     label,
-                    summary=summarise(label, result),
+                    summary=summarise(label, result) if eventful or not quiet else "",
                     cancelled=result.scan.outcome == "cancelled",
                 )
             )

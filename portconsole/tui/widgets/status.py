@@ -70,13 +70,20 @@ def counts_line(state: HeaderState) -> Text:
     line = Text()
     if overview is None:
         return line
-    line.append(f"hosts {overview.hosts} · ports {overview.open_ports} · ")
-    unapproved = f"unapproved {overview.unapproved}"
+    # While a scan's progress bar shares the line, the counts use short labels so that
+    # all four still fit at 80 columns.
+    short = state.scan is not None
+    line.append(
+        f"{overview.hosts} hosts · {overview.open_ports} ports · "
+        if short
+        else f"hosts {overview.hosts} · ports {overview.open_ports} · "
+    )
+    unapproved = f"{overview.unapproved} unappr" if short else f"unapproved {overview.unapproved}"
     if overview.unapproved:
         line.append("! " + unapproved, style="bold")
     else:
         line.append(unapproved)
-    line.append(f" · findings {overview.open_findings}")
+    line.append(f" · {overview.open_findings} open" if short else f" · findings {overview.open_findings}")
     if state.scan is None and overview.next_scan is not None:
         group = f" {clean(overview.next_group, 16)}" if overview.next_group else ""
         line.append(f" · next {short_time(overview.next_scan)[11:]}{group}")
