@@ -122,6 +122,14 @@ def test_scan_json_triage_and_audit(tmp_path: Path) -> None:
         state = json.loads(run_cli(tmp_path, "state", "--at", data["finished_at"], "--json").stdout)
         assert any(p["host"] == host and p["port"] == web for p in state["open_ports"])
 
+        day = data["finished_at"][:10]
+        pack = run_cli(tmp_path, "report", "--from", day, "--to", day, "--format", "html", "-o", str(tmp_path / "pack.html"))
+        assert pack.returncode == 0, pack.stderr
+        html = (tmp_path / "pack.html").read_text()
+        assert host in html and "11.3" in html
+        manifest = json.loads((tmp_path / "pack.html.manifest.json").read_text())
+        assert "pack.html" in json.dumps(manifest)
+
         verify = run_cli(tmp_path, "audit", "verify")
         assert verify.returncode == 0 and verify.stdout.startswith("OK")
         # Tamper with one past event: verify must fail and name it.

@@ -47,6 +47,10 @@ REFINGERPRINT_AFTER = timedelta(hours=24)
 
 ProgressFn = Callable[[Progress], None]
 
+# The hot file's table for console-wide monitoring state (paused). The store owns the
+# `hosts`, `ports` and `meta` tables.
+MONITORING_TABLE = "monitoring"
+
 
 @dataclass(slots=True)
 class Overview:
@@ -344,17 +348,17 @@ class Monitor:
     @property
     def paused(self) -> bool:
         with self.store.lock.hold():
-            doc = self.store.hot.table("meta").get(doc_id=1)
-        return bool(doc and doc.get("paused"))
+            docs = self.store.hot.table(MONITORING_TABLE).all()
+        return bool(docs and docs[0].get("paused"))
 
     def _set_paused(self, paused: bool) -> None:
         self._require_write("pause or resume monitoring")
         with self.store.lock.hold():
-            meta = self.store.hot.table("meta")
-            if meta.get(doc_id=1) is None:
-                meta.insert({"paused": paused})
+            table = self.store.hot.table(MONITORING_TABLE)
+            if table.all():
+                table.update({"paused": paused, "changed_at": iso(utcnow())})
             else:
-                meta.update({"paused": paused}, doc_ids=[1])
+                table.insert({"paused": paused, "changed_at": iso(utcnow())})
             self._audit("monitoring.paused" if paused else "monitoring.resumed")
 
     def pause(self) -> None:

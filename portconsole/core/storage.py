@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tinydb import Storage
+from tinydb import Storage, TinyDB
+from tinydb.table import Table
 
 from portconsole.core.errors import StoreError
 from portconsole.core.timeutil import utcnow
@@ -159,3 +160,30 @@ class DataLock:
                     fcntl.flock(self._fd, fcntl.LOCK_UN)
                     os.close(self._fd)
                     self._fd = None
+
+
+class SharedTable(Table):
+    """A TinyDB table safe to share between processes.
+
+    Stock tables cache query results and the next document id in memory, so after another
+    process writes the file they answer stale results, or insert over an id that process
+    already used (ValueError). This table keeps no cache: every call reads the file.
+    """
+
+    def __init__(self, storage: Storage, name: str, **kwargs: Any) -> None:
+        kwargs["cache_size"] = 0
+        super().__init__(storage, name, **kwargs)
+
+    def _get_next_id(self) -> int:
+        self._next_id = None
+        return int(super()._get_next_id())
+
+
+def open_tinydb(path: Path) -> TinyDB:
+    """A TinyDB over `path` with atomic writes and cache-free tables (see SharedTable).
+
+    Hold the data dir's DataLock around every read-modify-write.
+    """
+    database = TinyDB(path, storage=AtomicJSONStorage)
+    database.table_class = SharedTable  # type: ignore[assignment]
+    return database

@@ -1,0 +1,1293 @@
+"""The store: current state in a small hot file, history as changes in monthly segments.
+
+Layout of the data dir (0700, files 0600):
+
+- `hot.json` — TinyDB (atomic writes). Tables `hosts` (one document per host), `ports`
+  (one document per host: `{"host": ADDR, "ports": {"PORT/PROTO": [PORT_FIELDS...]}}` — a
+  row per port as a list, which makes the file 3x faster to load and write than a document
+  per port; read it through `Store.current_ports()`), `meta` (the store's bookkeeping,
+  including each segment's committed size). Other modules keep their own tables here
+  (approvals, findings, outbox, leader): they use `Store.hot` inside `Store.lock.hold()`.
+- `scans/YYYY-MM.jsonl` — the month's checkpoint, scan records and change events
+  (see store_segment.py). JSON Lines so an ingest appends instead of rewriting.
+- `xml/YYYY-MM/<scan_id>.xml.gz` — the raw XML of a scan, one gzip member per nmap run.
+
+Ingest is one transaction: under the lock, the raw XML is written, the segment lines are
+appended (fsync), then the hot file is replaced atomically with the new state *and* the
+segment's new committed size. That rename is the commit: a crash before it leaves bytes past
+the committed size, which the next transaction (or opening the store) cuts off; a crash after
+it leaves a complete ingest. So `kill -9` at any moment keeps every file loadable and every
+acknowledged ingest present, and no journal has to be written.
+
+Change rules (against the stored state, at the scan's `finished_at`):
+
+- `port_opened`: open in the scan, not open in the state.
+- `port_closed`: open in the state; the host is up in this scan and the port lies in the
+  scan's port spec and protocols; not open in the scan. A host not in the scan, a host that
+  is down (nmap did not probe its ports) or a port outside the spec is *not covered*, never
+  closed.
+- `service_changed`: service, product or version differ, compared only when both the stored
+  port and the new observation were fingerprinted (`-sV`). An observation counts as
+  fingerprinted when it has a product, version or extra info (a sweep only reports the nmap
+  services-table name), or when it carries a true `fingerprinted` attribute. The first
+  fingerprint of a port that a sweep found is recorded as the internal event
+  `service_identified` (replayed for point-in-time answers, hidden from `events()` and
+  `history()` unless asked for) and is not a change.
+- `host_up` / `host_down`: status differs from the state. A host in a successful scan's
+  addresses that nmap did not report is down. A cancelled or partial scan covers only the
+  hosts it reported.
+- A host whose stored state comes from a scan that finished *after* this one is left alone
+  (listed as `stale` in the scan record): reports from several sites may arrive out of order.
+  A scan that finished in a month before the newest history segment is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from tinydb import TinyDB
+
+from portconsole.core.errors import StoreError
+from portconsole.core.model import OPEN, Change, PortObservation, ScanResult, port_key
+from portconsole.core.settings import RetentionSettings
+from portconsole.core.storage import (
+    FILE_MODE,
+    DataLock,
+    atomic_write_bytes,
+    ensure_private_dir,
+    fsync_dir,
+    open_tinydb,
+)
+from portconsole.core.store_segment import (
+    SEGMENT_SUFFIX,
+    Segment,
+    SegmentCache,
+    encode_lines,
+    no_gc,
+    parse_time,
+    port_spec,
+    spec_ports,
+)
+from portconsole.core.timeutil import add_months, iso, month_key, utcnow
+
+STORE_FORMAT = 1
+HOT_FILE = "hot.json"
+LOCK_FILE = "store.lock"
+SEGMENT_DIR = "scans"
+XML_DIR = "xml"
+META_NAME = "store"
+RECENT_SCAN_IDS = 256
+DEFAULT_COVERAGE_WINDOW = timedelta(hours=24)
+
+# The order of a port row in the hot file's `ports` table.
+PORT_FIELDS = (
+    "state",
+    "service",
+    "product",
+    "version",
+    "extrainfo",
+    "first_seen",
+    "last_seen",
+    "last_scan_id",
+    "fingerprinted_at",
+    "closed_at",
+)
+_STATE, _SERVICE, _PRODUCT, _VERSION, _EXTRA, _FIRST, _LAST, _LAST_SCAN, _FP_AT, _CLOSED = range(10)
+# A closed port's row stays this long (consoles show recent closes); then only history has it.
+CLOSED_ROW_KEEP = timedelta(days=1)
+_NO_FLAG = "fingerprinted" not in PortObservation.__dataclass_fields__
+
+CHANGE_KINDS = ("port_opened", "port_closed", "service_changed", "host_up", "host_down")
+SERVICE_IDENTIFIED = "service_identified"
+
+_SCAN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
+_MONTH = re.compile(r"^\d{4}-\d{2}$")
+
+
+# --------------------------------------------------------------------------- public types
+
+
+@dataclass(slots=True)
+class PortState:
+    """The stored state of one host/port/proto. Text fields come from the network: untrusted."""
+
+    host: str
+    port: int
+    proto: str
+    state: str
+    service: str
+    product: str
+    version: str
+    extrainfo: str
+    first_seen: datetime  # start of the current (or last) open period
+    last_seen: datetime  # last time a scan saw it open
+    last_scan_id: str  # the scan that last saw it open
+    fingerprinted_at: datetime | None
+
+    @property
+    def key(self) -> str:
+        return port_key(self.host, self.port, self.proto)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "proto": self.proto,
+            "state": self.state,
+            "service": self.service,
+            "product": self.product,
+            "version": self.version,
+            "extrainfo": self.extrainfo,
+            "first_seen": iso(self.first_seen),
+            "last_seen": iso(self.last_seen),
+            "last_scan_id": self.last_scan_id,
+            "fingerprinted_at": iso(self.fingerprinted_at) if self.fingerprinted_at else None,
+        }
+
+
+@dataclass(slots=True)
+class PortAt(PortState):
+    """A port open at a point in time, with the scan that last saw it before that time."""
+
+    last_seen_scan_id: str
+    covered: bool  # seen by a scan within the coverage window before the time asked
+
+    def to_json(self) -> dict[str, Any]:
+        data = PortState.to_json(self)
+        data["last_seen_scan_id"] = self.last_seen_scan_id
+        data["covered"] = self.covered
+        return data
+
+
+@dataclass(slots=True)
+class HostState:
+    address: str
+    status: str  # up | down
+    hostname: str
+    first_seen: datetime | None  # first time seen up
+    last_seen: datetime | None  # last time seen up
+    last_scan_id: str  # the scan that last saw it up
+    last_covered: datetime | None = None  # last scan that reported its status
+    last_covered_scan_id: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "status": self.status,
+            "hostname": self.hostname,
+            "first_seen": iso(self.first_seen) if self.first_seen else None,
+            "last_seen": iso(self.last_seen) if self.last_seen else None,
+            "last_scan_id": self.last_scan_id,
+            "last_covered": iso(self.last_covered) if self.last_covered else None,
+            "last_covered_scan_id": self.last_covered_scan_id,
+        }
+
+
+@dataclass(slots=True)
+class ChangeEvent:
+    kind: str
+    host: str
+    port: int | None
+    proto: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    at: datetime
+    scan_id: str
+
+    def change(self) -> Change:
+        return Change(self.kind, self.host, self.port, self.proto, self.before, self.after)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "host": self.host,
+            "port": self.port,
+            "proto": self.proto,
+            "before": self.before,
+            "after": self.after,
+            "at": iso(self.at),
+            "scan_id": self.scan_id,
+        }
+
+
+@dataclass(slots=True)
+class Uncovered:
+    """A host (port None) or an open port no scan covered within the window before a time."""
+
+    host: str
+    port: int | None
+    proto: str | None
+    last_covered: datetime | None
+    last_scan_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "proto": self.proto,
+            "last_covered": iso(self.last_covered) if self.last_covered else None,
+            "last_scan_id": self.last_scan_id,
+        }
+
+
+@dataclass(slots=True)
+class PointInTime:
+    at: datetime
+    open_ports: list[PortAt]
+    uncovered: list[Uncovered]
+    hosts: list[HostState]
+    coverage_window: timedelta = DEFAULT_COVERAGE_WINDOW
+    history_starts: datetime | None = None  # answers before this time are unknown (pruned)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": iso(self.at),
+            "coverage_window_seconds": int(self.coverage_window.total_seconds()),
+            "history_starts": iso(self.history_starts) if self.history_starts else None,
+            "open_ports": [p.to_json() for p in self.open_ports],
+            "uncovered": [u.to_json() for u in self.uncovered],
+            "hosts": [h.to_json() for h in self.hosts],
+        }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _opt_time(text: str | None) -> datetime | None:
+    return parse_time(text) if text else None
+
+
+def is_fingerprinted(observation: PortObservation) -> bool:
+    """Whether an observation comes from service detection (see the module docstring)."""
+    flag = getattr(observation, "fingerprinted", None)
+    if flag is not None:
+        return bool(flag)
+    return bool(observation.product or observation.version or observation.extrainfo)
+
+
+def _service(row: list[Any]) -> dict[str, Any]:
+    return {
+        "service": row[_SERVICE],
+        "product": row[_PRODUCT],
+        "version": row[_VERSION],
+        "extrainfo": row[_EXTRA],
+    }
+
+
+def _observed(obs: PortObservation, fingerprinted: bool) -> dict[str, Any]:
+    return {
+        "service": obs.service,
+        "product": obs.product,
+        "version": obs.version,
+        "extrainfo": obs.extrainfo,
+        "fingerprinted": fingerprinted,
+    }
+
+
+def _split_key(key: str) -> tuple[int, str]:
+    port, _, proto = key.partition("/")
+    return int(port), proto
+
+
+def _list_id(items: list[str]) -> str:
+    digest = hashlib.sha256("\n".join(items).encode("utf-8")).hexdigest()
+    return digest[:16]
+
+
+def check_scan_id(scan_id: str) -> None:
+    """Scan ids name files: refuse anything that could leave the data dir."""
+    if not isinstance(scan_id, str) or not _SCAN_ID.match(scan_id):
+        raise StoreError(
+            f"scan id {scan_id!r} is not usable: use letters, digits and . _ : + - (max 128)"
+        )
+
+
+def _port_state(host: str, key: str, row: list[Any]) -> PortState:
+    port, proto = _split_key(key)
+    return PortState(
+        host=host,
+        port=port,
+        proto=proto,
+        state=row[_STATE],
+        service=row[_SERVICE],
+        product=row[_PRODUCT],
+        version=row[_VERSION],
+        extrainfo=row[_EXTRA],
+        first_seen=parse_time(row[_FIRST]),
+        last_seen=parse_time(row[_LAST]),
+        last_scan_id=row[_LAST_SCAN],
+        fingerprinted_at=_opt_time(row[_FP_AT]),
+    )
+
+
+def _host_state(doc: dict[str, Any]) -> HostState:
+    return HostState(
+        address=doc["address"],
+        status=doc["status"],
+        hostname=doc.get("hostname", ""),
+        first_seen=_opt_time(doc.get("first_seen")),
+        last_seen=_opt_time(doc.get("last_seen")),
+        last_scan_id=doc.get("last_scan_id", ""),
+        last_covered=_opt_time(doc.get("last_covered")),
+        last_covered_scan_id=doc.get("last_covered_scan_id", ""),
+    )
+
+
+def _event(line: dict[str, Any]) -> ChangeEvent:
+    return ChangeEvent(
+        kind=line["kind"],
+        host=line["host"],
+        port=line.get("port"),
+        proto=line.get("proto"),
+        before=line.get("before"),
+        after=line.get("after"),
+        at=parse_time(line["at"]),
+        scan_id=line["scan_id"],
+    )
+
+
+@lru_cache(maxsize=65536)
+def _ip_sort_key(address: str) -> tuple[int, ...]:
+    if ":" in address:
+        return (6, *(int(part or "0", 16) for part in address.split(":") if part != ""))
+    try:
+        return (4, *(int(part) for part in address.split(".")))
+    except ValueError:
+        return (9,)
+
+
+def _split_gzip_members(data: bytes) -> list[bytes]:
+    documents: list[bytes] = []
+    while data:
+        decoder = zlib.decompressobj(wbits=31)
+        documents.append(decoder.decompress(data) + decoder.flush())
+        data = decoder.unused_data
+    return documents
+
+
+# --------------------------------------------------------------------------- hot tables
+
+
+class _Hot:
+    """The hot file's raw table map with indexes by address, mutated in place by a plan."""
+
+    def __init__(self, raw: dict[str, Any] | None) -> None:
+        self.raw: dict[str, Any] = raw if raw is not None else {}
+        self.hosts_table: dict[str, Any] = self.raw.setdefault("hosts", {})
+        self.ports_table: dict[str, Any] = self.raw.setdefault("ports", {})
+        meta_table: dict[str, Any] = self.raw.setdefault("meta", {})
+        self.hosts: dict[str, dict[str, Any]] = {
+            doc["address"]: doc for doc in self.hosts_table.values()
+        }
+        self.ports: dict[str, dict[str, Any]] = {
+            doc["host"]: doc for doc in self.ports_table.values()
+        }
+        self._next_ids = {
+            "hosts": self._next_id(self.hosts_table),
+            "ports": self._next_id(self.ports_table),
+        }
+        meta = next((d for d in meta_table.values() if d.get("name") == META_NAME), None)
+        if meta is None:
+            meta = {"name": META_NAME, "format": STORE_FORMAT, "segments": {}}
+            meta_table[str(self._next_id(meta_table))] = meta
+        if meta.get("format", STORE_FORMAT) > STORE_FORMAT:
+            raise StoreError(
+                f"the data dir was written by a newer PortConsole (store format "
+                f"{meta['format']}); upgrade PortConsole to read it"
+            )
+        self.meta: dict[str, Any] = meta
+        self.meta.setdefault("segments", {})
+
+    @staticmethod
+    def _next_id(table: dict[str, Any]) -> int:
+        return max((int(k) for k in table), default=0) + 1
+
+    @property
+    def segments(self) -> dict[str, int]:
+        segments: dict[str, int] = self.meta["segments"]
+        return segments
+
+    def host_doc(self, address: str) -> dict[str, Any]:
+        doc = self.hosts.get(address)
+        if doc is None:
+            doc = {"address": address, "status": "down", "hostname": ""}
+            self.hosts_table[str(self._next_ids["hosts"])] = doc
+            self._next_ids["hosts"] += 1
+            self.hosts[address] = doc
+        return doc
+
+    def port_rows(self, address: str) -> dict[str, list[Any]]:
+        doc = self.ports.get(address)
+        if doc is None:
+            doc = {"host": address, "ports": {}}
+            self.ports_table[str(self._next_ids["ports"])] = doc
+            self._next_ids["ports"] += 1
+            self.ports[address] = doc
+        rows: dict[str, list[Any]] = doc["ports"]
+        return rows
+
+    def checkpoint(self, month: str) -> dict[str, Any]:
+        """The state before the month's first scan: every host, every open port."""
+        return {
+            "type": "checkpoint",
+            "month": month,
+            "last_scan_id": self.meta.get("last_scan_id", ""),
+            "last_finished_at": self.meta.get("last_finished_at"),
+            "hosts": [dict(doc) for doc in self.hosts.values()],
+            "ports": {
+                address: {k: list(r) for k, r in doc["ports"].items() if r[_STATE] == OPEN}
+                for address, doc in self.ports.items()
+                if any(r[_STATE] == OPEN for r in doc["ports"].values())
+            },
+        }
+
+
+@dataclass(slots=True)
+class _Plan:
+    changes: list[Change] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    cover: list[str] = field(default_factory=list)
+    down: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    outside: dict[str, list[str]] = field(default_factory=dict)  # seen beyond the port spec
+    up: int = 0
+
+
+def _apply_scan(hot: _Hot, scan: ScanResult) -> _Plan:
+    """Apply `scan` to the hot state in place; return the changes and events it makes."""
+    at = _utc(scan.finished_at)
+    at_text = iso(at)
+    scan_id = scan.scan_id
+    spec = spec_ports(scan.ports)
+    protocols = set(scan.protocols)
+    keep_closed_after = at - CLOSED_ROW_KEEP
+    reported = {h.address: h for h in scan.hosts}
+    plan = _Plan()
+    if scan.outcome == "success":
+        plan.cover = list(dict.fromkeys([*scan.addresses, *reported]))
+    else:
+        plan.cover = list(reported)
+
+    def record(kind: str, host: str, port: int | None, proto: str | None,
+               before: dict[str, Any] | None, after: dict[str, Any] | None,
+               internal: bool = False) -> None:  # fmt: skip
+        if not internal:
+            plan.changes.append(Change(kind, host, port, proto, before, after))
+        plan.events.append(
+            {
+                "type": "event",
+                "kind": kind,
+                "host": host,
+                "port": port,
+                "proto": proto,
+                "before": before,
+                "after": after,
+                "at": at_text,
+                "scan_id": scan_id,
+            }
+        )
+
+    for address in plan.cover:
+        observed = reported.get(address)
+        status = observed.status if observed is not None else "down"
+        existing = hot.hosts.get(address)
+        if existing is not None and existing.get("last_covered"):
+            if parse_time(existing["last_covered"]) > at:
+                plan.stale.append(address)
+                continue
+        if status != "up":
+            plan.down.append(address)
+            if existing is None:
+                continue  # a host never seen up is not tracked
+            if existing["status"] == "up":
+                record("host_down", address, None, None, {"status": "up"}, {"status": "down"})
+            existing["status"] = "down"
+            existing["last_covered"] = at_text
+            existing["last_covered_scan_id"] = scan_id
+            continue
+        plan.up += 1
+        hostname = observed.hostname if observed is not None else ""
+        if existing is None or existing["status"] != "up":
+            before = {"status": existing["status"]} if existing is not None else None
+            record("host_up", address, None, None, before, {"status": "up", "hostname": hostname})
+        doc = hot.host_doc(address)
+        doc["status"] = "up"
+        if hostname:
+            doc["hostname"] = hostname
+        doc.setdefault("first_seen", at_text)
+        doc["last_seen"] = at_text
+        doc["last_scan_id"] = scan_id
+        doc["last_covered"] = at_text
+        doc["last_covered_scan_id"] = scan_id
+        if observed is None:
+            continue
+        rows = (
+            hot.port_rows(address)
+            if observed.ports
+            else hot.ports.get(address, {}).get("ports", {})
+        )
+        seen: dict[str, PortObservation] = {}
+        states: dict[str, str] = {}
+        for obs in observed.ports:
+            key = f"{obs.port}/{obs.proto}"
+            states[key] = obs.state
+            if obs.state == OPEN:
+                seen[key] = obs
+        for key, obs in seen.items():
+            if obs.proto not in protocols or obs.port not in spec:
+                plan.outside.setdefault(address, []).append(key)
+            fingerprinted = (
+                bool(obs.product or obs.version or obs.extrainfo)
+                if _NO_FLAG
+                else is_fingerprinted(obs)
+            )
+            row = rows.get(key)
+            if row is None or row[_STATE] != OPEN:
+                after = _observed(obs, fingerprinted)
+                record("port_opened", address, obs.port, obs.proto, None, after)
+                rows[key] = [
+                    OPEN,
+                    obs.service,
+                    obs.product,
+                    obs.version,
+                    obs.extrainfo,
+                    at_text,
+                    at_text,
+                    scan_id,
+                    at_text if fingerprinted else None,
+                    None,
+                ]
+                continue
+            row[_LAST] = at_text
+            row[_LAST_SCAN] = scan_id
+            if not fingerprinted:
+                continue
+            if row[_FP_AT] is None or (row[_SERVICE], row[_PRODUCT], row[_VERSION]) != (
+                obs.service,
+                obs.product,
+                obs.version,
+            ):
+                kind = "service_changed" if row[_FP_AT] is not None else SERVICE_IDENTIFIED
+                record(
+                    kind,
+                    address,
+                    obs.port,
+                    obs.proto,
+                    _service(row),
+                    _observed(obs, True),
+                    internal=kind == SERVICE_IDENTIFIED,
+                )
+                row[_SERVICE], row[_PRODUCT], row[_VERSION] = obs.service, obs.product, obs.version
+            row[_EXTRA] = obs.extrainfo
+            row[_FP_AT] = at_text
+        expired = []
+        for key, row in rows.items():
+            if row[_STATE] != OPEN:
+                if row[_CLOSED] is None or parse_time(row[_CLOSED]) < keep_closed_after:
+                    expired.append(key)
+                continue
+            if key in seen:
+                continue
+            port, proto = _split_key(key)
+            if proto in protocols and port in spec:
+                record(
+                    "port_closed",
+                    address,
+                    port,
+                    proto,
+                    _service(row),
+                    {"state": states.get(key, "closed")},
+                )
+                row[_STATE] = "closed"
+                row[_CLOSED] = at_text
+        for key in expired:
+            del rows[key]
+    return plan
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class Store:
+    """The data dir's current state and history. Thread-safe; several processes may share it.
+
+    Reads are lock-free (atomic renames and committed sizes give a consistent snapshot);
+    every write holds `lock`.
+    """
+
+    def __init__(self, data_dir: Path, retention: RetentionSettings | None = None) -> None:
+        self.data_dir = ensure_private_dir(Path(data_dir))
+        self.retention = retention or RetentionSettings()
+        self.hot_path = self.data_dir / HOT_FILE
+        self.segment_dir = self.data_dir / SEGMENT_DIR
+        self.xml_dir = self.data_dir / XML_DIR
+        self.lock = DataLock(self.data_dir / LOCK_FILE)
+        self.hot: TinyDB = open_tinydb(self.hot_path)
+        self._segments = SegmentCache(self.segment_dir)
+        self._read_cache: tuple[str, _Hot] | None = None
+        with self.lock.hold():
+            hot = self._read_hot()
+            if self._recover(hot):
+                self._write_hot(hot)
+
+    # ------------------------------------------------------------------ hot file access
+
+    def _read_hot(self) -> _Hot:
+        raw = self.hot.storage.read()
+        return _Hot(raw)
+
+    def _write_hot(self, hot: _Hot) -> None:
+        self.hot.storage.write(hot.raw)
+        self._read_cache = None
+
+    def _snapshot(self) -> _Hot:
+        """The hot state for a lock-free read, reused while the file is unchanged."""
+        version = self.data_version()
+        cached = self._read_cache
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        hot = self._read_hot()
+        self._read_cache = (version, hot)
+        return hot
+
+    def data_version(self) -> str:
+        """A cheap token that changes whenever the hot file changes (any process)."""
+        try:
+            info = self.hot_path.stat()
+        except FileNotFoundError:
+            return "absent"
+        return f"{info.st_ino}:{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_size}"
+
+    # ------------------------------------------------------------------ recovery
+
+    def _recover(self, hot: _Hot) -> bool:
+        """Cut off what a crashed transaction appended past the commit point (under the lock).
+
+        Returns whether the hot state needs writing (never, today; kept for callers).
+        """
+        committed = hot.segments
+        files = (
+            sorted(self.segment_dir.glob(f"*{SEGMENT_SUFFIX}")) if self.segment_dir.exists() else []
+        )
+        if files and not self.hot_path.exists():
+            raise StoreError(
+                f"{self.hot_path} is missing but history segments exist in {self.segment_dir}; "
+                "restore hot.json from backup (starting afresh would orphan that history)"
+            )
+        newest = max(committed, default="")
+        # A crashed ingest can leave at most one segment nobody committed: the newest month.
+        uncommitted_new = [
+            p
+            for p in files
+            if p.name[: -len(SEGMENT_SUFFIX)] > newest
+            and committed.get(p.name[: -len(SEGMENT_SUFFIX)], 0) == 0
+        ]
+        for path in files:
+            month = path.name[: -len(SEGMENT_SUFFIX)]
+            size = path.stat().st_size
+            want = committed.get(month, 0)
+            if size == want:
+                continue
+            if size < want:
+                raise StoreError(
+                    f"history segment {path} is truncated ({size} of {want} committed bytes); "
+                    "restore it from backup"
+                )
+            if want == 0 and (path not in uncommitted_new or len(uncommitted_new) > 1):
+                # Not what a crashed ingest leaves (a pruned month whose deletion was cut
+                # short, or a hot file from elsewhere): keep it, aside, never delete it.
+                stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
+                path.rename(path.with_name(f"{path.name}.uncommitted-{stamp}"))
+                continue
+            if want == 0:
+                path.unlink()
+            else:
+                with path.open("r+b") as handle:
+                    handle.truncate(want)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            self._segments.clear()
+        # Temp files of writes a kill cut short (only ours: other modules' files are theirs).
+        temps = [*self.data_dir.glob(f".{HOT_FILE}.*.tmp")]
+        if self.xml_dir.exists():
+            temps += self.xml_dir.glob("*/.*.xml.gz.*.tmp")
+        for temp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+        return False
+
+    # ------------------------------------------------------------------ ingest
+
+    def diff(self, scan: ScanResult) -> list[Change]:
+        """The changes `ingest(scan)` would record against the current state; writes nothing."""
+        return _apply_scan(self._read_hot(), scan).changes
+
+    def ingest(self, scan: ScanResult, extra: Callable[[], None] | None = None) -> list[Change]:
+        """Record a scan in one transaction and return its changes.
+
+        `extra` runs inside the same lock hold right after the commit, so other processes
+        never see the ingest without what `extra` writes (findings, audit, outbox). If it
+        raises, the ingest stays committed and the error propagates.
+        """
+        with self.lock.hold():
+            hot = self._read_hot()
+            self._recover(hot)
+            changes = self._commit(hot, scan, durable=True)
+            self._write_hot(hot)
+            if extra is not None:
+                extra()
+        return changes
+
+    def bulk_ingest(self, scans: Iterable[ScanResult]) -> int:
+        """Ingest many scans as one transaction (history import, benchmarks).
+
+        Runs exactly the code of `ingest` per scan and writes the same files; only the
+        fsyncs and the hot-file write are done once at the end (the commit), so a crash
+        keeps none of the batch. Returns the number of scans.
+        """
+        count = 0
+        with self.lock.hold():
+            hot = self._read_hot()
+            self._recover(hot)
+            for scan in scans:
+                self._commit(hot, scan, durable=False)
+                count += 1
+            for month in hot.segments:
+                path = self._segments.path(month)
+                if path.exists():
+                    with path.open("rb+") as handle:
+                        os.fsync(handle.fileno())
+            if self.segment_dir.exists():
+                fsync_dir(self.segment_dir)
+            self._write_hot(hot)
+        return count
+
+    def _check_new(self, hot: _Hot, scan: ScanResult) -> str:
+        check_scan_id(scan.scan_id)
+        recent = hot.meta.get("recent", [])
+        if scan.scan_id in recent or (scan.imported and self._find_scan(hot, scan.scan_id)):
+            what = "this XML file was already imported" if scan.imported else "already stored"
+            raise StoreError(f"scan {scan.scan_id} is {what}; nothing to do")
+        month = month_key(_utc(scan.finished_at))
+        newest = max(hot.segments, default="")
+        if month < newest:
+            raise StoreError(
+                f"scan {scan.scan_id} finished in {month}, before the newest history "
+                f"({newest}); history is kept in time order, so import older reports first"
+            )
+        return month
+
+    def _commit(self, hot: _Hot, scan: ScanResult, *, durable: bool) -> list[Change]:
+        month = self._check_new(hot, scan)
+        lines: list[dict[str, Any]] = []
+        committed = hot.segments.get(month, 0)
+        lists_meta = hot.meta.get("lists") or {}
+        written_lists: list[str] = (
+            list(lists_meta.get("ids", [])) if lists_meta.get("month") == month else []
+        )
+        if committed == 0:
+            lines.append(hot.checkpoint(month))
+            written_lists = []
+        plan = _apply_scan(hot, scan)
+
+        def list_ref(items: list[str]) -> str:
+            ident = _list_id(items)
+            if ident not in written_lists:
+                lines.append({"type": "list", "id": ident, "items": items})
+                written_lists.append(ident)
+            return ident
+
+        record = scan.metadata_json()
+        addresses = record.pop("addresses")
+        record = {"type": "scan", **record}
+        record["addresses_ref"] = list_ref(list(addresses))
+        record["cover_ref"] = list_ref(plan.cover)
+        record["up"] = plan.up
+        record["down"] = plan.down
+        record["stale"] = plan.stale
+        if plan.outside:
+            record["outside"] = plan.outside
+        record["changes"] = len(plan.changes)
+        record["xml"] = None
+        record["xml_sha256"] = []
+        if scan.raw_xml:
+            relative = f"{XML_DIR}/{month}/{scan.scan_id}.xml.gz"
+            blob = b"".join(gzip.compress(doc, mtime=0) for doc in scan.raw_xml)
+            atomic_write_bytes(self.data_dir / relative, blob)
+            record["xml"] = relative
+            record["xml_sha256"] = [hashlib.sha256(doc).hexdigest() for doc in scan.raw_xml]
+            if not record["raw_xml_sha256"]:
+                record["raw_xml_sha256"] = hashlib.sha256(b"".join(scan.raw_xml)).hexdigest()
+        lines.append(record)
+        lines.extend(plan.events)
+        data = encode_lines(lines)
+        self._append(month, committed, data, durable=durable)
+        hot.segments[month] = committed + len(data)
+        hot.meta["lists"] = {"month": month, "ids": written_lists}
+        hot.meta["recent"] = [*hot.meta.get("recent", []), scan.scan_id][-RECENT_SCAN_IDS:]
+        finished = iso(_utc(scan.finished_at))
+        last = hot.meta.get("last_finished_at")
+        if not last or parse_time(last) <= _utc(scan.finished_at):
+            hot.meta["last_scan_id"] = scan.scan_id
+            hot.meta["last_finished_at"] = finished
+            hot.meta["last_scan_month"] = month
+        return plan.changes
+
+    def _append(self, month: str, offset: int, data: bytes, *, durable: bool) -> None:
+        created = not self.segment_dir.exists()
+        ensure_private_dir(self.segment_dir)
+        path = self._segments.path(month)
+        created = created or not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+        try:
+            os.ftruncate(fd, offset)
+            written = os.pwrite(fd, data, offset)
+            if written != len(data):
+                raise StoreError(f"short write to {path}: disk full? free space and retry")
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created and durable:
+            fsync_dir(self.segment_dir)
+            fsync_dir(self.data_dir)
+
+    # ------------------------------------------------------------------ current state
+
+    def current_ports(self, host: str | None = None, open_only: bool = True) -> list[PortState]:
+        with no_gc():
+            return self._current_ports(host, open_only)
+
+    def _current_ports(self, host: str | None, open_only: bool) -> list[PortState]:
+        hot = self._snapshot()
+        docs = (
+            [hot.ports[host]]
+            if host is not None and host in hot.ports
+            else ([] if host is not None else list(hot.ports.values()))
+        )
+        result = [
+            _port_state(doc["host"], key, row)
+            for doc in docs
+            for key, row in doc["ports"].items()
+            if not open_only or row[_STATE] == OPEN
+        ]
+        result.sort(key=lambda p: (_ip_sort_key(p.host), p.proto, p.port))
+        return result
+
+    def hosts(self) -> list[HostState]:
+        hot = self._snapshot()
+        return sorted(
+            (_host_state(doc) for doc in hot.hosts.values()),
+            key=lambda h: _ip_sort_key(h.address),
+        )
+
+    # ------------------------------------------------------------------ history access
+
+    def _months(self, hot: _Hot) -> list[str]:
+        return sorted(hot.segments)
+
+    def _segment(self, hot: _Hot, month: str) -> Segment:
+        return self._segments.load(month, hot.segments.get(month, 0))
+
+    def _months_between(
+        self, hot: _Hot, since: datetime | None, until: datetime | None
+    ) -> list[str]:
+        low = month_key(_utc(since)) if since else ""
+        high = month_key(_utc(until)) if until else "9999-99"
+        return [m for m in self._months(hot) if low <= m <= high]
+
+    def _expand(self, segment: Segment, line: dict[str, Any]) -> dict[str, Any]:
+        record = {k: v for k, v in line.items() if k != "type"}
+        # One shared list per coverage id: a year of records costs no extra address lists.
+        record["addresses"] = segment.lists.get(line.get("addresses_ref", ""), [])
+        return record
+
+    def scans(self, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
+        """Scan records finished in [since, until], oldest first."""
+        hot = self._snapshot()
+        out: list[tuple[datetime, dict[str, Any]]] = []
+        for month in self._months_between(hot, since, until):
+            segment = self._segment(hot, month)
+            for line in segment.scans:
+                finished = parse_time(line["finished_at"])
+                if (since and finished < _utc(since)) or (until and finished > _utc(until)):
+                    continue
+                out.append((finished, self._expand(segment, line)))
+        out.sort(key=lambda item: item[0])
+        return [record for _, record in out]
+
+    def _find_scan(self, hot: _Hot, scan_id: str) -> tuple[Segment, dict[str, Any]] | None:
+        months = self._months(hot)
+        hinted = (
+            hot.meta.get("last_scan_month") if hot.meta.get("last_scan_id") == scan_id else None
+        )
+        if hinted in months:
+            months.remove(hinted)
+            months.append(hinted)
+        for month in reversed(months):
+            segment = self._segment(hot, month)
+            for line in reversed(segment.scans):
+                if line["scan_id"] == scan_id:
+                    return segment, line
+        return None
+
+    def scan(self, scan_id: str) -> dict | None:
+        found = self._find_scan(self._snapshot(), scan_id)
+        return self._expand(*found) if found else None
+
+    def last_scan(self) -> dict | None:
+        hot = self._snapshot()
+        scan_id = hot.meta.get("last_scan_id")
+        if not scan_id:
+            return None
+        found = self._find_scan(hot, scan_id)
+        return self._expand(*found) if found else None
+
+    def raw_xml(self, scan_id: str) -> list[bytes]:
+        """The scan's raw XML documents, checked against their recorded sha256; [] if none
+        was kept or it was pruned."""
+        record = self.scan(scan_id)
+        if record is None or not record.get("xml"):
+            return []
+        path = self.data_dir / record["xml"]
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            return []
+        try:
+            documents = _split_gzip_members(blob)
+        except zlib.error:
+            raise StoreError(
+                f"raw XML {path} is corrupt (not gzip); restore it from backup"
+            ) from None
+        hashes = [hashlib.sha256(doc).hexdigest() for doc in documents]
+        if hashes != record.get("xml_sha256", hashes):
+            raise StoreError(
+                f"raw XML {path} does not match the sha256 in scan {scan_id}'s record; "
+                "it was altered or damaged"
+            )
+        return documents
+
+    def _event_lines(
+        self, hot: _Hot, since: datetime | None, until: datetime | None, identified: bool
+    ) -> Iterable[dict[str, Any]]:
+        for month in self._months_between(hot, since, until):
+            for line in self._segment(hot, month).events:
+                if not identified and line["kind"] == SERVICE_IDENTIFIED:
+                    continue
+                at = parse_time(line["at"])
+                if (since and at < _utc(since)) or (until and at > _utc(until)):
+                    continue
+                yield line
+
+    def events(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        identified: bool = False,
+    ) -> list[ChangeEvent]:
+        """Change events in [since, until], oldest first."""
+        hot = self._snapshot()
+        found = [_event(line) for line in self._event_lines(hot, since, until, identified)]
+        found.sort(key=lambda e: e.at)
+        return found
+
+    def history(
+        self,
+        host: str,
+        port: int | None = None,
+        proto: str | None = None,
+        since: datetime | None = None,
+        identified: bool = False,
+    ) -> list[ChangeEvent]:
+        """One host's (or one port's) events, oldest first."""
+        hot = self._snapshot()
+        found = [
+            _event(line)
+            for line in self._event_lines(hot, since, None, identified)
+            if line["host"] == host
+            and (port is None or line.get("port") == port)
+            and (proto is None or line.get("proto") == proto)
+        ]
+        found.sort(key=lambda e: e.at)
+        return found
+
+    # ------------------------------------------------------------------ coverage
+
+    def _scan_covers(
+        self, segment: Segment, line: dict[str, Any], host: str, port: int | None, proto: str | None
+    ) -> bool:
+        if host not in segment.address_set(line.get("cover_ref")) or host in line.get("stale", ()):
+            return False
+        if port is None:
+            return True
+        if host in line.get("down", ()):
+            return False
+        if f"{port}/{proto}" in line.get("outside", {}).get(host, ()):
+            return True
+        if proto not in line.get("protocols", ()):
+            return False
+        spec = port_spec(line.get("ports", ""))
+        return spec is not None and port in spec
+
+    def covered(
+        self, host: str, port: int, proto: str, at: datetime, window: timedelta
+    ) -> str | None:
+        """The newest scan finished in [at - window, at] that covered host/port/proto."""
+        hot = self._snapshot()
+        at = _utc(at)
+        start = at - window
+        best: tuple[datetime, str] | None = None
+        for month in self._months_between(hot, start, at):
+            segment = self._segment(hot, month)
+            for line in segment.scans:
+                finished = parse_time(line["finished_at"])
+                if start <= finished <= at and (best is None or finished > best[0]):
+                    if self._scan_covers(segment, line, host, port, proto):
+                        best = (finished, line["scan_id"])
+        return best[1] if best else None
+
+    def state_at(
+        self,
+        at: datetime,
+        host: str | None = None,
+        coverage_window: timedelta | None = None,
+    ) -> PointInTime:
+        """What was open at `at`: the month's checkpoint plus its events up to `at`, each
+        port with the scan that last saw it, and what no scan covered within the window."""
+        with no_gc():
+            return self._state_at(at, host, coverage_window)
+
+    def _state_at(
+        self,
+        at: datetime,
+        host: str | None = None,
+        coverage_window: timedelta | None = None,
+    ) -> PointInTime:
+        """What was open at `at`: the month's checkpoint plus its events up to `at`, each
+        port with the scan that last saw it, and what no scan covered within the window."""
+        at = _utc(at)
+        window = coverage_window or DEFAULT_COVERAGE_WINDOW
+        hot = self._snapshot()
+        months = self._months(hot)
+        chosen = [m for m in months if m <= month_key(at)]
+        starts = self._history_start(hot, months)
+        if not chosen:
+            return PointInTime(at, [], [], [], window, starts)
+        segment = self._segment(hot, chosen[-1])
+        checkpoint = segment.checkpoint or {"hosts": [], "ports": {}}
+        hosts: dict[str, dict[str, Any]] = {
+            d["address"]: dict(d)
+            for d in checkpoint["hosts"]
+            if host is None or d["address"] == host
+        }
+        ports: dict[str, dict[str, list[Any]]] = {
+            address: dict(rows)  # rows are shared with the cached segment: never mutated
+            for address, rows in checkpoint["ports"].items()
+            if host is None or address == host
+        }
+        at_text_cache: dict[str, bool] = {}
+        replay = self._replay
+        for line in segment.events:
+            if host is not None and line["host"] != host:
+                continue
+            at_text = line["at"]
+            after_at = at_text_cache.get(at_text)
+            if after_at is None:
+                after_at = at_text_cache[at_text] = parse_time(at_text) > at
+            if not after_at:
+                replay(line, hosts, ports)
+        # The scan that last saw each open port: the newest covering scan up to `at`.
+        scans = sorted(
+            (line for line in segment.scans if parse_time(line["finished_at"]) <= at),
+            key=lambda line: parse_time(line["finished_at"]),
+            reverse=True,
+        )
+        port_seen: dict[tuple[str, str], tuple[str, str]] = {}
+        host_seen: dict[str, tuple[str, str]] = {}
+        need_ports = {(a, k) for a, rows in ports.items() for k in rows}
+        need_hosts = set(hosts)
+        for line in scans:
+            if not need_ports and not need_hosts:
+                break
+            cover = segment.address_set(line.get("cover_ref"))
+            stale = set(line.get("stale", ()))
+            down = set(line.get("down", ()))
+            for address in [a for a in need_hosts if a in cover and a not in stale]:
+                host_seen[address] = (line["finished_at"], line["scan_id"])
+                need_hosts.discard(address)
+            spec = port_spec(line.get("ports", ""))
+            protocols = line.get("protocols", ())
+            outside = line.get("outside", {})
+            for address, key in [
+                item
+                for item in need_ports
+                if item[0] in cover and item[0] not in stale and item[0] not in down
+            ]:
+                number, proto = _split_key(key)
+                if (proto in protocols and spec is not None and number in spec) or (
+                    key in outside.get(address, ())
+                ):
+                    port_seen[(address, key)] = (line["finished_at"], line["scan_id"])
+                    need_ports.discard((address, key))
+        cutoff = at - window
+        open_ports: list[PortAt] = []
+        uncovered: list[Uncovered] = []
+        for address, rows in ports.items():
+            for key, row in rows.items():
+                seen_at, seen_scan = port_seen.get((address, key), (row[_LAST], row[_LAST_SCAN]))
+                number, proto = _split_key(key)
+                last_seen = parse_time(seen_at)
+                is_covered = last_seen >= cutoff
+                open_ports.append(
+                    PortAt(
+                        address,
+                        number,
+                        proto,
+                        row[_STATE],
+                        row[_SERVICE],
+                        row[_PRODUCT],
+                        row[_VERSION],
+                        row[_EXTRA],
+                        parse_time(row[_FIRST]),
+                        last_seen,
+                        seen_scan,
+                        _opt_time(row[_FP_AT]),
+                        seen_scan,
+                        is_covered,
+                    )
+                )
+                if not is_covered:
+                    uncovered.append(Uncovered(address, number, proto, last_seen, seen_scan))
+        host_states: list[HostState] = []
+        for address, doc in hosts.items():
+            if address in host_seen:
+                doc["last_covered"], doc["last_covered_scan_id"] = host_seen[address]
+            state_h = _host_state(doc)
+            host_states.append(state_h)
+            if state_h.last_covered is None or state_h.last_covered < cutoff:
+                uncovered.append(
+                    Uncovered(
+                        address, None, None, state_h.last_covered, state_h.last_covered_scan_id
+                    )
+                )
+        open_ports.sort(key=lambda p: (_ip_sort_key(p.host), p.proto, p.port))
+        host_states.sort(key=lambda h: _ip_sort_key(h.address))
+        uncovered.sort(key=lambda u: (_ip_sort_key(u.host), u.proto or "", u.port or 0))
+        return PointInTime(at, open_ports, uncovered, host_states, window, starts)
+
+    @staticmethod
+    def _replay(
+        line: dict[str, Any],
+        hosts: dict[str, dict[str, Any]],
+        ports: dict[str, dict[str, list[Any]]],
+    ) -> None:
+        kind = line["kind"]
+        address = line["host"]
+        at_text = line["at"]
+        if kind in ("host_up", "host_down"):
+            doc = hosts.setdefault(address, {"address": address, "status": "down", "hostname": ""})
+            doc["status"] = "up" if kind == "host_up" else "down"
+            if kind == "host_up":
+                doc.setdefault("first_seen", at_text)
+                doc["last_seen"] = at_text
+                doc["last_scan_id"] = line["scan_id"]
+                hostname = (line.get("after") or {}).get("hostname")
+                if hostname:
+                    doc["hostname"] = hostname
+            return
+        key = f"{line['port']}/{line['proto']}"
+        rows = ports.setdefault(address, {})
+        after = line.get("after") or {}
+        if kind == "port_opened":
+            rows[key] = [
+                OPEN,
+                after.get("service", ""),
+                after.get("product", ""),
+                after.get("version", ""),
+                after.get("extrainfo", ""),
+                at_text,
+                at_text,
+                line["scan_id"],
+                at_text if after.get("fingerprinted") else None,
+                None,
+            ]
+        elif kind == "port_closed":
+            rows.pop(key, None)
+        elif key in rows:  # service_changed / service_identified
+            row = rows[key] = list(rows[key])
+            row[_SERVICE] = after.get("service", row[_SERVICE])
+            row[_PRODUCT] = after.get("product", row[_PRODUCT])
+            row[_VERSION] = after.get("version", row[_VERSION])
+            row[_EXTRA] = after.get("extrainfo", row[_EXTRA])
+            row[_FP_AT] = at_text
+
+    def _history_start(self, hot: _Hot, months: list[str]) -> datetime | None:
+        if not months:
+            return None
+        return datetime.strptime(months[0], "%Y-%m").replace(tzinfo=UTC)
+
+    # ------------------------------------------------------------------ retention
+
+    def prune(self, now: datetime | None = None) -> dict[str, int]:
+        """Drop whole months of scan history and raw XML past retention.
+
+        A month goes once all of it is older than the retention period. The newest segment
+        always stays (it holds the checkpoint current answers start from); each kept month
+        carries its own checkpoint, so answers after the cut stay complete. Other tables in
+        the hot file (approvals, findings) and the audit chain are never touched.
+        """
+        moment = _utc(now or utcnow())
+        removed = {"scan_months": 0, "xml_months": 0, "xml_files": 0}
+
+        def expired(month: str, keep_months: int) -> bool:
+            start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+            return add_months(start, 1 + keep_months) <= moment
+
+        with self.lock.hold():
+            hot = self._read_hot()
+            self._recover(hot)
+            months = self._months(hot)
+            drop = [m for m in months[:-1] if expired(m, self.retention.scan_months)]
+            if drop:
+                for month in drop:
+                    del hot.segments[month]
+                self._write_hot(hot)  # commit first: a crash leaves only unreferenced files
+                for month in drop:
+                    with contextlib.suppress(FileNotFoundError):
+                        self._segments.path(month).unlink()
+                    removed["scan_months"] += 1
+                self._segments.clear()
+            if self.xml_dir.exists():
+                for folder in sorted(self.xml_dir.iterdir()):
+                    if not folder.is_dir() or not _MONTH.match(folder.name):
+                        continue
+                    if expired(folder.name, self.retention.raw_xml_months) or folder.name in drop:
+                        removed["xml_files"] += sum(1 for _ in folder.glob("*.xml.gz"))
+                        shutil.rmtree(folder)
+                        removed["xml_months"] += 1
+        return removed
+
+
+def load_scan_lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of a segment file as JSON (for tools and tests that check raw files)."""
+    return [json.loads(raw) for raw in path.read_bytes().splitlines() if raw.strip()]
