@@ -87,7 +87,10 @@ def _monitor(args: argparse.Namespace, *, origin: str = "cli") -> Any:
     from portconsole.core.monitor import Monitor
 
     readonly = bool(getattr(args, "readonly", False))
-    return Monitor.open(args.config, args.data_dir, origin=origin, readonly=readonly)
+    monitor = Monitor.open(args.config, args.data_dir, origin=origin, readonly=readonly)
+    for warning in monitor.warnings:
+        print(f"portconsole: {warning}", file=sys.stderr)
+    return monitor
 
 
 # ----- commands -----------------------------------------------------------------------
@@ -242,7 +245,8 @@ def cmd_state(args: argparse.Namespace) -> int:
     if point.uncovered:
         print(f"\nnot covered near that time ({len(point.uncovered)}):")
         for item in point.uncovered:
-            print(f"  {terminal_safe(item.describe())}")
+            where = item.host + (f":{item.port}/{item.proto}" if item.port is not None else "")
+            print(f"  {terminal_safe(where)}  last covered {_when(item.last_covered)}")
     return 0
 
 
@@ -340,6 +344,12 @@ def cmd_note(args: argparse.Namespace) -> int:
 def cmd_flag(args: argparse.Namespace) -> int:
     finding = _monitor(args).flag(args.id, reason=args.reason)
     print(f"{finding.id} flagged as unauthorized")
+    return 0
+
+
+def cmd_accept_risk(args: argparse.Namespace) -> int:
+    finding = _monitor(args).risk_accept(args.id, until=args.until, reason=args.reason)
+    print(f"{finding.id} risk accepted until {args.until.isoformat()}")
     return 0
 
 
@@ -608,6 +618,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("--reason", required=True)
 
+    p = add(
+        "accept-risk", cmd_accept_risk, "accept a finding's risk until a date (it reopens after)"
+    )
+    p.add_argument("id")
+    p.add_argument("--until", type=_date_arg, required=True, help="YYYY-MM-DD")
+    p.add_argument("--reason", required=True)
+
     p = add("note", cmd_note, "add a note to a finding")
     p.add_argument("id")
     p.add_argument("text")
@@ -651,7 +668,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("report", cmd_report, "point-in-time report (--at) or evidence pack (--from/--to)")
     p.add_argument("--at", type=_time_arg)
     p.add_argument("--from", dest="start", type=_time_arg)
-    p.add_argument("--to", dest="end", type=_end_time_arg, help="end; a date alone includes that day")
+    p.add_argument(
+        "--to", dest="end", type=_end_time_arg, help="end; a date alone includes that day"
+    )
     p.add_argument("--format", choices=["html", "md", "csv", "json"], default="html")
     p.add_argument("-o", "--output", required=True)
 

@@ -18,7 +18,9 @@ def _isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def write_config(path: Path, groups: dict[str, tuple[list[str], str]] | None = None, extra: str = "") -> Path:
+def write_config(
+    path: Path, groups: dict[str, tuple[list[str], str]] | None = None, extra: str = ""
+) -> Path:
     """A config with loopback scope, fast scan settings and the given groups."""
     lines = [
         'scope = ["127.0.0.0/8"]',
@@ -32,7 +34,14 @@ def write_config(path: Path, groups: dict[str, tuple[list[str], str]] | None = N
     ]
     for name, (targets, ports) in (groups or {}).items():
         quoted = ", ".join(f'"{t}"' for t in targets)
-        lines += [f"[groups.{name}]", f"targets = [{quoted}]", f'ports = "{ports}"', "interval = 60", "jitter = 0", ""]
+        lines += [
+            f"[groups.{name}]",
+            f"targets = [{quoted}]",
+            f'ports = "{ports}"',
+            "interval = 60",
+            "jitter = 0",
+            "",
+        ]
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
 

@@ -15,9 +15,7 @@ from tests.fleet import TestFleet
 
 
 def run_cli(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("PORTCONSOLE_")
-    } | {
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTCONSOLE_")} | {
         "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
         "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
     }
@@ -25,7 +23,16 @@ def run_cli(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.Comp
     if not config.exists():
         write_config(config)
     return subprocess.run(
-        [sys.executable, "-m", "portconsole.cli", "--config", str(config), "--data-dir", str(tmp_path / "data"), *args],
+        [
+            sys.executable,
+            "-m",
+            "portconsole.cli",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(tmp_path / "data"),
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -94,13 +101,26 @@ def test_scan_json_triage_and_audit(tmp_path: Path) -> None:
         result = run_cli(tmp_path, "scan", host, "--ports", f"{web},{closed}", "--json")
         assert result.returncode == 0, result.stderr
         data = json.loads(result.stdout)  # exactly one JSON object
-        for key in ("scan_id", "started_at", "finished_at", "scan_type", "hosts", "changes", "findings"):
+        for key in (
+            "scan_id",
+            "started_at",
+            "finished_at",
+            "scan_type",
+            "hosts",
+            "changes",
+            "findings",
+        ):
             assert key in data
         assert data["started_at"].endswith("Z") and data["scan_type"] in ("syn", "connect")
         [observed] = data["hosts"]
         assert observed["address"] == host and observed["status"] == "up"
         [port] = observed["ports"]
-        assert (port["port"], port["proto"], port["state"], port["approval"]) == (web, "tcp", "open", "unapproved")
+        assert (port["port"], port["proto"], port["state"], port["approval"]) == (
+            web,
+            "tcp",
+            "open",
+            "unapproved",
+        )
         assert port["service"] == "http" and "nginx" in port["product"]
         assert {"kind": "port_opened", "host": host, "port": web, "proto": "tcp"}.items() <= next(
             c for c in data["changes"] if c["kind"] == "port_opened"
@@ -123,7 +143,18 @@ def test_scan_json_triage_and_audit(tmp_path: Path) -> None:
         assert any(p["host"] == host and p["port"] == web for p in state["open_ports"])
 
         day = data["finished_at"][:10]
-        pack = run_cli(tmp_path, "report", "--from", day, "--to", day, "--format", "html", "-o", str(tmp_path / "pack.html"))
+        pack = run_cli(
+            tmp_path,
+            "report",
+            "--from",
+            day,
+            "--to",
+            day,
+            "--format",
+            "html",
+            "-o",
+            str(tmp_path / "pack.html"),
+        )
         assert pack.returncode == 0, pack.stderr
         html = (tmp_path / "pack.html").read_text()
         assert host in html and "11.3" in html
@@ -144,7 +175,7 @@ def test_scan_json_triage_and_audit(tmp_path: Path) -> None:
 def test_baseline_lint_reports_lines(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
-        "version: 1\nhosts:\n  - selector: [127.0.0.5]\n    rules:\n      - ports: \"80x\"\n"
+        'version: 1\nhosts:\n  - selector: [127.0.0.5]\n    rules:\n      - ports: "80x"\n'
         "        proto: tcp\n        service: http\n        owner: web\n"
     )
     result = run_cli(tmp_path, "baseline", "lint", str(bad))

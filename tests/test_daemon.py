@@ -95,9 +95,7 @@ def test_sigterm_during_a_scan_exits_within_two_seconds(tmp_path: Path) -> None:
         host = fleet.new_address()
         port = fleet.listen(host, "http")
         # -T0 makes nmap wait minutes between probes: the scan is surely running at SIGTERM.
-        write_config(
-            tmp_path / "config.toml", {"slow": ([host], str(port))}
-        )
+        write_config(tmp_path / "config.toml", {"slow": ([host], str(port))})
         config = (tmp_path / "config.toml").read_text().replace("timing = 4", "timing = 0")
         (tmp_path / "config.toml").write_text(config)
         log = tmp_path / "daemon.log"
@@ -134,7 +132,9 @@ def test_two_daemons_one_leader_and_takeover(tmp_path: Path) -> None:
         try:
             assert all(_wait_for(log, "daemon started", 30) for log in logs)
             time.sleep(3)
-            leading = [i for i, log in enumerate(logs) if "leading scheduled scans" in log.read_text()]
+            leading = [
+                i for i, log in enumerate(logs) if "leading scheduled scans" in log.read_text()
+            ]
             assert len(leading) == 1, [log.read_text() for log in logs]
             leader, follower = leading[0], 1 - leading[0]
             assert "following" in logs[follower].read_text()
@@ -143,7 +143,9 @@ def test_two_daemons_one_leader_and_takeover(tmp_path: Path) -> None:
             daemons[leader].kill()
             daemons[leader].wait(timeout=5)
             killed_at = time.monotonic()
-            assert _wait_for(logs[follower], "leading scheduled scans", 12), logs[follower].read_text()
+            assert _wait_for(logs[follower], "leading scheduled scans", 12), logs[
+                follower
+            ].read_text()
             assert time.monotonic() - killed_at <= 11
         finally:
             for daemon in daemons:

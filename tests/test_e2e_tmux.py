@@ -22,7 +22,9 @@ from portconsole.demo import DEMO_INTERVAL_SECONDS
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (make test installs it)"),
+    pytest.mark.skipif(
+        shutil.which("tmux") is None, reason="tmux is not installed (make test installs it)"
+    ),
 ]
 
 
@@ -39,7 +41,10 @@ class Tmux:
 
     def screen(self) -> str:
         return subprocess.run(
-            ["tmux", "capture-pane", "-p", "-t", self.session], capture_output=True, text=True, check=True
+            ["tmux", "capture-pane", "-p", "-t", self.session],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
 
     def wait_for(self, predicate: object, timeout: float, what: str) -> str:
@@ -58,7 +63,10 @@ def demo(tmp_path: Path) -> Iterator[tuple[Tmux, Path]]:
     session = f"pc-e2e-{uuid.uuid4().hex[:8]}"
     data_dir = tmp_path / "demo-data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTCONSOLE_")}
-    env |= {"XDG_CONFIG_HOME": str(tmp_path / "xdg-config"), "XDG_DATA_HOME": str(tmp_path / "xdg-data")}
+    env |= {
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
+        "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
+    }
     env.pop("NO_COLOR", None)
     env["TERM"] = "xterm-256color"
     command = f"{sys.executable} -m portconsole.cli demo --drift 3 --data-dir {data_dir}"
@@ -106,7 +114,19 @@ def test_drift_is_seen_and_approved_with_keys_only(demo: tuple[Tmux, Path]) -> N
     tmux.wait_for(lambda s: "Justification" in s, 10, "the approve form")
     screen = tmux.screen()
     assert "You are" in screen  # who is deciding is shown before confirming
-    tmux.keys("Debug", "Space", "endpoint", "Space", "for", "Space", "INC-42", "Tab", "app-team", "Tab", "dana")
+    tmux.keys(
+        "Debug",
+        "Space",
+        "endpoint",
+        "Space",
+        "for",
+        "Space",
+        "INC-42",
+        "Tab",
+        "app-team",
+        "Tab",
+        "dana",
+    )
     tmux.keys("Enter", pause=1.0)
     tmux.wait_for(lambda s: "Justification" not in s, 15, "the form to close")
     tmux.keys("Escape")
@@ -119,7 +139,18 @@ def test_drift_is_seen_and_approved_with_keys_only(demo: tuple[Tmux, Path]) -> N
     # The decision is in the real store and the audit chain.
     config = data_dir / "demo-config.toml"
     result = subprocess.run(
-        [sys.executable, "-m", "portconsole.cli", "--config", str(config), "--data-dir", str(data_dir), "findings", "--all", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "portconsole.cli",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(data_dir),
+            "findings",
+            "--all",
+            "--json",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -128,7 +159,17 @@ def test_drift_is_seen_and_approved_with_keys_only(demo: tuple[Tmux, Path]) -> N
     drift = [f for f in findings if f["host"] == "127.77.0.21" and f["port"] in (8081, 18081)]
     assert [f["status"] for f in drift] == ["approved"]
     verify = subprocess.run(
-        [sys.executable, "-m", "portconsole.cli", "--config", str(config), "--data-dir", str(data_dir), "audit", "verify"],
+        [
+            sys.executable,
+            "-m",
+            "portconsole.cli",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(data_dir),
+            "audit",
+            "verify",
+        ],
         capture_output=True,
         text=True,
         check=False,

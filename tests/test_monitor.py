@@ -25,7 +25,9 @@ def _ports(*ports: int) -> str:
     return ",".join(str(p) for p in sorted(ports))
 
 
-def _approve_baseline(tmp_path: Path, host: str, port: int, service: str, *, approved: str, review: str) -> Path:
+def _approve_baseline(
+    tmp_path: Path, host: str, port: int, service: str, *, approved: str, review: str
+) -> Path:
     path = tmp_path / "baseline.yaml"
     path.write_text(
         f"""version: 1
@@ -141,7 +143,9 @@ def test_vanished_approved_port_is_a_finding_after_confirmation(tmp_path: Path) 
         monitor = _monitor(tmp_path)
         today = utcnow().date().isoformat()
         review = (utcnow() + timedelta(days=90)).date().isoformat()
-        monitor.baseline_import(_approve_baseline(tmp_path, host, ssh, "ssh", approved=today, review=review))
+        monitor.baseline_import(
+            _approve_baseline(tmp_path, host, ssh, "ssh", approved=today, review=review)
+        )
         spec = _ports(ssh, web)
         monitor.run_cycle(targets=[host], ports=spec)
         fleet.close(host, ssh)

@@ -10,6 +10,8 @@ Every write holds the store's DataLock; every decision is an audit event.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -36,7 +38,7 @@ from portconsole.core.model import (
 )
 from portconsole.core.notify import DeliveryResult, Notifier, OutboxMessage
 from portconsole.core.schedule import Gap, Scheduler
-from portconsole.core.settings import Paths, Settings, load_settings
+from portconsole.core.settings import Paths, Settings, load_settings, warn_if_world_readable
 from portconsole.core.store import ChangeEvent, PointInTime, PortState, Store
 from portconsole.core.targets import PortSpec, expand_targets, parse_ports
 from portconsole.core.timeutil import add_months, iso, utcnow
@@ -50,6 +52,7 @@ ProgressFn = Callable[[Progress], None]
 # The hot file's table for console-wide monitoring state (paused). The store owns the
 # `hosts`, `ports` and `meta` tables.
 MONITORING_TABLE = "monitoring"
+SETTINGS_TABLE = "settings_fingerprint"
 
 
 @dataclass(slots=True)
@@ -182,6 +185,51 @@ class Monitor:
         )
         self._scanner: Any = None
         self._scan_lock = threading.Lock()
+        self.warnings: list[str] = []
+        if settings.notify.urls and paths.config_exists:
+            warning = warn_if_world_readable(paths.config_file)
+            if warning:
+                self.warnings.append(warning)
+        if not readonly:
+            self._audit_settings_change()
+
+    def _audit_settings_change(self) -> None:
+        """Record a settings change (the config file is edited outside the product).
+
+        The fingerprint covers the effective settings with notification secrets masked, so
+        the audit chain shows that and when the configuration changed, never a token.
+        """
+        from portconsole.core.secrets import mask_url
+
+        data = self.settings.model_dump(mode="json")
+        data["notify"]["urls"] = [mask_url(t.url) for t in self.settings.notify.targets()]
+        data.pop("data_dir", None)
+        fingerprint = hashlib.sha256(
+            json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()
+        with self.store.lock.hold():
+            table = self.store.hot.table(SETTINGS_TABLE)
+            known = table.all()
+            previous = known[0].get("sha256") if known else None
+            if previous == fingerprint:
+                return
+            record = {
+                "sha256": fingerprint,
+                "at": iso(utcnow()),
+                "config": str(self.paths.config_file),
+            }
+            if known:
+                table.update(record)
+            else:
+                table.insert(record)
+            self._audit(
+                "settings.changed" if previous else "settings.recorded",
+                details={
+                    "config": str(self.paths.config_file),
+                    "sha256": fingerprint,
+                    "previous": previous,
+                },
+            )
 
     # ----- construction -------------------------------------------------------------
     @classmethod
@@ -396,6 +444,19 @@ class Monitor:
         with self.store.lock.hold():
             finding = self.findings_book.note(self.finding(finding_id).id, str(self.actor), text)
             self._audit("finding.note", resource=_finding_resource(finding), details={"text": text})
+        return finding
+
+    def risk_accept(self, finding_id: str, *, until: date, reason: str) -> Finding:
+        self._require_write("accept risks")
+        with self.store.lock.hold():
+            finding = self.findings_book.risk_accept(
+                self.finding(finding_id).id, str(self.actor), _review_datetime(until), reason
+            )
+            self._audit(
+                "finding.risk_accepted",
+                resource=_finding_resource(finding),
+                details={"until": until.isoformat(), "reason": reason},
+            )
         return finding
 
     def flag(self, finding_id: str, *, reason: str) -> Finding:

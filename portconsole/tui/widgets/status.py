@@ -83,7 +83,9 @@ def counts_line(state: HeaderState) -> Text:
         line.append("! " + unapproved, style="bold")
     else:
         line.append(unapproved)
-    line.append(f" · {overview.open_findings} open" if short else f" · findings {overview.open_findings}")
+    line.append(
+        f" · {overview.open_findings} open" if short else f" · findings {overview.open_findings}"
+    )
     if state.scan is None and overview.next_scan is not None:
         group = f" {clean(overview.next_group, 16)}" if overview.next_group else ""
         line.append(f" · next {short_time(overview.next_scan)[11:]}{group}")
