@@ -14,7 +14,6 @@ import threading
 from typing import Any
 
 from portconsole.core.errors import UserError
-from portconsole.core.notify import DeliveryWorker
 from portconsole.core.schedule import run_loop
 from portconsole.core.textsafe import terminal_safe
 from portconsole.core.timeutil import iso, utcnow
@@ -51,8 +50,7 @@ def run_daemon(monitor: Any, stop: threading.Event | None = None) -> int:
     log(
         f"daemon started: groups {', '.join(sorted(monitor.settings.groups))}; data dir {monitor.paths.data_dir}"
     )
-    worker = DeliveryWorker(monitor.notifier, stop, interval=5.0)
-    worker.start()
+    monitor.start_delivery(interval=5.0)
     last_state: str | None = None
 
     def is_leader() -> bool:
@@ -97,7 +95,6 @@ def run_daemon(monitor: Any, stop: threading.Event | None = None) -> int:
         run_loop(monitor.scheduler, run_cycle, stop, is_leader, tick=1.0)
     finally:
         cancel.set()
-        worker.join(timeout=2.0)
         monitor.audit.append("daemon.stop", actor=monitor.actor)
         monitor.close()
         log("daemon stopped")

@@ -179,3 +179,42 @@ def test_empty_justification_is_refused(tmp_path: Path) -> None:
             monitor.flag(finding.id, reason="")
         flagged = monitor.flag(finding.id, reason="Nobody asked for this port")
         assert flagged.status == "flagged"
+
+
+def test_a_scan_cycle_notifies_once_and_a_black_hole_does_not_stall_it(tmp_path: Path) -> None:
+    import json
+    import time
+
+    from tests.servers import HttpCatcher
+
+    with TestFleet() as fleet, HttpCatcher() as good, HttpCatcher() as hole:
+        hole.black_hole()
+        host = fleet.new_address()
+        port = fleet.listen(host, "http")
+        write_config(
+            tmp_path / "config.toml",
+            extra=(
+                "[notify]\nurls = [\n"
+                f'  {{ url = "json://127.0.0.1:{good.port}/", timeout = 1.0 }},\n'
+                f'  {{ url = "json://127.0.0.1:{hole.port}/", timeout = 1.0 }},\n'
+                "]\nbackoff_seconds = 60.0\n"
+            ),
+        )
+        monitor = _monitor(tmp_path)
+        result = monitor.run_cycle(targets=[host], ports=_ports(port))
+        new = {f.id for f in result.findings}
+        assert new  # unapproved_port and unknown_host
+        started = time.monotonic()
+        monitor.deliver(seconds=5)
+        # The silent target costs its own timeout (1 s) plus slack, never the 4 s default.
+        assert time.monotonic() - started < 3.0
+        received = [json.loads(r.json()["message"]) for r in good.wait_for(len(new))]
+        sent_ids = {f["finding_id"] for doc in received for f in doc["findings"]}
+        assert sent_ids == new
+        assert len(received) == len(new)  # one message per finding, none twice
+        # A second cycle that changes nothing sends nothing more.
+        monitor.run_cycle(targets=[host], ports=_ports(port))
+        monitor.deliver(seconds=2)
+        assert len(good.accepted) == len(new)
+        status = monitor.notifier.status()
+        assert status["counts"]["pending"] >= 1  # the black hole's messages wait, not lost

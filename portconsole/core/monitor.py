@@ -36,7 +36,7 @@ from portconsole.core.model import (
     Progress,
     ScanResult,
 )
-from portconsole.core.notify import DeliveryResult, Notifier, OutboxMessage
+from portconsole.core.notify import DeliveryResult, DeliveryWorker, Notifier, OutboxMessage
 from portconsole.core.schedule import Gap, Scheduler
 from portconsole.core.settings import Paths, Settings, load_settings, warn_if_world_readable
 from portconsole.core.store import ChangeEvent, PointInTime, PortState, Store
@@ -186,6 +186,8 @@ class Monitor:
         self._scanner: Any = None
         self._scan_lock = threading.Lock()
         self.warnings: list[str] = []
+        self._delivery: DeliveryWorker | None = None
+        self._delivery_stop = threading.Event()
         if settings.notify.urls and paths.config_exists:
             warning = warn_if_world_readable(paths.config_file)
             if warning:
@@ -245,7 +247,27 @@ class Monitor:
         return cls(settings, paths, origin=origin, readonly=readonly)
 
     def close(self) -> None:
+        self.stop_delivery()
         self.leader.release()
+
+    def start_delivery(self, interval: float = 5.0) -> None:
+        """Deliver the outbox in a background thread until `close()` (not in read-only mode).
+
+        Any number of processes may deliver: messages are claimed under the store lock,
+        so none is sent twice, and a target that is down only delays its own messages.
+        """
+        if self.readonly or self._delivery is not None or not self.settings.notify.urls:
+            return
+        self._delivery_stop.clear()
+        self._delivery = DeliveryWorker(self.notifier, self._delivery_stop, interval)
+        self._delivery.start()
+
+    def stop_delivery(self, timeout: float = 2.0) -> None:
+        if self._delivery is None:
+            return
+        self._delivery_stop.set()
+        self._delivery.join(timeout=timeout)
+        self._delivery = None
 
     @property
     def scanner(self) -> Any:
@@ -910,6 +932,8 @@ class Monitor:
             self.audit.append_many(entries + finding_entries)
         if alerts:
             self.notifier.enqueue(alerts, scan.scan_id)
+            if self._delivery is not None:
+                self._delivery.wake()
         return changes, alerts, gaps
 
     def _detect(

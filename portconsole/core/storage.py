@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -173,10 +173,23 @@ class SharedTable(Table):
     def __init__(self, storage: Storage, name: str, **kwargs: Any) -> None:
         kwargs["cache_size"] = 0
         super().__init__(storage, name, **kwargs)
+        self._in_update = False
 
     def _get_next_id(self) -> int:
-        self._next_id = None
+        # Outside a write, the next id comes from the file (another process may have
+        # inserted); inside one (insert_multiple), ids count up from the first.
+        if not self._in_update:
+            self._next_id = None
         return int(super()._get_next_id())
+
+    def _update_table(self, updater: Callable[[dict[int, Any]], None]) -> None:
+        self._in_update = True
+        self._next_id = None
+        try:
+            super()._update_table(updater)
+        finally:
+            self._in_update = False
+            self._next_id = None
 
 
 def open_tinydb(path: Path) -> TinyDB:

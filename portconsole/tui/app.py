@@ -159,6 +159,9 @@ class PortConsoleApp(App[None]):
 
     # ----- lifecycle -------------------------------------------------------------------
     def on_mount(self) -> None:
+        # Notifications raised by this console's scans (or left in the outbox by others)
+        # are delivered in the background; the monitor stops it on close.
+        self.monitor.start_delivery()
         problems = [p for p in (self.theme_catalog.error_summary(), self._theme_warning) if p]
         if problems:
             # One toast for every broken file: reported once, at start.
