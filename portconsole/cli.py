@@ -470,8 +470,27 @@ def cmd_notify(args: argparse.Namespace) -> int:
     status = monitor.notifier.status()
     if getattr(args, "json", False):
         _emit_json(status)
+        return 0
+    counts = status.get("counts", {})
+    print(", ".join(f"{counts.get(k, 0)} {k}" for k in ("pending", "delivered", "dead")))
+    age = status.get("oldest_pending_age_seconds")
+    if age:
+        print(f"oldest pending message: {age:.0f} s old")
+    rows = [
+        [
+            target,
+            info.get("pending", 0),
+            info.get("delivered", 0),
+            info.get("dead", 0),
+            "yes" if info.get("configured") else "no (removed from config)",
+            info.get("last_error") or "",
+        ]
+        for target, info in status.get("targets", {}).items()
+    ]
+    if rows:
+        print(_table(rows, ["target", "pending", "delivered", "dead", "configured", "last error"]))
     else:
-        _emit_json(status)
+        print("no notification targets configured ([notify] urls)")
     return 0
 
 
@@ -657,7 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("notify", cmd_notify, "notification outbox: status, flush, test")
     nsub = p.add_subparsers(dest="notify_command", required=True, metavar="ACTION")
-    nsub.add_parser("status", help="show the outbox", parents=[common])
+    n = nsub.add_parser("status", help="show the outbox", parents=[common])
+    n.add_argument("--json", action="store_true")
     n = nsub.add_parser("flush", help="retry what is due in the outbox now", parents=[common])
     n.add_argument("--wait", type=float, default=30.0, metavar="SECONDS")
     n = nsub.add_parser("test", help="send a test message to each target", parents=[common])

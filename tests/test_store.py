@@ -316,7 +316,7 @@ def test_truncated_or_corrupt_segment_names_it(tmp_path: Path) -> None:
     segment.write_bytes(good[:-30])
     with pytest.raises(StoreError, match=f"{segment}.*truncated"):
         Store(tmp_path)
-    segment.write_bytes(good.replace(b'"kind"', b'"kind\x00', 1))
+    segment.write_bytes(good.replace(b'"port_opened"', b'"port_opened\x00', 1))
     reader = Store(tmp_path)
     with pytest.raises(StoreError, match=f"{segment}.*corrupt"):
         reader.history("127.0.0.2")

@@ -72,9 +72,17 @@ from portconsole.core.storage import (
     open_tinydb,
 )
 from portconsole.core.store_segment import (
+    CHECKPOINT,
+    LIST,
+    SCAN,
+    SEEN_AT,
+    SEEN_SCAN,
     SEGMENT_SUFFIX,
+    Line,
     Segment,
     SegmentCache,
+    decode_checkpoint,
+    encode_checkpoint,
     encode_lines,
     no_gc,
     parse_time,
@@ -83,7 +91,7 @@ from portconsole.core.store_segment import (
 )
 from portconsole.core.timeutil import add_months, iso, month_key, utcnow
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: segment lines are tagged arrays, checkpoints inside the month
 HOT_FILE = "hot.json"
 LOCK_FILE = "store.lock"
 SEGMENT_DIR = "scans"
@@ -91,6 +99,11 @@ XML_DIR = "xml"
 META_NAME = "store"
 RECENT_SCAN_IDS = 256
 DEFAULT_COVERAGE_WINDOW = timedelta(hours=24)
+# A new checkpoint is written once the lines appended since the last one reach this share of
+# its size (and at least CHECKPOINT_MIN_BYTES): a point-in-time answer then parses at most
+# about 1.5 checkpoints' worth of bytes, and checkpoints take at most 2x the history's disk.
+CHECKPOINT_SHARE = 0.5
+CHECKPOINT_MIN_BYTES = 64 * 1024
 
 # The order of a port row in the hot file's `ports` table.
 PORT_FIELDS = (
@@ -303,6 +316,7 @@ def _observed(obs: PortObservation, fingerprinted: bool) -> dict[str, Any]:
     }
 
 
+@lru_cache(maxsize=4096)
 def _split_key(key: str) -> tuple[int, str]:
     port, _, proto = key.partition("/")
     return int(port), proto
@@ -352,17 +366,14 @@ def _host_state(doc: dict[str, Any]) -> HostState:
     )
 
 
-def _event(line: dict[str, Any]) -> ChangeEvent:
-    return ChangeEvent(
-        kind=line["kind"],
-        host=line["host"],
-        port=line.get("port"),
-        proto=line.get("proto"),
-        before=line.get("before"),
-        after=line.get("after"),
-        at=parse_time(line["at"]),
-        scan_id=line["scan_id"],
-    )
+def _event(event: list[Any], at: datetime, scan_id: str) -> ChangeEvent:
+    kind, host, port, proto, before, after = event
+    return ChangeEvent(kind, host, port, proto, before, after, at, scan_id)
+
+
+def _proto_port(key: str) -> tuple[str, int]:
+    port, proto = _split_key(key)
+    return proto, port
 
 
 @lru_cache(maxsize=65536)
@@ -414,6 +425,13 @@ class _Hot:
                 f"the data dir was written by a newer PortConsole (store format "
                 f"{meta['format']}); upgrade PortConsole to read it"
             )
+        if meta.get("format", STORE_FORMAT) < STORE_FORMAT:
+            if meta.get("segments"):
+                raise StoreError(
+                    f"the data dir holds history in an older development format (store format "
+                    f"{meta.get('format')}); move it away and start a new one"
+                )
+            meta["format"] = STORE_FORMAT
         self.meta: dict[str, Any] = meta
         self.meta.setdefault("segments", {})
 
@@ -445,26 +463,13 @@ class _Hot:
         rows: dict[str, list[Any]] = doc["ports"]
         return rows
 
-    def checkpoint(self, month: str) -> dict[str, Any]:
-        """The state before the month's first scan: every host, every open port."""
-        return {
-            "type": "checkpoint",
-            "month": month,
-            "last_scan_id": self.meta.get("last_scan_id", ""),
-            "last_finished_at": self.meta.get("last_finished_at"),
-            "hosts": [dict(doc) for doc in self.hosts.values()],
-            "ports": {
-                address: {k: list(r) for k, r in doc["ports"].items() if r[_STATE] == OPEN}
-                for address, doc in self.ports.items()
-                if any(r[_STATE] == OPEN for r in doc["ports"].values())
-            },
-        }
-
 
 @dataclass(slots=True)
 class _Plan:
     changes: list[Change] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[list[Any]] = field(
+        default_factory=list
+    )  # [kind, host, port, proto, before, after]
     cover: list[str] = field(default_factory=list)
     down: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
@@ -492,19 +497,7 @@ def _apply_scan(hot: _Hot, scan: ScanResult) -> _Plan:
                internal: bool = False) -> None:  # fmt: skip
         if not internal:
             plan.changes.append(Change(kind, host, port, proto, before, after))
-        plan.events.append(
-            {
-                "type": "event",
-                "kind": kind,
-                "host": host,
-                "port": port,
-                "proto": proto,
-                "before": before,
-                "after": after,
-                "at": at_text,
-                "scan_id": scan_id,
-            }
-        )
+        plan.events.append([kind, host, port, proto, before, after])
 
     for address in plan.cover:
         observed = reported.get(address)
@@ -648,6 +641,10 @@ class Store:
             hot = self._read_hot()
             if self._recover(hot):
                 self._write_hot(hot)
+            else:
+                # Read under the lock, so no writer changed it since: the first query after
+                # opening reuses it instead of parsing the hot file again.
+                self._read_cache = (self.data_version(), hot)
 
     # ------------------------------------------------------------------ hot file access
 
@@ -798,27 +795,37 @@ class Store:
 
     def _commit(self, hot: _Hot, scan: ScanResult, *, durable: bool) -> list[Change]:
         month = self._check_new(hot, scan)
-        lines: list[dict[str, Any]] = []
+        lines: list[list[Any]] = []
         committed = hot.segments.get(month, 0)
         lists_meta = hot.meta.get("lists") or {}
         written_lists: list[str] = (
             list(lists_meta.get("ids", [])) if lists_meta.get("month") == month else []
         )
+        # Where the month's last checkpoint starts and how long it is: only the newest
+        # month's, so the hot file does not grow with history.
+        mark = hot.meta.get("checkpoint") or {}
+        if mark.get("month") != month:
+            mark = {}
         if committed == 0:
-            lines.append(hot.checkpoint(month))
             written_lists = []
+            mark = {}
+        since = committed - mark.get("offset", 0) - mark.get("size", 0)
+        if not mark or since >= max(CHECKPOINT_MIN_BYTES, mark["size"] * CHECKPOINT_SHARE):
+            checkpoint = encode_lines([self._checkpoint(hot, month, committed)])
+            mark = {"month": month, "offset": committed, "size": len(checkpoint)}
+        else:
+            checkpoint = b""
         plan = _apply_scan(hot, scan)
 
         def list_ref(items: list[str]) -> str:
             ident = _list_id(items)
             if ident not in written_lists:
-                lines.append({"type": "list", "id": ident, "items": items})
+                lines.append([LIST, ident, items])
                 written_lists.append(ident)
             return ident
 
         record = scan.metadata_json()
         addresses = record.pop("addresses")
-        record = {"type": "scan", **record}
         record["addresses_ref"] = list_ref(list(addresses))
         record["cover_ref"] = list_ref(plan.cover)
         record["up"] = plan.up
@@ -837,12 +844,13 @@ class Store:
             record["xml_sha256"] = [hashlib.sha256(doc).hexdigest() for doc in scan.raw_xml]
             if not record["raw_xml_sha256"]:
                 record["raw_xml_sha256"] = hashlib.sha256(b"".join(scan.raw_xml)).hexdigest()
-        lines.append(record)
-        lines.extend(plan.events)
-        data = encode_lines(lines)
+        # Time and id first: readers pick lines by these without parsing the rest.
+        lines.append([SCAN, record["finished_at"], scan.scan_id, record, plan.events])
+        data = checkpoint + encode_lines(lines)
         self._append(month, committed, data, durable=durable)
         hot.segments[month] = committed + len(data)
         hot.meta["lists"] = {"month": month, "ids": written_lists}
+        hot.meta["checkpoint"] = mark
         hot.meta["recent"] = [*hot.meta.get("recent", []), scan.scan_id][-RECENT_SCAN_IDS:]
         finished = iso(_utc(scan.finished_at))
         last = hot.meta.get("last_finished_at")
@@ -851,6 +859,36 @@ class Store:
             hot.meta["last_finished_at"] = finished
             hot.meta["last_scan_month"] = month
         return plan.changes
+
+    def _checkpoint(self, hot: _Hot, month: str, committed: int) -> list[Any]:
+        """A checkpoint of the history so far: what replaying the month up to here gives
+        (so answers do not depend on where checkpoints fall), and from the hot state the
+        newest scan that covered each host and open port (so answers need no older scans).
+        The month's first is the hot state itself."""
+        if committed:
+            segment = self._segments.load(month, committed)
+            hosts, ports, _ = self._replayed(segment, None, None)
+        else:
+            hosts = {address: dict(doc) for address, doc in hot.hosts.items()}
+            ports = {a: dict(doc["ports"]) for a, doc in hot.ports.items()}
+        host_lines = []
+        for address, doc in hosts.items():
+            now = hot.hosts.get(address, {})
+            host_lines.append((doc, now.get("last_covered"), now.get("last_covered_scan_id")))
+        port_lines = []
+        for address, rows in ports.items():
+            current = hot.ports.get(address, {}).get("ports", {})
+            items = []
+            for key, row in rows.items():
+                if row[_STATE] != OPEN:
+                    continue
+                now = current.get(key)
+                if now is not None and now[_STATE] == OPEN:
+                    items.append((key, row, now[_LAST], now[_LAST_SCAN]))
+                else:
+                    items.append((key, row, None, None))
+            port_lines.append((address, items))
+        return encode_checkpoint(host_lines, port_lines)
 
     def _append(self, month: str, offset: int, data: bytes, *, durable: bool) -> None:
         created = not self.segment_dir.exists()
@@ -915,27 +953,38 @@ class Store:
         high = month_key(_utc(until)) if until else "9999-99"
         return [m for m in self._months(hot) if low <= m <= high]
 
-    def _expand(self, segment: Segment, line: dict[str, Any]) -> dict[str, Any]:
-        record = {k: v for k, v in line.items() if k != "type"}
+    def _expand(self, segment: Segment, line: Line) -> dict[str, Any]:
+        record = dict(segment.record(line))
         # One shared list per coverage id: a year of records costs no extra address lists.
-        record["addresses"] = segment.lists.get(line.get("addresses_ref", ""), [])
+        record["addresses"] = segment.lists.get(record.get("addresses_ref", ""), [])
         return record
+
+    def _scan_lines_between(
+        self, hot: _Hot, since: datetime | None, until: datetime | None
+    ) -> Iterable[tuple[Segment, Line]]:
+        """Scan lines finished in [since, until], in file order (picked by their header)."""
+        low = _utc(since) if since else None
+        high = _utc(until) if until else None
+        for month in self._months_between(hot, since, until):
+            segment = self._segment(hot, month)
+            for line in segment.lines:
+                if line.kind != SCAN or line.at is None:
+                    continue
+                if (low and line.at < low) or (high and line.at > high):
+                    continue
+                yield segment, line
 
     def scans(self, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
         """Scan records finished in [since, until], oldest first."""
         hot = self._snapshot()
-        out: list[tuple[datetime, dict[str, Any]]] = []
-        for month in self._months_between(hot, since, until):
-            segment = self._segment(hot, month)
-            for line in segment.scans:
-                finished = parse_time(line["finished_at"])
-                if (since and finished < _utc(since)) or (until and finished > _utc(until)):
-                    continue
-                out.append((finished, self._expand(segment, line)))
+        out = [
+            (line.at_text and parse_time(line.at_text), self._expand(segment, line))
+            for segment, line in self._scan_lines_between(hot, since, until)
+        ]
         out.sort(key=lambda item: item[0])
         return [record for _, record in out]
 
-    def _find_scan(self, hot: _Hot, scan_id: str) -> tuple[Segment, dict[str, Any]] | None:
+    def _find_scan(self, hot: _Hot, scan_id: str) -> tuple[Segment, Line] | None:
         months = self._months(hot)
         hinted = (
             hot.meta.get("last_scan_month") if hot.meta.get("last_scan_id") == scan_id else None
@@ -945,8 +994,8 @@ class Store:
             months.append(hinted)
         for month in reversed(months):
             segment = self._segment(hot, month)
-            for line in reversed(segment.scans):
-                if line["scan_id"] == scan_id:
+            for line in reversed(segment.lines):
+                if line.kind == SCAN and line.scan_id == scan_id:
                     return segment, line
         return None
 
@@ -987,17 +1036,15 @@ class Store:
             )
         return documents
 
-    def _event_lines(
+    def _events_between(
         self, hot: _Hot, since: datetime | None, until: datetime | None, identified: bool
-    ) -> Iterable[dict[str, Any]]:
-        for month in self._months_between(hot, since, until):
-            for line in self._segment(hot, month).events:
-                if not identified and line["kind"] == SERVICE_IDENTIFIED:
+    ) -> Iterable[tuple[list[Any], datetime, str]]:
+        for segment, line in self._scan_lines_between(hot, since, until):
+            assert line.at is not None
+            for event in segment.events(line):
+                if not identified and event[0] == SERVICE_IDENTIFIED:
                     continue
-                at = parse_time(line["at"])
-                if (since and at < _utc(since)) or (until and at > _utc(until)):
-                    continue
-                yield line
+                yield event, line.at, line.scan_id
 
     def events(
         self,
@@ -1007,7 +1054,7 @@ class Store:
     ) -> list[ChangeEvent]:
         """Change events in [since, until], oldest first."""
         hot = self._snapshot()
-        found = [_event(line) for line in self._event_lines(hot, since, until, identified)]
+        found = [_event(*item) for item in self._events_between(hot, since, until, identified)]
         found.sort(key=lambda e: e.at)
         return found
 
@@ -1022,11 +1069,11 @@ class Store:
         """One host's (or one port's) events, oldest first."""
         hot = self._snapshot()
         found = [
-            _event(line)
-            for line in self._event_lines(hot, since, None, identified)
-            if line["host"] == host
-            and (port is None or line.get("port") == port)
-            and (proto is None or line.get("proto") == proto)
+            _event(event, at, scan_id)
+            for event, at, scan_id in self._events_between(hot, since, None, identified)
+            if event[1] == host
+            and (port is None or event[2] == port)
+            and (proto is None or event[3] == proto)
         ]
         found.sort(key=lambda e: e.at)
         return found
@@ -1055,15 +1102,12 @@ class Store:
         """The newest scan finished in [at - window, at] that covered host/port/proto."""
         hot = self._snapshot()
         at = _utc(at)
-        start = at - window
         best: tuple[datetime, str] | None = None
-        for month in self._months_between(hot, start, at):
-            segment = self._segment(hot, month)
-            for line in segment.scans:
-                finished = parse_time(line["finished_at"])
-                if start <= finished <= at and (best is None or finished > best[0]):
-                    if self._scan_covers(segment, line, host, port, proto):
-                        best = (finished, line["scan_id"])
+        for segment, line in self._scan_lines_between(hot, at - window, at):
+            assert line.at is not None
+            if best is None or line.at > best[0]:
+                if self._scan_covers(segment, segment.record(line), host, port, proto):
+                    best = (line.at, line.scan_id)
         return best[1] if best else None
 
     def state_at(
@@ -1083,8 +1127,6 @@ class Store:
         host: str | None = None,
         coverage_window: timedelta | None = None,
     ) -> PointInTime:
-        """What was open at `at`: the month's checkpoint plus its events up to `at`, each
-        port with the scan that last saw it, and what no scan covered within the window."""
         at = _utc(at)
         window = coverage_window or DEFAULT_COVERAGE_WINDOW
         hot = self._snapshot()
@@ -1094,50 +1136,28 @@ class Store:
         if not chosen:
             return PointInTime(at, [], [], [], window, starts)
         segment = self._segment(hot, chosen[-1])
-        checkpoint = segment.checkpoint or {"hosts": [], "ports": {}}
-        hosts: dict[str, dict[str, Any]] = {
-            d["address"]: dict(d)
-            for d in checkpoint["hosts"]
-            if host is None or d["address"] == host
-        }
-        ports: dict[str, dict[str, list[Any]]] = {
-            address: dict(rows)  # rows are shared with the cached segment: never mutated
-            for address, rows in checkpoint["ports"].items()
-            if host is None or address == host
-        }
-        at_text_cache: dict[str, bool] = {}
-        replay = self._replay
-        for line in segment.events:
-            if host is not None and line["host"] != host:
-                continue
-            at_text = line["at"]
-            after_at = at_text_cache.get(at_text)
-            if after_at is None:
-                after_at = at_text_cache[at_text] = parse_time(at_text) > at
-            if not after_at:
-                replay(line, hosts, ports)
-        # The scan that last saw each open port: the newest covering scan up to `at`.
-        scans = sorted(
-            (line for line in segment.scans if parse_time(line["finished_at"]) <= at),
-            key=lambda line: parse_time(line["finished_at"]),
-            reverse=True,
-        )
+        hosts, ports, scans = self._replayed(segment, at, host)
+        # The scan that last saw each open port: the newest covering scan up to `at`. A row
+        # from the checkpoint already names the newest one before it.
+        scans.sort(key=lambda item: item[0], reverse=True)
         port_seen: dict[tuple[str, str], tuple[str, str]] = {}
         host_seen: dict[str, tuple[str, str]] = {}
         need_ports = {(a, k) for a, rows in ports.items() for k in rows}
         need_hosts = set(hosts)
-        for line in scans:
+        for _, scan_line in scans:
             if not need_ports and not need_hosts:
                 break
-            cover = segment.address_set(line.get("cover_ref"))
-            stale = set(line.get("stale", ()))
-            down = set(line.get("down", ()))
+            record = segment.record(scan_line)
+            finished, scan_id = scan_line.at_text, scan_line.scan_id
+            cover = segment.address_set(record.get("cover_ref"))
+            stale = set(record.get("stale", ()))
+            down = set(record.get("down", ()))
             for address in [a for a in need_hosts if a in cover and a not in stale]:
-                host_seen[address] = (line["finished_at"], line["scan_id"])
+                host_seen[address] = (finished, scan_id)
                 need_hosts.discard(address)
-            spec = port_spec(line.get("ports", ""))
-            protocols = line.get("protocols", ())
-            outside = line.get("outside", {})
+            spec = port_spec(record.get("ports", ""))
+            protocols = record.get("protocols", ())
+            outside = record.get("outside", {})
             for address, key in [
                 item
                 for item in need_ports
@@ -1147,14 +1167,24 @@ class Store:
                 if (proto in protocols and spec is not None and number in spec) or (
                     key in outside.get(address, ())
                 ):
-                    port_seen[(address, key)] = (line["finished_at"], line["scan_id"])
+                    port_seen[(address, key)] = (finished, scan_id)
                     need_ports.discard((address, key))
         cutoff = at - window
         open_ports: list[PortAt] = []
         uncovered: list[Uncovered] = []
-        for address, rows in ports.items():
-            for key, row in rows.items():
-                seen_at, seen_scan = port_seen.get((address, key), (row[_LAST], row[_LAST_SCAN]))
+        host_states: list[HostState] = []
+        for address in sorted(set(ports) | set(hosts), key=_ip_sort_key):
+            rows = ports.get(address, {})
+            host_uncovered: list[Uncovered] = []
+            for key in sorted(rows, key=_proto_port):
+                row = rows[key]
+                seen_at, seen_scan = row[_LAST], row[_LAST_SCAN]
+                if len(row) > SEEN_SCAN and row[SEEN_AT] is not None:
+                    if parse_time(row[SEEN_AT]) >= parse_time(seen_at):
+                        seen_at, seen_scan = row[SEEN_AT], row[SEEN_SCAN]
+                found = port_seen.get((address, key))
+                if found is not None and parse_time(found[0]) > parse_time(seen_at):
+                    seen_at, seen_scan = found
                 number, proto = _split_key(key)
                 last_seen = parse_time(seen_at)
                 is_covered = last_seen >= cutoff
@@ -1177,47 +1207,90 @@ class Store:
                     )
                 )
                 if not is_covered:
-                    uncovered.append(Uncovered(address, number, proto, last_seen, seen_scan))
-        host_states: list[HostState] = []
-        for address, doc in hosts.items():
-            if address in host_seen:
-                doc["last_covered"], doc["last_covered_scan_id"] = host_seen[address]
-            state_h = _host_state(doc)
-            host_states.append(state_h)
-            if state_h.last_covered is None or state_h.last_covered < cutoff:
-                uncovered.append(
-                    Uncovered(
-                        address, None, None, state_h.last_covered, state_h.last_covered_scan_id
+                    host_uncovered.append(Uncovered(address, number, proto, last_seen, seen_scan))
+            doc = hosts.get(address)
+            if doc is not None:
+                for seen in ((doc.get("seen_at"), doc.get("seen_scan_id")), host_seen.get(address)):
+                    if seen is None or not seen[0]:
+                        continue
+                    if not doc.get("last_covered") or parse_time(seen[0]) >= parse_time(
+                        doc["last_covered"]
+                    ):
+                        doc["last_covered"], doc["last_covered_scan_id"] = seen
+                state_h = _host_state(doc)
+                host_states.append(state_h)
+                if state_h.last_covered is None or state_h.last_covered < cutoff:
+                    # A host's own line sorts before its ports' (proto "" < "tcp").
+                    host_uncovered.insert(
+                        0,
+                        Uncovered(
+                            address, None, None, state_h.last_covered, state_h.last_covered_scan_id
+                        ),
                     )
-                )
-        open_ports.sort(key=lambda p: (_ip_sort_key(p.host), p.proto, p.port))
-        host_states.sort(key=lambda h: _ip_sort_key(h.address))
-        uncovered.sort(key=lambda u: (_ip_sort_key(u.host), u.proto or "", u.port or 0))
+            uncovered.extend(host_uncovered)
         return PointInTime(at, open_ports, uncovered, host_states, window, starts)
+
+    def _replayed(
+        self, segment: Segment, at: datetime | None, host: str | None
+    ) -> tuple[
+        dict[str, dict[str, Any]], dict[str, dict[str, list[Any]]], list[tuple[datetime, Line]]
+    ]:
+        """The month's hosts and open ports at `at` (None: the end of the segment), and the
+        scans after the checkpoint used, finished by `at`."""
+        # The newest checkpoint all of whose preceding scans finished by `at` holds the state
+        # those scans left (reports that arrive late are appended after it, so later lines
+        # are still checked by time). The month's first line always qualifies.
+        start = -1
+        for index, line in enumerate(segment.lines):
+            if line.kind == SCAN:
+                assert line.at is not None
+                if at is not None and line.at > at:
+                    break
+            elif line.kind == CHECKPOINT:
+                start = index
+        if start >= 0:
+            state = decode_checkpoint(segment.checkpoint(segment.lines[start]), host, OPEN)
+            hosts, ports = state.hosts, state.ports
+        else:
+            hosts, ports = {}, {}
+        replay = self._replay
+        scans: list[tuple[datetime, Line]] = []
+        for line in segment.lines[start + 1 :]:
+            if line.kind != SCAN or line.at is None or (at is not None and line.at > at):
+                continue
+            scans.append((line.at, line))
+            for event in segment.events(line):
+                if host is None or event[1] == host:
+                    replay(event, line.at_text, line.scan_id, hosts, ports)
+        return hosts, ports, scans
 
     @staticmethod
     def _replay(
-        line: dict[str, Any],
+        event: list[Any],
+        at_text: str,
+        scan_id: str,
         hosts: dict[str, dict[str, Any]],
         ports: dict[str, dict[str, list[Any]]],
     ) -> None:
-        kind = line["kind"]
-        address = line["host"]
-        at_text = line["at"]
+        kind, address, port, proto, _before, after = event
         if kind in ("host_up", "host_down"):
-            doc = hosts.setdefault(address, {"address": address, "status": "down", "hostname": ""})
+            doc = hosts.get(address)
+            if doc is None:
+                doc = hosts[address] = {"address": address, "status": "down", "hostname": ""}
             doc["status"] = "up" if kind == "host_up" else "down"
             if kind == "host_up":
                 doc.setdefault("first_seen", at_text)
                 doc["last_seen"] = at_text
-                doc["last_scan_id"] = line["scan_id"]
-                hostname = (line.get("after") or {}).get("hostname")
+                doc["last_scan_id"] = scan_id
+                hostname = (after or {}).get("hostname")
                 if hostname:
                     doc["hostname"] = hostname
             return
-        key = f"{line['port']}/{line['proto']}"
-        rows = ports.setdefault(address, {})
-        after = line.get("after") or {}
+        key = f"{port}/{proto}"
+        rows = ports.get(address)
+        if rows is None:
+            rows = ports[address] = {}
+        after = after or {}
         if kind == "port_opened":
             rows[key] = [
                 OPEN,
@@ -1227,14 +1300,14 @@ class Store:
                 after.get("extrainfo", ""),
                 at_text,
                 at_text,
-                line["scan_id"],
+                scan_id,
                 at_text if after.get("fingerprinted") else None,
                 None,
             ]
         elif kind == "port_closed":
             rows.pop(key, None)
         elif key in rows:  # service_changed / service_identified
-            row = rows[key] = list(rows[key])
+            row = rows[key]
             row[_SERVICE] = after.get("service", row[_SERVICE])
             row[_PRODUCT] = after.get("product", row[_PRODUCT])
             row[_VERSION] = after.get("version", row[_VERSION])
@@ -1289,5 +1362,24 @@ class Store:
 
 
 def load_scan_lines(path: Path) -> list[dict[str, Any]]:
-    """Every line of a segment file as JSON (for tools and tests that check raw files)."""
-    return [json.loads(raw) for raw in path.read_bytes().splitlines() if raw.strip()]
+    """Every record of a segment file as a dict with a `type` (checkpoint, list, scan,
+    event: a scan line's events follow its record), for tools and tests that check raw files."""
+    out: list[dict[str, Any]] = []
+    for raw in path.read_bytes().splitlines():
+        if not raw.strip():
+            continue
+        line = json.loads(raw)
+        if line[0] == CHECKPOINT:
+            state = decode_checkpoint(line[1], None, OPEN)
+            out.append({"type": "checkpoint", "hosts": state.hosts, "ports": state.ports})
+        elif line[0] == LIST:
+            out.append({"type": "list", "id": line[1], "items": line[2]})
+        else:
+            _, at_text, scan_id, record, events = line
+            out.append({"type": "scan", **record})
+            for event in events:
+                kind, host, port, proto, before, after = event
+                out.append({"type": "event", "kind": kind, "host": host, "port": port,
+                            "proto": proto, "before": before, "after": after, "at": at_text,
+                            "scan_id": scan_id})  # fmt: skip
+    return out

@@ -24,9 +24,11 @@ async def test_hosts_table_marks_unapproved_rows(site: Site, scanned: Monitor) -
         assert row[3].plain == "2" and row[4].plain == "2"
         # ...and by the theme's colour.
         assert app.alert_style().split()[-1] in str(row[1].style)
-        text = screen_text(app)
-        assert "hosts 2 · ports 3 · ! unapproved 3" in text
-        assert re.search(rf"^ !\s+{re.escape(site.web)}\s", text, re.MULTILINE)
+        # The rows are in the table; under load the next frame may lag, so wait for it.
+        marked = re.compile(rf"^ !\s+{re.escape(site.web)}\s", re.MULTILINE)
+        found = await wait_for(pilot, lambda: marked.search(screen_text(app)) is not None)
+        assert found, screen_text(app)
+        assert "hosts 2 · ports 3 · ! unapproved 3" in screen_text(app)
 
 
 async def test_other_consoles_writes_show_up_by_keyed_diff(site: Site, scanned: Monitor) -> None:

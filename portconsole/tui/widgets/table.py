@@ -8,12 +8,12 @@ everything; an operator reading row 40 would be thrown back to the top every two
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
-from textual.widgets.data_table import RowKey
+from textual.widgets.data_table import CellKey, RowKey
 
 Cells = Sequence[Text]
 
@@ -51,6 +51,18 @@ class KeyedTable(DataTable[Text]):
     def on_mount(self) -> None:
         for key, label in self._column_spec:
             self.add_column(label, key=key)
+
+    # Textual 8.2 caches each rendered cell under the table's update count, but widens
+    # columns later, on idle, without bumping that count: a row drawn before its column
+    # widened stayed truncated ("127.88…"). Bumping the count after each widening makes the
+    # next frame re-render those cells at the new width.
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        super()._update_dimensions(new_rows)
+        self._update_count += 1
+
+    def _update_column_widths(self, updated_cells: set[CellKey]) -> None:
+        super()._update_column_widths(updated_cells)
+        self._update_count += 1
 
     @property
     def keys(self) -> list[str]:
