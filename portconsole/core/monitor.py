@@ -31,7 +31,6 @@ from portconsole.core.leader import LeaderElection, LeaderInfo
 from portconsole.core.model import (
     OPEN,
     Change,
-    HostObservation,
     PortObservation,
     Progress,
     ScanResult,
@@ -40,7 +39,7 @@ from portconsole.core.notify import DeliveryResult, DeliveryWorker, Notifier, Ou
 from portconsole.core.schedule import Gap, Scheduler
 from portconsole.core.settings import Paths, Settings, load_settings, warn_if_world_readable
 from portconsole.core.store import ChangeEvent, PointInTime, PortState, Store
-from portconsole.core.targets import PortSpec, expand_targets, parse_ports
+from portconsole.core.targets import PortSpec, expand_targets, ip_sort_key, parse_ports
 from portconsole.core.timeutil import add_months, iso, utcnow
 
 # Ports whose fingerprint is older than this are fingerprinted again, so a product swapped
@@ -290,9 +289,9 @@ class Monitor:
         details: dict[str, Any] | None = None,
         at: datetime | None = None,
     ) -> AuditEvent:
-        return self.audit.append(
-            action, actor=self.actor, outcome=outcome, resource=resource, details=details, at=at
-        )
+        return self.audit.append_many(
+            [self._entry(action, outcome=outcome, resource=resource, details=details, at=at)]
+        )[0]
 
     # ----- reads --------------------------------------------------------------------
     def data_version(self) -> str:
@@ -310,9 +309,6 @@ class Monitor:
                 names.setdefault(address, []).append(group)
         return names
 
-    def _approval_for(self, port: PortState | PortObservation, host: str, at: datetime) -> str:
-        return classify_port(host, port.port, port.proto, port.service, self.approvals.active(), at)
-
     def host_rows(self) -> list[HostRow]:
         now = utcnow()
         names = self.group_of()
@@ -322,7 +318,7 @@ class Monitor:
             per_host.setdefault(port.host, []).append(port)
         rows: list[HostRow] = []
         known = {h.address: h for h in self.store.hosts()}
-        for address in sorted(set(known) | set(per_host), key=_ip_sort_key):
+        for address in sorted(set(known) | set(per_host), key=ip_sort_key):
             ports = per_host.get(address, [])
             unapproved = sum(
                 1
@@ -728,22 +724,23 @@ class Monitor:
         if probes <= 0:
             return []
         covered = set(scan.protocols)
+        spec = parse_ports(scan.ports)
+        known_by_host: dict[str, set[tuple[int, str]]] = {}
+        for address, port, proto in state:
+            known_by_host.setdefault(address, set()).add((port, proto))
         suspects: dict[str, set[tuple[int, str]]] = {}
         for host in scan.hosts:
             seen = {p.key for p in host.open_ports()}
-            for key in seen:
-                if (host.address, *key) not in state:
-                    suspects.setdefault(host.address, set()).add(key)
-            if host.status != "up":
-                continue
-            for (address, port, proto), _known in state.items():
-                if (
-                    address == host.address
-                    and proto in covered
-                    and port in _spec(scan)
-                    and (port, proto) not in seen
-                ):
-                    suspects.setdefault(address, set()).add((port, proto))
+            known_keys = known_by_host.get(host.address, set())
+            new = seen - known_keys
+            # Vanished: known open, covered by this scan (port and protocol), not seen now.
+            gone = (
+                {k for k in known_keys - seen if k[1] in covered and k[0] in spec}
+                if host.status == "up"
+                else set()
+            )
+            if new or gone:
+                suspects[host.address] = new | gone
         if not suspects:
             return []
         unconfirmed: list[str] = []
@@ -1141,10 +1138,6 @@ class Monitor:
         return results
 
 
-def _spec(scan: ScanResult) -> PortSpec:
-    return parse_ports(scan.ports)
-
-
 def _finding_resource(finding: Finding) -> dict[str, Any]:
     return {
         "finding_id": finding.id,
@@ -1160,19 +1153,8 @@ def _review_datetime(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def _ip_sort_key(address: str) -> tuple[int, int]:
-    import ipaddress
-
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        return (9, 0)
-    return (parsed.version, int(parsed))
-
-
 __all__ = [
     "CycleResult",
-    "HostObservation",
     "HostRow",
     "Monitor",
     "Overview",

@@ -44,7 +44,7 @@ from defusedxml import DefusedXmlException
 from portconsole.core.errors import ScannerError, TargetError, UserError
 from portconsole.core.model import OPEN, HostObservation, PortObservation, Progress, ScanResult
 from portconsole.core.settings import ScanSettings
-from portconsole.core.targets import PortSpec, Scope
+from portconsole.core.targets import PortSpec, Scope, ip_sort_key
 from portconsole.core.timeutil import utcnow
 
 POLL_SECONDS = 0.1
@@ -99,11 +99,6 @@ def _normalise_addresses(addresses: Iterable[str]) -> list[str]:
             raise TargetError(f"{shown} is not an IP address; refusing to scan it") from None
         out.setdefault(str(parsed), None)
     return list(out)
-
-
-def _ip_sort_key(address: str) -> tuple[int, int]:
-    parsed = ipaddress.ip_address(address)
-    return (parsed.version, int(parsed))
 
 
 def _port_argument(ports: Iterable[tuple[int, str]]) -> str:
@@ -430,7 +425,7 @@ class Scanner:
             fingerprinted = 0
             if not cancelled:
                 jobs: list[tuple[str, list[tuple[int, str]]]] = []
-                for address in sorted(hosts, key=_ip_sort_key):
+                for address in sorted(hosts, key=ip_sort_key):
                     host = hosts[address]
                     chosen = self._chosen_ports(host, fingerprint)
                     if chosen:
@@ -466,10 +461,10 @@ class Scanner:
             )
         elif errors:
             outcome = "partial" if hosts else "failed"
-        raw.sort(key=lambda item: (item[0], _ip_sort_key(item[1])))
+        raw.sort(key=lambda item: (item[0], ip_sort_key(item[1])))
         raw_xml = [xml for _, _, xml in raw]
         digest = hashlib.sha256(b"".join(raw_xml)).hexdigest()
-        ordered = [hosts[a] for a in sorted(hosts, key=_ip_sort_key)]
+        ordered = [hosts[a] for a in sorted(hosts, key=ip_sort_key)]
         for host in ordered:
             host.ports.sort(key=lambda p: (p.port, p.proto))
         scan_result = ScanResult(

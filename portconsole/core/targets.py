@@ -31,6 +31,16 @@ _IPV6_CHARS = re.compile(r"^[0-9A-Fa-f:.]+(?:/\d{1,3})?$")
 _PORT_TOKEN = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?$")
 
 
+def ip_sort_key(address: str) -> tuple[int, int]:
+    """Sort addresses numerically (127.0.0.9 before 127.0.0.10), IPv4 before IPv6;
+    anything that is not an address sorts last."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return (9, 0)
+    return (parsed.version, int(parsed))
+
+
 def _shown(text: str) -> str:
     """A target as quoted in an error: printable, bounded, never raw control characters."""
     return repr(text[:80] + ("..." if len(text) > 80 else ""))
