@@ -378,15 +378,27 @@ class Monitor:
     def finding(self, finding_id: str) -> Finding:
         return self.findings_book.get(finding_id)
 
-    def overview(self) -> Overview:
+    def snapshot(self) -> tuple[Overview, list[HostRow], list[Finding]]:
+        """The overview, host rows and open findings from one read of each table.
+
+        A console refreshes all three together; reading them separately parsed the hot
+        file twice as often, and every parse holds the GIL the UI thread needs.
+        """
         rows = self.host_rows()
+        findings = self.findings_book.open()
+        return self._overview(rows, findings), rows, findings
+
+    def overview(self) -> Overview:
+        return self._overview(self.host_rows(), self.findings_book.open())
+
+    def _overview(self, rows: list[HostRow], open_findings: list[Finding]) -> Overview:
         next_due = self.scheduler.next_due()
         leader = self.leader.current()
         return Overview(
             hosts=len(rows),
             open_ports=sum(r.open_ports for r in rows),
             unapproved=sum(r.unapproved for r in rows),
-            open_findings=len(self.findings_book.open()),
+            open_findings=len(open_findings),
             leader=leader,
             is_leader=self.leader.is_leader,
             last_scan=self.store.last_scan(),

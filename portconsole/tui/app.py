@@ -250,9 +250,7 @@ class PortConsoleApp(App[None]):
         """Blocking: call from a thread."""
         monitor = self.monitor
         version = monitor.data_version()
-        overview = monitor.overview()
-        hosts = monitor.host_rows()
-        findings = monitor.findings()
+        overview, hosts, findings = monitor.snapshot()
         return FleetSnapshot(version, overview, hosts, findings, request)
 
     @work(thread=True, exit_on_error=False, group="refresh", description="read the store")
