@@ -465,3 +465,50 @@ def test_closed_rows_leave_the_hot_file_after_a_day(tmp_path: Path) -> None:
     (tmp_path / ".hot.json.abc.tmp").write_bytes(b"half")
     Store(tmp_path)
     assert not (tmp_path / ".hot.json.abc.tmp").exists()
+
+
+def test_answers_do_not_depend_on_where_checkpoints_fall(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint inside the month gives the answers replaying from the month's start
+    gives, late reports (appended after a checkpoint, finished before it) included."""
+    import random
+
+    import portconsole.core.store as store_module
+
+    rng = random.Random(3)
+    hosts = [f"127.0.0.{i}" for i in range(2, 8)]
+    open_now: dict[str, set[int]] = {h: {22} for h in hosts}
+    scans = []
+    for step in range(60):
+        at = T0 + timedelta(hours=2 * step)
+        for address in hosts:
+            port = rng.choice([22, 80, 443, 8080])
+            open_now[address] ^= {port}
+        late = step % 9 == 8  # a report from another site that finished earlier
+        finished = at - timedelta(hours=3) if late else at
+        reported = {
+            h: None
+            if rng.random() < 0.1
+            else [obs(p, "http", "nginx" if rng.random() < 0.3 else "") for p in open_now[h]]
+            for h in hosts
+            if rng.random() < 0.9
+        }
+        scans.append(make_scan(f"s{step}", finished, reported, addresses=hosts, ports="1-9000"))
+    answers = []
+    for name, every in (("monthly", 1 << 40), ("often", 1)):
+        monkeypatch.setattr(store_module, "CHECKPOINT_MIN_BYTES", every)
+        store = Store(tmp_path / name)
+        for scan in scans:
+            store.ingest(scan)
+        segment = tmp_path / name / "scans" / "2026-03.jsonl"
+        checkpoints = [line for line in load_scan_lines(segment) if line["type"] == "checkpoint"]
+        assert len(checkpoints) == 1 if name == "monthly" else len(checkpoints) > 30
+        answers.append(
+            [
+                store.state_at(T0 + timedelta(minutes=50 * i), host=host).to_json()
+                for i in range(0, 150)
+                for host in (None, "127.0.0.3")
+            ]
+        )
+    assert answers[0] == answers[1]

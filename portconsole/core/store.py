@@ -8,8 +8,11 @@ Layout of the data dir (0700, files 0600):
   per port; read it through `Store.current_ports()`), `meta` (the store's bookkeeping,
   including each segment's committed size). Other modules keep their own tables here
   (approvals, findings, outbox, leader): they use `Store.hot` inside `Store.lock.hold()`.
-- `scans/YYYY-MM.jsonl` — the month's checkpoint, scan records and change events
-  (see store_segment.py). JSON Lines so an ingest appends instead of rewriting.
+- `scans/YYYY-MM.jsonl` — the month's checkpoints, scan records and change events
+  (see store_segment.py). JSON Lines so an ingest appends instead of rewriting. A new
+  checkpoint is appended (before the ingest's scan line) once the history since the last
+  one reaches half its size, so a point-in-time answer parses one checkpoint and a few
+  days of scans instead of the month; its cost depends on the fleet, not on history.
 - `xml/YYYY-MM/<scan_id>.xml.gz` — the raw XML of a scan, one gzip member per nmap run.
 
 Ingest is one transaction: under the lock, the raw XML is written, the segment lines are
@@ -978,7 +981,7 @@ class Store:
         """Scan records finished in [since, until], oldest first."""
         hot = self._snapshot()
         out = [
-            (line.at_text and parse_time(line.at_text), self._expand(segment, line))
+            (parse_time(line.at_text), self._expand(segment, line))
             for segment, line in self._scan_lines_between(hot, since, until)
         ]
         out.sort(key=lambda item: item[0])
@@ -1142,33 +1145,38 @@ class Store:
         scans.sort(key=lambda item: item[0], reverse=True)
         port_seen: dict[tuple[str, str], tuple[str, str]] = {}
         host_seen: dict[str, tuple[str, str]] = {}
-        need_ports = {(a, k) for a, rows in ports.items() for k in rows}
+        need_ports = {address: set(rows) for address, rows in ports.items() if rows}
         need_hosts = set(hosts)
         for _, scan_line in scans:
             if not need_ports and not need_hosts:
                 break
             record = segment.record(scan_line)
-            finished, scan_id = scan_line.at_text, scan_line.scan_id
+            seen = (scan_line.at_text, scan_line.scan_id)
             cover = segment.address_set(record.get("cover_ref"))
             stale = set(record.get("stale", ()))
             down = set(record.get("down", ()))
             for address in [a for a in need_hosts if a in cover and a not in stale]:
-                host_seen[address] = (finished, scan_id)
+                host_seen[address] = seen
                 need_hosts.discard(address)
-            spec = port_spec(record.get("ports", ""))
+            in_spec = spec_ports(record.get("ports", ""))
             protocols = record.get("protocols", ())
             outside = record.get("outside", {})
-            for address, key in [
-                item
-                for item in need_ports
-                if item[0] in cover and item[0] not in stale and item[0] not in down
+            for address in [
+                a for a in need_ports if a in cover and a not in stale and a not in down
             ]:
-                number, proto = _split_key(key)
-                if (proto in protocols and spec is not None and number in spec) or (
-                    key in outside.get(address, ())
-                ):
-                    port_seen[(address, key)] = (finished, scan_id)
-                    need_ports.discard((address, key))
+                keys = need_ports[address]
+                beyond = outside.get(address, ())
+                found = [
+                    key
+                    for key in keys
+                    if key in beyond
+                    or (_split_key(key)[1] in protocols and _split_key(key)[0] in in_spec)
+                ]
+                for key in found:
+                    port_seen[(address, key)] = seen
+                keys.difference_update(found)
+                if not keys:
+                    del need_ports[address]
         cutoff = at - window
         open_ports: list[PortAt] = []
         uncovered: list[Uncovered] = []
@@ -1182,9 +1190,9 @@ class Store:
                 if len(row) > SEEN_SCAN and row[SEEN_AT] is not None:
                     if parse_time(row[SEEN_AT]) >= parse_time(seen_at):
                         seen_at, seen_scan = row[SEEN_AT], row[SEEN_SCAN]
-                found = port_seen.get((address, key))
-                if found is not None and parse_time(found[0]) > parse_time(seen_at):
-                    seen_at, seen_scan = found
+                newer = port_seen.get((address, key))
+                if newer is not None and parse_time(newer[0]) > parse_time(seen_at):
+                    seen_at, seen_scan = newer
                 number, proto = _split_key(key)
                 last_seen = parse_time(seen_at)
                 is_covered = last_seen >= cutoff
@@ -1210,13 +1218,16 @@ class Store:
                     host_uncovered.append(Uncovered(address, number, proto, last_seen, seen_scan))
             doc = hosts.get(address)
             if doc is not None:
-                for seen in ((doc.get("seen_at"), doc.get("seen_scan_id")), host_seen.get(address)):
-                    if seen is None or not seen[0]:
+                for covered_by in (
+                    (doc.get("seen_at"), doc.get("seen_scan_id")),
+                    host_seen.get(address),
+                ):
+                    if covered_by is None or not covered_by[0]:
                         continue
-                    if not doc.get("last_covered") or parse_time(seen[0]) >= parse_time(
+                    if not doc.get("last_covered") or parse_time(covered_by[0]) >= parse_time(
                         doc["last_covered"]
                     ):
-                        doc["last_covered"], doc["last_covered_scan_id"] = seen
+                        doc["last_covered"], doc["last_covered_scan_id"] = covered_by
                 state_h = _host_state(doc)
                 host_states.append(state_h)
                 if state_h.last_covered is None or state_h.last_covered < cutoff:
