@@ -163,7 +163,7 @@ def main() -> None:
         first_scan = 0.0
         config.write_text(
             'scope = ["127.0.0.0/8"]\n[scan]\nfingerprint = "none"\nconfirm_probes = 0\n'
-            "timing = 4\nworkers = 4\nbatch_size = 1\n",
+            "timing = 4\nworkers = 4\nbatch_size = 0\n",
             encoding="utf-8",
         )
         use_cli = exe.exists()
@@ -180,7 +180,7 @@ def main() -> None:
         else:
             print("note: .venv/bin/portconsole not installed; timing Scanner.scan instead")
 
-        scanner = Scanner(ScanSettings(timing=4, workers=4, batch_size=1), Scope(["127.0.0.0/8"]))
+        scanner = Scanner(ScanSettings(timing=4, workers=4, batch_size=0), Scope(["127.0.0.0/8"]))
         ports = parse_ports(spec)
 
         def lib() -> int:

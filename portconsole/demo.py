@@ -176,7 +176,7 @@ def demo_config_toml(data_dir: Path | str, port_offset: int = 0) -> str:
         f"ports = {_toml_str(ports)}",
         "timing = 4",
         "workers = 4",
-        "batch_size = 1",
+        "batch_size = 0",
         "batch_timeout = 120.0",
         'fingerprint = "changed"',
         "",

@@ -94,7 +94,7 @@ def test_reports_exactly_the_open_ports(fleet: TestFleet) -> None:
     fleet.close(hosts[1], gone)
     ports = PortSpec.of(p for h in hosts for p in fleet.ports_of(h))
     seen: list[Progress] = []
-    scanner = Scanner(ScanSettings(workers=2), LOOPBACK)
+    scanner = Scanner(ScanSettings(workers=2, batch_size=1), LOOPBACK)
 
     result = scanner.scan(hosts, ports, fingerprint="none", progress=seen.append, group="g")
 
@@ -423,3 +423,10 @@ def test_demo_config_is_valid_and_covers_the_fleet(tmp_path: Path) -> None:
         wanted = {(s.address, s.port) for s in demo_services(offset, include_drift=True)}
         assert wanted <= covered
         assert settings.groups["legacy"].interval == 60
+
+
+def test_auto_batches_spread_hosts_over_the_workers() -> None:
+    auto = Scanner(ScanSettings(workers=4), LOOPBACK)
+    assert [auto.batch_size_for(n) for n in (1, 3, 40, 1000)] == [1, 1, 10, 16]
+    assert Scanner(ScanSettings(workers=2), LOOPBACK).batch_size_for(3) == 2
+    assert Scanner(ScanSettings(workers=4, batch_size=5), LOOPBACK).batch_size_for(40) == 5

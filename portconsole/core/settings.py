@@ -52,7 +52,13 @@ class ScanSettings(_Strict):
     workers: int = Field(
         4, ge=1, le=32, description="Parallel nmap processes (one per host batch)."
     )
-    batch_size: int = Field(1, ge=1, le=256, description="Hosts per nmap process.")
+    batch_size: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Hosts per nmap process; 0 spreads the hosts evenly over the workers "
+        "(at most 16 per process), which measured fastest.",
+    )
     batch_timeout: float = Field(
         300.0, gt=0, description="Seconds one nmap batch may run before it is killed and reported."
     )
