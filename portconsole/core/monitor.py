@@ -10,6 +10,7 @@ Every write holds the store's DataLock; every decision is an audit event.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -19,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portconsole.core.approvals import Approval, ApprovalRegistry
 from portconsole.core.audit import AuditEntry, AuditEvent, AuditLog, VerifyResult
@@ -41,6 +42,9 @@ from portconsole.core.settings import Paths, Settings, load_settings, warn_if_wo
 from portconsole.core.store import ChangeEvent, PointInTime, PortState, Store
 from portconsole.core.targets import PortSpec, expand_targets, ip_sort_key, parse_ports
 from portconsole.core.timeutil import add_months, iso, utcnow
+
+if TYPE_CHECKING:
+    from portconsole.core.scanner import Scanner
 
 # Ports whose fingerprint is older than this are fingerprinted again, so a product swapped
 # behind an unchanged port is still noticed ("changed" mode cannot see it from a sweep).
@@ -182,7 +186,7 @@ class Monitor:
         self.leader = LeaderElection(
             paths.data_dir, self.actor, stale_after=settings.daemon.leader_stale_seconds
         )
-        self._scanner: Any = None
+        self._scanner: Scanner | None = None
         self._scan_lock = threading.Lock()
         self.warnings: list[str] = []
         self._delivery: DeliveryWorker | None = None
@@ -269,7 +273,8 @@ class Monitor:
         self._delivery = None
 
     @property
-    def scanner(self) -> Any:
+    def scanner(self) -> Scanner:
+        # Imported on first use: reads and decisions need neither python-nmap nor nmap.
         if self._scanner is None:
             from portconsole.core.scanner import Scanner
 
@@ -297,8 +302,10 @@ class Monitor:
     def data_version(self) -> str:
         return self.store.data_version()
 
-    def group_of(self) -> dict[str, list[str]]:
-        """Address -> the target groups that name it (for display)."""
+    @functools.cached_property
+    def _groups_by_address(self) -> dict[str, list[str]]:
+        # Settings do not change while a monitor lives; expanding targets (and resolving
+        # host names) once keeps every console refresh free of DNS lookups.
         names: dict[str, list[str]] = {}
         for group, conf in self.settings.groups.items():
             try:
@@ -308,6 +315,10 @@ class Monitor:
             for address in addresses:
                 names.setdefault(address, []).append(group)
         return names
+
+    def group_of(self) -> dict[str, list[str]]:
+        """Address -> the target groups that name it (for display)."""
+        return self._groups_by_address
 
     def host_rows(self) -> list[HostRow]:
         now = utcnow()
@@ -634,11 +645,7 @@ class Monitor:
         progress: ProgressFn | None = None,
         cancel: threading.Event | None = None,
     ) -> CycleResult:
-        groups = [
-            g
-            for g, conf in self.settings.groups.items()
-            if address in expand_targets(conf.targets, self.scope)
-        ]
+        groups = self.group_of().get(address, [])
         ports = (
             ",".join(str(parse_ports(self.settings.group_ports(g))) for g in groups)
             if groups
