@@ -83,10 +83,12 @@ def _date_arg(text: str) -> date:
         raise argparse.ArgumentTypeError(f"bad date {text!r}: expected YYYY-MM-DD") from None
 
 
-def _monitor(args: argparse.Namespace, *, origin: str = "cli") -> Any:
+def _monitor(args: argparse.Namespace, *, origin: str = "cli", reads_only: bool = False) -> Any:
+    """The Monitor for a command; `reads_only` commands open it read-only, so looking (or
+    verifying the audit chain) never writes anything, not even a settings-change event."""
     from portconsole.core.monitor import Monitor
 
-    readonly = bool(getattr(args, "readonly", False))
+    readonly = reads_only or bool(getattr(args, "readonly", False))
     monitor = Monitor.open(args.config, args.data_dir, origin=origin, readonly=readonly)
     for warning in monitor.warnings:
         print(f"portconsole: {warning}", file=sys.stderr)
@@ -187,11 +189,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
         _print_cycle(result)
     if result.scan.outcome == "cancelled":
         return 130
-    return 0
+    # cron and systemd must be able to tell: a scan that covered less than planned fails.
+    return 1 if result.scan.outcome in ("failed", "partial") else 0
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    monitor = _monitor(args)
+    monitor = _monitor(args, reads_only=True)
     if args.at is None:
         rows = []
         items = []
@@ -263,7 +266,7 @@ def _split_host_port(text: str) -> tuple[str, int | None, str | None]:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    monitor = _monitor(args)
+    monitor = _monitor(args, reads_only=True)
     host, port, proto = _split_host_port(args.target)
     events = monitor.history(host, port, proto)
     if args.json:
@@ -308,7 +311,7 @@ def _finding_json(finding: Any) -> dict[str, Any]:
 
 
 def cmd_findings(args: argparse.Namespace) -> int:
-    monitor = _monitor(args)
+    monitor = _monitor(args, reads_only=True)
     findings = monitor.findings(include_closed=args.all)
     if args.json:
         _emit_json({"findings": [_finding_json(f) for f in findings]})
@@ -390,11 +393,12 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}")
     else:
         sys.stdout.write(text)
+    monitor.baseline_exported(args.output or "-", len(monitor.approvals_list()))
     return 0
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
-    monitor = _monitor(args)
+    monitor = _monitor(args, reads_only=True)
     approvals = monitor.approvals_list(include_retired=args.all)
     if args.json:
         _emit_json({"approvals": [a.to_json() for a in approvals]})
@@ -416,7 +420,7 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    monitor = _monitor(args)
+    monitor = _monitor(args, reads_only=True)
     if args.audit_command == "verify":
         result = monitor.audit_verify()
         if result.ok:
@@ -452,7 +456,7 @@ def _resource(resource: dict[str, Any] | None) -> str:
 
 
 def cmd_notify(args: argparse.Namespace) -> int:
-    monitor = _monitor(args)
+    monitor = _monitor(args, reads_only=args.notify_command == "status")
     if args.notify_command == "test":
         results = monitor.notify_test(args.tag)
         if not results:
@@ -464,7 +468,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
             failed += 0 if ok else 1
         return 1 if failed else 0
     if args.notify_command == "flush":
-        results = monitor.deliver(seconds=args.wait)
+        results = monitor.flush_outbox(seconds=args.wait)
         ok = sum(1 for r in results if r.ok)
         print(f"{ok} delivered, {len(results) - ok} failed this round")
     status = monitor.notifier.status()
@@ -631,7 +635,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--review-by", type=_date_arg, help="review date, YYYY-MM-DD (default: six months)"
     )
     p.add_argument("--mitigation", help="required for insecure services (telnet, ftp, ...)")
-    p.add_argument("--requester", help="who asked for the port (default: you)")
+    p.add_argument(
+        "--requester",
+        help="who asked for the port; required while separation of duties is on "
+        "(it must be someone else)",
+    )
 
     p = add("flag", cmd_flag, "flag a finding as unauthorized")
     p.add_argument("id")
@@ -713,6 +721,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("portconsole: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:
+        # A path the user named cannot be written or read (e.g. -o into a missing folder).
+        where = f" {error.filename}" if error.filename else ""
+        print(f"portconsole: cannot use{where}: {error.strerror or error}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

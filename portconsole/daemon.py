@@ -41,6 +41,9 @@ def run_daemon(monitor: Any, stop: threading.Event | None = None) -> int:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
+    if monitor.readonly:
+        log("a read-only daemon could never scan: start it without --readonly")
+        return 2
     if not monitor.settings.groups:
         log("no target groups configured ([groups.NAME] in the config): nothing to schedule")
         return 2
@@ -73,6 +76,12 @@ def run_daemon(monitor: Any, stop: threading.Event | None = None) -> int:
             last_state = state
         return leading and not monitor.paused
 
+    def record_gaps() -> None:
+        # The leader also notices runs that are late or failed outside a completed cycle.
+        if monitor.leader.is_leader:
+            for finding in monitor.record_gaps():
+                log(f"finding {finding.id} {finding.severity} {finding.kind} {finding.host}")
+
     def run_cycle(group: str) -> None:
         log(f"scan {group}: starting")
         try:
@@ -92,7 +101,7 @@ def run_daemon(monitor: Any, stop: threading.Event | None = None) -> int:
             log(f"monitoring gap {gap.group}: {gap.reason} from {iso(gap.start)} to {iso(gap.end)}")
 
     try:
-        run_loop(monitor.scheduler, run_cycle, stop, is_leader, tick=1.0)
+        run_loop(monitor.scheduler, run_cycle, stop, is_leader, tick=1.0, on_tick=record_gaps)
     finally:
         cancel.set()
         monitor.audit.append("daemon.stop", actor=monitor.actor)

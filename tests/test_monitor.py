@@ -218,3 +218,39 @@ def test_a_scan_cycle_notifies_once_and_a_black_hole_does_not_stall_it(tmp_path:
         assert len(good.accepted) == len(new)
         status = monitor.notifier.status()
         assert status["counts"]["pending"] >= 1  # the black hole's messages wait, not lost
+
+
+def test_a_refused_approval_changes_no_approval(tmp_path: Path) -> None:
+    with TestFleet() as fleet:
+        host = fleet.new_address()
+        port = fleet.listen(host, "http")
+        write_config(tmp_path / "config.toml")
+        monitor = _monitor(tmp_path)
+        result = monitor.run_cycle(targets=[host], ports=_ports(port))
+        finding = next(f for f in result.findings if f.kind == "unapproved_port")
+        monitor.approve(finding.id, justification="Web tier", owner="web", requester="carol")
+        before = [(a.id, a.status) for a in monitor.approvals_list(include_retired=True)]
+        with pytest.raises(UserError, match="only open findings"):
+            monitor.approve(finding.id, justification="Again", owner="web", requester="carol")
+        after = [(a.id, a.status) for a in monitor.approvals_list(include_retired=True)]
+        assert after == before
+
+
+def test_a_failed_scheduled_run_becomes_a_monitoring_gap_finding(tmp_path: Path) -> None:
+    # UDP needs root; forcing an unprivileged scan makes every run of this group fail.
+    write_config(
+        tmp_path / "config.toml",
+        {"dns": (["127.0.0.1"], "53")},
+        extra="",
+    )
+    config = (tmp_path / "config.toml").read_text()
+    config = config.replace("[scan]\n", "[scan]\nforce_unprivileged = true\n")
+    config = config.replace('ports = "53"\n', 'ports = "53"\nudp = true\n')
+    (tmp_path / "config.toml").write_text(config)
+    monitor = _monitor(tmp_path)
+    with pytest.raises(UserError):
+        monitor.run_cycle(group="dns")
+    gaps = [f for f in monitor.findings() if f.kind == "monitoring_gap"]
+    assert [g.host for g in gaps] == ["dns"]
+    actions = [e.action for e in monitor.audit_events()]
+    assert "monitoring.gap" in actions

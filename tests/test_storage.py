@@ -28,3 +28,20 @@ def test_two_instances_never_reuse_an_id(tmp_path: Path) -> None:
     docs = first.table("t").all()
     assert len(docs) == 5
     assert len({d.doc_id for d in docs}) == 5
+
+
+def test_an_existing_folder_keeps_its_mode(tmp_path: Path) -> None:
+    # Writing a report into a shared folder (say /tmp) must not lock others out of it.
+    import stat
+
+    from portconsole.core.storage import atomic_write_bytes
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    atomic_write_bytes(shared / "report.html", b"<html></html>")
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    fresh = tmp_path / "fresh" / "data"
+    atomic_write_bytes(fresh / "hot.json", b"{}")
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
+    assert stat.S_IMODE((fresh / "hot.json").stat().st_mode) == 0o600

@@ -23,6 +23,9 @@ class PortObservation:
     product: str = ""
     version: str = ""
     extrainfo: str = ""
+    # True: from service detection (-sV). False: service text carried over from an earlier
+    # fingerprint. None: unknown (a sweep, or an imported report): judged by its content.
+    fingerprinted: bool | None = None
 
     @property
     def key(self) -> tuple[int, str]:

@@ -207,7 +207,10 @@ class Monitor:
         from portconsole.core.secrets import mask_url
 
         data = self.settings.model_dump(mode="json")
-        data["notify"]["urls"] = [mask_url(t.url) for t in self.settings.notify.targets()]
+        data["notify"]["urls"] = [
+            {**t.model_dump(mode="json"), "url": mask_url(t.url)}
+            for t in self.settings.notify.targets()
+        ]
         data.pop("data_dir", None)
         fingerprint = hashlib.sha256(
             json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
@@ -528,6 +531,11 @@ class Monitor:
             raise UserError("an owner is required to approve a port")
         with self.store.lock.hold():
             finding = self.finding(finding_id)
+            if not finding.is_open:
+                raise UserError(
+                    f"finding {finding.id} is {finding.status}: only open findings "
+                    "(new, acknowledged, flagged) can be approved"
+                )
             if finding.port is None or finding.proto is None:
                 raise UserError(
                     f"finding {finding.id} ({finding.kind}) is not about a port: flag or note it instead"
@@ -593,9 +601,16 @@ class Monitor:
         """Targets, addresses, ports, udp and group label for one cycle."""
         udp = self.settings.scan.udp
         if targets:
+            # Named targets are an ad-hoc scan: never recorded as a group's scheduled run
+            # (that would hide the group's other hosts going unscanned); a group given
+            # with them only lends its ports.
             texts = list(targets)
-            spec = parse_ports(ports or self.settings.scan.ports)
-            label = group or ""
+            if group is not None and group not in self.settings.groups:
+                known = ", ".join(sorted(self.settings.groups)) or "none configured"
+                raise UserError(f"no target group {group!r} (known: {known})")
+            default_ports = self.settings.group_ports(group) if group else self.settings.scan.ports
+            spec = parse_ports(ports or default_ports)
+            label = ""
         elif group:
             if group not in self.settings.groups:
                 known = ", ".join(sorted(self.settings.groups)) or "none configured"
@@ -695,7 +710,10 @@ class Monitor:
                 "scan.end", outcome="failure", details={"error": str(error), "group": label}
             )
             if label in self.settings.groups:
-                self.scheduler.mark_finished(label, utcnow(), "failed", len(addresses), 0)
+                self.scheduler.mark_finished(
+                    label, utcnow(), "failed", len(addresses), 0, error=str(error)
+                )
+                self.record_gaps()
             raise
         state = {(p.host, p.port, p.proto): p for p in self.store.current_ports()}
         unconfirmed: list[str] = []
@@ -837,12 +855,15 @@ class Monitor:
                 if mode == "all" or (mode == "changed" and stale):
                     wanted.setdefault(host.address, []).append(port.key)
                 elif known is not None and (known.product or known.version):
+                    # Shown as known, but not a fresh fingerprint: the store keeps the
+                    # fingerprint's time, so the re-fingerprint rule still fires.
                     host.ports[index] = replace(
                         port,
                         service=known.service or port.service,
                         product=known.product,
                         version=known.version,
                         extrainfo=known.extrainfo,
+                        fingerprinted=False,
                     )
         if not wanted or cancel.is_set():
             return
@@ -934,23 +955,59 @@ class Monitor:
                 )
                 for change in changes
             ]
-            entries += [
-                self._entry(
-                    "monitoring.gap",
-                    outcome="failure",
-                    resource={"group": gap.group},
-                    details=gap.to_json(),
-                    at=now,
-                )
-                for gap in gaps
-            ]
+            entries += self._gap_entries(gaps, now)
             alerts, finding_entries = self._detect(scan, known_hosts, gaps)
             self.audit.append_many(entries + finding_entries)
-        if alerts:
-            self.notifier.enqueue(alerts, scan.scan_id)
-            if self._delivery is not None:
-                self._delivery.wake()
+            # Queued in the same hold as the findings: a crash cannot leave a raised
+            # finding that no one was told about (the next scan only refreshes it).
+            self._enqueue(alerts, scan.scan_id)
         return changes, alerts, gaps
+
+    def _enqueue(self, alerts: list[Finding], scan_id: str) -> None:
+        if not alerts:
+            return
+        self.notifier.enqueue(alerts, scan_id)
+        if self._delivery is not None:
+            self._delivery.wake()
+
+    def _gap_entries(self, gaps: Iterable[Gap], at: datetime) -> list[AuditEntry]:
+        return [
+            self._entry(
+                "monitoring.gap",
+                outcome="failure",
+                resource={"group": gap.group},
+                details=gap.to_json(),
+                at=at,
+            )
+            for gap in gaps
+        ]
+
+    def record_gaps(self) -> list[Finding]:
+        """Raise the monitoring gaps found outside a completed cycle (a run that failed,
+        a scheduled run that is late) as findings, audited and notified. Returns them."""
+        if self.readonly:
+            return []
+        with self.store.lock.hold():
+            now = utcnow()
+            gaps = self.scheduler.find_gaps(now)
+            if not gaps:
+                return []
+            outcome = self.findings_book.ingest_candidates(
+                [self._gap_candidate(gap, "") for gap in gaps], now, self.settings.scan.flap_window
+            )
+            alerts = outcome.new + outcome.lapsed
+            entries = self._gap_entries(gaps, now) + [
+                self._entry(
+                    "finding.raised",
+                    resource=_finding_resource(finding),
+                    details={"kind": finding.kind, "severity": finding.severity},
+                    at=now,
+                )
+                for finding in outcome.new
+            ]
+            self.audit.append_many(entries)
+            self._enqueue(alerts, "")
+        return alerts
 
     def _detect(
         self, scan: ScanResult, known_hosts: list[str], gaps: Iterable[Gap]
@@ -970,8 +1027,15 @@ class Monitor:
         outcome = self.findings_book.ingest_candidates(
             candidates, now, self.settings.scan.flap_window
         )
+        coverage = scan_coverage(scan)
+        up_hosts = {h.address for h in scan.hosts if h.status == "up"}
+
+        def verified_gone(host: str, port: int | None, proto: str | None) -> bool:
+            # A host that answered nothing (powered off, filtered) proves no port closed.
+            return coverage.covers(host, port, proto) and (port is None or host in up_hosts)
+
         resolved = self.findings_book.resolve_missing(
-            {c.key for c in candidates}, scan_coverage(scan).covers, now, scan.scan_id
+            {c.key for c in candidates}, verified_gone, now, scan.scan_id
         )
         entries = [
             self._entry(
@@ -1053,10 +1117,12 @@ class Monitor:
     def baseline_export(self) -> str:
         from portconsole.core.baseline import export_baseline
 
-        text = export_baseline(self.approvals.active())
-        if not self.readonly:
-            self._audit("baseline.export", details={"approvals": len(self.approvals.active())})
-        return text
+        self._require_write("export baselines")
+        return export_baseline(self.approvals.active())
+
+    def baseline_exported(self, destination: str, approvals: int) -> None:
+        """Audit an export once its file is written (a failed write is not an export)."""
+        self._audit("baseline.export", details={"file": destination, "approvals": approvals})
 
     def import_xml(self, path: Path) -> CycleResult:
         """Ingest an nmap XML report made elsewhere through the same path as a scan."""
@@ -1141,11 +1207,16 @@ class Monitor:
 
     def deliver(self, seconds: float) -> list[DeliveryResult]:
         """Deliver what is due, for at most about `seconds` (each target's own timeout)."""
-        if self.readonly:
-            return []
+        self._require_write("deliver notifications")
         return self.notifier.deliver_due(deadline=time.monotonic() + seconds)
 
+    def flush_outbox(self, seconds: float) -> list[DeliveryResult]:
+        """Make every pending message due now, retry dead ones once, deliver (bounded)."""
+        self._require_write("flush the outbox")
+        return self.notifier.flush(deadline=time.monotonic() + seconds)
+
     def notify_test(self, tag: str | None = None) -> list[tuple[str, bool, str | None]]:
+        self._require_write("send test notifications")
         results = self.notifier.test(tag)
         for target, ok, error in results:
             self._audit(

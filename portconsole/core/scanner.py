@@ -317,6 +317,8 @@ class Scanner:
         if tree.tag != "nmaprun":
             raise ValueError("not an nmap XML report")
         answered = _hosts_that_answered(tree)
+        # Only a service-detection run's answers are fingerprints (see PortObservation).
+        fingerprinted = True if "-sV" in str(tree.get("args", "")).split() else None
         analyser = self._get_analyser()
         try:
             # The analyser keeps its input on the instance, so one parse at a time.
@@ -348,6 +350,7 @@ class Scanner:
                             product=_text(info.get("product")),
                             version=_text(info.get("version")),
                             extrainfo=_text(info.get("extrainfo")),
+                            fingerprinted=fingerprinted,
                         )
                     )
             ports.sort(key=lambda p: (p.port, p.proto))

@@ -32,10 +32,13 @@ DIR_MODE = 0o700
 
 def ensure_private_dir(path: Path) -> Path:
     """Create `path` (and parents) with mode 0700 if missing; return it."""
+    # Only a folder created here is made private: an existing one (say /tmp, for an
+    # exported report) keeps the mode its owner gave it.
+    if path.is_dir():
+        return path
     path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     with contextlib.suppress(PermissionError):
-        if path.stat().st_mode & 0o777 != DIR_MODE and path.stat().st_uid == os.getuid():
-            path.chmod(DIR_MODE)
+        path.chmod(DIR_MODE)
     return path
 
 

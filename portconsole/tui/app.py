@@ -330,6 +330,9 @@ class PortConsoleApp(App[None]):
                     if self.cancel_event.is_set():
                         break
                     self._run_cycle(group=group, quiet=True)
+                # Late or failed scheduled runs become monitoring-gap findings here too.
+                if self.monitor.record_gaps():
+                    self.call_from_thread(self.request_refresh)
         except UserError as caught:
             error = str(caught)
         except Exception as caught:  # noqa: BLE001 - keep scheduling; report the bug once

@@ -237,7 +237,7 @@ def choose_theme(
         warning = (
             f"theme {requested!r} is not available; choose one of: {', '.join(catalog.names())}"
         )
-    if env.get("NO_COLOR") is not None:
+    if env.get("NO_COLOR"):  # no-color.org: present and not empty
         return MONO_THEME, warning
     for candidate in (remembered, configured):
         if candidate and candidate in catalog.themes:

@@ -57,6 +57,23 @@ async def test_history_rejects_a_bad_time(site: Site, scanned: Monitor) -> None:
         assert any("bad time" in n.message for n in app._notifications)
 
 
+async def test_a_bad_time_with_markup_characters_does_not_crash(
+    site: Site, scanned: Monitor
+) -> None:
+    # The error quotes what was typed; "[/x]" once reached Rich markup and killed the app.
+    app = PortConsoleApp(scanned, schedule=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("3", "a")
+        await pilot.press("[", "slash", "x", "]", "b", "a", "d")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.is_running
+        [note] = [n for n in app._notifications if "[/x]bad" in str(n.message)]
+        # A toast whose markup is on parses the message when drawn, and raises.
+        assert note.markup is False
+
+
 async def test_audit_log_shows_events_and_verification(site: Site, scanned: Monitor) -> None:
     app = PortConsoleApp(scanned, schedule=False)
     async with app.run_test(size=(80, 24)) as pilot:

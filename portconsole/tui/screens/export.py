@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from portconsole.tui.app import PortConsoleApp
 
 FORMATS = ("html", "json", "csv", "md")
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,8 +55,8 @@ class ExportForm(ModalScreen[None]):
         return cast("PortConsoleApp", self.app)
 
     def compose(self) -> ComposeResult:
-        stamp = self.console.now().strftime("%Y%m%d")
-        default = Path.cwd() / f"portconsole-report-{stamp}.html"
+        default = self.default_for("html")
+        self.default_path = str(default)
         with Vertical(id="dialog"):
             yield Static(Text("Export a report", style="bold"), classes="dialog-title")
             yield Static(who_line(self.console.monitor.actor), id="dialog-who")
@@ -61,6 +65,11 @@ class ExportForm(ModalScreen[None]):
             yield field_row("As of", "at", "", "now, or 2026-05-27T12:00Z")
             yield Static(id="form-error")
             yield Static("enter: export · esc: cancel", classes="dialog-hint")
+
+    def default_for(self, fmt: str) -> Path:
+        stamp = self.console.now().strftime("%Y%m%d")
+        suffix = {"html": ".html", "json": ".json", "md": ".md", "csv": ""}.get(fmt, "")
+        return Path.cwd() / f"portconsole-report-{stamp}{suffix}"
 
     def value(self, field_id: str) -> str:
         return self.query_one(f"#{field_id}", Input).value.strip()
@@ -78,8 +87,12 @@ class ExportForm(ModalScreen[None]):
         if fmt not in FORMATS:
             error.update(Text(f"Format must be one of {', '.join(FORMATS)}.", style="bold"))
             return
+        if path_text == self.default_path:
+            # The untouched default follows the format (a csv pack is a folder).
+            path_text = str(self.default_for(fmt))
         try:
-            at = parse_iso(at_text) if at_text and at_text.lower() != "now" else None
+            # Blank or "now": the fleet as it is now (an export must name a time).
+            at = parse_iso(at_text) if at_text and at_text.lower() != "now" else self.console.now()
         except ValueError as problem:
             error.update(Text(clean(problem, 200), style="bold"))
             return
@@ -100,6 +113,10 @@ class ExportForm(ModalScreen[None]):
             return
         except OSError as problem:
             self.post_message(ExportRefused(f"cannot write {path}: {problem.strerror}"))
+            return
+        except Exception as problem:  # noqa: BLE001 - a bug must not trap the operator
+            log.exception("export failed")
+            self.post_message(ExportRefused(f"export failed: {problem}"))
             return
         self.post_message(ExportDone(list(paths)))
 

@@ -4,6 +4,7 @@ and shows a refusal inline (the form keeps what was typed)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -24,6 +25,9 @@ from portconsole.tui.safe import clean
 if TYPE_CHECKING:
     from portconsole.core.findings import Finding
     from portconsole.tui.app import PortConsoleApp
+
+
+log = logging.getLogger(__name__)
 
 
 def describe_finding(finding: Finding) -> Text:
@@ -128,6 +132,10 @@ class DecisionDialog(ModalScreen[str | None]):
             summary = write()
         except UserError as error:
             self.post_message(WriteRefused(str(error)))
+            return
+        except Exception as error:  # noqa: BLE001 - a failed write must not trap the dialog
+            log.exception("decision failed")
+            self.post_message(WriteRefused(f"could not record the decision: {error}"))
             return
         self.post_message(WriteDone(summary))
 

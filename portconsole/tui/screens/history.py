@@ -207,7 +207,8 @@ class HistoryScreen(ConsoleScreen):
             try:
                 self.asked_at = parse_iso(text)
             except ValueError as error:
-                self.app.notify(str(error), title="As of", severity="error")
+                # The message quotes what was typed: never read it as markup.
+                self.app.notify(str(error), title="As of", severity="error", markup=False)
                 return
         self.state = None
         self.show_data()

@@ -112,7 +112,8 @@ class TriageScreen(ConsoleScreen):
             detail.append(
                 f"{short_time(finding.first_seen)} · last {short_time(finding.last_seen)}"
             )
-            for entry in finding.timeline[-3:]:
+            # The pane shows two lines of timeline: the two newest steps, newest last.
+            for entry in finding.timeline[-2:]:
                 detail.append(
                     f"\n{short_time(entry.at)} {clean(entry.step, 14)} {clean(entry.actor, 40)}"
                 )
