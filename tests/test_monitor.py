@@ -254,3 +254,41 @@ def test_a_failed_scheduled_run_becomes_a_monitoring_gap_finding(tmp_path: Path)
     assert [g.host for g in gaps] == ["dns"]
     actions = [e.action for e in monitor.audit_events()]
     assert "monitoring.gap" in actions
+
+
+def test_a_host_that_answers_nothing_resolves_no_port_finding(tmp_path: Path) -> None:
+    import re
+
+    base = (Path(__file__).parent / "data" / "nmap_loopback.xml").read_text()
+    web_block = re.compile(r"<host [^>]*>(?:(?!</host>).)*?127\.0\.0\.2.*?</host>", re.S)
+
+    def later(text: str, days: int) -> str:
+        shift = 86400 * days
+        for stamp in ("1779876000", "1779876014"):
+            text = text.replace(stamp, str(int(stamp) + shift))
+        return text
+
+    down = web_block.sub(
+        '<host starttime="1779876000" endtime="1779876003"><status state="down" '
+        'reason="no-response" reason_ttl="0"/><address addr="127.0.0.2" addrtype="ipv4"/>'
+        "<hostnames></hostnames></host>",
+        base,
+    )
+    closed_22 = base.replace(
+        '<port protocol="tcp" portid="22"><state state="open"',
+        '<port protocol="tcp" portid="22"><state state="closed"',
+        1,
+    )
+    write_config(tmp_path / "config.toml")
+    monitor = _monitor(tmp_path)
+    for name, text in (("1.xml", base), ("2.xml", later(down, 1)), ("3.xml", later(closed_22, 2))):
+        (tmp_path / name).write_text(text)
+
+    monitor.import_xml(tmp_path / "1.xml")
+    ssh = next(f for f in monitor.findings() if (f.host, f.port) == ("127.0.0.2", 22))
+    # The host answered nothing: that proves no port closed, so the finding stays open.
+    monitor.import_xml(tmp_path / "2.xml")
+    assert monitor.finding(ssh.id).status == "new"
+    # The host answers and port 22 is closed: now the condition is verified gone.
+    monitor.import_xml(tmp_path / "3.xml")
+    assert monitor.finding(ssh.id).status == "resolved"
