@@ -436,6 +436,11 @@ class Monitor:
     def audit_verify(self) -> VerifyResult:
         return self.audit.verify()
 
+    def audit_tip(self) -> str:
+        """A cheap token that changes whenever an event is appended (the chain's head)."""
+        head = self.audit.head()
+        return f"{head.seq}:{head.hash}" if head else ""
+
     # ----- monitoring state ------------------------------------------------------------
     @property
     def paused(self) -> bool:

@@ -88,6 +88,16 @@ async def test_audit_log_shows_events_and_verification(site: Site, scanned: Moni
         await pilot.press("v")
         await settle(pilot)
         assert "chain verified" in screen_text(app)
+        # Enter shows the whole selected event (the pane below holds two lines).
+        await pilot.press("enter")
+        await settle(pilot)
+        titles = [n.title for n in app._notifications]
+        assert f"Audit event #{count}" in titles
+        # A new event appears on the next refresh; without one, nothing is re-read.
+        scanned.pause()
+        app.request_refresh()
+        await settle(pilot)
+        assert await wait_for(pilot, lambda: table.keys and table.keys[0] == str(count + 1))
 
 
 async def test_help_lists_the_keys_of_the_screen(site: Site, scanned: Monitor) -> None:

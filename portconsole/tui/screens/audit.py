@@ -74,6 +74,7 @@ class AuditScreen(ConsoleScreen):
         super().__init__()
         self.events: list[AuditEvent] = []
         self.verify: VerifyResult | None = None
+        self.loaded_tip: str | None = None
 
     def compose_body(self) -> ComposeResult:
         yield Static(id="verify-status", classes="title")
@@ -84,14 +85,20 @@ class AuditScreen(ConsoleScreen):
         self.load_audit()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="audit-load", description="audit")
-    def load_audit(self) -> None:
+    def load_audit(self, force: bool = False) -> None:
         monitor = self.console.monitor
         try:
+            # Reading and verifying the whole chain grows with it: on refreshes, only when
+            # an event was appended since; `v` always verifies again.
+            tip = monitor.audit_tip()
+            if not force and tip == self.loaded_tip:
+                return
             events = monitor.audit_events()
             verify = monitor.audit_verify()
         except UserError as error:
             self.console.report_error(str(error))
             return
+        self.loaded_tip = tip
         self.post_message(AuditLoaded(events[-SHOWN_EVENTS:], verify))
 
     def on_audit_loaded(self, message: AuditLoaded) -> None:
@@ -102,7 +109,7 @@ class AuditScreen(ConsoleScreen):
     def action_verify(self) -> None:
         self.verify = None
         self.show_data()
-        self.load_audit()
+        self.load_audit(force=True)
 
     def audit_rows(self) -> dict[str, Sequence[Text]]:
         rows: dict[str, Sequence[Text]] = {}
@@ -153,3 +160,17 @@ class AuditScreen(ConsoleScreen):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.show_detail()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        # The pane below shows two lines; enter shows the whole event.
+        key = event.row_key.value
+        found = next((e for e in self.events if str(e.seq) == key), None)
+        if found is not None:
+            # json.dumps escapes every control character: network text stays inert.
+            text = json.dumps(found.to_json(), indent=1, sort_keys=True, default=str)
+            self.app.notify(
+                text,
+                title=f"Audit event #{found.seq}",
+                markup=False,
+                timeout=20,
+            )
