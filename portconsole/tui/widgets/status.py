@@ -131,6 +131,10 @@ class StatusHeader(Widget):
             yield Static(id="status-progress")
 
     def show(self, state: HeaderState) -> None:
+        # A snapshot can land before this header has composed its lines or after they were
+        # removed (a screen opening or the app closing): there is nothing to draw yet.
+        if not self.is_mounted or not self.query("#status-line"):
+            return
         self.query_one("#status-line", Static).update(monitoring_line(state))
         self.query_one("#status-counts", Static).update(counts_line(state))
         self.set_class(state.scan is not None, "-scanning")
