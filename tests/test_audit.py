@@ -19,7 +19,7 @@ from portconsole.core.storage import DataLock
 
 APRIL = datetime(2026, 4, 30, 23, 0, tzinfo=UTC)
 MAY = datetime(2026, 5, 1, 1, 0, tzinfo=UTC)
-ALICE = Actor(user="alice", host="console1", origin="tui", ssh_client="10.1.2.3")
+ALICE = Actor(user="alice", host="console1", origin="tui", ssh_client="127.0.5.3")
 
 
 def make_log(data_dir: Path, **kwargs: Any) -> AuditLog:
@@ -85,11 +85,11 @@ def test_intact_chain_verifies_with_count(chain: AuditLog) -> None:
     assert events[0].actor == {
         "user": "alice",
         "sudo_user": None,
-        "ssh_client": "10.1.2.3",
+        "ssh_client": "127.0.5.3",
         "host": "console1",
     }
     assert events[0].origin == "tui"
-    assert events[0].who == "alice@console1 via 10.1.2.3"
+    assert events[0].who == "alice@console1 via 127.0.5.3"
 
 
 def test_empty_chain_verifies(tmp_path: Path) -> None:
@@ -373,7 +373,7 @@ def test_two_processes_appending_at_once_keep_one_chain(tmp_path: Path) -> None:
 
 def test_actor_from_environment() -> None:
     env = {
-        "SSH_CONNECTION": "10.1.2.3 52311 10.0.0.5 22",
+        "SSH_CONNECTION": "127.0.5.3 52311 127.0.5.9 22",
         "SUDO_USER": "alice",
         "USER": "mallory",
     }
@@ -381,14 +381,14 @@ def test_actor_from_environment() -> None:
     import pwd
 
     assert actor.user == pwd.getpwuid(os.geteuid()).pw_name  # never the spoofable $USER
-    assert actor.ssh_client == "10.1.2.3"
+    assert actor.ssh_client == "127.0.5.3"
     assert actor.sudo_user == ("alice" if actor.user != "alice" else None)
     assert actor.origin == "cli"
-    assert str(actor).endswith(f"@{actor.host} via 10.1.2.3")
+    assert str(actor).endswith(f"@{actor.host} via 127.0.5.3")
     if actor.user == "root":
         assert actor.person == "alice"
         assert str(actor).startswith("root(sudo:alice)@")
-    assert actor.to_json()["ssh_client"] == "10.1.2.3"
+    assert actor.to_json()["ssh_client"] == "127.0.5.3"
     assert Actor.from_json(actor.to_json()) == actor
 
 

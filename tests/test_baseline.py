@@ -334,10 +334,10 @@ def test_separation_of_duties_refuses_self_approval(tmp_path: Path) -> None:
         justification="Partner API",
         owner="api-team",
         requester="alice",
-        actor="alice@box via 10.0.0.5",
+        actor="alice@box via 127.0.5.9",
     )
     with pytest.raises(PermissionRefused, match="alice requested this approval"):
-        strict.add(**fields, approver="alice@box via 10.0.0.5")  # type: ignore[arg-type]
+        strict.add(**fields, approver="alice@box via 127.0.5.9")  # type: ignore[arg-type]
     with pytest.raises(PermissionRefused, match="name the requester"):
         strict.add(**{**fields, "requester": ""}, approver="bob")  # type: ignore[arg-type]
     assert strict.all() == []

@@ -13,7 +13,7 @@ from portconsole.core.findings import FindingBook, FindingCandidate, finding_key
 from portconsole.core.storage import AtomicJSONStorage, DataLock
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
-ALICE = "alice@console via 10.0.0.5"
+ALICE = "alice@console via 127.0.5.9"
 BOB = "bob@ops1"
 
 

@@ -55,7 +55,7 @@ CONTENT_FIELDS = (
 def person_of(identity: str) -> str:
     """The person an identity string names, for separation-of-duties comparisons.
 
-    `"alice@web1 via 10.0.0.5"`, `"Alice"` and `"alice@example.com"` are all `"alice"`:
+    `"alice@web1 via 127.0.5.9"`, `"Alice"` and `"alice@example.com"` are all `"alice"`:
     an approver must not pass the check by spelling their own name another way.
     """
     text = identity.strip().lower()

@@ -121,7 +121,7 @@ class AuditEvent:
 
     @property
     def who(self) -> str:
-        """The display form, "alice@myhost via 10.1.2.3"."""
+        """The display form, "alice@myhost via 127.0.5.3"."""
         return str(Actor.from_json(self.actor, origin=self.origin))
 
     def to_json(self) -> dict[str, Any]:

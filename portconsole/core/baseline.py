@@ -5,8 +5,8 @@ subclass (no Python objects, no code) that also keeps the line of every key and 
 so `lint_baseline` can point at each broken field. Lint reports every problem it finds, not
 just the first; `load_baseline` refuses a file with any problem.
 
-Lint checks syntax and policy but not scope, so documentation examples (192.0.2.0/24,
-2001:db8::/32) pass; import also checks every address against the configured scope.
+Lint checks syntax and policy but not scope, so the sample files' documentation-range
+examples pass; import also checks every address against the configured scope.
 Host names are refused as selectors: an approval is for an address, and resolving names
 while linting would make the result depend on DNS.
 """
@@ -38,7 +38,7 @@ from portconsole.core.timeutil import add_months, iso, parse_iso, utcnow
 
 FORMAT_VERSION = 1
 MAX_FILE_BYTES = 1_000_000
-# One approval per host and port: a rule for 10.0.0.0/16 x 1-1024 is not a baseline.
+# One approval per host and port: a rule for a /16 times ports 1-1024 is not a baseline.
 MAX_APPROVALS = 20_000
 # Past this, a file is too broken to be worth listing; also bounds work on alias bombs.
 MAX_PROBLEMS = 500

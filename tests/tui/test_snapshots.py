@@ -33,7 +33,7 @@ def fixed_monitor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[M
     config = tmp_path / "config.toml"
     config.write_text('scope = ["127.0.0.0/8"]\n', encoding="utf-8")
     monitor = Monitor.open(config, tmp_path / "data", origin="tui")
-    monitor.actor = Actor(user="alice", host="ops-1", origin="tui", ssh_client="10.1.2.3")
+    monitor.actor = Actor(user="alice", host="ops-1", origin="tui", ssh_client="127.0.5.3")
     monitor.import_xml(REPORT)
     yield monitor
     monitor.close()
