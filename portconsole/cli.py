@@ -18,6 +18,7 @@ from typing import Any
 
 from portconsole import __version__
 from portconsole.core.errors import UserError
+from portconsole.core.model import location
 from portconsole.core.textsafe import terminal_safe
 from portconsole.core.timeutil import iso, parse_iso
 
@@ -141,12 +142,12 @@ def _print_cycle(result: Any) -> None:
     if result.changes:
         print(f"\n{len(result.changes)} change(s):")
         for change in result.changes:
-            where = change.host + (f":{change.port}/{change.proto}" if change.port else "")
+            where = location(change.host, change.port, change.proto)
             print(f"  {change.kind:16} {terminal_safe(where)}")
     if result.findings:
         print(f"\n{len(result.findings)} new finding(s):")
         for finding in result.findings:
-            where = finding.host + (f":{finding.port}/{finding.proto}" if finding.port else "")
+            where = location(finding.host, finding.port, finding.proto)
             print(f"  {finding.id}  {finding.severity:8} {finding.kind:20} {terminal_safe(where)}")
 
 
@@ -248,7 +249,7 @@ def cmd_state(args: argparse.Namespace) -> int:
     if point.uncovered:
         print(f"\nnot covered near that time ({len(point.uncovered)}):")
         for item in point.uncovered:
-            where = item.host + (f":{item.port}/{item.proto}" if item.port is not None else "")
+            where = location(item.host, item.port, item.proto)
             print(f"  {terminal_safe(where)}  last covered {_when(item.last_covered)}")
     return 0
 
@@ -321,7 +322,7 @@ def cmd_findings(args: argparse.Namespace) -> int:
             f.id,
             f.severity,
             f.kind,
-            f.host + (f":{f.port}/{f.proto}" if f.port else ""),
+            location(f.host, f.port, f.proto),
             f.service,
             f.status,
             _when(f.first_seen),

@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 from portconsole.core.errors import UserError
+from portconsole.core.model import location
 from portconsole.core.schedule import run_loop
 from portconsole.core.textsafe import terminal_safe
 from portconsole.core.timeutil import iso, utcnow
@@ -95,7 +96,7 @@ def run_daemon(monitor: Any, stop: threading.Event | None = None) -> int:
             f"{len(result.changes)} changes, {len(result.findings)} new findings ({scan.scan_id})"
         )
         for finding in result.findings:
-            where = finding.host + (f":{finding.port}/{finding.proto}" if finding.port else "")
+            where = location(finding.host, finding.port, finding.proto)
             log(f"finding {finding.id} {finding.severity} {finding.kind} {where}")
         for gap in result.gaps:
             log(f"monitoring gap {gap.group}: {gap.reason} from {iso(gap.start)} to {iso(gap.end)}")

@@ -157,3 +157,8 @@ class Progress:
 def port_key(host: str, port: int, proto: str) -> str:
     """The stable key for a host/port/proto, also the TUI's row key."""
     return f"{host}:{port}/{proto}"
+
+
+def location(host: str, port: int | None, proto: str | None) -> str:
+    """`host:port/proto` for a port, the bare host for host-level events and findings."""
+    return port_key(host, port, proto or "tcp") if port is not None else host

@@ -227,16 +227,7 @@ class ChangeEvent:
         return Change(self.kind, self.host, self.port, self.proto, self.before, self.after)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "host": self.host,
-            "port": self.port,
-            "proto": self.proto,
-            "before": self.before,
-            "after": self.after,
-            "at": iso(self.at),
-            "scan_id": self.scan_id,
-        }
+        return {**self.change().to_json(), "at": iso(self.at), "scan_id": self.scan_id}
 
 
 @dataclass(slots=True)
