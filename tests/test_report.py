@@ -32,7 +32,6 @@ from typing import Any
 import pytest
 
 from portconsole.core.approvals import Approval, ApprovalRegistry
-from portconsole.core.audit import AuditLog
 from portconsole.core.detect import detect, scan_coverage
 from portconsole.core.errors import UserError
 from portconsole.core.findings import Finding, FindingBook, FindingCandidate
@@ -79,7 +78,7 @@ class History:
     def __post_init__(self) -> None:
         self.data = self.root / "data"
         self.store = Store(self.data, self.settings.retention)
-        self.audit = AuditLog(self.data, self.store.lock)
+        self.audit = self.store.journal
         self.approvals = ApprovalRegistry(self.store.hot, self.store.lock, self.settings)
         self.book = FindingBook(self.store.hot, self.store.lock)
         self.scheduler = Scheduler(
@@ -658,12 +657,13 @@ def test_a_broken_chain_shows_in_the_pack(tmp_path: Path) -> None:
     h = History(tmp_path)
     h.scan(at(1, 0), ports_at(at(1, 0)))
     h.scan(at(1, 6), ports_at(at(1, 6)))
-    segment = next((h.data / "audit").glob("2026-03*.json"))
+    bad = next(e.seq for e in h.audit.events() if e.action == "scan.end")
+    segment = next((h.data / "journal").glob("*.jsonl"))
     segment.write_bytes(segment.read_bytes().replace(b'"scan.end"', b'"scan.END"', 1))
     out = tmp_path / "pack.json"
     h.export(out, "json", start=START, end=END)
     chain = json.loads(out.read_bytes())["audit_chain"]
-    assert chain["ok"] is False and chain["first_bad_seq"] == 1
+    assert chain["ok"] is False and chain["first_bad_seq"] == bad
     md = tmp_path / "pack.md"
     h.export(md, "md", start=START, end=END)
     assert "AUDIT CHAIN BROKEN" in md.read_text("utf-8")

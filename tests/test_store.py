@@ -287,24 +287,31 @@ def test_bulk_ingest_writes_the_same_files_as_ingest(tmp_path: Path) -> None:
     )
     assert files_one == files_bulk
     for relative in files_one:
-        assert (tmp_path / "one" / relative).read_bytes() == (
-            tmp_path / "bulk" / relative
-        ).read_bytes(), relative
+        if relative.parts[0] == "journal":
+            continue  # event ids and times differ; the chunks they vouch for do not
+        one_bytes = (tmp_path / "one" / relative).read_bytes()
+        bulk_bytes = (tmp_path / "bulk" / relative).read_bytes()
+        if relative.name == "hot.json":
+            one_data, bulk_data = json.loads(one_bytes), json.loads(bulk_bytes)
+            one_data.pop("journal"), bulk_data.pop("journal")
+            assert one_data == bulk_data
+            continue
+        assert one_bytes == bulk_bytes, relative
 
 
-def test_corrupt_hot_file_names_it_and_keeps_a_copy(tmp_path: Path) -> None:
+def test_a_damaged_cache_is_rebuilt_from_the_journal_and_kept_aside(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.ingest(make_scan("s1", T0, {"127.0.0.2": [obs(22)]}))
     hot = tmp_path / "hot.json"
     damaged = hot.read_bytes()[:-40]
     hot.write_bytes(damaged)
-    with pytest.raises(StoreError, match=str(hot)):
-        Store(tmp_path)
-    with pytest.raises(StoreError, match="hot.json"):
-        store.ingest(make_scan("s2", T0 + timedelta(hours=1), {"127.0.0.2": []}))
+    reopened = Store(tmp_path)
+    assert [p.key for p in reopened.current_ports()] == ["127.0.0.2:22/tcp"]
     copies = list(tmp_path.glob("hot.json.corrupt-*"))
     assert copies and all(c.read_bytes() == damaged for c in copies)
-    assert hot.read_bytes() == damaged  # never silently overwritten
+    assert reopened.check() == []
+    reopened.ingest(make_scan("s2", T0 + timedelta(hours=1), {"127.0.0.2": []}))
+    assert reopened.current_ports() == []
 
 
 def test_truncated_or_corrupt_segment_names_it(tmp_path: Path) -> None:

@@ -110,7 +110,9 @@ def _check_files_load(data_dir: Path) -> None:
     for segment in (data_dir / "scans").glob("*.jsonl"):
         for line in segment.read_bytes().splitlines():
             json.loads(line)
-    assert not list(data_dir.glob("journal*"))
+    store = Store(data_dir)
+    assert store.journal.verify().ok, store.journal.verify().reason
+    assert store.check() == []
 
 
 def _fork_crash_writer(data_dir: Path, run: str) -> tuple[int, int]:

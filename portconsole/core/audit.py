@@ -1,46 +1,47 @@
-"""The audit chain: every action as an event that carries the hash of the one before.
+"""The journal: the record. Every fact is an event that carries the hash of the one before.
 
-Layout, under `<data_dir>/audit/` (folder 0700, files 0600, never pruned):
+Layout, under `<data_dir>/journal/` (folder 0700, files 0600, never pruned, never rewritten):
 
-- `YYYY-MM.json`, then `YYYY-MM.1.json`, `YYYY-MM.2.json`, ...: segments. An event goes
-  into the segment of the month of its `at`, and a segment is rolled to the next part once
-  it holds `segment_max_events` events, because every append rewrites the whole segment
-  atomically (temp file, fsync, rename): a size cap keeps one append cheap however busy a
-  month is (1,000 events, about 0.5 MB: an append then costs 20-50 ms, mostly fsync).
-  If the clock steps back a month, the event goes into the newest segment, so segments are
-  always in chain order and segment `M` holds only events from month `M` or earlier.
-- `head.json`: the chain's tip (seq, hash, segment). Append reads only the newest segment
-  and the head, never the whole history. The head also anchors the tail: deleting the last
-  events of a segment leaves the head pointing past them, which `verify` reports. A fresh
-  chain writes its head (seq 0) before its first event, so a missing head beside events is
-  damage.
+- `YYYY-MM.jsonl`: segments, JSON Lines, one event a line, appended and never rewritten. A
+  transaction goes into the segment of the month of this machine's clock when it is written;
+  if the clock steps back a month it goes into the newest segment, so segments are always in
+  chain order. Events are ordered by `seq`, never by time.
+- `head.json`: the chain's tip (seq, hash, segment) written after each transaction.
 
-Each event's `hash` is sha256 of the canonical JSON (sorted keys, compact separators, UTF-8)
-of the event without `hash`; `prev_hash` is the hash of the event before (64 zeros for the
-first). `verify` recomputes every hash in order, so editing, deleting or reordering a stored
-event fails at that event (an edit whose author also recomputed that event's hash fails
-at the next event, whose prev_hash no longer matches, or at the head for the last event).
+An event is `{seq, id, at, recorded_at, actor, origin, action, outcome, resource, details,
+tx, prev_hash, hash}` plus, on the last event of a transaction, what the transaction did to
+the projections: `effects` (table documents set and removed) and `chunks` (the scan-history
+bytes it appended, each with its sha256). `at` is when the fact was observed (a scan's own
+time, an imported report's time), `recorded_at` when it was written. `hash` is sha256 of
+the canonical JSON (sorted keys, compact separators, UTF-8) of the event without `hash`.
+
+One operation is one transaction, written with one `write` and one fsync: `tx` is
+`[first seq, count]` on every event of it. A crash can only leave a torn tail (a partial
+line, or a transaction missing its last lines): the next writer cuts it off and keeps the
+bytes in `<segment>.torn-<stamp>`. A crash after the append but before head.json leaves the
+head exactly one transaction behind; the next writer moves it on. Any other disagreement of
+the head and the events (an older head.json put back, events deleted at the tail, events
+appended by hand past the head) is itself recorded as a `journal.head_mismatch` event, so
+`verify` reports it forever, even after later appends moved the head on.
+
 Limits: someone who can write the files and recomputes every later hash and the head can
-rewrite history undetected; to guard against that, copy the head (`AuditLog.head()`)
-somewhere else regularly (e.g. print it in reports).
+rewrite history undetected; anchors (the head published elsewhere, see `verify(anchors=)`)
+catch that for everything before the anchor.
 
-`details` is stored as given: callers pass text with secrets already masked (the
-notifications module masks apprise URLs before it audits an attempt).
-
-Crash safety: segments are written before the head, so a crash between the two leaves
-the head at an earlier event of a valid chain; append and verify accept exactly that (the
-head's seq and hash must match that event). A head ahead of the events, or matching none
-of them, fails verification. Batches (`append_many`) cost one write per touched segment.
+`details` is stored as given: callers pass text with secrets already masked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
+import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -49,20 +50,25 @@ from typing import Any
 from portconsole.core.errors import StoreError
 from portconsole.core.identity import Actor
 from portconsole.core.storage import (
+    FILE_MODE,
     DataLock,
     atomic_write_bytes,
     ensure_private_dir,
-    load_json_file,
+    fsync_dir,
 )
 from portconsole.core.timeutil import iso, month_key, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
-SEGMENT_FORMAT = 1
-DEFAULT_SEGMENT_MAX_EVENTS = 1000
+JOURNAL_FORMAT = 1
+JOURNAL_DIR = "journal"
+HEAD_FILE = "head.json"
+SEGMENT_SUFFIX = ".jsonl"
 OUTCOMES = ("success", "failure")
-_SEGMENT_NAME = re.compile(r"^(\d{4}-\d{2})(?:\.(\d+))?\.json$")
+HEAD_MISMATCH = "journal.head_mismatch"
+_SEGMENT_NAME = re.compile(r"^(\d{4}-\d{2})\.jsonl$")
+_TAIL_CHUNK = 64 * 1024
 
 
 def canonical_json(value: Any) -> bytes:
@@ -84,26 +90,6 @@ def _plain(value: Any) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
-class SegmentName:
-    month: str
-    part: int
-
-    @property
-    def filename(self) -> str:
-        return f"{self.month}.json" if self.part == 0 else f"{self.month}.{self.part}.json"
-
-    def __str__(self) -> str:
-        return self.filename.removesuffix(".json")
-
-    @classmethod
-    def parse(cls, filename: str) -> SegmentName | None:
-        match = _SEGMENT_NAME.match(filename)
-        if match is None:
-            return None
-        return cls(match.group(1), int(match.group(2) or 0))
-
-
-@dataclass(frozen=True, slots=True)
 class AuditEvent:
     """One event as stored. `actor` is the stored {user, sudo_user, ssh_client, host} map."""
 
@@ -118,6 +104,7 @@ class AuditEvent:
     details: dict[str, Any]
     prev_hash: str
     hash: str
+    recorded_at: datetime | None = None
 
     @property
     def who(self) -> str:
@@ -129,6 +116,7 @@ class AuditEvent:
             "seq": self.seq,
             "id": self.id,
             "at": iso(self.at),
+            "recorded_at": iso(self.recorded_at or self.at),
             "actor": dict(self.actor),
             "origin": self.origin,
             "action": self.action,
@@ -142,6 +130,7 @@ class AuditEvent:
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> AuditEvent:
         actor = record.get("actor")
+        recorded = record.get("recorded_at")
         return cls(
             seq=int(record["seq"]),
             id=str(record.get("id", "")),
@@ -154,6 +143,7 @@ class AuditEvent:
             details=dict(record.get("details") or {}),
             prev_hash=str(record.get("prev_hash", "")),
             hash=str(record.get("hash", "")),
+            recorded_at=parse_iso(str(recorded)) if recorded else None,
         )
 
 
@@ -177,7 +167,7 @@ class ChainHead:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "format": SEGMENT_FORMAT,
+            "format": JOURNAL_FORMAT,
             "seq": self.seq,
             "hash": self.hash,
             "segment": self.segment,
@@ -191,74 +181,259 @@ class VerifyResult:
     first_bad_seq: int | None
     reason: str
     head: ChainHead | None = field(default=None)
+    problems: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "events": self.count,
+            "first_bad_seq": self.first_bad_seq,
+            "reason": self.reason,
+            "problems": list(self.problems),
+            "head": self.head.to_json() if self.head else None,
+        }
+
+
+@dataclass(slots=True)
+class _Staged:
+    """Events of the open transaction, chained in memory until the transaction commits."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    tip: tuple[int, str] = (0, GENESIS_HASH)
+
+
+def parse_anchor(text: str) -> tuple[int, str]:
+    """`SEQ:HASH` as printed by `audit head`; a UserError-style StoreError if malformed."""
+    seq_text, _, digest = text.strip().partition(":")
+    if (
+        not seq_text.isascii()
+        or not seq_text.isdigit()
+        or not re.fullmatch(r"[0-9a-f]{64}", digest)
+    ):
+        raise StoreError(f"anchor {text!r} is not SEQ:HASH (e.g. 42:{'ab' * 32})")
+    return int(seq_text), digest
 
 
 class AuditLog:
-    """Append-only, hash-chained audit events in `<data_dir>/audit/`.
+    """The append-only, hash-chained journal in `<data_dir>/journal/`.
 
-    `lock` is the data dir's DataLock (the one the store uses): appends hold it, and
-    `verify` holds it while reading so it never sees a half-finished append.
+    `lock` is the data dir's DataLock. Outside a transaction every `append_many` is its own
+    transaction. Inside one (the store opens a transaction for each outermost lock hold) the
+    events are staged and written together when the store commits, with the transaction's
+    effects on the projections.
     """
 
-    def __init__(
-        self,
-        data_dir: Path,
-        lock: DataLock,
-        *,
-        segment_max_events: int = DEFAULT_SEGMENT_MAX_EVENTS,
-    ) -> None:
-        if segment_max_events < 1:
-            raise ValueError("segment_max_events must be at least 1")
+    def __init__(self, data_dir: Path, lock: DataLock) -> None:
         self.data_dir = Path(data_dir)
-        self.folder = self.data_dir / "audit"
-        self.head_path = self.folder / "head.json"
+        self.folder = self.data_dir / JOURNAL_DIR
+        self.head_path = self.folder / HEAD_FILE
         self.lock = lock
-        self.segment_max_events = segment_max_events
+        self._staged: dict[int, _Staged] = {}
+        self._pending_mismatch: dict[str, Any] | None = None
 
     # -- files -------------------------------------------------------------------------
 
-    def segments(self) -> list[SegmentName]:
+    def segments(self) -> list[Path]:
         """Every segment, in chain order."""
         try:
-            names = [SegmentName.parse(p.name) for p in self.folder.iterdir()]
+            names = [p for p in self.folder.iterdir() if _SEGMENT_NAME.match(p.name)]
         except FileNotFoundError:
             return []
-        return sorted((n for n in names if n is not None), key=lambda n: (n.month, n.part))
+        return sorted(names, key=lambda p: p.name)
 
-    def _segment_path(self, name: SegmentName) -> Path:
-        return self.folder / name.filename
-
-    def _load_segment(self, name: SegmentName) -> list[dict[str, Any]]:
-        data = load_json_file(self._segment_path(name))
-        if data is None:
-            return []
-        events = data.get("events") if isinstance(data, dict) else None
-        if not isinstance(events, list):
-            raise StoreError(
-                f"audit segment {self._segment_path(name)} has no event list; "
-                "restore it from backup and run `portconsole audit verify`"
-            )
-        return events
-
-    def _write_segment(self, name: SegmentName, events: list[dict[str, Any]]) -> None:
-        document = {"format": SEGMENT_FORMAT, "segment": str(name), "events": events}
-        atomic_write_bytes(self._segment_path(name), canonical_json(document))
+    def exists(self) -> bool:
+        return bool(self.segments()) or self.head_path.exists()
 
     def _read_head(self) -> ChainHead | None:
-        data = load_json_file(self.head_path)
-        if data is None:
+        try:
+            raw = self.head_path.read_bytes()
+        except FileNotFoundError:
             return None
         try:
+            data = json.loads(raw)
             return ChainHead(int(data["seq"]), str(data["hash"]), str(data.get("segment", "")))
-        except (KeyError, TypeError, ValueError):
-            raise StoreError(
-                f"audit head {self.head_path} is malformed; run `portconsole audit verify`, "
-                "then move the file away to let the chain continue from its newest event"
-            ) from None
+        except (ValueError, KeyError, TypeError):
+            return None
 
     def head(self) -> ChainHead | None:
-        """The chain's tip as recorded in head.json (copy it elsewhere to anchor the chain)."""
+        """The chain's tip as recorded in head.json (publish it elsewhere to anchor the chain)."""
         return self._read_head()
+
+    def tip(self) -> ChainHead:
+        """The newest event actually stored (seq 0 and the genesis hash when empty)."""
+        segments = self.segments()
+        for path in reversed(segments):
+            last = _last_record(path)
+            if last is not None:
+                return ChainHead(int(last["seq"]), str(last["hash"]), path.name)
+        return ChainHead(0, GENESIS_HASH, "")
+
+    # -- transactions ------------------------------------------------------------------
+
+    def in_transaction(self) -> bool:
+        return threading.get_ident() in self._staged
+
+    def begin(self) -> None:
+        """Open a transaction for this thread (the caller holds the lock)."""
+        self._staged[threading.get_ident()] = _Staged()
+        self._recover()
+
+    def discard(self) -> None:
+        self._staged.pop(threading.get_ident(), None)
+
+    def commit(
+        self,
+        effects: Mapping[str, Any] | None = None,
+        chunks: Sequence[Mapping[str, Any]] = (),
+        actor: Actor | None = None,
+    ) -> ChainHead | None:
+        """Write the staged events (one write, one fsync), effects and chunks on the last.
+
+        A transaction that changed projections but staged no event gets a `store.update`
+        event, so no change is ever made without its event. Returns the new head, or None
+        when there was nothing to write.
+        """
+        staged = self._staged.pop(threading.get_ident(), None)
+        if staged is None:
+            return None
+        if (effects or chunks) and not staged.records:
+            self._stage(staged, [AuditEntry("store.update", actor or Actor.current("system"))])
+        if not staged.records:
+            return None
+        last = staged.records[-1]
+        if effects:
+            last["effects"] = _plain(effects)
+        if chunks:
+            last["chunks"] = _plain(list(chunks))
+        if effects or chunks:
+            last["hash"] = event_hash(last)
+        return self._write(staged.records)
+
+    def _stage(self, staged: _Staged, entries: Sequence[AuditEntry]) -> list[dict[str, Any]]:
+        if not staged.records:
+            tip = self.tip()
+            staged.tip = (tip.seq, tip.hash)
+            if self._pending_mismatch is not None:
+                mismatch, self._pending_mismatch = self._pending_mismatch, None
+                entries = [
+                    AuditEntry(HEAD_MISMATCH, Actor.current("system"), "failure", None, mismatch),
+                    *entries,
+                ]
+        if staged.records:
+            prev_seq, prev_hash = int(staged.records[-1]["seq"]), str(staged.records[-1]["hash"])
+        else:
+            prev_seq, prev_hash = staged.tip
+        now = utcnow()
+        made: list[dict[str, Any]] = []
+        for entry in entries:
+            actor_json = entry.actor.to_json()
+            actor_json.pop("origin")
+            record: dict[str, Any] = _plain(
+                {
+                    "seq": prev_seq + 1,
+                    "id": uuid.uuid4().hex,
+                    "at": iso(entry.at or now),
+                    "recorded_at": iso(now),
+                    "actor": actor_json,
+                    "origin": entry.actor.origin,
+                    "action": entry.action,
+                    "outcome": entry.outcome,
+                    "resource": dict(entry.resource or {}),
+                    "details": dict(entry.details or {}),
+                    "prev_hash": prev_hash,
+                }
+            )
+            record["hash"] = event_hash(record)
+            staged.records.append(record)
+            made.append(record)
+            prev_seq, prev_hash = record["seq"], record["hash"]
+        return made
+
+    def _write(self, records: list[dict[str, Any]]) -> ChainHead:
+        first = int(records[0]["seq"])
+        for record in records:
+            record["tx"] = [first, len(records)]
+        # The tx marker joins the hash: recompute the chain over the final records.
+        prev = str(records[0]["prev_hash"])
+        for record in records:
+            record["prev_hash"] = prev
+            record["hash"] = event_hash(record)
+            prev = record["hash"]
+        data = b"".join(canonical_json(r) + b"\n" for r in records)
+        created = not self.folder.exists()
+        ensure_private_dir(self.folder)
+        segments = self.segments()
+        month = month_key(utcnow())
+        newest = segments[-1].name[: -len(SEGMENT_SUFFIX)] if segments else ""
+        path = self.folder / f"{max(month, newest)}{SEGMENT_SUFFIX}"
+        created = created or not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        before = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(28, "short write to the journal (disk full?)")
+            os.fsync(fd)
+        except OSError as error:
+            # Cut what part of the transaction reached the file: it was never acknowledged.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, before)
+            raise StoreError(
+                f"cannot write the journal {path}: {error.strerror or error}; free space and retry"
+            ) from None
+        finally:
+            os.close(fd)
+        if created:
+            fsync_dir(self.folder)
+            fsync_dir(self.data_dir)
+        head = ChainHead(int(records[-1]["seq"]), str(records[-1]["hash"]), path.name)
+        atomic_write_bytes(self.head_path, canonical_json(head.to_json()))
+        return head
+
+    def _recover(self) -> None:
+        """Cut a torn tail (kept aside) and reconcile head.json with the events (under lock)."""
+        segments = self.segments()
+        if not segments:
+            head = self._read_head()
+            if head is not None and head.seq > 0:
+                self._pending_mismatch = {
+                    "head_seq": head.seq,
+                    "last_seq": 0,
+                    "problem": "head.json names events but no journal segment exists",
+                }
+            return
+        path = segments[-1]
+        _cut_torn_tail(path)
+        last = _last_record(path)
+        if last is None:
+            return
+        head = self._read_head()
+        last_seq, last_hash = int(last["seq"]), str(last["hash"])
+        if head is not None and (head.seq, head.hash) == (last_seq, last_hash):
+            return
+        tx = last.get("tx") or [last_seq, 1]
+        if head is not None and head.seq == int(tx[0]) - 1:
+            # An append that crashed before head.json: move the head on to its events.
+            atomic_write_bytes(
+                self.head_path, canonical_json(ChainHead(last_seq, last_hash, path.name).to_json())
+            )
+            return
+        self._pending_mismatch = {
+            "head_seq": head.seq if head else None,
+            "head_hash": head.hash if head else None,
+            "last_seq": last_seq,
+            "last_hash": last_hash,
+            "problem": (
+                "head.json is missing beside events"
+                if head is None
+                else "head.json is ahead of the events (events deleted at the tail?)"
+                if head.seq > last_seq
+                else "head.json is behind the events (an older head.json put back, or events "
+                "appended by hand?)"
+                if head.seq < last_seq
+                else "head.json does not match the newest event"
+            ),
+        }
 
     # -- writing -----------------------------------------------------------------------
 
@@ -277,10 +452,10 @@ class AuditLog:
         return self.append_many([entry])[0]
 
     def append_many(self, entries: Sequence[AuditEntry]) -> list[AuditEvent]:
-        """Record several events with one write per touched segment (e.g. a scan's changes).
+        """Record several events as one transaction (or stage them in the open one).
 
-        Each append fsyncs the segment and the head (~20-50 ms), so a scan with a hundred
-        changes should use this rather than a hundred appends.
+        Inside a transaction the returned events carry their final seq; their hash is final
+        once the transaction commits.
         """
         for entry in entries:
             if entry.outcome not in OUTCOMES:
@@ -289,233 +464,259 @@ class AuditLog:
                 raise ValueError("action must not be empty")
         if not entries:
             return []
-        records: list[dict[str, Any]] = []
         with self.lock.hold():
-            ensure_private_dir(self.folder)
-            segments = self.segments()
-            current = segments[-1] if segments else None
-            events = self._load_segment(current) if current else []
-            head = self._read_head()
-            if head is None and not events:
-                # A fresh chain gets its head before any event, so a missing head.json
-                # beside events is always damage, never an interrupted first append.
-                atomic_write_bytes(
-                    self.head_path, canonical_json(ChainHead(0, GENESIS_HASH, "").to_json())
-                )
-            prev_seq, prev_hash = self._tip(head, events[-1] if events else None)
-            dirty = False
-            for entry in entries:
-                moment = entry.at or utcnow()
-                target = self._target_segment(current, len(events), month_key(moment))
-                if target != current:
-                    if current is not None and dirty:
-                        self._write_segment(current, events)
-                    current, events, dirty = target, [], False
-                actor_json = entry.actor.to_json()
-                actor_json.pop("origin")
-                record: dict[str, Any] = _plain(
-                    {
-                        "seq": prev_seq + 1,
-                        "id": uuid.uuid4().hex,
-                        "at": iso(moment),
-                        "actor": actor_json,
-                        "origin": entry.actor.origin,
-                        "action": entry.action,
-                        "outcome": entry.outcome,
-                        "resource": dict(entry.resource or {}),
-                        "details": dict(entry.details or {}),
-                        "prev_hash": prev_hash,
-                    }
-                )
-                record["hash"] = event_hash(record)
-                events.append(record)
-                records.append(record)
-                prev_seq, prev_hash, dirty = record["seq"], record["hash"], True
-            assert current is not None
-            # Segments first, head last: a crash in between leaves the head behind, at an
-            # earlier event of a valid chain, which append and verify accept.
-            self._write_segment(current, events)
-            new_head = ChainHead(prev_seq, prev_hash, str(current))
-            atomic_write_bytes(self.head_path, canonical_json(new_head.to_json()))
-        return [AuditEvent.from_json(record) for record in records]
-
-    def _tip(self, head: ChainHead | None, last: Mapping[str, Any] | None) -> tuple[int, str]:
-        """Where the next event links: the newest of the head and the newest stored event.
-
-        The head ahead of the events means events were removed at the tail: linking to the
-        head keeps that hole visible to `verify` forever instead of papering over it.
-        """
-        if last is None:
-            return (head.seq, head.hash) if head else (0, GENESIS_HASH)
-        last_seq, last_hash = int(last.get("seq", 0)), str(last.get("hash", ""))
-        if head is None or head.seq < last_seq:
-            return last_seq, last_hash
-        if head.seq > last_seq or head.hash != last_hash:
-            log.warning("audit head.json does not match the newest event: chain inconsistent")
-        return head.seq, head.hash
-
-    def _target_segment(self, latest: SegmentName | None, count: int, month: str) -> SegmentName:
-        if latest is None or month > latest.month:
-            return SegmentName(month, 0)
-        if count >= self.segment_max_events:
-            return SegmentName(latest.month, latest.part + 1)
-        return latest
+            staged = self._staged.get(threading.get_ident())
+            if staged is not None:
+                return [AuditEvent.from_json(r) for r in self._stage(staged, entries)]
+            self.begin()
+            try:
+                made = self._stage(self._staged[threading.get_ident()], entries)
+                self.commit()
+            finally:
+                self.discard()
+        return [AuditEvent.from_json(r) for r in made]
 
     # -- reading -----------------------------------------------------------------------
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every stored event record, in chain order (a torn last line is skipped)."""
+        for path in self.segments():
+            yield from _read_records(path)
 
     def events(
         self, since: datetime | None = None, until: datetime | None = None
     ) -> list[AuditEvent]:
-        """Events with since <= at < until, in chain order (reads every segment)."""
+        """Events with since <= at < until, in chain order."""
         found: list[AuditEvent] = []
-        for name in self.segments():
-            # A segment only holds events from its month or earlier (see the module doc),
-            # so whole months before `since` can be skipped unread.
-            if since is not None and name.month < month_key(since):
+        for record in self.records():
+            event = AuditEvent.from_json(record)
+            if since is not None and event.at < since:
                 continue
-            for record in self._load_segment(name):
-                event = AuditEvent.from_json(record)
-                if since is not None and event.at < since:
-                    continue
-                if until is not None and event.at >= until:
-                    continue
-                found.append(event)
+            if until is not None and event.at >= until:
+                continue
+            found.append(event)
         return found
 
-    def verify(self) -> VerifyResult:
-        """Recompute every hash in chain order and check the head; stop at the first break."""
-        with self.lock.hold():
-            raw_segments: list[tuple[SegmentName, bytes | None]] = []
-            for name in self.segments():
+    def verify(self, anchors: Iterable[tuple[int, str]] = ()) -> VerifyResult:
+        """Recompute every hash in chain order, check the head, recorded mismatches and anchors."""
+        with self.lock.hold(transaction=False):
+            raw = []
+            for path in self.segments():
                 try:
-                    raw_segments.append((name, self._segment_path(name).read_bytes()))
+                    raw.append((path.name, path.read_bytes()))
                 except FileNotFoundError:
-                    raw_segments.append((name, None))
+                    continue
             try:
                 head_raw: bytes | None = self.head_path.read_bytes()
             except FileNotFoundError:
                 head_raw = None
-        return _verify(raw_segments, head_raw, self.head_path)
+        return verify_chain(raw, head_raw, dict(anchors))
 
 
-def _verify(
-    raw_segments: list[tuple[SegmentName, bytes | None]], head_raw: bytes | None, head_path: Path
-) -> VerifyResult:
-    count = 0
-    expected_seq = 1
-    prev_hash = GENESIS_HASH
-    last: dict[str, Any] | None = None
-    hashes: list[str] = []
-
-    def broken(seq: int | None, reason: str) -> VerifyResult:
-        return VerifyResult(False, count, seq, reason)
-
-    for name, raw in raw_segments:
-        try:
-            document = json.loads(raw or b"")
-            records = document["events"]
-            if not isinstance(records, list):
-                raise TypeError("events is not a list")
-        except (ValueError, KeyError, TypeError) as error:
-            return broken(expected_seq, f"segment {name.filename} is unreadable ({error})")
-        for record in records:
-            if not isinstance(record, dict):
-                return broken(expected_seq, f"segment {name.filename} holds a non-event")
-            try:
-                seq = int(record["seq"])
-            except (KeyError, TypeError, ValueError):
-                return broken(expected_seq, f"event after seq {expected_seq - 1} has no seq")
-            if seq > expected_seq:
-                if expected_seq in _all_seqs(raw_segments):
-                    return broken(
-                        expected_seq,
-                        f"events out of order: found event {seq} where {expected_seq} was "
-                        f"expected in {name.filename}",
-                    )
-                return broken(
-                    expected_seq,
-                    f"event {expected_seq} is missing (deleted?): the next event found is {seq} "
-                    f"in {name.filename}",
-                )
-            if seq < expected_seq:
-                return broken(
-                    expected_seq,
-                    f"events out of order: found event {seq} where {expected_seq} was expected "
-                    f"in {name.filename}",
-                )
-            if record.get("hash") != event_hash(record):
-                return broken(seq, f"event {seq} was altered: its content does not match its hash")
-            if record.get("prev_hash") != prev_hash:
-                return broken(
-                    seq,
-                    f"event {seq} does not link to event {seq - 1}: prev_hash differs "
-                    f"(event {seq - 1} or {seq} was rewritten)",
-                )
-            prev_hash = str(record["hash"])
-            hashes.append(prev_hash)
-            expected_seq = seq + 1
-            count += 1
-            last = record
-
-    if head_raw is None:
-        if count == 0:
-            return VerifyResult(True, count, None, "ok")
-        return broken(None, f"{head_path} is missing: the chain's tail cannot be checked")
+def _read_records(path: Path) -> Iterator[dict[str, Any]]:
     try:
-        head_data = json.loads(head_raw)
-        head = ChainHead(int(head_data["seq"]), str(head_data["hash"]), str(head_data["segment"]))
-    except (ValueError, KeyError, TypeError) as error:
-        return broken(None, f"{head_path} is unreadable ({error})")
-    last_seq = int(last["seq"]) if last else 0
-    last_hash = str(last["hash"]) if last else GENESIS_HASH
-    if head.seq == last_seq and head.hash == last_hash:
-        return VerifyResult(True, count, None, "ok", head)
-    if 0 <= head.seq < last_seq and head.hash == (
-        hashes[head.seq - 1] if head.seq else GENESIS_HASH
-    ):
-        # Segments are written before the head: a crash in between leaves the head at an
-        # earlier event of a valid chain.
-        return VerifyResult(
-            True,
-            count,
-            None,
-            f"ok ({last_seq - head.seq} newest events after head.json: an append was interrupted)",
-            head,
-        )
-    if head.seq > last_seq:
-        return VerifyResult(
-            False,
-            count,
-            last_seq + 1,
-            f"event {last_seq + 1} is missing (deleted?): head.json records {head.seq} events, "
-            f"the segments hold {last_seq}",
-            head,
-        )
-    if head.seq == last_seq:
-        return VerifyResult(
-            False,
-            count,
-            last_seq,
-            f"event {last_seq} does not match head.json (the event or head.json was altered)",
-            head,
-        )
-    return VerifyResult(
-        False,
-        count,
-        head.seq + 1,
-        f"head.json records {head.seq} events but the segments hold {last_seq}: "
-        "head.json was altered or replaced by an older copy",
-        head,
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return
+    for line in raw.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a torn last line: cut by the next writer
+        if isinstance(record, dict):
+            yield record
+
+
+def _last_record(path: Path) -> dict[str, Any] | None:
+    """The last complete event of a segment, reading only its tail."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    with path.open("rb") as handle:
+        start = max(0, size - _TAIL_CHUNK)
+        while True:
+            handle.seek(start)
+            tail = handle.read(size - start)
+            lines = tail.split(b"\n")
+            complete = lines[:-1] if not tail.endswith(b"\n") else lines
+            complete = [line for line in complete if line.strip()]
+            candidates = complete[1:] if start > 0 else complete
+            for line in reversed(candidates):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and "seq" in record:
+                    return record
+            if start == 0:
+                return None
+            start = max(0, start - _TAIL_CHUNK * 4)
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Cut a partial last line or an incomplete last transaction; keep the bytes aside."""
+    raw = path.read_bytes()
+    if not raw:
+        return
+    keep = len(raw)
+    if not raw.endswith(b"\n"):
+        keep = raw.rfind(b"\n") + 1
+    # Walk back over the complete lines of the last transaction.
+    lines: list[tuple[int, dict[str, Any] | None]] = []
+    offset = keep
+    while offset > 0 and len(lines) < 100_000:
+        start = raw.rfind(b"\n", 0, offset - 1) + 1
+        try:
+            record = json.loads(raw[start:offset])
+        except ValueError:
+            record = None
+        lines.append((start, record if isinstance(record, dict) else None))
+        if record is None or not isinstance(record, dict):
+            offset = start
+            continue
+        tx = record.get("tx")
+        if not tx or int(record["seq"]) == int(tx[0]):
+            # The first event of the transaction: complete only if its last one is here.
+            count = int(tx[1]) if tx else 1
+            last_seq = int(record["seq"]) + count - 1
+            newest = next((r for _, r in lines if r is not None), None)
+            if newest is not None and int(newest["seq"]) >= last_seq:
+                break
+            keep = start
+        offset = start
+    if keep == len(raw):
+        return
+    stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
+    aside = path.with_name(f"{path.name}.torn-{stamp}")
+    atomic_write_bytes(aside, raw[keep:])
+    with path.open("r+b") as handle:
+        handle.truncate(keep)
+        handle.flush()
+        os.fsync(handle.fileno())
+    log.warning(
+        "journal %s: cut a torn tail of %d bytes (kept in %s)", path, len(raw) - keep, aside
     )
 
 
-def _all_seqs(raw_segments: list[tuple[SegmentName, bytes | None]]) -> set[int]:
-    """Every seq stored anywhere (only computed once a break is found, to name its kind)."""
-    found: set[int] = set()
-    for _, raw in raw_segments:
+def verify_chain(
+    raw_segments: Sequence[tuple[str, bytes]],
+    head_raw: bytes | None,
+    anchors: Mapping[int, str],
+) -> VerifyResult:
+    """Check a journal given as its segments' bytes (in name order) and head.json's bytes.
+
+    Standard library only, so the same rules can run in an exported pack's checker.
+    """
+    problems: list[tuple[int | None, str]] = []
+    count = 0
+    expected = 1
+    prev_hash = GENESIS_HASH
+    hashes: dict[int, str] = {}
+    last_seq, last_hash = 0, GENESIS_HASH
+    stopped = False
+    for name, raw in raw_segments:
+        if stopped:
+            break
+        lines = raw.split(b"\n")
+        for index, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                seq = int(record["seq"])
+            except (ValueError, KeyError, TypeError):
+                torn = index == len(lines) - 1 and name == raw_segments[-1][0]
+                problems.append(
+                    (
+                        expected,
+                        f"{name}: "
+                        + (
+                            "a torn last line (a crash; the next write cuts it)"
+                            if torn
+                            else f"line {index + 1} is not an event"
+                        ),
+                    )
+                )
+                stopped = True
+                break
+            if seq != expected:
+                kind = "missing (deleted?)" if seq > expected else "out of order"
+                problems.append(
+                    (expected, f"event {expected} is {kind}: found event {seq} in {name}")
+                )
+                stopped = True
+                break
+            if record.get("hash") != event_hash(record):
+                problems.append(
+                    (seq, f"event {seq} was altered: its content does not match its hash")
+                )
+                stopped = True
+                break
+            if record.get("prev_hash") != prev_hash:
+                problems.append(
+                    (
+                        seq,
+                        f"event {seq} does not link to event {seq - 1}: prev_hash differs "
+                        f"(event {seq - 1} or {seq} was rewritten)",
+                    )
+                )
+                stopped = True
+                break
+            if record.get("action") == HEAD_MISMATCH:
+                problem = (record.get("details") or {}).get("problem", "head mismatch")
+                problems.append((seq, f"event {seq} records that {problem}"))
+            prev_hash = str(record["hash"])
+            hashes[seq] = prev_hash
+            last_seq, last_hash = seq, prev_hash
+            expected = seq + 1
+            count += 1
+    head: ChainHead | None = None
+    if head_raw is None:
+        if count:
+            problems.append((None, "head.json is missing: the chain's tail cannot be checked"))
+    else:
         try:
-            records = json.loads(raw or b"")["events"]
-            found.update(int(r["seq"]) for r in records if isinstance(r, dict) and "seq" in r)
-        except (ValueError, KeyError, TypeError):
-            continue
-    return found
+            data = json.loads(head_raw)
+            head = ChainHead(int(data["seq"]), str(data["hash"]), str(data.get("segment", "")))
+        except (ValueError, KeyError, TypeError) as error:
+            problems.append((None, f"head.json is unreadable ({error})"))
+    if head is not None and not stopped and (head.seq, head.hash) != (last_seq, last_hash):
+        if head.seq > last_seq:
+            problems.append(
+                (
+                    last_seq + 1,
+                    f"events {last_seq + 1}-{head.seq} are missing (deleted?): head.json "
+                    f"records {head.seq} events, the journal holds {last_seq}",
+                )
+            )
+        elif head.seq < last_seq:
+            if hashes.get(head.seq, GENESIS_HASH if head.seq == 0 else None) != head.hash:
+                problems.append((head.seq, f"head.json does not match event {head.seq}"))
+            problems.append(
+                (
+                    head.seq + 1,
+                    f"events {head.seq + 1}-{last_seq} are past the head: not "
+                    "acknowledged (a crash, an older head.json put back, or events "
+                    "appended by hand)",
+                )
+            )
+        else:
+            problems.append((last_seq, f"event {last_seq} does not match head.json"))
+    for seq, digest in sorted(anchors.items()):
+        if seq not in hashes:
+            problems.append((seq, f"anchor {seq}: the journal holds no event {seq}"))
+        elif hashes[seq] != digest:
+            problems.append(
+                (
+                    seq,
+                    f"anchor {seq}: event {seq} no longer has the anchored hash (history "
+                    "rewritten since the anchor)",
+                )
+            )
+    if not problems:
+        return VerifyResult(True, count, None, "ok", head)
+    first = problems[0]
+    return VerifyResult(False, count, first[0], first[1], head, tuple(text for _, text in problems))

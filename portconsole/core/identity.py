@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-ORIGINS = ("tui", "cli", "daemon")
+# "system": events the store records by itself (a migration, a rebuild, a bare update).
+ORIGINS = ("tui", "cli", "daemon", "system")
 
 # Long enough for any real user or host name, short enough that a hostile value cannot
 # bloat every audit event.

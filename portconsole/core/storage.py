@@ -18,7 +18,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tinydb import Storage, TinyDB
 from tinydb.table import Table
@@ -106,15 +106,27 @@ def load_json_file(path: Path) -> Any:
 class AtomicJSONStorage(Storage):
     """A TinyDB storage that reads the whole file and writes it back atomically.
 
-    Callers hold a `DataLock` around any read-modify-write sequence.
+    Callers hold a `DataLock` around any read-modify-write sequence. Inside a transaction
+    (`begin`), the thread that opened it reads and writes an in-memory copy; `finish`
+    hands the copy back for the coordinator to write once, after the journal.
     """
 
     def __init__(self, path: str | os.PathLike[str], **_: Any) -> None:
         self.path = Path(path)
-        ensure_private_dir(self.path.parent)
+        self._tx: dict[int, _TxData] = {}
+        # Set by the store: checks a loaded projection against the journal, returns the
+        # data to use and whether it had to be rebuilt.
+        self.on_load: Callable[[dict[str, Any] | None], tuple[dict[str, Any], bool]] | None = None
 
-    def read(self) -> dict[str, dict[str, Any]] | None:
-        data = load_json_file(self.path)
+    def _load(self) -> dict[str, dict[str, Any]] | None:
+        try:
+            data = load_json_file(self.path)
+        except StoreError:
+            if self.on_load is None:
+                raise
+            return None  # a damaged cache (a copy is kept beside it): rebuilt from the journal
+        if data is not None and not isinstance(data, dict) and self.on_load is not None:
+            return None
         if data is not None and not isinstance(data, dict):
             copy = quarantine(self.path)
             raise StoreError(
@@ -122,18 +134,73 @@ class AtomicJSONStorage(Storage):
             )
         return data
 
+    def read(self) -> dict[str, dict[str, Any]] | None:
+        tx = self._tx.get(threading.get_ident())
+        if tx is None:
+            return self._load()
+        if not tx.loaded:
+            tx.loaded = True
+            tx.data = self._load()
+            # A second parse is the before image the transaction's effects are diffed from.
+            tx.before = json.loads(json.dumps(tx.data)) if tx.data is not None else None
+            if self.on_load is not None:
+                tx.data, rebuilt = self.on_load(tx.data)
+                if rebuilt:
+                    tx.dirty = True
+                    tx.before = None
+        return tx.data
+
     def write(self, data: dict[str, dict[str, Any]]) -> None:
+        tx = self._tx.get(threading.get_ident())
+        if tx is not None:
+            tx.data = data
+            tx.loaded = True
+            tx.dirty = True
+            return
+        self.write_now(data)
+
+    def write_now(self, data: dict[str, Any]) -> None:
         encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+        ensure_private_dir(self.path.parent)
         atomic_write_bytes(self.path, encoded.encode("utf-8"))
+
+    def begin(self) -> None:
+        self._tx[threading.get_ident()] = _TxData()
+
+    def finish(self) -> _TxData | None:
+        return self._tx.pop(threading.get_ident(), None)
 
     def close(self) -> None:
         return None
 
 
+class _TxData:
+    __slots__ = ("data", "before", "loaded", "dirty")
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] | None = None
+        self.before: dict[str, Any] | None = None
+        self.loaded = False
+        self.dirty = False
+
+
+class TransactionHooks(Protocol):
+    """What a data dir's transaction coordinator (the store) does around a lock hold."""
+
+    def begin(self) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
 class DataLock:
     """One lock for a data dir: exclusive across processes (flock) and threads (RLock).
 
-    Re-entrant within a thread, so a transaction can call helpers that lock again.
+    Re-entrant within a thread, so a transaction can call helpers that lock again. When a
+    coordinator is attached (`hooks`), the outermost hold is one transaction: begun after
+    the lock is taken, committed before it is released, rolled back if the body raised.
+    `hold(transaction=False)` takes the lock for a read that must not begin one.
     """
 
     def __init__(self, path: Path) -> None:
@@ -141,23 +208,64 @@ class DataLock:
         self._thread_lock = threading.RLock()
         self._depth = 0
         self._fd: int | None = None
+        self.hooks: TransactionHooks | None = None
+        self._tx_thread: int | None = None
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether the calling thread holds the lock inside a transaction."""
+        return self._tx_thread == threading.get_ident()
+
+    def _open_locked(self) -> int:
+        ensure_private_dir(self.path.parent)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            mode = fcntl.LOCK_EX
+        except PermissionError:
+            # A read-only data dir (an assessor's snapshot): nobody can write, so a shared
+            # lock on a read-only descriptor is enough for reads.
+            fd = os.open(self.path, os.O_RDONLY)
+            mode = fcntl.LOCK_SH
+        except OSError as error:
+            if error.errno != 30:  # EROFS
+                raise
+            fd = os.open(self.path, os.O_RDONLY)
+            mode = fcntl.LOCK_SH
+        try:
+            fcntl.flock(fd, mode)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
+    def hold(self, transaction: bool = True) -> Iterator[None]:
         with self._thread_lock:
-            if self._depth == 0:
-                ensure_private_dir(self.path.parent)
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                except BaseException:
-                    os.close(fd)
-                    raise
-                self._fd = fd
+            outermost = self._depth == 0
+            if outermost:
+                self._fd = self._open_locked()
             self._depth += 1
+            began = False
             try:
-                yield
+                if outermost and transaction and self.hooks is not None:
+                    self.hooks.begin()
+                    began = True
+                    self._tx_thread = threading.get_ident()
+                try:
+                    yield
+                except BaseException:
+                    if began:
+                        self.hooks.rollback()  # type: ignore[union-attr]
+                    raise
+                if began:
+                    try:
+                        self.hooks.commit()  # type: ignore[union-attr]
+                    except BaseException:
+                        self.hooks.rollback()  # type: ignore[union-attr]
+                        raise
             finally:
+                if began:
+                    self._tx_thread = None
                 self._depth -= 1
                 if self._depth == 0 and self._fd is not None:
                     fcntl.flock(self._fd, fcntl.LOCK_UN)

@@ -50,9 +50,11 @@ import contextlib
 import gzip
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
+import threading
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -63,8 +65,18 @@ from typing import Any
 
 from tinydb import TinyDB
 
+from portconsole.core.audit import AuditEntry, AuditLog
 from portconsole.core.errors import StoreError
+from portconsole.core.identity import Actor
 from portconsole.core.model import OPEN, Change, PortObservation, ScanResult, port_key
+from portconsole.core.projection import (
+    apply_effects,
+    chunk_sha256,
+    compare_tables,
+    position_of,
+    set_position,
+    well_formed,
+)
 from portconsole.core.settings import RetentionSettings
 from portconsole.core.storage import (
     FILE_MODE,
@@ -93,6 +105,8 @@ from portconsole.core.store_segment import (
     spec_ports,
 )
 from portconsole.core.timeutil import add_months, iso, month_key, utcnow
+
+log = logging.getLogger(__name__)
 
 STORE_FORMAT = 2  # 2: segment lines are tagged arrays, checkpoints inside the month
 HOT_FILE = "hot.json"
@@ -621,29 +635,290 @@ class Store:
     every write holds `lock`.
     """
 
-    def __init__(self, data_dir: Path, retention: RetentionSettings | None = None) -> None:
-        self.data_dir = ensure_private_dir(Path(data_dir))
+    def __init__(
+        self,
+        data_dir: Path,
+        retention: RetentionSettings | None = None,
+        *,
+        readonly: bool = False,
+    ) -> None:
+        self.data_dir = Path(data_dir) if readonly else ensure_private_dir(Path(data_dir))
         self.retention = retention or RetentionSettings()
+        self.readonly = readonly
         self.hot_path = self.data_dir / HOT_FILE
         self.segment_dir = self.data_dir / SEGMENT_DIR
         self.xml_dir = self.data_dir / XML_DIR
         self.lock = DataLock(self.data_dir / LOCK_FILE)
         self.hot: TinyDB = open_tinydb(self.hot_path)
+        self.journal = AuditLog(self.data_dir, self.lock)
         self._segments = SegmentCache(self.segment_dir)
         self._read_cache: tuple[str, _Hot] | None = None
+        self._memory: _Hot | None = None  # a read-only store's projection rebuilt in memory
+        self._tx_chunks: dict[int, list[dict[str, Any]]] = {}
+        self.hot.storage.on_load = self._checked  # type: ignore[attr-defined]
+        if readonly:
+            with self.lock.hold(transaction=False):
+                raw = self.hot.storage._load()  # type: ignore[attr-defined]
+                checked, rebuilt = self._checked(raw, write=False)
+                if rebuilt:
+                    self._memory = _Hot(checked)
+            return
+        self.lock.hooks = self
         with self.lock.hold():
             hot = self._read_hot()
-            if self._recover(hot):
-                self._write_hot(hot)
-            else:
-                # Read under the lock, so no writer changed it since: the first query after
-                # opening reuses it instead of parsing the hot file again.
-                self._read_cache = (self.data_version(), hot)
+            self._recover(hot)
+
+    # ------------------------------------------------------------------ transactions
+
+    def begin(self) -> None:
+        """The outermost lock hold opens one transaction (see DataLock)."""
+        self.journal.begin()
+        self.hot.storage.begin()  # type: ignore[attr-defined]
+        self._tx_chunks[threading.get_ident()] = []
+
+    def commit(self) -> None:
+        """Journal first (one append: events, effects, chunks), then the projection cache."""
+        from portconsole.core.projection import diff_tables
+
+        tx = self.hot.storage.finish()  # type: ignore[attr-defined]
+        chunks = self._tx_chunks.pop(threading.get_ident(), [])
+        effects = None
+        if tx is not None and tx.dirty and tx.data is not None:
+            effects = diff_tables(tx.before, tx.data)
+        head = self.journal.commit(effects, chunks)
+        if tx is not None and tx.dirty and tx.data is not None:
+            if head is not None:
+                set_position(tx.data, head.seq, head.hash)
+            self.hot.storage.write_now(tx.data)  # type: ignore[attr-defined]
+            self._read_cache = None
+
+    def rollback(self) -> None:
+        """Nothing of a failed operation is kept; scan bytes it appended are cut aside later."""
+        self.hot.storage.finish()  # type: ignore[attr-defined]
+        self._tx_chunks.pop(threading.get_ident(), None)
+        self.journal.discard()
+        self._read_cache = None
+
+    def _checked(
+        self, data: dict[str, Any] | None, write: bool = True
+    ) -> tuple[dict[str, Any], bool]:
+        """The projection to use: `data` when it reflects the journal, else a rebuild."""
+        from portconsole.core.migrate import needs_migration
+
+        if write and needs_migration(self.data_dir, data):
+            from portconsole.core.migrate import migrate
+
+            return migrate(self, data), True
+        tip = self.journal.tip()
+        position = position_of(data) if well_formed(data) else None
+        if position is None and tip.seq == 0 and not self._has_history():
+            fresh: dict[str, Any] = data if well_formed(data) and data else {}
+            return fresh, False
+        if position is not None and self._reflects(position, tip.seq, tip.hash):
+            assert data is not None
+            return data, False
+        if tip.seq == 0:
+            raise StoreError(
+                f"the journal in {self.journal.folder} is missing or empty but {self.data_dir} "
+                "holds projections or scan history: restore journal/ from backup "
+                "(`portconsole audit verify` names what is missing)"
+            )
+        log.warning(
+            "projection %s names journal position %s, the journal is at %d: rebuilding it",
+            self.hot_path,
+            position[0] if position else "none",
+            tip.seq,
+        )
+        return self.replay(write=write), True
+
+    def _has_history(self) -> bool:
+        return self.segment_dir.exists() and any(self.segment_dir.glob(f"*{SEGMENT_SUFFIX}"))
+
+    def _reflects(self, position: tuple[int, str], tip_seq: int, tip_hash: str) -> bool:
+        """Whether a projection at `position` is current: the same event, or only events
+        without effects after it."""
+        seq, digest = position
+        if (seq, digest) == (tip_seq, tip_hash):
+            return True
+        if seq > tip_seq:
+            return False
+        for record in self.journal.records():
+            number = int(record.get("seq", 0))
+            if number == seq and record.get("hash") != digest:
+                return False
+            if number > seq and (record.get("effects") or record.get("chunks")):
+                return False
+        return True
+
+    def replay(self, write: bool = True) -> dict[str, Any]:
+        """The projection rebuilt from the journal and the scan history it vouches for.
+
+        Raises StoreError when a scan history segment does not hold the bytes the journal
+        recorded (deleted, truncated or edited). Bytes past what the journal recorded (an
+        operation that never committed) are cut and kept aside when `write`.
+        """
+        tables: dict[str, Any] = {}
+        chunks: list[dict[str, Any]] = []
+        last: tuple[int, str] = (0, "")
+        for record in self.journal.records():
+            effects = record.get("effects")
+            if isinstance(effects, dict):
+                apply_effects(tables, effects)
+            chunks.extend(c for c in record.get("chunks") or () if isinstance(c, dict))
+            last = (int(record["seq"]), str(record["hash"]))
+        committed = self._check_chunks(chunks, write=write)
+        tables.update(self._derived(committed, chunks))
+        if last[0]:
+            set_position(tables, *last)
+        return tables
+
+    def _check_chunks(self, chunks: list[dict[str, Any]], write: bool) -> dict[str, int]:
+        committed: dict[str, int] = {}
+        by_month: dict[str, list[dict[str, Any]]] = {}
+        for chunk in chunks:
+            month = str(chunk["month"])
+            by_month.setdefault(month, []).append(chunk)
+            committed[month] = max(
+                committed.get(month, 0), int(chunk["offset"]) + int(chunk["length"])
+            )
+        for month, items in by_month.items():
+            path = self._segments.path(month)
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                raise StoreError(
+                    f"history segment {path} is missing but the journal records {len(items)} "
+                    "scans in it: restore it from backup (`portconsole audit verify` lists them)"
+                ) from None
+            for chunk in items:
+                start, length = int(chunk["offset"]), int(chunk["length"])
+                if chunk_sha256(raw[start : start + length]) != chunk.get("sha256"):
+                    raise StoreError(
+                        f"history segment {path} does not hold what the journal recorded for scan "
+                        f"{chunk.get('scan_id')} (bytes {start}-{start + length} deleted or edited): "
+                        "restore it from backup"
+                    )
+            if len(raw) > committed[month] and write:
+                self._cut_aside(path, committed[month])
+        self._segments.clear()
+        return committed
+
+    def _cut_aside(self, path: Path, keep: int) -> None:
+        """Bytes past the committed size: an operation that never committed. Kept, never lost."""
+        raw = path.read_bytes()
+        stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
+        atomic_write_bytes(path.with_name(f"{path.name}.torn-{stamp}"), raw[keep:])
+        with path.open("r+b") as handle:
+            handle.truncate(keep)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._segments.clear()
+        log.warning("history %s: %d uncommitted bytes cut, kept aside", path, len(raw) - keep)
+
+    def _derived(self, committed: dict[str, int], chunks: list[dict[str, Any]]) -> dict[str, Any]:
+        """Hosts, ports and the store's bookkeeping as the scan history leaves them."""
+        hot = _Hot(None)
+        hot.segments.update(committed)
+        if committed:
+            month = max(committed)
+            newest = max(
+                (c for c in chunks if c.get("finished_at")),
+                key=lambda c: (str(c["finished_at"]), int(c["offset"])),
+                default=None,
+            )
+            far = (
+                parse_time(str(newest["finished_at"])) + timedelta(seconds=1)
+                if newest
+                else utcnow()
+            )
+            state = self._state_at(far, None, None, hot=hot)
+            for host_state in state.hosts:
+                doc = hot.host_doc(host_state.address)
+                doc.update(
+                    {
+                        k: v
+                        for k, v in host_state.to_json().items()
+                        if v is not None and k != "address"
+                    }
+                )
+            for port in state.open_ports:
+                hot.port_rows(port.host)[f"{port.port}/{port.proto}"] = [
+                    OPEN,
+                    port.service,
+                    port.product,
+                    port.version,
+                    port.extrainfo,
+                    iso(port.first_seen),
+                    iso(port.last_seen),
+                    port.last_seen_scan_id,
+                    iso(port.fingerprinted_at) if port.fingerprinted_at else None,
+                    None,
+                ]
+            segment = self._segments.load(month, committed[month])
+            hot.meta["lists"] = {"month": month, "ids": list(segment.lists)}
+            checkpoints = [line for line in segment.lines if line.kind == CHECKPOINT]
+            if checkpoints:
+                mark = checkpoints[-1]
+                hot.meta["checkpoint"] = {
+                    "month": month,
+                    "offset": mark.offset,
+                    "size": len(mark.raw) + 1,
+                }
+            hot.meta["recent"] = [str(c.get("scan_id")) for c in chunks][-RECENT_SCAN_IDS:]
+            if newest is not None:
+                hot.meta["last_scan_id"] = newest.get("scan_id")
+                hot.meta["last_finished_at"] = newest["finished_at"]
+                hot.meta["last_scan_month"] = month_key(parse_time(str(newest["finished_at"])))
+        return {name: hot.raw[name] for name in ("hosts", "ports", "meta")}
+
+    def check(self) -> list[str]:
+        """Every difference between the projection cache and a replay of the journal."""
+        with self.lock.hold(transaction=False):
+            live = self.hot.storage._load() or {}  # type: ignore[attr-defined]
+            replayed = self.replay(write=False)
+        problems = compare_tables(live, replayed)
+        position = position_of(live)
+        want = position_of(replayed)
+        if position != want and not (
+            position is not None and want is not None and self._reflects(position, *want)
+        ):
+            problems.insert(
+                0, f"the projection names journal position {position}, the journal is at {want}"
+            )
+        problems += _compare_state(live, replayed)
+        return problems
+
+    def rebuild(self) -> dict[str, Any]:
+        """Rebuild the projection cache from the journal and write it (a copy of the old is kept)."""
+        with self.lock.hold():
+            data = self.replay(write=True)
+            if self.hot_path.exists():
+                stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
+                shutil.copy2(self.hot_path, self.hot_path.with_name(f"{HOT_FILE}.replaced-{stamp}"))
+            # Written through the transaction: the rebuild is an event, its effects the repair.
+            tx = self.hot.storage._tx.get(threading.get_ident())  # type: ignore[attr-defined]
+            if tx is not None:
+                tx.loaded, tx.dirty = True, True
+                tx.before = self.hot.storage._load() if self.hot_path.exists() else None  # type: ignore[attr-defined]
+                if not well_formed(tx.before):
+                    tx.before = None
+                tx.data = data
+            self.journal.append_many(
+                [
+                    AuditEntry(
+                        "store.rebuilt", Actor.current("cli"), details={"hot": str(self.hot_path)}
+                    )
+                ]
+            )
+        self._read_cache = None
+        return data
 
     # ------------------------------------------------------------------ hot file access
 
     def _read_hot(self) -> _Hot:
         raw = self.hot.storage.read()
+        if raw is None or not well_formed(raw):
+            raw = {}
         return _Hot(raw)
 
     def _write_hot(self, hot: _Hot) -> None:
@@ -652,6 +927,10 @@ class Store:
 
     def _snapshot(self) -> _Hot:
         """The hot state for a lock-free read, reused while the file is unchanged."""
+        if self._memory is not None:
+            return self._memory
+        if self.lock.in_transaction:
+            return self._read_hot()
         version = self.data_version()
         cached = self._read_cache
         if cached is not None and cached[0] == version:
@@ -671,7 +950,9 @@ class Store:
     # ------------------------------------------------------------------ recovery
 
     def _recover(self, hot: _Hot) -> bool:
-        """Cut off what a crashed transaction appended past the commit point (under the lock).
+        """Cut what a failed or crashed operation appended past the commit point, keeping it
+        aside (under the lock). The committed sizes come from a projection already checked
+        against the journal, so a cache restored from a backup can never cut history.
 
         Returns whether the hot state needs writing (never, today; kept for callers).
         """
@@ -679,19 +960,6 @@ class Store:
         files = (
             sorted(self.segment_dir.glob(f"*{SEGMENT_SUFFIX}")) if self.segment_dir.exists() else []
         )
-        if files and not self.hot_path.exists():
-            raise StoreError(
-                f"{self.hot_path} is missing but history segments exist in {self.segment_dir}; "
-                "restore hot.json from backup (starting afresh would orphan that history)"
-            )
-        newest = max(committed, default="")
-        # A crashed ingest can leave at most one segment nobody committed: the newest month.
-        uncommitted_new = [
-            p
-            for p in files
-            if p.name[: -len(SEGMENT_SUFFIX)] > newest
-            and committed.get(p.name[: -len(SEGMENT_SUFFIX)], 0) == 0
-        ]
         for path in files:
             month = path.name[: -len(SEGMENT_SUFFIX)]
             size = path.stat().st_size
@@ -703,20 +971,18 @@ class Store:
                     f"history segment {path} is truncated ({size} of {want} committed bytes); "
                     "restore it from backup"
                 )
-            if want == 0 and (path not in uncommitted_new or len(uncommitted_new) > 1):
-                # Not what a crashed ingest leaves (a pruned month whose deletion was cut
-                # short, or a hot file from elsewhere): keep it, aside, never delete it.
+            if want == 0:
                 stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
                 path.rename(path.with_name(f"{path.name}.uncommitted-{stamp}"))
+                self._segments.clear()
                 continue
-            if want == 0:
-                path.unlink()
-            else:
-                with path.open("r+b") as handle:
-                    handle.truncate(want)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            self._segments.clear()
+            self._cut_aside(path, want)
+        for month, want in committed.items():
+            if want and not self._segments.path(month).exists():
+                raise StoreError(
+                    f"history segment {self._segments.path(month)} is missing; restore it from "
+                    "backup (`portconsole audit verify` names what the journal recorded)"
+                )
         # Temp files of writes a kill cut short (only ours: other modules' files are theirs).
         temps = [*self.data_dir.glob(f".{HOT_FILE}.*.tmp")]
         if self.xml_dir.exists():
@@ -842,6 +1108,18 @@ class Store:
         lines.append([SCAN, record["finished_at"], scan.scan_id, record, plan.events])
         data = checkpoint + encode_lines(lines)
         self._append(month, committed, data, durable=durable)
+        chunks = self._tx_chunks.get(threading.get_ident())
+        if chunks is not None:
+            chunks.append(
+                {
+                    "month": month,
+                    "offset": committed,
+                    "length": len(data),
+                    "sha256": chunk_sha256(data),
+                    "scan_id": scan.scan_id,
+                    "finished_at": record["finished_at"],
+                }
+            )
         hot.segments[month] = committed + len(data)
         hot.meta["lists"] = {"month": month, "ids": written_lists}
         hot.meta["checkpoint"] = mark
@@ -1120,10 +1398,12 @@ class Store:
         at: datetime,
         host: str | None = None,
         coverage_window: timedelta | None = None,
+        *,
+        hot: _Hot | None = None,
     ) -> PointInTime:
         at = _utc(at)
         window = coverage_window or DEFAULT_COVERAGE_WINDOW
-        hot = self._snapshot()
+        hot = hot if hot is not None else self._snapshot()
         months = self._months(hot)
         chosen = [m for m in months if m <= month_key(at)]
         starts = self._history_start(hot, months)
@@ -1361,6 +1641,44 @@ class Store:
                         shutil.rmtree(folder)
                         removed["xml_months"] += 1
         return removed
+
+
+def _compare_state(live: dict[str, Any], replayed: dict[str, Any]) -> list[str]:
+    """Differences in what is open and which hosts are up (the facts of the derived tables;
+    last-seen times and closed rows kept for display are not compared)."""
+
+    def facts(data: dict[str, Any]) -> tuple[dict[str, str], dict[str, tuple[Any, ...]]]:
+        hosts = {
+            str(doc.get("address")): str(doc.get("status"))
+            for doc in (data.get("hosts") or {}).values()
+            if isinstance(doc, dict)
+        }
+        ports: dict[str, tuple[Any, ...]] = {}
+        for doc in (data.get("ports") or {}).values():
+            if not isinstance(doc, dict):
+                continue
+            for key, row in (doc.get("ports") or {}).items():
+                if isinstance(row, list) and row and row[_STATE] == OPEN:
+                    ports[f"{doc.get('host')}:{key}"] = tuple(row[_SERVICE:_EXTRA])
+        return hosts, ports
+
+    live_hosts, live_ports = facts(live)
+    want_hosts, want_ports = facts(replayed)
+    problems = []
+    for address in sorted(set(live_hosts) | set(want_hosts)):
+        if live_hosts.get(address, "down") != want_hosts.get(address, "down"):
+            problems.append(
+                f"host {address}: {live_hosts.get(address)} in the projection, "
+                f"{want_hosts.get(address)} in the history"
+            )
+    for key in sorted(set(live_ports) | set(want_ports)):
+        if key not in want_ports:
+            problems.append(f"port {key}: open in the projection, not in the history")
+        elif key not in live_ports:
+            problems.append(f"port {key}: open in the history, missing from the projection")
+        elif live_ports[key] != want_ports[key]:
+            problems.append(f"port {key}: service differs from the history")
+    return problems
 
 
 def load_scan_lines(path: Path) -> list[dict[str, Any]]:
