@@ -420,16 +420,54 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_store(args: argparse.Namespace) -> int:
+    if args.store_command == "check":
+        problems = _monitor(args, reads_only=True).store_check()
+        if args.json:
+            _emit_json({"ok": not problems, "differences": problems})
+        elif problems:
+            for problem in problems:
+                print(terminal_safe(problem))
+        else:
+            print("OK: the projections match a replay of the journal")
+        return 1 if problems else 0
+    monitor = _monitor(args)
+    monitor.store_rebuild()
+    print("rebuilt the projections from the journal")
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     monitor = _monitor(args, reads_only=True)
     if args.audit_command == "verify":
-        result = monitor.audit_verify()
+        from portconsole.core.audit import parse_anchor
+
+        anchors = [parse_anchor(text) for text in args.anchor or ()]
+        result = monitor.audit_verify(anchors)
+        if args.json:
+            _emit_json(result.to_json())
+            return 0 if result.ok else 1
         if result.ok:
-            print(f"OK: {result.count} events, chain intact")
+            anchored = f", {len(anchors)} anchors match" if anchors else ""
+            print(
+                f"OK: {result.count} events, chain intact{anchored}, projections match the journal"
+            )
             return 0
         where = f" at event {result.first_bad_seq}" if result.first_bad_seq is not None else ""
         print(f"BROKEN{where}: {result.reason}")
+        for problem in result.problems[1:]:
+            print(f"  also: {problem}")
         return 1
+    if args.audit_command == "head":
+        tip = monitor.audit.tip()
+        events = monitor.audit.events() if tip.seq else []
+        recorded = iso(events[-1].recorded_at or events[-1].at) if events else None
+        head = {"seq": tip.seq, "hash": tip.hash, "recorded_at": recorded}
+        if args.json:
+            _emit_json(head)
+        else:
+            print(f"{tip.seq}:{tip.hash}  (recorded {recorded or 'never'})")
+        return 0
     events = monitor.audit_events(since=args.since)
     if args.json:
         _emit_json({"events": [e.to_json() for e in events]})
@@ -679,9 +717,38 @@ def build_parser() -> argparse.ArgumentParser:
     asub.add_parser(
         "verify", help="check every hash; exit 1 at the first broken event", parents=[common]
     )
+    verify = asub.choices["verify"]
+    verify.add_argument(
+        "--anchor",
+        action="append",
+        metavar="SEQ:HASH",
+        help="a head published earlier (from `audit head`); fails if the journal up to SEQ "
+        "no longer has HASH, e.g. --anchor 42:3f0c...",
+    )
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    a = asub.add_parser(
+        "head",
+        help="print the journal's newest event as SEQ:HASH (to publish as an anchor)",
+        parents=[common],
+    )
+    a.add_argument("--json", action="store_true", help='print {"seq", "hash", "recorded_at"}')
     a = asub.add_parser("show", help="list audit events", parents=[common])
     a.add_argument("--since", type=_time_arg)
     a.add_argument("--json", action="store_true")
+
+    p = add("store", cmd_store, "check or rebuild the projections (caches) from the journal")
+    ssub = p.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    s = ssub.add_parser(
+        "check",
+        help="compare the cache with a replay of the journal; exit 1 on a difference",
+        parents=[common],
+    )
+    s.add_argument("--json", action="store_true", help="print the differences as JSON")
+    ssub.add_parser(
+        "rebuild",
+        help="rebuild the cache from the journal (the old one is kept beside it)",
+        parents=[common],
+    )
 
     p = add("notify", cmd_notify, "notification outbox: status, flush, test")
     nsub = p.add_subparsers(dest="notify_command", required=True, metavar="ACTION")

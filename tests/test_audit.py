@@ -22,8 +22,8 @@ MAY = datetime(2026, 5, 1, 1, 0, tzinfo=UTC)
 ALICE = Actor(user="alice", host="console1", origin="tui", ssh_client="127.0.5.3")
 
 
-def make_log(data_dir: Path, **kwargs: Any) -> AuditLog:
-    return AuditLog(data_dir, DataLock(data_dir / "store.lock"), **kwargs)
+def make_log(data_dir: Path) -> AuditLog:
+    return AuditLog(data_dir, DataLock(data_dir / "store.lock"))
 
 
 @pytest.fixture
@@ -49,21 +49,28 @@ def chain(tmp_path: Path) -> AuditLog:
     return log
 
 
-def segment_path(log: AuditLog, seq: int) -> Path:
-    return log.folder / ("2026-04.json" if seq <= 3 else "2026-05.json")
+def segment_path(log: AuditLog) -> Path:
+    (path,) = log.segments()
+    return path
 
 
-def read_segment(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(path.read_bytes())
-    return data
+def read_records(log: AuditLog) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in segment_path(log).read_bytes().splitlines()]
 
 
-def write_segment(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data))
+def write_records(log: AuditLog, records: list[dict[str, Any]]) -> None:
+    segment_path(log).write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in records))
 
 
-def index_of(data: dict[str, Any], seq: int) -> int:
-    return next(i for i, event in enumerate(data["events"]) if event["seq"] == seq)
+def split_in_two(log: AuditLog) -> tuple[Path, Path]:
+    """Events 1-3 in an older month's segment, 4-6 in the newer (as a month change leaves)."""
+    path = segment_path(log)
+    lines = path.read_bytes().splitlines(keepends=True)
+    older, newer = log.folder / "2000-01.jsonl", log.folder / "2000-02.jsonl"
+    older.write_bytes(b"".join(lines[:3]))
+    newer.write_bytes(b"".join(lines[3:]))
+    path.unlink()
+    return older, newer
 
 
 def test_intact_chain_verifies_with_count(chain: AuditLog) -> None:
@@ -71,17 +78,17 @@ def test_intact_chain_verifies_with_count(chain: AuditLog) -> None:
     assert result.ok, result.reason
     assert result.count == 6
     assert result.first_bad_seq is None
-    assert sorted(p.name for p in chain.folder.iterdir()) == [
-        "2026-04.json",
-        "2026-05.json",
-        "head.json",
-    ]
+    names = sorted(p.name for p in chain.folder.iterdir())
+    assert names == [segment_path(chain).name, "head.json"]
+    assert segment_path(chain).name.endswith(".jsonl")
     events = chain.events()
     assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]
     assert events[0].prev_hash == GENESIS_HASH
     assert all(b.prev_hash == a.hash for a, b in zip(events, events[1:], strict=False))
     head = chain.head()
     assert head is not None and (head.seq, head.hash) == (6, events[-1].hash)
+    assert events[0].at == APRIL and events[0].recorded_at is not None
+    assert events[0].recorded_at > APRIL  # observed in April, recorded now
     assert events[0].actor == {
         "user": "alice",
         "sudo_user": None,
@@ -99,10 +106,9 @@ def test_empty_chain_verifies(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("seq", [1, 2, 3, 4, 5, 6])
 def test_editing_an_event_fails_at_that_event(chain: AuditLog, seq: int) -> None:
-    path = segment_path(chain, seq)
-    data = read_segment(path)
-    data["events"][index_of(data, seq)]["details"]["forged"] = True
-    write_segment(path, data)
+    records = read_records(chain)
+    records[seq - 1]["details"]["forged"] = True
+    write_records(chain, records)
     result = chain.verify()
     assert not result.ok
     assert result.first_bad_seq == seq
@@ -110,31 +116,30 @@ def test_editing_an_event_fails_at_that_event(chain: AuditLog, seq: int) -> None
     assert f"event {seq}" in result.reason
 
 
-@pytest.mark.parametrize("field", ["actor", "outcome", "at", "action"])
+@pytest.mark.parametrize("field", ["actor", "outcome", "at", "action", "recorded_at"])
 def test_editing_any_field_is_detected(chain: AuditLog, field: str) -> None:
-    path = segment_path(chain, 2)
-    data = read_segment(path)
-    event = data["events"][index_of(data, 2)]
+    records = read_records(chain)
+    event = records[1]
     forged = {
         "actor": {**event["actor"], "user": "mallory"},
         "outcome": "failure",
         "at": "2026-04-01T00:00:00Z",
+        "recorded_at": "2026-04-01T00:00:00Z",
         "action": "finding.approved",
     }[field]
     assert event[field] != forged
     event[field] = forged
-    write_segment(path, data)
+    write_records(chain, records)
     assert chain.verify().first_bad_seq == 2
 
 
 @pytest.mark.parametrize("seq", [2, 3, 4])
 def test_edit_with_recomputed_hash_breaks_the_next_link(chain: AuditLog, seq: int) -> None:
-    path = segment_path(chain, seq)
-    data = read_segment(path)
-    event = data["events"][index_of(data, seq)]
+    records = read_records(chain)
+    event = records[seq - 1]
     event["outcome"] = "failure" if event["outcome"] == "success" else "success"
     event["hash"] = event_hash(event)
-    write_segment(path, data)
+    write_records(chain, records)
     result = chain.verify()
     assert not result.ok
     assert result.first_bad_seq == seq + 1
@@ -142,70 +147,72 @@ def test_edit_with_recomputed_hash_breaks_the_next_link(chain: AuditLog, seq: in
 
 
 def test_edit_of_last_event_with_recomputed_hash_is_caught_by_the_head(chain: AuditLog) -> None:
-    path = segment_path(chain, 6)
-    data = read_segment(path)
-    data["events"][-1]["details"]["n"] = 99
-    data["events"][-1]["hash"] = event_hash(data["events"][-1])
-    write_segment(path, data)
+    records = read_records(chain)
+    records[-1]["details"]["n"] = 99
+    records[-1]["hash"] = event_hash(records[-1])
+    write_records(chain, records)
     result = chain.verify()
     assert not result.ok and result.first_bad_seq == 6
 
 
-@pytest.mark.parametrize("seq", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("seq", [1, 2, 3, 4, 5])
 def test_deleting_an_event_fails_at_that_event(chain: AuditLog, seq: int) -> None:
-    path = segment_path(chain, seq)
-    data = read_segment(path)
-    del data["events"][index_of(data, seq)]
-    write_segment(path, data)
+    records = read_records(chain)
+    del records[seq - 1]
+    write_records(chain, records)
     result = chain.verify()
     assert not result.ok
     assert result.first_bad_seq == seq
     assert "missing" in result.reason
 
 
-def test_deleting_a_whole_segment_is_detected(chain: AuditLog) -> None:
-    (chain.folder / "2026-04.json").unlink()
+def test_deleting_the_last_event_is_caught_by_the_head(chain: AuditLog) -> None:
+    write_records(chain, read_records(chain)[:-1])
     result = chain.verify()
-    assert not result.ok and result.first_bad_seq == 1
-    (chain.folder / "2026-05.json").unlink()
+    assert not result.ok and result.first_bad_seq == 6 and "missing" in result.reason
+
+
+def test_deleting_a_whole_segment_is_detected(chain: AuditLog) -> None:
+    older, newer = split_in_two(chain)
+    assert chain.verify().ok
+    older.unlink()
     result = chain.verify()
     assert not result.ok and result.first_bad_seq == 1
 
 
 def test_deleting_the_newest_segment_is_detected(chain: AuditLog) -> None:
-    (chain.folder / "2026-05.json").unlink()
+    _, newer = split_in_two(chain)
+    newer.unlink()
     result = chain.verify()
     assert not result.ok and result.first_bad_seq == 4 and result.count == 3
 
 
-def test_reordering_within_a_segment_fails_at_the_first_moved_event(chain: AuditLog) -> None:
-    path = segment_path(chain, 2)
-    data = read_segment(path)
-    events = data["events"]
-    events[1], events[2] = events[2], events[1]
-    write_segment(path, data)
+def test_reordering_fails_at_the_first_moved_event(chain: AuditLog) -> None:
+    records = read_records(chain)
+    records[1], records[2] = records[2], records[1]
+    write_records(chain, records)
     result = chain.verify()
     assert not result.ok and result.first_bad_seq == 2
     assert "out of order" in result.reason
 
 
-def test_reordering_across_the_segment_boundary_fails_at_that_event(chain: AuditLog) -> None:
-    april_path, may_path = segment_path(chain, 3), segment_path(chain, 4)
-    april, may = read_segment(april_path), read_segment(may_path)
-    april["events"][-1], may["events"][0] = may["events"][0], april["events"][-1]
-    write_segment(april_path, april)
-    write_segment(may_path, may)
-    result = chain.verify()
-    assert not result.ok and result.first_bad_seq == 3
-
-
 def test_swapping_whole_segment_contents_is_detected(chain: AuditLog) -> None:
-    april_path, may_path = segment_path(chain, 1), segment_path(chain, 6)
-    april, may = april_path.read_bytes(), may_path.read_bytes()
-    april_path.write_bytes(may)
-    may_path.write_bytes(april)
+    older, newer = split_in_two(chain)
+    a, b = older.read_bytes(), newer.read_bytes()
+    older.write_bytes(b)
+    newer.write_bytes(a)
     result = chain.verify()
     assert not result.ok and result.first_bad_seq == 1
+
+
+def test_an_event_inserted_in_the_middle_is_detected(chain: AuditLog) -> None:
+    records = read_records(chain)
+    forged = {**records[2], "details": {"forged": True}}
+    forged["hash"] = event_hash(forged)
+    records.insert(3, forged)
+    write_records(chain, records)
+    result = chain.verify()
+    assert not result.ok and result.first_bad_seq == 4
 
 
 def test_tampered_head_is_an_inconsistency(chain: AuditLog) -> None:
@@ -218,7 +225,7 @@ def test_tampered_head_is_an_inconsistency(chain: AuditLog) -> None:
 
     chain.head_path.write_text(json.dumps({**head, "seq": 3}))
     result = chain.verify()
-    assert not result.ok and "head.json" in result.reason
+    assert not result.ok and any("past the head" in p for p in result.problems)
 
     chain.head_path.write_text("{not json")
     assert not chain.verify().ok
@@ -231,86 +238,78 @@ def test_tampered_head_is_an_inconsistency(chain: AuditLog) -> None:
     assert chain.verify().ok
 
 
-def test_append_after_a_tail_deletion_keeps_the_hole_visible(chain: AuditLog) -> None:
-    path = segment_path(chain, 6)
-    data = read_segment(path)
-    data["events"].pop()
-    write_segment(path, data)
-    event = chain.append("export", actor=ALICE, at=MAY + timedelta(hours=1))
-    assert event.seq == 7
+def test_a_forged_event_appended_past_the_head_fails(chain: AuditLog) -> None:
+    records = read_records(chain)
+    forged = {
+        **records[-1],
+        "seq": 7,
+        "action": "approval.added",
+        "prev_hash": records[-1]["hash"],
+        "tx": [7, 1],
+    }
+    forged["hash"] = event_hash(forged)
+    write_records(chain, [*records, forged])
     result = chain.verify()
-    assert not result.ok and result.first_bad_seq == 6
+    assert not result.ok and result.first_bad_seq == 7 and "past the head" in result.reason
 
 
-def test_crash_between_segment_and_head_write_is_accepted(chain: AuditLog) -> None:
-    """The segment is written before the head: a crash between leaves the head one behind."""
+def test_an_older_head_put_back_is_recorded_and_stays_visible(chain: AuditLog) -> None:
+    older = chain.head_path.read_bytes()
+    for index in range(3):
+        chain.append("finding.ack", actor=ALICE, details={"i": index})
+    chain.head_path.write_bytes(older)  # three transactions behind
+    assert not chain.verify().ok
+    # The next writer records the mismatch instead of papering over it.
+    event = chain.append("export", actor=ALICE)
+    result = chain.verify()
+    assert not result.ok
+    assert any("head.json is behind" in problem for problem in result.problems)
+    assert event.seq == 11  # 9 events, the mismatch record, then this one
+
+
+def test_a_crash_between_journal_and_head_is_repaired_by_the_next_write(chain: AuditLog) -> None:
     old_head = chain.head_path.read_bytes()
-    chain.append("scan.start", actor=ALICE, at=MAY + timedelta(hours=2))
-    chain.head_path.write_bytes(old_head)
+    chain.append_many([AuditEntry("scan.start", ALICE), AuditEntry("scan.end", ALICE)])
+    chain.head_path.write_bytes(old_head)  # the head write never happened
+    assert not chain.verify().ok  # not acknowledged yet: verify says so
+    event = chain.append("export", actor=ALICE)
+    assert event.seq == 9
     result = chain.verify()
-    assert result.ok and result.count == 7
-    event = chain.append("scan.end", actor=ALICE, at=MAY + timedelta(hours=3))
-    assert event.seq == 8
-    result = chain.verify()
-    assert result.ok and result.count == 8
+    assert result.ok, result.reason
 
 
-def test_append_many_writes_a_batch_across_segments(tmp_path: Path) -> None:
-    log = make_log(tmp_path, segment_max_events=3)
-    log.append("scan.start", actor=ALICE, at=APRIL)
-    old_head = log.head_path.read_bytes()
-    batch = [
-        AuditEntry("change.port_opened", ALICE, resource={"port": port}, at=APRIL)
-        for port in range(4)
-    ] + [AuditEntry("scan.end", ALICE, outcome="failure", at=MAY)]
-    events = log.append_many(batch)
-    assert [e.seq for e in events] == [2, 3, 4, 5, 6]
-    assert [s.filename for s in log.segments()] == [
-        "2026-04.json",
-        "2026-04.1.json",
-        "2026-05.json",
-    ]
-    result = log.verify()
-    assert result.ok and result.count == 6
-    # A crash after the segments but before the head leaves the head at an earlier event.
-    log.head_path.write_bytes(old_head)
-    result = log.verify()
-    assert result.ok and "interrupted" in result.reason
-    assert log.append("export", actor=ALICE, at=MAY).seq == 7
-    assert log.verify().ok
-    assert log.append_many([]) == []
+def test_a_torn_tail_is_cut_and_kept_aside(chain: AuditLog) -> None:
+    path = segment_path(chain)
+    good, head = path.read_bytes(), chain.head_path.read_bytes()
+    chain.append_many([AuditEntry("scan.start", ALICE), AuditEntry("scan.end", ALICE)])
+    chain.head_path.write_bytes(head)  # the crash came before the head was written
+    whole = path.read_bytes()
+    # The crash left the first line of the two-event transaction and half of the second.
+    torn = whole[: len(good) + (len(whole) - len(good)) * 3 // 4]
+    path.write_bytes(torn)
+    event = chain.append("export", actor=ALICE)
+    assert event.seq == 7  # the torn transaction never happened
+    assert chain.verify().ok
+    (aside,) = chain.folder.glob("*.torn-*")
+    assert aside.read_bytes() == torn[len(good) :]
 
 
-def test_head_missing_beside_events_is_damage(tmp_path: Path) -> None:
-    log = make_log(tmp_path)
-    log.append("daemon.start", actor=ALICE)
-    assert log.verify().ok
-    log.head_path.unlink()
-    assert not log.verify().ok
-
-
-def test_segments_roll_by_size_and_still_verify(tmp_path: Path) -> None:
-    log = make_log(tmp_path, segment_max_events=2)
-    for index in range(5):
-        log.append("note", actor=ALICE, at=MAY + timedelta(minutes=index))
-    log.append("note", actor=ALICE, at=MAY.replace(month=6))
-    names = sorted(p.name for p in log.folder.glob("2026-*.json"))
-    assert names == ["2026-05.1.json", "2026-05.2.json", "2026-05.json", "2026-06.json"]
-    assert [str(s) for s in log.segments()] == ["2026-05", "2026-05.1", "2026-05.2", "2026-06"]
-    result = log.verify()
-    assert result.ok and result.count == 6
-    # Deleting the middle part of a month is caught at its first event.
-    (log.folder / "2026-05.1.json").unlink()
-    result = log.verify()
-    assert not result.ok and result.first_bad_seq == 3
-
-
-def test_clock_stepping_back_a_month_keeps_chain_order(tmp_path: Path) -> None:
-    log = make_log(tmp_path)
-    log.append("a", actor=ALICE, at=MAY)
-    log.append("b", actor=ALICE, at=APRIL)
-    assert [s.filename for s in log.segments()] == ["2026-05.json"]
-    assert log.verify().ok
+def test_anchors_catch_a_whole_chain_rewrite(chain: AuditLog) -> None:
+    anchor = (3, read_records(chain)[2]["hash"])
+    assert chain.verify([anchor]).ok
+    # An insider rewrites event 2 and recomputes every later hash and the head.
+    records = read_records(chain)
+    records[1]["details"] = {"rewritten": True}
+    prev = records[0]["hash"]
+    for record in records[1:]:
+        record["prev_hash"] = prev
+        record["hash"] = event_hash(record)
+        prev = record["hash"]
+    write_records(chain, records)
+    chain.head_path.write_text(json.dumps({"seq": 6, "hash": prev, "segment": ""}))
+    assert chain.verify().ok  # without an anchor the rewrite is consistent
+    result = chain.verify([anchor])
+    assert not result.ok and result.first_bad_seq == 3 and "anchor" in result.reason
 
 
 def test_events_filter_by_time_and_details_round_trip(chain: AuditLog) -> None:
@@ -347,7 +346,7 @@ from portconsole.core.audit import AuditLog
 from portconsole.core.identity import Actor
 from portconsole.core.storage import DataLock
 data = Path(sys.argv[1])
-log = AuditLog(data, DataLock(data / "store.lock"), segment_max_events=7)
+log = AuditLog(data, DataLock(data / "store.lock"))
 actor = Actor(user=sys.argv[2], host="h", origin="daemon")
 for i in range(int(sys.argv[3])):
     log.append("scan.start", actor=actor, details={"i": i})

@@ -310,6 +310,8 @@ class AuditLog:
         return self._write(staged.records)
 
     def _stage(self, staged: _Staged, entries: Sequence[AuditEntry]) -> list[dict[str, Any]]:
+        """Chain `entries` after the staged ones; returns their records (only theirs)."""
+        asked = len(entries)
         if not staged.records:
             tip = self.tip()
             staged.tip = (tip.seq, tip.hash)
@@ -347,7 +349,7 @@ class AuditLog:
             staged.records.append(record)
             made.append(record)
             prev_seq, prev_hash = record["seq"], record["hash"]
-        return made
+        return made[-asked:]
 
     def _write(self, records: list[dict[str, Any]]) -> ChainHead:
         first = int(records[0]["seq"])
@@ -601,6 +603,12 @@ def _cut_torn_tail(path: Path) -> None:
     )
 
 
+def _holds_seq(raw_segments: Sequence[tuple[str, bytes]], seq: int) -> bool:
+    """Whether event `seq` is stored anywhere (computed only once a break is found)."""
+    needle = re.compile(rb'"seq":\s*' + str(seq).encode() + rb"\s*[,}]")
+    return any(needle.search(raw) for _, raw in raw_segments)
+
+
 def verify_chain(
     raw_segments: Sequence[tuple[str, bytes]],
     head_raw: bytes | None,
@@ -643,7 +651,8 @@ def verify_chain(
                 stopped = True
                 break
             if seq != expected:
-                kind = "missing (deleted?)" if seq > expected else "out of order"
+                moved = seq < expected or _holds_seq(raw_segments, expected)
+                kind = "out of order" if moved else "missing (deleted?)"
                 problems.append(
                     (expected, f"event {expected} is {kind}: found event {seq} in {name}")
                 )

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from portconsole.core.approvals import Approval, ApprovalRegistry
 from portconsole.core.audit import AuditEntry, AuditEvent, AuditLog, VerifyResult
 from portconsole.core.detect import classify_port, detect, scan_coverage
-from portconsole.core.errors import NotFoundError, PermissionRefused, UserError
+from portconsole.core.errors import NotFoundError, PermissionRefused, StoreError, UserError
 from portconsole.core.findings import Finding, FindingBook, FindingCandidate
 from portconsole.core.identity import Actor
 from portconsole.core.leader import LeaderElection, LeaderInfo
@@ -44,7 +44,7 @@ from portconsole.core.targets import PortSpec, expand_targets, ip_sort_key, pars
 from portconsole.core.timeutil import add_months, iso, utcnow
 
 if TYPE_CHECKING:
-    from portconsole.core.scanner import Scanner
+    from portconsole.core.scanning import ScannerLike
 
 # Ports whose fingerprint is older than this are fingerprinted again, so a product swapped
 # behind an unchanged port is still noticed ("changed" mode cannot see it from a sweep).
@@ -162,7 +162,13 @@ class Monitor:
     """One service object over the store, scanner, detection, audit and notifications."""
 
     def __init__(
-        self, settings: Settings, paths: Paths, *, origin: str = "cli", readonly: bool = False
+        self,
+        settings: Settings,
+        paths: Paths,
+        *,
+        origin: str = "cli",
+        readonly: bool = False,
+        scanner: ScannerLike | None = None,
     ) -> None:
         self.settings = settings
         self.paths = paths
@@ -170,8 +176,8 @@ class Monitor:
         self.readonly = readonly
         self.actor = Actor.current(origin)
         self.scope = settings.scope_obj()
-        self.store = Store(paths.data_dir, settings.retention)
-        self.audit = AuditLog(paths.data_dir, self.store.lock)
+        self.store = Store(paths.data_dir, settings.retention, readonly=readonly)
+        self.audit: AuditLog = self.store.journal
         self.approvals = ApprovalRegistry(self.store.hot, self.store.lock, settings)
         self.findings_book = FindingBook(self.store.hot, self.store.lock)
         self.notifier = Notifier(
@@ -186,7 +192,8 @@ class Monitor:
         self.leader = LeaderElection(
             paths.data_dir, self.actor, stale_after=settings.daemon.leader_stale_seconds
         )
-        self._scanner: Scanner | None = None
+        # Tests and replays pass their own scanner; by default the real nmap is used.
+        self._scanner: ScannerLike | None = scanner
         self._scan_lock = threading.Lock()
         self.warnings: list[str] = []
         self._delivery: DeliveryWorker | None = None
@@ -276,7 +283,7 @@ class Monitor:
         self._delivery = None
 
     @property
-    def scanner(self) -> Scanner:
+    def scanner(self) -> ScannerLike:
         # Imported on first use: reads and decisions need neither python-nmap nor nmap.
         if self._scanner is None:
             from portconsole.core.scanner import Scanner
@@ -433,8 +440,36 @@ class Monitor:
     def audit_events(self, since: datetime | None = None) -> list[AuditEvent]:
         return self.audit.events(since=since)
 
-    def audit_verify(self) -> VerifyResult:
-        return self.audit.verify()
+    def audit_verify(self, anchors: Iterable[tuple[int, str]] = ()) -> VerifyResult:
+        """The journal's chain, head and anchors, then the projections against a replay."""
+        result = self.audit.verify(anchors)
+        problems = list(result.problems)
+        if self.store.damage:
+            problems.append(self.store.damage)
+        elif result.ok or result.count:
+            try:
+                problems += self.store.check()
+            except StoreError as error:
+                problems.append(str(error))
+        if not problems:
+            return result
+        return VerifyResult(
+            False,
+            result.count,
+            result.first_bad_seq,
+            problems[0],
+            result.head,
+            tuple(problems),
+        )
+
+    def store_check(self) -> list[str]:
+        if self.store.damage:
+            return [self.store.damage]
+        return self.store.check()
+
+    def store_rebuild(self) -> None:
+        self._require_write("rebuild the projections")
+        self.store.rebuild()
 
     def audit_tip(self) -> str:
         """A cheap token that changes whenever an event is appended (the chain's head)."""
@@ -1131,14 +1166,11 @@ class Monitor:
 
     def import_xml(self, path: Path) -> CycleResult:
         """Ingest an nmap XML report made elsewhere through the same path as a scan."""
-        from portconsole.core.nmapxml import parse_nmap_xml
+        from portconsole.core.nmapxml import import_report
 
         self._require_write("import scans")
-        try:
-            data = Path(path).read_bytes()
-        except OSError as error:
-            raise UserError(f"cannot read {path}: {error.strerror}") from None
-        scan = parse_nmap_xml(data, self.scope)
+        # Bounded: regular files only (a FIFO or /dev/zero is refused), size-capped.
+        scan = import_report(Path(path), self.scope)
         changes, alerts, gaps = self._ingest_and_detect(scan, scan.group, len(scan.addresses))
         now = utcnow()
         active = self.approvals.active()

@@ -655,11 +655,18 @@ class Store:
         self._read_cache: tuple[str, _Hot] | None = None
         self._memory: _Hot | None = None  # a read-only store's projection rebuilt in memory
         self._tx_chunks: dict[int, list[dict[str, Any]]] = {}
+        self.damage: str | None = None  # why a read-only store could not check its projection
         self.hot.storage.on_load = self._checked  # type: ignore[attr-defined]
         if readonly:
+            # Nothing is written: a projection that does not reflect the journal is rebuilt
+            # in memory for this process only (an assessor's read-only snapshot works).
             with self.lock.hold(transaction=False):
                 raw = self.hot.storage._load()  # type: ignore[attr-defined]
-                checked, rebuilt = self._checked(raw, write=False)
+                try:
+                    checked, rebuilt = self._checked(raw, write=False)
+                except StoreError as error:
+                    self.damage = str(error)
+                    return
                 if rebuilt:
                     self._memory = _Hot(checked)
             return
@@ -875,6 +882,13 @@ class Store:
         """Every difference between the projection cache and a replay of the journal."""
         with self.lock.hold(transaction=False):
             live = self.hot.storage._load() or {}  # type: ignore[attr-defined]
+            if self.journal.tip().seq == 0 and (
+                position_of(live) is not None or self._has_history()
+            ):
+                return [
+                    f"the journal in {self.journal.folder} is missing or empty while "
+                    "projections or scan history exist"
+                ]
             replayed = self.replay(write=False)
         problems = compare_tables(live, replayed)
         position = position_of(live)
