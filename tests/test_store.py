@@ -261,8 +261,15 @@ def test_duplicate_and_out_of_order_scans(tmp_path: Path) -> None:
     assert (store.scan("site-b") or {})["stale"] == [h2]
     assert {p.key for p in store.current_ports()} == {f"{h2}:22/tcp", f"{h3}:443/tcp"}
     store.ingest(make_scan("s5", T0 + timedelta(days=40), {h2: [obs(22)]}))
-    with pytest.raises(StoreError, match="before the newest history"):
-        store.ingest(make_scan("old", T0 + timedelta(days=1), {h2: []}))
+    # A report from a month before the newest history is kept (a late line in the newest
+    # segment): it is history, never the current state, and later scans still apply.
+    assert store.ingest(make_scan("old", T0 + timedelta(days=1), {h2: []})) == []
+    assert (store.scan("old") or {})["stale"] == [h2]
+    assert "old" in [r["scan_id"] for r in store.scans(until=T0 + timedelta(days=2))]
+    assert {p.key for p in store.current_ports()} == {f"{h2}:22/tcp", f"{h3}:443/tcp"}
+    assert kinds(store.ingest(make_scan("s6", T0 + timedelta(days=41), {h2: []}))) == [
+        ("port_closed", h2, 22)
+    ]
 
 
 def test_bulk_ingest_writes_the_same_files_as_ingest(tmp_path: Path) -> None:

@@ -85,6 +85,9 @@ class ScanResult:
     imported: bool = False
     group: str = ""
     fingerprinted: int = 0
+    # Set by the store: an imported report older than the newest history (changes history,
+    # never the current state).
+    backfill: bool = False
 
     def host(self, address: str) -> HostObservation | None:
         for host in self.hosts:

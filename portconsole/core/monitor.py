@@ -176,7 +176,12 @@ class Monitor:
         self.readonly = readonly
         self.actor = Actor.current(origin)
         self.scope = settings.scope_obj()
-        self.store = Store(paths.data_dir, settings.retention, readonly=readonly)
+        self.store = Store(
+            paths.data_dir,
+            settings.retention,
+            readonly=readonly,
+            future_skew=timedelta(seconds=settings.store.future_skew),
+        )
         self.audit: AuditLog = self.store.journal
         self.approvals = ApprovalRegistry(self.store.hot, self.store.lock, settings)
         self.findings_book = FindingBook(self.store.hot, self.store.lock)
@@ -977,6 +982,7 @@ class Monitor:
                         "raw_xml_sha256": scan.raw_xml_sha256,
                         "group": label,
                         "imported": scan.imported,
+                        "backfill": scan.backfill,
                     },
                     at=now,
                 )

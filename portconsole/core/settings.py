@@ -253,6 +253,34 @@ class DaemonSettings(_Strict):
     )
 
 
+class StoreSettings(_Strict):
+    future_skew: int = Field(
+        300,
+        ge=0,
+        le=86400,
+        description="Seconds an observation may lie ahead of this machine's clock. An imported "
+        "report further ahead is refused; a live scan is recorded at the clock's time, with a "
+        "warning.",
+    )
+
+
+class AuditSettings(_Strict):
+    anchor_interval: int = Field(
+        3600,
+        ge=60,
+        description="Seconds between anchors: the journal's head (SEQ:HASH) published outside "
+        "the data dir, so a rewrite of the whole chain is caught by `audit verify --anchor`.",
+    )
+    anchor_urls: list[str] = Field(
+        default_factory=list,
+        description="apprise URLs each anchor is sent to (through the notification outbox).",
+    )
+    anchor_file: Path | None = Field(
+        None,
+        description="A file outside the data dir that each anchor is appended to, one line each.",
+    )
+
+
 class Settings(_Strict):
     """Everything PortConsole reads from its TOML file."""
 
@@ -274,6 +302,8 @@ class Settings(_Strict):
     tui: TuiSettings = Field(default_factory=TuiSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @field_validator("scope")
     @classmethod

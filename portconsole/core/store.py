@@ -485,8 +485,14 @@ class _Plan:
     up: int = 0
 
 
-def _apply_scan(hot: _Hot, scan: ScanResult) -> _Plan:
-    """Apply `scan` to the hot state in place; return the changes and events it makes."""
+def _apply_scan(hot: _Hot, scan: ScanResult, horizon: datetime | None = None) -> _Plan:
+    """Apply `scan` to the hot state in place; return the changes and events it makes.
+
+    `horizon` is this clock plus the allowed skew: a host last covered after it was covered
+    by a clock that has stepped back since.
+    """
+    if horizon is None:
+        horizon = utcnow() + timedelta(minutes=5)
     at = _utc(scan.finished_at)
     at_text = iso(at)
     scan_id = scan.scan_id
@@ -512,7 +518,12 @@ def _apply_scan(hot: _Hot, scan: ScanResult) -> _Plan:
         status = observed.status if observed is not None else "down"
         existing = hot.hosts.get(address)
         if existing is not None and existing.get("last_covered"):
-            if parse_time(existing["last_covered"]) > at:
+            # A report older than what is known of the host (a backfill, a site's late
+            # report) changes history, never the current state. But a "newer" look that lies
+            # in the future of this clock came from a clock that has since stepped back: it
+            # orders nothing, and this scan is the newest look at the host.
+            covered = parse_time(existing["last_covered"])
+            if at < covered <= horizon:
                 plan.stale.append(address)
                 continue
         if status != "up":
@@ -641,8 +652,10 @@ class Store:
         retention: RetentionSettings | None = None,
         *,
         readonly: bool = False,
+        future_skew: timedelta = timedelta(minutes=5),
     ) -> None:
         self.data_dir = Path(data_dir) if readonly else ensure_private_dir(Path(data_dir))
+        self.future_skew = future_skew
         self.retention = retention or RetentionSettings()
         self.readonly = readonly
         self.hot_path = self.data_dir / HOT_FILE
@@ -872,6 +885,14 @@ class Store:
                     "size": len(mark.raw) + 1,
                 }
             hot.meta["recent"] = [str(c.get("scan_id")) for c in chunks][-RECENT_SCAN_IDS:]
+            late: dict[str, str] = {}
+            for chunk in chunks:
+                at_text = str(chunk.get("finished_at") or "")
+                if at_text and at_text[:7] < str(chunk["month"]):
+                    if chunk["month"] not in late or late[chunk["month"]] > at_text:
+                        late[chunk["month"]] = at_text
+            if late:
+                hot.meta["late"] = late
             if newest is not None:
                 hot.meta["last_scan_id"] = newest.get("scan_id")
                 hot.meta["last_finished_at"] = newest["finished_at"]
@@ -1010,7 +1031,7 @@ class Store:
 
     def diff(self, scan: ScanResult) -> list[Change]:
         """The changes `ingest(scan)` would record against the current state; writes nothing."""
-        return _apply_scan(self._read_hot(), scan).changes
+        return _apply_scan(self._read_hot(), scan, utcnow() + self.future_skew).changes
 
     def ingest(self, scan: ScanResult, extra: Callable[[], None] | None = None) -> list[Change]:
         """Record a scan in one transaction and return its changes.
@@ -1053,18 +1074,46 @@ class Store:
         return count
 
     def _check_new(self, hot: _Hot, scan: ScanResult) -> str:
+        """The segment a new scan goes into (refusing duplicates and the future).
+
+        Time never blinds the store: a report dated ahead of this clock is refused (import)
+        or recorded at the clock's time (a live scan while the clock jumps); a scan dated
+        before the newest history goes into the newest segment as a late line (segments
+        stay in arrival order), and `meta.late` lets history queries find it.
+        """
         check_scan_id(scan.scan_id)
         recent = hot.meta.get("recent", [])
         if scan.scan_id in recent or (scan.imported and self._find_scan(hot, scan.scan_id)):
             what = "this XML file was already imported" if scan.imported else "already stored"
             raise StoreError(f"scan {scan.scan_id} is {what}; nothing to do")
+        now = utcnow()
+        finished = _utc(scan.finished_at)
+        if finished > now + self.future_skew:
+            ahead = int((finished - now).total_seconds())
+            if scan.imported:
+                raise StoreError(
+                    f"the report {scan.scan_id} is dated {iso(finished)}, {ahead} s ahead of this "
+                    f"machine's clock (allowed: {int(self.future_skew.total_seconds())} s): check "
+                    "the report's time or this clock ([store] future_skew); nothing was imported"
+                )
+            log.warning(
+                "scan %s finished %d s ahead of this clock: recorded at the clock's time",
+                scan.scan_id,
+                ahead,
+            )
+            scan.started_at = min(_utc(scan.started_at), now)
+            scan.finished_at = now
+            scan.error = "; ".join(
+                filter(None, [scan.error, f"clock warning: finished {ahead} s in the future"])
+            )
         month = month_key(_utc(scan.finished_at))
         newest = max(hot.segments, default="")
         if month < newest:
-            raise StoreError(
-                f"scan {scan.scan_id} finished in {month}, before the newest history "
-                f"({newest}); history is kept in time order, so import older reports first"
-            )
+            late = hot.meta.setdefault("late", {})
+            at_text = iso(_utc(scan.finished_at))
+            if newest not in late or late[newest] > at_text:
+                late[newest] = at_text
+            return newest
         return month
 
     def _commit(self, hot: _Hot, scan: ScanResult, *, durable: bool) -> list[Change]:
@@ -1089,7 +1138,7 @@ class Store:
             mark = {"month": month, "offset": committed, "size": len(checkpoint)}
         else:
             checkpoint = b""
-        plan = _apply_scan(hot, scan)
+        plan = _apply_scan(hot, scan, utcnow() + self.future_skew)
 
         def list_ref(items: list[str]) -> str:
             ident = _list_id(items)
@@ -1108,6 +1157,10 @@ class Store:
         if plan.outside:
             record["outside"] = plan.outside
         record["changes"] = len(plan.changes)
+        last = hot.meta.get("last_finished_at")
+        if scan.imported and last and parse_time(last) > _utc(scan.finished_at):
+            scan.backfill = True
+            record["backfill"] = True
         record["xml"] = None
         record["xml_sha256"] = []
         if scan.raw_xml:
@@ -1237,7 +1290,13 @@ class Store:
     ) -> list[str]:
         low = month_key(_utc(since)) if since else ""
         high = month_key(_utc(until)) if until else "9999-99"
-        return [m for m in self._months(hot) if low <= m <= high]
+        late: dict[str, str] = hot.meta.get("late") or {}
+        until_text = iso(_utc(until)) if until else "9999"
+        return [
+            m
+            for m in self._months(hot)
+            if low <= m <= high or (m > high and late.get(m, "9999") <= until_text)
+        ]
 
     def _expand(self, segment: Segment, line: Line) -> dict[str, Any]:
         record = dict(segment.record(line))
