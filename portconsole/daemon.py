@@ -15,7 +15,7 @@ from typing import Any
 
 from portconsole.core.errors import UserError
 from portconsole.core.model import location
-from portconsole.core.schedule import run_loop
+from portconsole.core.supervisor import Supervisor
 from portconsole.core.textsafe import terminal_safe
 from portconsole.core.timeutil import iso, utcnow
 
@@ -77,12 +77,6 @@ def run_daemon(monitor: Any, stop: threading.Event | None = None) -> int:
             last_state = state
         return leading and not monitor.paused
 
-    def record_gaps() -> None:
-        # The leader also notices runs that are late or failed outside a completed cycle.
-        if monitor.leader.is_leader:
-            for finding in monitor.record_gaps():
-                log(f"finding {finding.id} {finding.severity} {finding.kind} {finding.host}")
-
     def run_cycle(group: str) -> None:
         log(f"scan {group}: starting")
         try:
@@ -101,8 +95,22 @@ def run_daemon(monitor: Any, stop: threading.Event | None = None) -> int:
         for gap in result.gaps:
             log(f"monitoring gap {gap.group}: {gap.reason} from {iso(gap.start)} to {iso(gap.end)}")
 
+    supervisor = Supervisor(monitor)
+
+    def step() -> None:
+        is_leader()  # logs a change of leadership once
+        result = supervisor.step(run_cycle, cancel)
+        for finding in result.gaps:
+            log(f"finding {finding.id} {finding.severity} {finding.kind} {finding.host}")
+        if result.anchor:
+            log(f"anchor published: {result.anchor['seq']}:{result.anchor['hash']}")
+        for error in result.errors:
+            log(f"supervisor: {error}")
+
     try:
-        run_loop(monitor.scheduler, run_cycle, stop, is_leader, tick=1.0, on_tick=record_gaps)
+        while not stop.is_set():
+            step()
+            stop.wait(1.0)
     finally:
         cancel.set()
         monitor.audit.append("daemon.stop", actor=monitor.actor)

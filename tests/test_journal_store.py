@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import portconsole.core.store as store_module
-from portconsole.core.errors import StoreError
+from portconsole.core.errors import StoreError, UserError
 from portconsole.core.model import HostObservation, PortObservation, ScanResult
 from portconsole.core.monitor import Monitor
 from portconsole.core.store import Store
@@ -296,3 +296,81 @@ def test_a_data_dir_of_the_earlier_layout_is_converted_once(tmp_path: Path) -> N
     again = Monitor.open(config, data)
     assert [e.action for e in again.audit_events()].count("store.migrated") == 1
     again.close()
+
+
+# --------------------------------------------------------------------------- anchors
+
+
+def test_anchors_go_to_a_file_and_a_webhook_and_catch_a_rewrite(tmp_path: Path) -> None:
+    from tests.servers import HttpCatcher
+
+    anchors = tmp_path / "elsewhere" / "anchors.log"
+    with HttpCatcher() as http:
+        config = tmp_path / "config.toml"
+        config.write_text(
+            'scope = ["127.0.0.0/8"]\n[approval]\nseparation_of_duties = false\n'
+            f'[audit]\nanchor_interval = 60\nanchor_urls = ["json://127.0.0.1:{http.port}/a"]\n'
+            f'anchor_file = "{anchors}"\n'
+        )
+        monitor = Monitor.open(config, tmp_path / "data")
+        approve_8080(monitor)
+        anchor = monitor.publish_anchor()
+        assert anchor is not None
+        assert monitor.publish_anchor() is None  # not due again within the interval
+        line = anchors.read_text().splitlines()[-1]
+        assert line.startswith(f"{anchor['seq']}:{anchor['hash']} ")
+        monitor.flush_outbox(5.0)
+        (request,) = http.wait_for(1)
+        document = json.loads(request.json()["message"])
+        assert document["type"] == "anchor"
+        assert document["anchor"]["hash"] == anchor["hash"]
+        monitor.close()
+    assert "audit.anchor" in [e.action for e in monitor.audit_events()]
+    text = line.split()[0]
+    assert cli(monitor, "audit", "verify", "--anchor", text).returncode == 0
+    # Rewrite the whole chain consistently: only the anchor can tell.
+    from portconsole.core.audit import event_hash
+
+    (segment,) = (tmp_path / "data" / "journal").glob("*.jsonl")
+    records = [json.loads(x) for x in segment.read_bytes().splitlines()]
+    records[0]["details"]["rewritten"] = True
+    prev = "0" * 64
+    for record in records:
+        record["prev_hash"] = prev
+        record["hash"] = event_hash(record)
+        prev = record["hash"]
+    segment.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in records))
+    head = tmp_path / "data" / "journal" / "head.json"
+    head.write_text(json.dumps({"seq": records[-1]["seq"], "hash": prev, "segment": ""}))
+    hot = tmp_path / "data" / "hot.json"
+    assert cli(monitor, "audit", "verify").returncode == 1  # the cache still names the old hash
+    data = json.loads(hot.read_bytes())
+    data["journal"] = {"1": {"seq": records[-1]["seq"], "hash": prev}}
+    hot.write_text(json.dumps(data))  # a thorough insider fixes that too
+    assert cli(monitor, "audit", "verify").returncode == 0
+    caught = cli(monitor, "audit", "verify", "--anchor", text, "--json")
+    assert caught.returncode == 1
+    assert "anchor" in json.loads(caught.stdout)["reason"]
+    bad = cli(monitor, "audit", "verify", "--anchor", "12:zz")
+    assert bad.returncode == 2 and "SEQ:HASH" in bad.stderr
+
+
+def test_an_anchor_file_inside_the_data_dir_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    data = tmp_path / "data"
+    config.write_text(f'scope = ["127.0.0.0/8"]\n[audit]\nanchor_file = "{data}/anchors.log"\n')
+    monitor = Monitor.open(config, data)
+    with pytest.raises(UserError, match="inside the data dir"):
+        monitor.publish_anchor(force=True)
+    monitor.close()
+
+
+def test_audit_head_prints_what_verify_takes(monitor: Monitor) -> None:
+    approve_8080(monitor)
+    head = cli(monitor, "audit", "head", "--json")
+    assert head.returncode == 0
+    data = json.loads(head.stdout)
+    assert set(data) == {"seq", "hash", "recorded_at"}
+    assert (
+        cli(monitor, "audit", "verify", "--anchor", f"{data['seq']}:{data['hash']}").returncode == 0
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -39,9 +40,10 @@ from portconsole.core.model import (
 from portconsole.core.notify import DeliveryResult, DeliveryWorker, Notifier, OutboxMessage
 from portconsole.core.schedule import Gap, Scheduler
 from portconsole.core.settings import Paths, Settings, load_settings, warn_if_world_readable
+from portconsole.core.storage import ensure_private_dir
 from portconsole.core.store import ChangeEvent, PointInTime, PortState, Store
 from portconsole.core.targets import PortSpec, expand_targets, ip_sort_key, parse_ports
-from portconsole.core.timeutil import add_months, iso, utcnow
+from portconsole.core.timeutil import add_months, iso, parse_iso, utcnow
 
 if TYPE_CHECKING:
     from portconsole.core.scanning import ScannerLike
@@ -56,6 +58,7 @@ ProgressFn = Callable[[Progress], None]
 # `hosts`, `ports` and `meta` tables.
 MONITORING_TABLE = "monitoring"
 SETTINGS_TABLE = "settings_fingerprint"
+ANCHOR_TABLE = "anchors"
 
 
 @dataclass(slots=True)
@@ -186,7 +189,11 @@ class Monitor:
         self.approvals = ApprovalRegistry(self.store.hot, self.store.lock, settings)
         self.findings_book = FindingBook(self.store.hot, self.store.lock)
         self.notifier = Notifier(
-            settings.notify, self.store.hot, self.store.lock, on_result=self._on_delivery
+            settings.notify,
+            self.store.hot,
+            self.store.lock,
+            on_result=self._on_delivery,
+            anchor_urls=settings.audit.anchor_urls,
         )
         self.scheduler = Scheduler(
             settings.groups,
@@ -274,7 +281,8 @@ class Monitor:
         Any number of processes may deliver: messages are claimed under the store lock,
         so none is sent twice, and a target that is down only delays its own messages.
         """
-        if self.readonly or self._delivery is not None or not self.settings.notify.urls:
+        wanted = self.settings.notify.urls or self.settings.audit.anchor_urls
+        if self.readonly or self._delivery is not None or not wanted:
             return
         self._delivery_stop.clear()
         self._delivery = DeliveryWorker(self.notifier, self._delivery_stop, interval)
@@ -1211,7 +1219,7 @@ class Monitor:
 
         # An export is an audit event, and read-only means no writes at all.
         self._require_write("export reports")
-        return export_report(
+        written = export_report(
             store=self.store,
             findings=self.findings_book,
             approvals=self.approvals,
@@ -1226,6 +1234,68 @@ class Monitor:
             progress=progress,
             gaps=self.scheduler.recent_gaps(),
         )
+        self.publish_anchor(force=True, reason="export")
+        return written
+
+    # ----- anchors ---------------------------------------------------------------------
+    def publish_anchor(
+        self, *, force: bool = False, reason: str = "interval"
+    ) -> dict[str, Any] | None:
+        """Publish the journal's head outside the data dir when one is due (or `force`).
+
+        Due: `[audit] anchor_interval` after the last anchor, with events since. The head goes
+        to `[audit] anchor_file` (appended, fsynced) and through the outbox to every
+        `[audit] anchor_urls` target; the anchor is itself an `audit.anchor` event. With
+        neither configured there is nowhere to publish, and nothing is done.
+        """
+        conf = self.settings.audit
+        if self.readonly or (not conf.anchor_urls and conf.anchor_file is None):
+            return None
+        anchor_file = conf.anchor_file.expanduser().resolve() if conf.anchor_file else None
+        if anchor_file is not None and anchor_file.is_relative_to(self.paths.data_dir.resolve()):
+            raise UserError(
+                f"[audit] anchor_file {anchor_file} is inside the data dir: an anchor must live "
+                "elsewhere (another disk or host) to catch a rewrite of the data dir"
+            )
+        with self.store.lock.hold():
+            table = self.store.hot.table(ANCHOR_TABLE)
+            last = table.get(doc_id=1)
+            now = utcnow()
+            tip = self.audit.tip()
+            if not force and last is not None:
+                fresh = now - parse_iso(str(last["at"])) < timedelta(seconds=conf.anchor_interval)
+                if fresh or int(last["seq"]) >= tip.seq:
+                    return None
+            anchor = {"seq": tip.seq, "hash": tip.hash, "recorded_at": iso(now)}
+            if anchor_file is not None:
+                line = f"{tip.seq}:{tip.hash} {iso(now)} {self.actor.host} {self.paths.data_dir}\n"
+                try:
+                    ensure_private_dir(anchor_file.parent)
+                    with anchor_file.open("a", encoding="utf-8") as handle:
+                        handle.write(line)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                except OSError as error:
+                    raise UserError(
+                        f"cannot append the anchor to {anchor_file}: {error.strerror}"
+                    ) from None
+            queued = self.notifier.enqueue_anchor(anchor)
+            if last is None:
+                table.insert({"seq": tip.seq, "hash": tip.hash, "at": iso(now)})
+            else:
+                table.update({"seq": tip.seq, "hash": tip.hash, "at": iso(now)}, doc_ids=[1])
+            self._audit(
+                "audit.anchor",
+                details={
+                    **anchor,
+                    "reason": reason,
+                    "file": str(anchor_file) if anchor_file else None,
+                    "targets": sorted({m.target for m in queued}),
+                },
+            )
+        if queued and self._delivery is not None:
+            self._delivery.wake()
+        return anchor
 
     # ----- notifications ---------------------------------------------------------------
     def _on_delivery(self, message: OutboxMessage, result: DeliveryResult) -> None:

@@ -37,7 +37,7 @@ from tinydb import Query, TinyDB
 from tinydb.table import Document, Table
 
 from portconsole.core.errors import ConfigError
-from portconsole.core.secrets import config_secrets, mask_text, mask_url
+from portconsole.core.secrets import config_secrets, mask_text, mask_url, url_secrets
 from portconsole.core.settings import SEVERITIES, NotifySettings
 from portconsole.core.storage import DataLock
 from portconsole.core.textsafe import terminal_safe
@@ -46,6 +46,8 @@ from portconsole.core.timeutil import iso, parse_iso, utcnow
 log = logging.getLogger(__name__)
 
 OUTBOX_TABLE = "outbox"
+ANCHOR_TAG = "anchor"
+ANCHOR_TIMEOUT = 10.0
 PAYLOAD_SCHEMA = "portconsole.notification/1"
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 STATUSES = (PENDING, DELIVERED, DEAD)
@@ -408,6 +410,7 @@ class Notifier:
         on_result: OnResult | None = None,
         clock: Callable[[], datetime] = utcnow,
         console_host: str | None = None,
+        anchor_urls: Sequence[str] = (),
     ) -> None:
         self.settings = settings
         self._db = db
@@ -417,10 +420,19 @@ class Notifier:
         self.console_host = console_host or socket.gethostname()
         _check_template("title_template", settings.title_template)
         _check_template("body_template", settings.body_template)
-        self._secrets = config_secrets(settings)
+        self._secrets = sorted(
+            set(config_secrets(settings)) | {s for url in anchor_urls for s in url_secrets(url)},
+            key=len,
+            reverse=True,
+        )
         _mask_apprise_logs(self._secrets)
         self._targets = self._build_targets(settings)
-        self._by_id = {t.target_id: t for t in self._targets}
+        # Anchor targets receive only the journal's head ([audit] anchor_urls), never findings.
+        self._anchor_targets = [
+            _Target(f"{mask_url(url)} (anchor)", url, frozenset({ANCHOR_TAG}), ANCHOR_TIMEOUT)
+            for url in anchor_urls
+        ]
+        self._by_id = {t.target_id: t for t in [*self._targets, *self._anchor_targets]}
         # Callbacks write to the store and the audit chain: one at a time, in result order.
         self._callback_lock = threading.Lock()
 
@@ -573,6 +585,58 @@ class Notifier:
             table.insert_multiple([m.to_json() for m in messages])
         return messages
 
+    def enqueue_anchor(self, anchor: Mapping[str, Any]) -> list[OutboxMessage]:
+        """Queue the journal's head for every anchor target (delivered like any message)."""
+        if not self._anchor_targets:
+            return []
+        now = self._clock()
+        created = iso(now)
+        title = f"[PortConsole] journal anchor {anchor['seq']}:{anchor['hash']}"
+        text = (
+            f"PortConsole journal head on {self.console_host}: {anchor['seq']}:{anchor['hash']} "
+            f"(recorded {anchor.get('recorded_at')}). Keep this line: `portconsole audit verify "
+            f"--anchor {anchor['seq']}:{anchor['hash']}` proves the journal up to it unchanged."
+        )
+        messages = []
+        for target in self._anchor_targets:
+            message_id = uuid.uuid4().hex
+            document = {
+                "schema": PAYLOAD_SCHEMA,
+                "message_id": message_id,
+                "type": "anchor",
+                "console_host": self.console_host,
+                "created_at": created,
+                "title": title,
+                "text": text,
+                "anchor": dict(anchor),
+            }
+            messages.append(
+                OutboxMessage(
+                    id=message_id,
+                    target=target.target_id,
+                    seq=0,
+                    kind="anchor",
+                    scan_id="",
+                    finding_ids=[],
+                    severity="low",
+                    title=title,
+                    text=text,
+                    document=document,
+                    created_at=created,
+                    next_attempt_at=created,
+                )
+            )
+        with self._lock.hold():
+            table = self._table()
+            last_seq: dict[str, int] = {}
+            for doc in table.all():
+                target_id = str(doc.get("target"))
+                last_seq[target_id] = max(last_seq.get(target_id, 0), int(doc.get("seq", 0)))
+            for message in messages:
+                message.seq = last_seq.get(message.target, 0) + 1
+            table.insert_multiple([m.to_json() for m in messages])
+        return messages
+
     # ----- delivery -----------------------------------------------------------------------
     def deliver_due(self, deadline: float | None = None) -> list[DeliveryResult]:
         """Deliver every due message, in order per target, targets in parallel.
@@ -581,7 +645,7 @@ class Notifier:
         ends within its target's timeout. A failure stops that target until its backoff ends,
         so its later messages never overtake the failed one.
         """
-        if not self._targets:
+        if not self._by_id:
             return []
         token = uuid.uuid4().hex
         batches = self._claim_due(token)

@@ -475,17 +475,36 @@ def run_loop(
                 on_tick()
             except Exception:
                 log.exception("scheduler tick hook failed")
+        if not run_due(scheduler, run_cycle, stop, is_leader, limit=1):
+            stop.wait(tick)
+
+
+def run_due(
+    scheduler: Scheduler,
+    run_cycle: Callable[[str], object],
+    stop: threading.Event,
+    is_leader: Callable[[], bool],
+    limit: int | None = None,
+) -> list[str]:
+    """Run the groups due now, one at a time, while leading; return those that ran.
+
+    The one place a scheduled run's failure is handled (see `run_loop`): the console and
+    the daemon both go through here.
+    """
+    ran: list[str] = []
+    while not stop.is_set() and (limit is None or len(ran) < limit):
         group: str | None = None
         try:
             if is_leader():
-                due = scheduler.due(scheduler.now())
+                due = [g for g in scheduler.due(scheduler.now()) if g not in ran]
                 group = due[0] if due else None
         except Exception:
             log.exception("could not read the schedule")
         if group is None or stop.is_set():
-            stop.wait(tick)
-            continue
+            break
         _run_one(scheduler, group, run_cycle)
+        ran.append(group)
+    return ran
 
 
 def _run_one(scheduler: Scheduler, group: str, run_cycle: Callable[[str], object]) -> None:

@@ -27,6 +27,7 @@ from textual.screen import ModalScreen
 from textual.theme import Theme
 
 from portconsole.core.errors import UserError
+from portconsole.core.supervisor import Supervisor
 from portconsole.core.timeutil import utcnow
 from portconsole.tui.commands import ConsoleCommands
 from portconsole.tui.messages import (
@@ -124,6 +125,7 @@ class PortConsoleApp(App[None]):
     ) -> None:
         super().__init__()
         self.monitor = monitor
+        self.supervisor = Supervisor(monitor)
         self.schedule_enabled = schedule and not monitor.readonly
         self._clock = clock or utcnow
         self.refresh_seconds = float(monitor.settings.tui.refresh_seconds)
@@ -324,15 +326,14 @@ class PortConsoleApp(App[None]):
         leading = False
         error = ""
         try:
-            leading = self.monitor.try_lead()
-            if leading:
-                for group in self.monitor.due_groups():
-                    if self.cancel_event.is_set():
-                        break
-                    self._run_cycle(group=group, quiet=True)
-                # Late or failed scheduled runs become monitoring-gap findings here too.
-                if self.monitor.record_gaps():
-                    self.call_from_thread(self.request_refresh)
+            # The daemon's rules: failed or unstarted runs are gaps, anchors when due.
+            result = self.supervisor.step(
+                lambda group: self._run_cycle(group=group, quiet=True), self.cancel_event
+            )
+            leading = result.leading
+            error = "; ".join(result.errors)
+            if result.gaps:
+                self.call_from_thread(self.request_refresh)
         except UserError as caught:
             error = str(caught)
         except Exception as caught:  # noqa: BLE001 - keep scheduling; report the bug once
@@ -358,7 +359,8 @@ class PortConsoleApp(App[None]):
     ) -> None:
         """Blocking: one cycle with progress and the quit cancel. Call from a thread."""
         label = address or group or "all"
-        if not self._scan_guard.acquire(blocking=False):
+        # A scheduled run waits for a manual scan to end (skipping it would be a gap).
+        if not self._scan_guard.acquire(blocking=quiet):
             if not quiet:
                 self.report_error("A scan is already running: wait for it to finish.")
             return
