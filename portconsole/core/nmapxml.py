@@ -1,28 +1,50 @@
-"""Import an nmap XML report made elsewhere (a site scanner, an old scan), safely.
+"""Import an nmap (or masscan) XML report made elsewhere: a site scanner, an old scan.
 
-The file is untrusted: it is parsed with defusedxml, which refuses entity declarations
-(billion laughs, external entities). nmap's own `<!DOCTYPE nmaprun>` carries no entities and
-is accepted. Every address is checked against scope before anything is stored.
+The file is untrusted. It is read by `read_report_file`, which refuses anything but a
+regular file before opening it (a FIFO would block the reader forever, `/dev/zero` would
+fill memory) and stops at a size cap while reading. The bytes are then parsed by the same
+reader as a live scan (`nmap_parse.parse_report`: defusedxml, streaming, bounded values),
+so a scan and an import of one network give the same observations. Every address is
+checked against scope before anything is stored.
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
-from xml.etree.ElementTree import Element, ParseError
+import os
+import stat
+from dataclasses import replace
+from pathlib import Path
 
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import fromstring
-
-from portconsole.core.errors import TargetError, UserError
-from portconsole.core.model import HostObservation, PortObservation, ScanResult
+from portconsole.core.errors import TargetError
+from portconsole.core.model import HostObservation, ScanResult
+from portconsole.core.nmap_parse import (
+    MAX_REPORT_BYTES,
+    PROTOCOLS,
+    NotARegularFile,
+    ParsedReport,
+    ReportRefused,
+    ReportTooLarge,
+    parse_report,
+    size_text,
+)
 from portconsole.core.targets import PortSpec, Scope, parse_ports
 
-MAX_XML_BYTES = 512 * 1024 * 1024
+# The name the CLI and older callers know; every refusal of a report is one.
+ImportRefused = ReportRefused
+MAX_XML_BYTES = MAX_REPORT_BYTES
+_READ_CHUNK = 1024 * 1024
 
-
-class ImportRefused(UserError):
-    """An XML report that is not a usable nmap report."""
+__all__ = [
+    "ImportRefused",
+    "MAX_XML_BYTES",
+    "NotARegularFile",
+    "ReportTooLarge",
+    "import_report",
+    "imported_scan_id",
+    "parse_nmap_xml",
+    "read_report_file",
+]
 
 
 def imported_scan_id(data: bytes) -> str:
@@ -30,137 +52,144 @@ def imported_scan_id(data: bytes) -> str:
     return "import-" + hashlib.sha256(data).hexdigest()[:32]
 
 
-def _epoch(text: str | None) -> datetime | None:
-    if not text:
-        return None
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _not_regular(path: Path, mode: int) -> NotARegularFile:
+    return NotARegularFile(
+        f"{path} is {_kind(mode)}, not a regular file; save the report to a file and import that"
+    )
+
+
+def read_report_file(path: Path, max_bytes: int = MAX_REPORT_BYTES) -> bytes:
+    """The bytes of a report file, read in chunks and refused past `max_bytes`.
+
+    Checked with stat before opening, so a FIFO or a device is never opened for a
+    blocking read; opened with O_NONBLOCK and checked again, so a file swapped for a FIFO
+    in between cannot block either.
+    """
     try:
-        return datetime.fromtimestamp(int(text), tz=UTC)
-    except (ValueError, OverflowError, OSError):
-        return None
+        before = os.stat(path)
+    except FileNotFoundError:
+        raise ReportRefused(f"{path} does not exist; give the path of an nmap XML report") from None
+    except OSError as error:
+        raise ReportRefused(f"cannot read {path}: {error.strerror}") from None
+    if not stat.S_ISREG(before.st_mode):
+        raise _not_regular(path, before.st_mode)
+    if before.st_size > max_bytes:
+        raise ReportTooLarge(
+            f"{path} is {before.st_size} bytes, over the {size_text(max_bytes)} limit; "
+            "split the scan into smaller reports and import each"
+        )
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        raise ReportRefused(f"cannot read {path}: {error.strerror}") from None
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise _not_regular(path, opened.st_mode)
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            try:
+                chunk = os.read(fd, _READ_CHUNK)
+            except OSError as error:
+                raise ReportRefused(f"cannot read {path}: {error.strerror}") from None
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > max_bytes:
+                raise ReportTooLarge(
+                    f"{path} grew past the {size_text(max_bytes)} limit while it was read; "
+                    "import a finished report"
+                )
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
-def _ports_spec(infos: list[Element], observed: set[int]) -> tuple[str, list[str]]:
+def _ports_spec(report: ParsedReport, observed: set[tuple[int, str]]) -> tuple[str, list[str]]:
     """The scan's port spec and protocols from <scaninfo>.
 
     With several protocols nmap may list different ports for each; the spec kept is their
     intersection, so coverage is never claimed for a port that was not scanned (a port only
     in one protocol's list then counts as not covered, which is the safe direction).
+    masscan's <scaninfo> names no ports (and always says tcp): coverage is then only the
+    ports and protocols it reported.
     """
     protocols: list[str] = []
     specs: list[PortSpec] = []
-    for info in infos:
-        proto = info.get("protocol", "")
-        if proto in ("tcp", "udp", "sctp") and proto not in protocols:
-            protocols.append(proto)
-        services = info.get("services", "")
-        if services:
+    for info in report.scaninfo:
+        if info.protocol in PROTOCOLS and info.protocol not in protocols:
+            protocols.append(info.protocol)
+        if info.services:
             try:
-                specs.append(parse_ports(services))
+                specs.append(parse_ports(info.services))
             except TargetError:
                 raise ImportRefused(
-                    f"scaninfo services {services[:60]!r} is not a port list; is this nmap XML?"
+                    f"scaninfo services {info.services[:60]!r} is not a port list; "
+                    "is this nmap XML?"
                 ) from None
     if not specs:
-        return (str(PortSpec.of(observed)) if observed else "", protocols or ["tcp"])
+        seen = [proto for proto in PROTOCOLS if any(q == proto for _, q in observed)]
+        numbers = {port for port, _ in observed}
+        return (str(PortSpec.of(numbers)) if numbers else "", seen or protocols or ["tcp"])
     common = set(specs[0].ports())
     for spec in specs[1:]:
         common &= set(spec.ports())
     return (str(PortSpec.of(common)) if common else "", protocols)
 
 
-def parse_nmap_xml(data: bytes, scope: Scope, *, origin: str = "import") -> ScanResult:
-    """Parse an nmap XML report into a ScanResult marked as imported.
+def _as_imported(host: HostObservation) -> HostObservation:
+    # Someone else's -sV is judged by what it found (see PortObservation.fingerprinted):
+    # "nothing identified" from their run must not postpone our own fingerprint.
+    return replace(host, ports=[replace(p, fingerprinted=None) for p in host.ports])
 
-    Raises ImportRefused for files that are not nmap XML or use entities, TargetError for an
+
+def parse_nmap_xml(data: bytes, scope: Scope, *, origin: str = "import") -> ScanResult:
+    """Parse an nmap or masscan XML report into a ScanResult marked as imported.
+
+    Raises ImportRefused for files that are not usable reports, TargetError for an
     address outside scope.
     """
-    if len(data) > MAX_XML_BYTES:
-        raise ImportRefused(f"XML report is {len(data)} bytes; the limit is {MAX_XML_BYTES}")
-    try:
-        root = fromstring(data, forbid_dtd=False, forbid_entities=True, forbid_external=True)
-    except DefusedXmlException as error:
-        raise ImportRefused(
-            f"XML report refused: it declares entities or external references ({error.__class__.__name__}); "
-            "nmap never writes those"
-        ) from None
-    except ParseError as error:
-        raise ImportRefused(f"XML report is not well-formed XML ({error})") from None
-    if root.tag != "nmaprun":
-        raise ImportRefused(f"XML report's root is <{root.tag[:40]}>, not <nmaprun>: not nmap XML")
-
-    hosts: list[HostObservation] = []
-    observed_ports: set[int] = set()
-    end_times: list[datetime] = []
-    for host_el in root.findall("host"):
-        address = ""
-        for addr_el in host_el.findall("address"):
-            if addr_el.get("addrtype") in ("ipv4", "ipv6"):
-                address = addr_el.get("addr", "")
-                break
-        if not address:
-            continue
-        status_el = host_el.find("status")
-        status = "up" if status_el is not None and status_el.get("state") == "up" else "down"
-        hostname_el = host_el.find("hostnames/hostname")
-        hostname = hostname_el.get("name", "") if hostname_el is not None else ""
-        ports: list[PortObservation] = []
-        for port_el in host_el.findall("ports/port"):
-            try:
-                number = int(port_el.get("portid", ""))
-            except ValueError:
-                raise ImportRefused(
-                    f"host {address}: port id {port_el.get('portid', '')[:20]!r} is not a number"
-                ) from None
-            state_el = port_el.find("state")
-            service_el = port_el.find("service")
-            service = service_el.attrib if service_el is not None else {}
-            probed = service.get("method") == "probed"
-            ports.append(
-                PortObservation(
-                    port=number,
-                    proto=port_el.get("protocol", "tcp"),
-                    state=state_el.get("state", "unknown") if state_el is not None else "unknown",
-                    service=service.get("name", ""),
-                    product=service.get("product", "") if probed else "",
-                    version=service.get("version", "") if probed else "",
-                    extrainfo=service.get("extrainfo", "") if probed else "",
-                )
-            )
-            observed_ports.add(number)
-        ended = _epoch(host_el.get("endtime"))
-        if ended:
-            end_times.append(ended)
-        hosts.append(
-            HostObservation(address=address, status=status, hostname=hostname, ports=ports)
-        )
-
-    addresses = list(dict.fromkeys(h.address for h in hosts))
+    report = parse_report(data)
+    hosts = [_as_imported(h) for h in report.hosts.values()]
+    addresses = [h.address for h in hosts]
     scope.check_addresses(addresses)
 
-    started = _epoch(root.get("start"))
-    finished_el = root.find("runstats/finished")
-    finished = _epoch(finished_el.get("time")) if finished_el is not None else None
-    if finished is None:
-        finished = max(end_times, default=None) or started
+    started = report.started
+    finished = report.finished or report.last_host_end or started
     if started is None:
         started = finished
     if started is None or finished is None:
         raise ImportRefused("XML report has no start or finish time; is it a complete nmap run?")
-    if finished_el is None:
+    if report.exit is None:
         outcome = "partial"
-    elif finished_el.get("exit", "success") == "success":
+    elif report.exit == "success":
         outcome = "success"
     else:
         outcome = "failed"
-    infos = root.findall("scaninfo")
-    ports_text, protocols = _ports_spec(infos, observed_ports)
-    scan_kind = infos[0].get("type", "") if infos else ""
-    digest = hashlib.sha256(data).hexdigest()
+    observed = {p.key for h in hosts for p in h.ports}
+    ports_text, protocols = _ports_spec(report, observed)
+    scan_kind = report.scaninfo[0].type if report.scaninfo else ""
     return ScanResult(
         scan_id=imported_scan_id(data),
         started_at=started,
         finished_at=finished,
-        nmap_version=root.get("version", ""),
+        nmap_version=report.version,
         scan_type="imported",
         privileged=scan_kind == "syn",
         targets=list(addresses),
@@ -169,12 +198,17 @@ def parse_nmap_xml(data: bytes, scope: Scope, *, origin: str = "import") -> Scan
         protocols=protocols,
         hosts=hosts,
         raw_xml=[data],
-        raw_xml_sha256=digest,
+        raw_xml_sha256=hashlib.sha256(data).hexdigest(),
         outcome=outcome,
-        error=(finished_el.get("errormsg", "") if finished_el is not None else "")[:500],
+        error=report.errormsg,
         origin=origin,
         imported=True,
         fingerprinted=sum(
             1 for h in hosts for p in h.ports if p.product or p.version or p.extrainfo
         ),
     )
+
+
+def import_report(path: Path, scope: Scope, *, origin: str = "import") -> ScanResult:
+    """Read (bounded) and parse a report file: what `portconsole import` does."""
+    return parse_nmap_xml(read_report_file(path), scope, origin=origin)

@@ -6,14 +6,15 @@ Why we run nmap ourselves instead of calling ``nmap.PortScanner().scan()``:
   reached it unparsed could add options. We build the argument vector ourselves from a
   fixed profile and a list of validated IP addresses; nothing a user typed is ever an
   nmap argument.
-* A running ``PortScanner.scan()`` cannot be stopped. We start nmap with ``Popen`` in its
-  own session and poll every 0.1 s, so a cancel (or a batch timeout) kills the whole
-  process group within a second and leaves no nmap behind.
+* A running ``PortScanner.scan()`` cannot be stopped. We start nmap ourselves
+  (``nmap_process.run_process``) in its own session and poll every 0.1 s, so a cancel (or
+  a batch timeout) kills the whole process group within a second and leaves no nmap
+  behind; and each nmap is killed by the kernel if we die (``PR_SET_PDEATHSIG``).
 
-nmap's XML is still parsed by python-nmap's own analyser (``analyse_nmap_xml_scan``).
-Its output is untrusted (banners come from the network): we first parse it with
-defusedxml so a document with entity declarations is refused, and product/version strings
-are kept as plain text; escaping happens where they are displayed.
+nmap's XML is read by ``nmap_parse.parse_report``, the same reader as an imported report,
+so a scan and an import of one network agree. python-nmap is only used to find nmap's
+version. Banners are untrusted: they are kept as bounded plain text and escaped where
+they are displayed.
 
 Cancellation contract: ``Scanner.scan`` never raises on cancel. It returns the hosts that
 finished with ``outcome="cancelled"``. ``probe`` and ``fingerprint`` answer a question
@@ -23,56 +24,42 @@ about specific ports, where "no answer" must not read as "closed", so they raise
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
-import secrets
 import shutil
-import signal
-import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
-import defusedxml.ElementTree as SafeET
 import nmap
-from defusedxml import DefusedXmlException
 
-from portconsole.core.errors import ScannerError, TargetError, UserError
+from portconsole.core.errors import ScannerError, TargetError
 from portconsole.core.model import OPEN, HostObservation, PortObservation, Progress, ScanResult
+from portconsole.core.nmap_parse import ReportRefused, parse_report
+from portconsole.core.nmap_process import AnyEvent, Cancellable, run_process, wait_all
+from portconsole.core.scanning import (
+    Fingerprint,
+    ScanCancelled,
+    ScanProgress,
+    ScanTally,
+    check_fingerprint_mode,
+    check_pairs,
+    checked_addresses,
+    chosen_ports,
+    new_scan_id,
+)
 from portconsole.core.settings import ScanSettings
 from portconsole.core.targets import PortSpec, Scope, ip_sort_key
 from portconsole.core.timeutil import utcnow
 
-POLL_SECONDS = 0.1
+__all__ = ["Fingerprint", "ScanCancelled", "Scanner", "new_scan_id"]
+
 # Loopback and LAN answer at once; a real but lossy network gets a few retries, and the
 # confirm step (probe) absorbs the rest before anything becomes a finding.
 MAX_RETRIES = 3
 NMAP_FALLBACK_PATHS = ("/usr/bin/nmap", "/usr/local/bin/nmap", "/opt/local/bin/nmap")
 NMAP_MISSING = "nmap is not installed: run 'apt-get install nmap' (or make demo / make test)"
-
-Fingerprint = Callable[[HostObservation], Iterable[tuple[int, str]]] | str
-
-
-class _Cancellable(Protocol):
-    def is_set(self) -> bool: ...
-
-
-class _AnyEvent:
-    """Set when any of its events is: the caller's cancel or the scan's own stop."""
-
-    def __init__(self, *events: threading.Event | None) -> None:
-        self._events = [e for e in events if e is not None]
-
-    def is_set(self) -> bool:
-        return any(e.is_set() for e in self._events)
-
-
-class ScanCancelled(UserError):
-    """A probe or fingerprint was cancelled before it could answer."""
 
 
 @dataclass(slots=True)
@@ -86,21 +73,6 @@ class _RunOutcome:
     cancelled: bool = False
 
 
-def _normalise_addresses(addresses: Iterable[str]) -> list[str]:
-    """Every address as canonical text; anything that is not an IP address is refused."""
-    out: dict[str, None] = {}
-    for address in addresses:
-        if not isinstance(address, str):
-            raise TargetError(f"{address!r} is not an IP address; refusing to scan it")
-        try:
-            parsed = ipaddress.ip_address(address)
-        except ValueError:
-            shown = repr(address[:80])
-            raise TargetError(f"{shown} is not an IP address; refusing to scan it") from None
-        out.setdefault(str(parsed), None)
-    return list(out)
-
-
 def _port_argument(ports: Iterable[tuple[int, str]]) -> str:
     """`T:22,80,U:53` from (port, proto) pairs, ranges merged."""
     by_proto: dict[str, list[int]] = {"tcp": [], "udp": []}
@@ -111,11 +83,6 @@ def _port_argument(ports: Iterable[tuple[int, str]]) -> str:
         if by_proto[proto]:
             parts.append(prefix + str(PortSpec.of(by_proto[proto])))
     return ",".join(parts)
-
-
-def new_scan_id(started: Any) -> str:
-    """A sortable unique id: `s-20261127T143344Z-1a2b3c`."""
-    return f"s-{started.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
 AUTO_BATCH_MAX = 16
@@ -220,10 +187,8 @@ class Scanner:
     # -- checks -------------------------------------------------------------------------
 
     def _checked(self, addresses: Iterable[str]) -> list[str]:
-        normalised = _normalise_addresses(addresses)
         # The last gate before nmap: a caller that skipped target parsing is still refused.
-        self.scope.check_addresses(normalised)
-        return normalised
+        return checked_addresses(addresses, self.scope)
 
     def _require_udp_privilege(self) -> None:
         if not self.privileged:
@@ -241,56 +206,29 @@ class Scanner:
         self,
         args: list[str],
         addresses: list[str],
-        cancel: _Cancellable | None,
+        cancel: Cancellable | None,
         timeout: float,
     ) -> _RunOutcome:
         """Run one nmap to completion, timeout or cancel; parse what it wrote."""
         outcome = _RunOutcome(addresses=addresses)
-        if cancel is not None and cancel.is_set():
-            outcome.cancelled = True
-            return outcome
         try:
-            proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,  # its own process group, so one killpg reaps all
-                env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
-            )
+            ran = run_process(args, cancel, timeout)
         except FileNotFoundError:
             raise ScannerError(NMAP_MISSING) from None
         except PermissionError:
             raise ScannerError(f"cannot execute {args[0]}: check its permissions") from None
-        deadline = time.monotonic() + timeout
-        chunks_out: list[bytes] = []
-        chunks_err: list[bytes] = []
-        try:
-            while True:
-                try:
-                    out, err = proc.communicate(timeout=POLL_SECONDS)
-                    chunks_out.append(out)
-                    chunks_err.append(err)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if cancel is not None and cancel.is_set():
-                    outcome.cancelled = True
-                    break
-                if time.monotonic() > deadline:
-                    outcome.error = f"nmap timed out after {timeout:g} s (scan.batch_timeout)"
-                    break
-        finally:
-            if proc.returncode is None:
-                _kill_group(proc)
-        if outcome.cancelled or outcome.error:
+        if ran.cancelled:
+            outcome.cancelled = True
             return outcome
-        stdout = b"".join(chunks_out)
-        stderr = b"".join(chunks_err).decode("utf-8", "replace")
-        if proc.returncode != 0:
+        if ran.timed_out:
+            outcome.error = f"nmap timed out after {timeout:g} s (scan.batch_timeout)"
+            return outcome
+        stdout = ran.stdout
+        stderr = ran.stderr.decode("utf-8", "replace")
+        if ran.returncode != 0:
             self._raise_if_user_fixable(stderr)
             first = next((ln for ln in stderr.splitlines() if ln.strip()), "no message")
-            outcome.error = f"nmap exited with status {proc.returncode}: {first.strip()[:200]}"
+            outcome.error = f"nmap exited with status {ran.returncode}: {first.strip()[:200]}"
             return outcome
         try:
             outcome.hosts = self._parse(stdout)
@@ -309,55 +247,11 @@ class Scanner:
             )
 
     def _parse(self, xml: bytes) -> dict[str, HostObservation]:
-        """nmap XML -> observations, via python-nmap's analyser. Raises ValueError."""
+        """nmap XML -> observations, through the one report reader. Raises ValueError."""
         try:
-            tree = SafeET.fromstring(xml)
-        except (DefusedXmlException, SafeET.ParseError) as error:
-            raise ValueError(f"not well-formed nmap XML ({error})") from None
-        if tree.tag != "nmaprun":
-            raise ValueError("not an nmap XML report")
-        answered = _hosts_that_answered(tree)
-        # Only a service-detection run's answers are fingerprints (see PortObservation).
-        fingerprinted = True if "-sV" in str(tree.get("args", "")).split() else None
-        analyser = self._get_analyser()
-        try:
-            # The analyser keeps its input on the instance, so one parse at a time.
-            with self._analyser_lock:
-                report = analyser.analyse_nmap_xml_scan(xml.decode("utf-8", "replace"))
-        except (nmap.PortScannerError, AttributeError, KeyError) as error:
-            raise ValueError(f"python-nmap could not analyse it ({error})") from None
-        hosts: dict[str, HostObservation] = {}
-        for raw_address, data in report.get("scan", {}).items():
-            try:
-                address = str(ipaddress.ip_address(str(raw_address)))
-            except ValueError:
-                continue
-            status = str(data.get("status", {}).get("state", "down"))
-            reason = str(data.get("status", {}).get("reason", ""))
-            if status == "up" and reason == "user-set" and address not in answered:
-                # -Pn marks every host up; a host that answered no probe at all (every
-                # port filtered) is not there as far as we can tell.
-                status = "down"
-            ports: list[PortObservation] = []
-            for proto in ("tcp", "udp"):
-                for port_number, info in (data.get(proto) or {}).items():
-                    ports.append(
-                        PortObservation(
-                            port=int(port_number),
-                            proto=proto,
-                            state=_text(info.get("state")),
-                            service=_text(info.get("name")),
-                            product=_text(info.get("product")),
-                            version=_text(info.get("version")),
-                            extrainfo=_text(info.get("extrainfo")),
-                            fingerprinted=fingerprinted,
-                        )
-                    )
-            ports.sort(key=lambda p: (p.port, p.proto))
-            hosts[address] = HostObservation(
-                address=address, status="up" if status == "up" else "down", ports=ports
-            )
-        return hosts
+            return parse_report(xml).hosts
+        except ReportRefused as error:
+            raise ValueError(f"not usable nmap XML ({error})") from None
 
     # -- public API ---------------------------------------------------------------------
 
@@ -389,121 +283,66 @@ class Scanner:
             raise TargetError("no ports to scan: give ports such as 22,80,443 or 'all'")
         if udp:
             self._require_udp_privilege()
-        if isinstance(fingerprint, str) and fingerprint not in ("open", "none"):
-            raise ValueError(f"fingerprint must be 'open', 'none' or a callable: {fingerprint!r}")
+        check_fingerprint_mode(fingerprint)
         version = self.nmap_version()
         started = utcnow()
         protocols = ["tcp", "udp"] if udp else ["tcp"]
         # Rendered from the ranges, so 'all' stays a short argument.
         port_argument = ",".join(f"{proto[0].upper()}:{ports}" for proto in protocols)
 
-        state = _ScanState(total=len(planned), progress=progress)
+        state = ScanProgress(total=len(planned), progress=progress)
+        tally = ScanTally(planned)
         # Workers watch `stop`, set on the caller's cancel or on an error that ends the scan.
         stop = threading.Event()
-        halt = _AnyEvent(stop, cancel)
-        sweep_results: list[_RunOutcome] = []
+        halt = AnyEvent(stop, cancel)
         batches = _batches(planned, self.batch_size_for(len(planned)))
-        cancelled = False
         workers = max(1, min(self.settings.workers, len(batches)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nmap") as pool:
             sweep_futures = [
                 pool.submit(self._sweep_batch, batch, port_argument, udp, halt, state)
                 for batch in batches
             ]
-            cancelled = _wait_all(sweep_futures, cancel, stop)
-            sweep_results = [f.result() for f in sweep_futures if f.done() and not f.cancelled()]
-
-            hosts: dict[str, HostObservation] = {}
-            errors: list[str] = []
-            failed: list[str] = []
-            raw: list[tuple[int, str, bytes]] = []
-            for result in sweep_results:
+            tally.cancelled = wait_all(sweep_futures, cancel, stop)
+            for result in _finished(sweep_futures):
                 if result.error:
-                    failed.extend(result.addresses)
-                    errors.append(f"{', '.join(result.addresses)}: {result.error}")
-                    continue
-                if result.cancelled:
-                    continue
-                raw.append((0, result.addresses[0], result.xml))
-                for address in result.addresses:
-                    observed = result.hosts.get(address)
-                    if observed is None:
-                        # nmap said nothing about a host it was asked to scan: treat like
-                        # a failed batch rather than inventing a status for it.
-                        failed.append(address)
-                        errors.append(f"{address}: nmap reported no result for this host")
-                        continue
-                    observed.ports = [p for p in observed.ports if p.state == OPEN]
-                    hosts[address] = observed
+                    tally.sweep_failed(result.addresses, result.error)
+                elif not result.cancelled:
+                    tally.swept(result.addresses, result.hosts, result.xml)
 
-            fingerprinted = 0
-            if not cancelled:
-                jobs: list[tuple[str, list[tuple[int, str]]]] = []
-                for address in sorted(hosts, key=ip_sort_key):
-                    host = hosts[address]
-                    chosen = self._chosen_ports(host, fingerprint)
-                    if chosen:
-                        jobs.append((address, chosen))
+            if not tally.cancelled:
+                jobs = [
+                    (address, chosen)
+                    for address in sorted(tally.hosts, key=ip_sort_key)
+                    if (chosen := chosen_ports(tally.hosts[address], fingerprint))
+                ]
                 if jobs:
                     state.start_phase("fingerprint", len(jobs))
                     version_futures = [
                         pool.submit(self._version_host, address, chosen, halt, state)
                         for address, chosen in jobs
                     ]
-                    cancelled = _wait_all(version_futures, cancel, stop)
-                    for future in version_futures:
-                        if not future.done() or future.cancelled():
-                            continue
-                        result = future.result()
+                    tally.cancelled = wait_all(version_futures, cancel, stop)
+                    for result in _finished(version_futures):
                         if result.cancelled:
                             continue
-                        address = result.addresses[0]
                         if result.error:
-                            errors.append(f"{address}: service detection failed: {result.error}")
-                            continue
-                        raw.append((1, address, result.xml))
-                        fingerprinted += _merge_versions(hosts[address], result)
+                            tally.fingerprint_failed(result.addresses[0], result.error)
+                        else:
+                            tally.fingerprinted_host(result.addresses[0], result.hosts, result.xml)
 
-        finished = utcnow()
-        not_scanned = [a for a in planned if a not in hosts and a not in failed]
-        outcome = "success"
-        if cancelled:
-            outcome = "cancelled"
-            errors.insert(
-                0,
-                f"cancelled: {len(not_scanned) + len(failed)} of {len(planned)} hosts not scanned",
-            )
-        elif errors:
-            outcome = "partial" if hosts else "failed"
-        raw.sort(key=lambda item: (item[0], ip_sort_key(item[1])))
-        raw_xml = [xml for _, _, xml in raw]
-        digest = hashlib.sha256(b"".join(raw_xml)).hexdigest()
-        ordered = [hosts[a] for a in sorted(hosts, key=ip_sort_key)]
-        for host in ordered:
-            host.ports.sort(key=lambda p: (p.port, p.proto))
-        scan_result = ScanResult(
-            scan_id=new_scan_id(started),
-            started_at=started,
-            finished_at=finished,
+        return tally.result(
+            started=started,
+            finished=utcnow(),
             nmap_version=version,
             scan_type=self.scan_type,
             privileged=self.privileged,
-            targets=list(targets) if targets is not None else list(planned),
-            addresses=list(planned),
-            ports=str(ports),
+            targets=targets,
+            ports=ports,
             protocols=protocols,
-            hosts=ordered,
-            raw_xml=raw_xml,
-            raw_xml_sha256=digest,
-            outcome=outcome,
-            error="; ".join(errors),
             origin=origin,
             group=group,
-            fingerprinted=fingerprinted,
+            progress=progress,
         )
-        if progress is not None:
-            progress(Progress(len(ordered), len(planned), scan_result.open_port_count(), "done"))
-        return scan_result
 
     def probe(
         self,
@@ -520,7 +359,7 @@ class Scanner:
         pairs = sorted({(int(p), str(proto)) for p, proto in ports})
         if not pairs:
             return set()
-        _check_pairs(pairs)
+        check_pairs(pairs)
         udp = any(proto == "udp" for _, proto in pairs)
         if udp:
             self._require_udp_privilege()
@@ -552,7 +391,7 @@ class Scanner:
         pairs = sorted({(int(p), str(proto)) for p, proto in ports})
         if not pairs:
             return {}
-        _check_pairs(pairs)
+        check_pairs(pairs)
         if any(proto == "udp" for _, proto in pairs):
             self._require_udp_privilege()
         self.nmap_version()
@@ -574,8 +413,8 @@ class Scanner:
         batch: list[str],
         port_argument: str,
         udp: bool,
-        cancel: _Cancellable,
-        state: _ScanState,
+        cancel: Cancellable,
+        state: ScanProgress,
     ) -> _RunOutcome:
         args = self._sweep_args(batch, port_argument, udp)
         result = self._run(args, batch, cancel, self.settings.batch_timeout)
@@ -590,8 +429,8 @@ class Scanner:
         self,
         address: str,
         pairs: list[tuple[int, str]],
-        cancel: _Cancellable,
-        state: _ScanState,
+        cancel: Cancellable,
+        state: ScanProgress,
     ) -> _RunOutcome:
         result = self._run(
             self._version_args(address, pairs), [address], cancel, self.settings.batch_timeout
@@ -600,52 +439,8 @@ class Scanner:
             state.done(1, 0)
         return result
 
-    @staticmethod
-    def _chosen_ports(host: HostObservation, fingerprint: Fingerprint) -> list[tuple[int, str]]:
-        open_keys = {p.key for p in host.open_ports()}
-        if fingerprint == "none" or not open_keys:
-            return []
-        if fingerprint == "open":
-            return sorted(open_keys)
-        assert callable(fingerprint)
-        # Only ports this scan saw open: -sV on anything else would probe a port we have
-        # no reason to believe is ours to touch.
-        return sorted({(int(p), str(proto)) for p, proto in fingerprint(host)} & open_keys)
-
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-class _ScanState:
-    """Counters shared by worker threads; reports progress as each batch ends."""
-
-    def __init__(self, total: int, progress: Callable[[Progress], None] | None) -> None:
-        self._lock = threading.Lock()
-        self.total = total
-        self.hosts_done = 0
-        self.open_ports = 0
-        self.phase = "sweep"
-        self._progress = progress
-
-    # Callbacks run under the lock so that reports arrive in order (a consumer that keeps
-    # only the newest never goes backwards); they must be cheap, e.g. post a message.
-
-    def start_phase(self, phase: str, total: int) -> None:
-        with self._lock:
-            self.phase = phase
-            self.total = total
-            self.hosts_done = 0
-            self._emit(Progress(0, total, self.open_ports, phase))
-
-    def done(self, hosts: int, open_ports: int) -> None:
-        with self._lock:
-            self.hosts_done += hosts
-            self.open_ports += open_ports
-            self._emit(Progress(self.hosts_done, self.total, self.open_ports, self.phase))
-
-    def _emit(self, progress: Progress) -> None:
-        if self._progress is not None:
-            self._progress(progress)
 
 
 def _batches(addresses: list[str], size: int) -> list[list[str]]:
@@ -657,111 +452,5 @@ def _batches(addresses: list[str], size: int) -> list[list[str]]:
     return out
 
 
-def _wait_all(
-    futures: list[Future[_RunOutcome]], cancel: threading.Event | None, stop: threading.Event
-) -> bool:
-    """Wait for every future, or for cancel. True when cancelled.
-
-    On cancel (or a worker's error), queued work is dropped and running workers notice
-    `stop` within one poll, kill their nmap and return; we wait for them so that no nmap
-    process outlives the call.
-    """
-    pending: set[Future[_RunOutcome]] = set(futures)
-    while pending:
-        done, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
-        for future in done:
-            error = future.exception()
-            if error is not None:
-                # A user-fixable error (no privilege, no nmap): stop the rest, then raise.
-                stop.set()
-                _drain(pending)
-                raise error
-        if cancel is not None and cancel.is_set():
-            stop.set()
-            _drain(pending)
-            return True
-    return bool(cancel is not None and cancel.is_set())
-
-
-def _drain(pending: set[Future[_RunOutcome]]) -> None:
-    for future in pending:
-        future.cancel()
-    for future in pending:
-        if future.cancelled():
-            continue
-        try:
-            future.result()
-        except Exception:  # noqa: BLE001 - the first error is the one reported
-            pass
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.communicate(timeout=2)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _hosts_that_answered(tree: Any) -> set[str]:
-    """Addresses where some probe got an answer (a port open, closed or unfiltered)."""
-    answered: set[str] = set()
-    for host in tree.findall("host"):
-        address_el = host.find("address")
-        if address_el is None:
-            continue
-        try:
-            address = str(ipaddress.ip_address(address_el.get("addr", "")))
-        except ValueError:
-            continue
-        states = [el.get("state", "") for el in host.findall("ports/port/state")]
-        states += [el.get("state", "") for el in host.findall("ports/extraports")]
-        if any(s in ("open", "closed", "unfiltered", "closed|filtered") for s in states):
-            answered.add(address)
-    return answered
-
-
-def _merge_versions(host: HostObservation, result: _RunOutcome) -> int:
-    """Copy service/product/version from a -sV run into the sweep's open ports."""
-    versioned = result.hosts.get(host.address)
-    if versioned is None:
-        return 0
-    found = {p.key: p for p in versioned.ports}
-    merged = 0
-    updated: list[PortObservation] = []
-    for port in host.ports:
-        seen = found.get(port.key)
-        if seen is not None and seen.state == OPEN:
-            updated.append(
-                PortObservation(
-                    port=port.port,
-                    proto=port.proto,
-                    state=OPEN,
-                    service=seen.service,
-                    product=seen.product,
-                    version=seen.version,
-                    extrainfo=seen.extrainfo,
-                )
-            )
-            merged += 1
-        else:
-            # Closed between sweep and -sV, or nmap gave no verdict: the sweep stands and
-            # the confirm step (probe) decides whether it is really open.
-            updated.append(port)
-    host.ports = updated
-    return merged
-
-
-def _check_pairs(pairs: Iterable[tuple[int, str]]) -> None:
-    for port, proto in pairs:
-        if proto not in ("tcp", "udp") or not 1 <= port <= 65535:
-            raise TargetError(f"bad port {port}/{proto}: ports are 1-65535, tcp or udp")
-
-
-def _text(value: object) -> str:
-    """Untrusted text from nmap output, kept as a plain string (never evaluated)."""
-    return value if isinstance(value, str) else ("" if value is None else str(value))
+def _finished(futures: list[Future[_RunOutcome]]) -> list[_RunOutcome]:
+    return [f.result() for f in futures if f.done() and not f.cancelled()]

@@ -1,0 +1,180 @@
+"""Running nmap processes so that none outlives the scan that started it.
+
+Why this is its own module: how a child process is started, polled, cancelled and killed
+has nothing to do with what nmap is asked or how its XML is read, and it is the part
+that must hold under the worst conditions (a cancel, a timeout, a parent killed with
+SIGKILL). Three guarantees:
+
+* A cancel or a timeout kills the whole process group within one poll (0.1 s): nmap runs
+  in its own session (`start_new_session`), so one `killpg` reaches everything it forked.
+* nmap dies with its parent. A CLI killed with SIGKILL runs no cleanup, and its own
+  session keeps nmap out of the terminal's signals, so before nmap execs it asks the
+  kernel for SIGKILL when its parent dies (`prctl(PR_SET_PDEATHSIG)`).
+* A scan that stops (cancel, or a worker's error) waits for its workers, so no nmap is
+  still running when the call returns.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+POLL_SECONDS = 0.1
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# nmap needs nothing from our environment; a fixed one keeps its output stable (LC_ALL).
+NMAP_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
+
+
+class Cancellable(Protocol):
+    def is_set(self) -> bool: ...
+
+
+class AnyEvent:
+    """Set when any of its events is: the caller's cancel or the scan's own stop."""
+
+    def __init__(self, *events: threading.Event | None) -> None:
+        self._events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self._events)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessResult:
+    """How one process ended. On cancel or timeout it was killed and its output dropped."""
+
+    returncode: int | None
+    stdout: bytes = b""
+    stderr: bytes = b""
+    cancelled: bool = False
+    timed_out: bool = False
+
+
+def run_process(args: list[str], cancel: Cancellable | None, timeout: float) -> ProcessResult:
+    """Run `args` to completion, timeout or cancel, polling every POLL_SECONDS.
+
+    Raises FileNotFoundError or PermissionError when the program cannot be started.
+    """
+    if cancel is not None and cancel.is_set():
+        return ProcessResult(None, cancelled=True)
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, so one killpg reaps all
+        preexec_fn=die_with_parent(),
+        env=NMAP_ENV,
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                out, err = proc.communicate(timeout=POLL_SECONDS)
+                return ProcessResult(proc.returncode, out, err)
+            except subprocess.TimeoutExpired:
+                pass
+            if cancel is not None and cancel.is_set():
+                return ProcessResult(None, cancelled=True)
+            if time.monotonic() > deadline:
+                return ProcessResult(None, timed_out=True)
+    finally:
+        if proc.returncode is None:
+            kill_group(proc)
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up once, before any fork (never inside a child)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    function.restype = ctypes.c_int
+    return function
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that has the kernel SIGKILL the child when its parent dies.
+
+    The signal follows the death of the *thread* that forked, not of the process: here
+    that is the thread running `run_process`, which waits for its child, so the two end
+    together. A parent that died between fork and prctl is caught by the getppid check.
+    None where prctl does not exist (not Linux): the cancel and timeout paths remain.
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+    sigkill = int(signal.SIGKILL)
+
+    def preexec() -> None:
+        # Between fork and exec: one system call, no locks, no imports.
+        prctl(PR_SET_PDEATHSIG, sigkill, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.communicate(timeout=2)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def wait_all(
+    futures: list[Future[Any]], cancel: threading.Event | None, stop: threading.Event
+) -> bool:
+    """Wait for every future, or for cancel. True when cancelled.
+
+    On cancel (or a worker's error), queued work is dropped and running workers notice
+    `stop` within one poll, kill their nmap and return; we wait for them so that no nmap
+    process outlives the call.
+    """
+    pending: set[Future[Any]] = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+        for future in done:
+            error = future.exception()
+            if error is not None:
+                # A user-fixable error (no privilege, no nmap): stop the rest, then raise.
+                stop.set()
+                _drain(pending)
+                raise error
+        if cancel is not None and cancel.is_set():
+            stop.set()
+            _drain(pending)
+            return True
+    return bool(cancel is not None and cancel.is_set())
+
+
+def _drain(pending: set[Future[Any]]) -> None:
+    for future in pending:
+        future.cancel()
+    for future in pending:
+        if future.cancelled():
+            continue
+        try:
+            future.result()
+        except Exception:  # noqa: BLE001 - the first error is the one reported
+            pass

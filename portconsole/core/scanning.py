@@ -1,0 +1,293 @@
+"""The scanner seam: what the monitor asks of a scanner, and the rules every scanner shares.
+
+Why a protocol: the scan cycle (sweep, confirm, fingerprint, ingest) is domain logic, and
+most of its tests should not need nmap, root or real listeners. `ScannerLike` is exactly
+what `Monitor` calls; the real adapter (`scanner.Scanner`, which runs nmap) and the replay
+(`replay.ReplayScanner`, which answers from recorded nmap XML) both satisfy it, so a test
+swaps one for the other without the monitor knowing.
+
+Why the shared rules live here and not in either scanner: a replay that accepted an
+address the real scanner refuses, or named an outcome differently, would let a test pass
+that production fails. Both gate addresses with `checked_addresses` and ports with
+`check_pairs`, choose ports to fingerprint with `chosen_ports`, report progress with
+`ScanProgress` and turn what they gathered into a `ScanResult` with `ScanTally`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Protocol
+
+from portconsole.core.errors import TargetError, UserError
+from portconsole.core.model import OPEN, HostObservation, PortObservation, Progress, ScanResult
+from portconsole.core.targets import PortSpec, Scope, ip_sort_key
+
+# "open" (every open port), "none", or a callable choosing (port, proto) pairs per host.
+Fingerprint = Callable[[HostObservation], Iterable[tuple[int, str]]] | str
+
+# Protocols a scanner is asked to probe. An imported report may also carry sctp; we
+# never scan it ourselves.
+SCAN_PROTOCOLS = ("tcp", "udp")
+
+
+class ScanCancelled(UserError):
+    """A probe or fingerprint was cancelled before it could answer."""
+
+
+class ScannerLike(Protocol):
+    """What the monitor needs from a scanner. Signatures are those of `Scanner`.
+
+    Cancellation contract: `scan` never raises on cancel; it returns what finished with
+    outcome "cancelled". `probe` and `fingerprint` answer a question about specific ports,
+    where "no answer" must not read as "closed", so they raise `ScanCancelled`.
+    """
+
+    scan_type: str
+
+    def scan(
+        self,
+        addresses: list[str],
+        ports: PortSpec,
+        *,
+        udp: bool = False,
+        fingerprint: Fingerprint = "open",
+        progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+        targets: list[str] | None = None,
+        origin: str = "cli",
+        group: str = "",
+    ) -> ScanResult: ...
+
+    def probe(
+        self,
+        address: str,
+        ports: Iterable[tuple[int, str]],
+        cancel: threading.Event | None = None,
+    ) -> set[tuple[int, str]]: ...
+
+    def fingerprint(
+        self,
+        address: str,
+        ports: Iterable[tuple[int, str]],
+        cancel: threading.Event | None = None,
+    ) -> dict[tuple[int, str], PortObservation]: ...
+
+
+def normalise_addresses(addresses: Iterable[str]) -> list[str]:
+    """Every address as canonical text; anything that is not an IP address is refused."""
+    out: dict[str, None] = {}
+    for address in addresses:
+        if not isinstance(address, str):
+            raise TargetError(f"{address!r} is not an IP address; refusing to scan it")
+        try:
+            parsed = ipaddress.ip_address(address)
+        except ValueError:
+            shown = repr(address[:80])
+            raise TargetError(f"{shown} is not an IP address; refusing to scan it") from None
+        out.setdefault(str(parsed), None)
+    return list(out)
+
+
+def checked_addresses(addresses: Iterable[str], scope: Scope) -> list[str]:
+    """Canonical addresses, each inside `scope`: the last gate before anything is probed.
+
+    A caller that skipped target parsing is still refused here.
+    """
+    normalised = normalise_addresses(addresses)
+    scope.check_addresses(normalised)
+    return normalised
+
+
+def check_pairs(pairs: Iterable[tuple[int, str]]) -> None:
+    """Refuse a (port, proto) pair no scanner may be asked to probe."""
+    for port, proto in pairs:
+        if proto not in SCAN_PROTOCOLS or not 1 <= port <= 65535:
+            raise TargetError(f"bad port {port}/{proto}: ports are 1-65535, tcp or udp")
+
+
+def new_scan_id(started: datetime) -> str:
+    """A sortable unique id: `s-20261127T143344Z-1a2b3c`."""
+    return f"s-{started.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+
+
+def check_fingerprint_mode(fingerprint: Fingerprint) -> None:
+    if isinstance(fingerprint, str) and fingerprint not in ("open", "none"):
+        raise ValueError(f"fingerprint must be 'open', 'none' or a callable: {fingerprint!r}")
+
+
+def chosen_ports(host: HostObservation, fingerprint: Fingerprint) -> list[tuple[int, str]]:
+    """The open ports of a swept host that `fingerprint` selects for -sV."""
+    open_keys = {p.key for p in host.open_ports()}
+    if fingerprint == "none" or not open_keys:
+        return []
+    if fingerprint == "open":
+        return sorted(open_keys)
+    assert callable(fingerprint)
+    # Only ports this scan saw open: -sV on anything else would probe a port we have
+    # no reason to believe is ours to touch.
+    return sorted({(int(p), str(proto)) for p, proto in fingerprint(host)} & open_keys)
+
+
+class ScanProgress:
+    """Counters shared by worker threads; reports progress as each batch ends."""
+
+    def __init__(self, total: int, progress: Callable[[Progress], None] | None) -> None:
+        self._lock = threading.Lock()
+        self.total = total
+        self.hosts_done = 0
+        self.open_ports = 0
+        self.phase = "sweep"
+        self._progress = progress
+
+    # Callbacks run under the lock so that reports arrive in order (a consumer that keeps
+    # only the newest never goes backwards); they must be cheap, e.g. post a message.
+
+    def start_phase(self, phase: str, total: int) -> None:
+        with self._lock:
+            self.phase = phase
+            self.total = total
+            self.hosts_done = 0
+            self._emit(Progress(0, total, self.open_ports, phase))
+
+    def done(self, hosts: int, open_ports: int) -> None:
+        with self._lock:
+            self.hosts_done += hosts
+            self.open_ports += open_ports
+            self._emit(Progress(self.hosts_done, self.total, self.open_ports, self.phase))
+
+    def _emit(self, progress: Progress) -> None:
+        if self._progress is not None:
+            self._progress(progress)
+
+
+@dataclass(slots=True)
+class ScanTally:
+    """What one scan gathered, turned into its ScanResult by `result`.
+
+    The rules for a scan's outcome live here once: a host whose run failed is left out of
+    `hosts` (not scanned is not closed) and named in `error`; a cancelled scan keeps what
+    finished; raw XML is kept sweep first, then -sV, each in address order.
+    """
+
+    planned: list[str]
+    hosts: dict[str, HostObservation] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    raw: list[tuple[int, str, bytes]] = field(default_factory=list)
+    fingerprinted: int = 0
+    cancelled: bool = False
+
+    def swept(self, addresses: list[str], found: Mapping[str, HostObservation], xml: bytes) -> None:
+        """A sweep run over `addresses` ended with this XML; keep its open ports."""
+        self.raw.append((0, addresses[0], xml))
+        for address in addresses:
+            observed = found.get(address)
+            if observed is None:
+                # nmap said nothing about a host it was asked to scan: treat like a failed
+                # batch rather than inventing a status for it.
+                self.failed.append(address)
+                self.errors.append(f"{address}: nmap reported no result for this host")
+                continue
+            observed.ports = [p for p in observed.ports if p.state == OPEN]
+            self.hosts[address] = observed
+
+    def sweep_failed(self, addresses: list[str], error: str) -> None:
+        self.failed.extend(addresses)
+        self.errors.append(f"{', '.join(addresses)}: {error}")
+
+    def fingerprinted_host(
+        self, address: str, found: Mapping[str, HostObservation], xml: bytes
+    ) -> None:
+        """A -sV run on one host ended with this XML; merge what it identified."""
+        self.raw.append((1, address, xml))
+        self.fingerprinted += merge_fingerprint(self.hosts[address], found.get(address))
+
+    def fingerprint_failed(self, address: str, error: str) -> None:
+        self.errors.append(f"{address}: service detection failed: {error}")
+
+    def result(
+        self,
+        *,
+        started: datetime,
+        finished: datetime,
+        nmap_version: str,
+        scan_type: str,
+        privileged: bool,
+        targets: list[str] | None,
+        ports: PortSpec,
+        protocols: list[str],
+        origin: str,
+        group: str,
+        progress: Callable[[Progress], None] | None,
+    ) -> ScanResult:
+        planned, hosts, errors = self.planned, self.hosts, list(self.errors)
+        not_scanned = [a for a in planned if a not in hosts and a not in self.failed]
+        outcome = "success"
+        if self.cancelled:
+            outcome = "cancelled"
+            missing = len(not_scanned) + len(self.failed)
+            errors.insert(0, f"cancelled: {missing} of {len(planned)} hosts not scanned")
+        elif errors:
+            outcome = "partial" if hosts else "failed"
+        raw = sorted(self.raw, key=lambda item: (item[0], ip_sort_key(item[1])))
+        raw_xml = [xml for _, _, xml in raw]
+        ordered = [hosts[a] for a in sorted(hosts, key=ip_sort_key)]
+        for host in ordered:
+            host.ports.sort(key=lambda p: (p.port, p.proto))
+        scan_result = ScanResult(
+            scan_id=new_scan_id(started),
+            started_at=started,
+            finished_at=finished,
+            nmap_version=nmap_version,
+            scan_type=scan_type,
+            privileged=privileged,
+            targets=list(targets) if targets is not None else list(planned),
+            addresses=list(planned),
+            ports=str(ports),
+            protocols=protocols,
+            hosts=ordered,
+            raw_xml=raw_xml,
+            raw_xml_sha256=hashlib.sha256(b"".join(raw_xml)).hexdigest(),
+            outcome=outcome,
+            error="; ".join(errors),
+            origin=origin,
+            group=group,
+            fingerprinted=self.fingerprinted,
+        )
+        if progress is not None:
+            progress(Progress(len(ordered), len(planned), scan_result.open_port_count(), "done"))
+        return scan_result
+
+
+def merge_fingerprint(host: HostObservation, versioned: HostObservation | None) -> int:
+    """Copy service/product/version from a -sV run into the sweep's open ports."""
+    if versioned is None:
+        return 0
+    found = {p.key: p for p in versioned.ports}
+    merged = 0
+    updated: list[PortObservation] = []
+    for port in host.ports:
+        seen = found.get(port.key)
+        if seen is not None and seen.state == OPEN:
+            updated.append(
+                replace(
+                    port,
+                    service=seen.service,
+                    product=seen.product,
+                    version=seen.version,
+                    extrainfo=seen.extrainfo,
+                )
+            )
+            merged += 1
+        else:
+            # Closed between sweep and -sV, or nmap gave no verdict: the sweep stands and
+            # the confirm step (probe) decides whether it is really open.
+            updated.append(port)
+    host.ports = updated
+    return merged
