@@ -164,7 +164,7 @@ def test_scan_json_triage_and_audit(tmp_path: Path) -> None:
         verify = run_cli(tmp_path, "audit", "verify")
         assert verify.returncode == 0 and verify.stdout.startswith("OK")
         # Tamper with one past event: verify must fail and name it.
-        segment = sorted((tmp_path / "data" / "audit").glob("20*.json"))[0]
+        segment = sorted((tmp_path / "data" / "journal").glob("20*.jsonl"))[0]
         text = segment.read_text()
         assert "finding.flagged" in text
         segment.write_text(text.replace("not in any change request", "approved by the CISO"))
