@@ -39,10 +39,10 @@ from xml.etree import ElementTree
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from portconsole.core.adapters.scanner import Scanner  # noqa: E402
+from portconsole.core.domain.targets import Scope, parse_ports  # noqa: E402
 from portconsole.core.errors import UserError  # noqa: E402
-from portconsole.core.scanner import Scanner  # noqa: E402
 from portconsole.core.settings import ScanSettings  # noqa: E402
-from portconsole.core.targets import Scope, parse_ports  # noqa: E402
 from portconsole.demo import ListenerFleet  # noqa: E402
 
 RANGE_SIZE = 9999

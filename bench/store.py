@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from portconsole.core.model import HostObservation, PortObservation, ScanResult  # noqa: E402
-from portconsole.core.store import Store  # noqa: E402
+from portconsole.core.adapters.store import Store  # noqa: E402
+from portconsole.core.domain.model import HostObservation, PortObservation, ScanResult  # noqa: E402
 from portconsole.core.timeutil import add_months  # noqa: E402
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -136,7 +136,7 @@ def timed_ingests(store: Store, fleet: Fleet, start: datetime, changed: int, rep
 
 def journal_replay_rate(folder: Path, transactions: int = 2000) -> tuple[int, float]:
     """Events replayed per ms: transactions of a decision-like size (3 events, 2 documents)."""
-    from portconsole.core.audit import AuditEntry
+    from portconsole.core.adapters.journal import AuditEntry
     from portconsole.core.identity import Actor
 
     store = Store(folder)

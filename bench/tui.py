@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.store import Fleet  # noqa: E402
+from portconsole.core.adapters.store import Store  # noqa: E402
 from portconsole.core.monitor import Monitor  # noqa: E402
 from portconsole.core.settings import RetentionSettings  # noqa: E402
-from portconsole.core.store import Store  # noqa: E402
 from portconsole.core.timeutil import utcnow  # noqa: E402
 from portconsole.demo import ListenerFleet  # noqa: E402
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from portconsole import __version__
+from portconsole.core.domain.model import location
 from portconsole.core.errors import UserError
-from portconsole.core.model import location
 from portconsole.core.textsafe import terminal_safe
 from portconsole.core.timeutil import iso, parse_iso
 
@@ -388,7 +388,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         return 0
     text = monitor.baseline_export()
     if args.output:
-        from portconsole.core.storage import atomic_write_bytes
+        from portconsole.core.adapters.storage import atomic_write_bytes
 
         atomic_write_bytes(Path(args.output), text.encode("utf-8"))
         print(f"wrote {args.output}")
@@ -440,7 +440,7 @@ def cmd_store(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     monitor = _monitor(args, reads_only=True)
     if args.audit_command == "verify":
-        from portconsole.core.audit import parse_anchor
+        from portconsole.core.adapters.journal import parse_anchor
 
         anchors = [parse_anchor(text) for text in args.anchor or ()]
         result = monitor.audit_verify(anchors)

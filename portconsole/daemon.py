@@ -13,9 +13,9 @@ import sys
 import threading
 from typing import Any
 
+from portconsole.core.domain.model import location
 from portconsole.core.errors import UserError
-from portconsole.core.model import location
-from portconsole.core.supervisor import Supervisor
+from portconsole.core.services.supervisor import Supervisor
 from portconsole.core.textsafe import terminal_safe
 from portconsole.core.timeutil import iso, utcnow
 

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Self
 
+from portconsole.core.adapters.storage import atomic_write_bytes, ensure_private_dir
 from portconsole.core.errors import UserError
-from portconsole.core.storage import atomic_write_bytes, ensure_private_dir
 
 DEMO_NETWORK = "127.77.0.0/24"
 DEMO_PORT_OFFSET = 10000

@@ -12,15 +12,15 @@ Typical use::
 
 Everything but nmap is real: settings from a config file, the store, detection, audit.
 The replay answers sweeps, confirm probes and -sV from the mapping it was given, through
-the same XML reader as a live scan (see portconsole/core/replay.py).
+the same XML reader as a live scan (see portconsole/core/adapters/replay.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from portconsole.core.adapters.replay import Network, ReplayScanner
 from portconsole.core.monitor import Monitor
-from portconsole.core.replay import Network, ReplayScanner
 from portconsole.core.settings import load_settings
 from tests.conftest import write_config
 

@@ -9,8 +9,8 @@ import sys
 def test_core_imports_neither_textual_nor_rich() -> None:
     code = (
         "import sys, pkgutil, importlib, portconsole.core as core\n"
-        "for info in pkgutil.iter_modules(core.__path__):\n"
-        "    importlib.import_module(f'portconsole.core.{info.name}')\n"
+        "for info in pkgutil.walk_packages(core.__path__, 'portconsole.core.'):\n"
+        "    importlib.import_module(info.name)\n"
         "import portconsole.cli, portconsole.daemon\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich'))\n"
         "print(','.join(bad))\n"

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from portconsole.core.audit import GENESIS_HASH, AuditEntry, AuditLog, event_hash
+from portconsole.core.adapters.journal import GENESIS_HASH, AuditEntry, AuditLog, event_hash
+from portconsole.core.adapters.storage import DataLock
 from portconsole.core.identity import Actor, clean_text, parse_ssh_client
-from portconsole.core.storage import DataLock
 
 APRIL = datetime(2026, 4, 30, 23, 0, tzinfo=UTC)
 MAY = datetime(2026, 5, 1, 1, 0, tzinfo=UTC)
@@ -342,9 +342,9 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
 APPENDER = """
 import sys
 from pathlib import Path
-from portconsole.core.audit import AuditLog
+from portconsole.core.adapters.journal import AuditLog
 from portconsole.core.identity import Actor
-from portconsole.core.storage import DataLock
+from portconsole.core.adapters.storage import DataLock
 data = Path(sys.argv[1])
 log = AuditLog(data, DataLock(data / "store.lock"))
 actor = Actor(user=sys.argv[2], host="h", origin="daemon")

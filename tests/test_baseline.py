@@ -8,17 +8,18 @@ from pathlib import Path
 import pytest
 from tinydb import TinyDB
 
-from portconsole.core.approvals import ApprovalRegistry, person_of
-from portconsole.core.baseline import (
+from portconsole.core.adapters.approvals import ApprovalRegistry
+from portconsole.core.adapters.baseline import (
     BaselineError,
     export_baseline,
     lint_baseline,
     load_baseline,
     read_baseline,
 )
+from portconsole.core.adapters.storage import AtomicJSONStorage, DataLock
+from portconsole.core.domain.approval import person_of
 from portconsole.core.errors import NotFoundError, PermissionRefused, UserError
 from portconsole.core.settings import GroupSettings, Settings
-from portconsole.core.storage import AtomicJSONStorage, DataLock
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_baselines"
 ACTOR = "carol@console via 127.0.0.9"
@@ -232,7 +233,7 @@ def test_demo_baseline_approves_exactly_the_expected_demo_services(name: str, of
     assert approved == expected
     unexpected = {(s.address, s.port, s.proto) for s in fleet if not s.expected}
     assert unexpected and not unexpected & approved
-    from portconsole.core.detect import product_matches, service_matches
+    from portconsole.core.domain.detect import product_matches, service_matches
 
     by_key = {(s.host, s.port, s.proto): s for s in specs}
     for service in fleet:

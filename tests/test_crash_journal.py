@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from portconsole.core.domain.model import HostObservation, PortObservation, ScanResult
 from portconsole.core.errors import UserError
-from portconsole.core.model import HostObservation, PortObservation, ScanResult
 from portconsole.core.monitor import Monitor
 from portconsole.core.timeutil import utcnow
 

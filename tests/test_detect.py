@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 from tinydb import TinyDB
 
-from portconsole.core.approvals import Approval, ApprovalRegistry
-from portconsole.core.detect import (
+from portconsole.core.adapters.approvals import ApprovalRegistry
+from portconsole.core.adapters.findings import FindingBook
+from portconsole.core.adapters.storage import AtomicJSONStorage, DataLock
+from portconsole.core.domain.approval import Approval
+from portconsole.core.domain.detect import (
     classify_port,
     detect,
     product_matches,
@@ -18,10 +21,8 @@ from portconsole.core.detect import (
     service_matches,
     severity_for,
 )
-from portconsole.core.findings import FindingBook
-from portconsole.core.model import HostObservation, PortObservation, ScanResult
+from portconsole.core.domain.model import HostObservation, PortObservation, ScanResult
 from portconsole.core.settings import Settings
-from portconsole.core.storage import AtomicJSONStorage, DataLock
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 WEB = "127.77.0.10"

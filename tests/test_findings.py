@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from tinydb import TinyDB
 
+from portconsole.core.adapters.findings import FindingBook
+from portconsole.core.adapters.storage import AtomicJSONStorage, DataLock
+from portconsole.core.domain.finding import FindingCandidate, finding_key
 from portconsole.core.errors import NotFoundError, UserError
-from portconsole.core.findings import FindingBook, FindingCandidate, finding_key
-from portconsole.core.storage import AtomicJSONStorage, DataLock
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 ALICE = "alice@console via 127.0.5.9"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from portconsole.core.nmap_parse import NotARegularFile, ReportRefused, ReportTooLarge
-from portconsole.core.nmapxml import read_report_file
+from portconsole.core.adapters.nmap_parse import NotARegularFile, ReportRefused, ReportTooLarge
+from portconsole.core.adapters.nmapxml import read_report_file
 from tests.conftest import write_config
 from tests.test_cli import run_cli
 from tests.test_nmap_parse import report

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-import portconsole.core.store as store_module
+import portconsole.core.adapters.store as store_module
+from portconsole.core.adapters.store import Store
+from portconsole.core.domain.model import HostObservation, PortObservation, ScanResult
 from portconsole.core.errors import StoreError, UserError
-from portconsole.core.model import HostObservation, PortObservation, ScanResult
 from portconsole.core.monitor import Monitor
-from portconsole.core.store import Store
 from portconsole.core.timeutil import utcnow
 
 HOST = "127.0.0.2"
@@ -329,7 +329,7 @@ def test_anchors_go_to_a_file_and_a_webhook_and_catch_a_rewrite(tmp_path: Path) 
     text = line.split()[0]
     assert cli(monitor, "audit", "verify", "--anchor", text).returncode == 0
     # Rewrite the whole chain consistently: only the anchor can tell.
-    from portconsole.core.audit import event_hash
+    from portconsole.core.adapters.journal import event_hash
 
     (segment,) = (tmp_path / "data" / "journal").glob("*.jsonl")
     records = [json.loads(x) for x in segment.read_bytes().splitlines()]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from portconsole.core.adapters.leader import LeaderElection
 from portconsole.core.identity import Actor
-from portconsole.core.leader import LeaderElection
 
 BOB = Actor(user="bob", host="console2", origin="tui")
 
@@ -24,7 +24,7 @@ CONTENDER = """
 import sys, time
 from pathlib import Path
 from portconsole.core.identity import Actor
-from portconsole.core.leader import LeaderElection
+from portconsole.core.adapters.leader import LeaderElection
 data, go, name = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 election = LeaderElection(data, Actor(user=name, host="h", origin="daemon"), stale_after=30)
 while not go.exists():
@@ -38,7 +38,7 @@ LEADER = """
 import subprocess, sys, time
 from pathlib import Path
 from portconsole.core.identity import Actor
-from portconsole.core.leader import LeaderElection
+from portconsole.core.adapters.leader import LeaderElection
 election = LeaderElection(Path(sys.argv[1]), Actor(user="alice", host="h", origin="daemon"), 30)
 assert election.try_acquire()
 if len(sys.argv) > 2:

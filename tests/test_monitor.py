@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from portconsole.core.domain.model import Progress
 from portconsole.core.errors import PermissionRefused, UserError
-from portconsole.core.model import Progress
 from portconsole.core.monitor import Monitor
 from portconsole.core.timeutil import utcnow
 from tests.conftest import write_config

@@ -17,9 +17,7 @@ from xml.sax.saxutils import quoteattr
 
 import pytest
 
-from portconsole.core.errors import TargetError, UserError
-from portconsole.core.model import HostObservation
-from portconsole.core.nmap_parse import (
+from portconsole.core.adapters.nmap_parse import (
     CUT_MARK,
     MAX_BANNER_CHARS,
     MAX_HOSTNAME_CHARS,
@@ -27,10 +25,12 @@ from portconsole.core.nmap_parse import (
     ReportTooLarge,
     parse_report,
 )
-from portconsole.core.nmapxml import ImportRefused, parse_nmap_xml
-from portconsole.core.scanner import Scanner
+from portconsole.core.adapters.nmapxml import ImportRefused, parse_nmap_xml
+from portconsole.core.adapters.scanner import Scanner
+from portconsole.core.domain.model import HostObservation
+from portconsole.core.domain.targets import PortSpec, Scope
+from portconsole.core.errors import TargetError, UserError
 from portconsole.core.settings import ScanSettings
-from portconsole.core.targets import PortSpec, Scope
 from tests.fleet import TestFleet
 
 DATA = Path(__file__).parent / "data"
@@ -243,7 +243,7 @@ def test_out_of_scope_import_names_the_address() -> None:
 # so its peak memory is its own. A whole-tree parse holds all of it several times over.
 _MEMORY_PROBE = """
 import resource, sys, tracemalloc
-from portconsole.core.nmap_parse import parse_report
+from portconsole.core.adapters.nmap_parse import parse_report
 hosts = int(sys.argv[1])
 script = "<script id='banner' output='" + "z" * 4000 + "'/>"
 parts = ['<?xml version="1.0"?><nmaprun scanner="nmap" args="nmap -sV" start="1779876000">']

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from portconsole.core.nmap_process import ProcessResult, run_process
+from portconsole.core.adapters.nmap_process import ProcessResult, run_process
 from tests.fleet import TestFleet
 
 pytestmark = [
@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 _SCAN_FOREVER = """
 import sys
-from portconsole.core.scanner import Scanner
+from portconsole.core.adapters.scanner import Scanner
 from portconsole.core.settings import ScanSettings
-from portconsole.core.targets import PortSpec, Scope
+from portconsole.core.domain.targets import PortSpec, Scope
 host, port = sys.argv[1], int(sys.argv[2])
 Scanner(ScanSettings(timing=0, batch_timeout=600), Scope(["127.0.0.0/8"])).scan(
     [host], PortSpec.of([port]), fingerprint="none"

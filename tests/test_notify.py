@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 from tinydb import TinyDB
 
-from portconsole.core.errors import ConfigError
-from portconsole.core.notify import (
+from portconsole.core.adapters.notify import (
     DEAD,
     DELIVERED,
     OUTBOX_TABLE,
@@ -27,9 +26,10 @@ from portconsole.core.notify import (
     OutboxMessage,
     from_finding,
 )
+from portconsole.core.adapters.storage import AtomicJSONStorage, DataLock
+from portconsole.core.errors import ConfigError
 from portconsole.core.secrets import config_secrets, mask_text, mask_url
 from portconsole.core.settings import NotifySettings, NotifyTarget
-from portconsole.core.storage import AtomicJSONStorage, DataLock
 from portconsole.core.timeutil import utcnow
 from tests.servers import HttpCatcher, SmtpCatcher, free_port
 

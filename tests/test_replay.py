@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from portconsole.core.adapters.nmap_parse import parse_report
+from portconsole.core.adapters.replay import ReplayScanner, Service
+from portconsole.core.adapters.scanning import ScanCancelled, ScannerLike
+from portconsole.core.domain.model import Progress, ScanResult
+from portconsole.core.domain.targets import PortSpec, Scope, parse_ports
 from portconsole.core.errors import ScannerError, TargetError
-from portconsole.core.model import Progress, ScanResult
-from portconsole.core.nmap_parse import parse_report
-from portconsole.core.replay import ReplayScanner, Service
-from portconsole.core.scanning import ScanCancelled, ScannerLike
-from portconsole.core.targets import PortSpec, Scope, parse_ports
 from tests.replay import replay_monitor
 
 DATA = Path(__file__).parent / "data"
@@ -230,7 +230,7 @@ monitor.run_cycle(targets=["127.0.0.2"], ports="22,80")
 network.open_port("127.0.0.2", 80, "http")
 cycle = monitor.run_cycle(targets=["127.0.0.2"], ports="22,80")
 monitor.close()
-loaded = sorted(m for m in ("nmap", "portconsole.core.scanner") if m in sys.modules)
+loaded = sorted(m for m in ("nmap", "portconsole.core.adapters.scanner") if m in sys.modules)
 print([f.port for f in cycle.findings], loaded)
 """
 
@@ -252,7 +252,7 @@ def test_a_replayed_cycle_runs_no_nmap(tmp_path: Path) -> None:
 @pytest.mark.nmap
 @pytest.mark.skipif(shutil.which("nmap") is None, reason="nmap is not installed")
 def test_replay_and_real_results_have_the_same_shape() -> None:
-    from portconsole.core.scanner import Scanner
+    from portconsole.core.adapters.scanner import Scanner
     from portconsole.core.settings import ScanSettings
     from tests.fleet import TestFleet
 

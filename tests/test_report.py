@@ -31,17 +31,19 @@ from typing import Any
 
 import pytest
 
-from portconsole.core.approvals import Approval, ApprovalRegistry
-from portconsole.core.detect import detect, scan_coverage
+from portconsole.core.adapters.approvals import ApprovalRegistry
+from portconsole.core.adapters.findings import FindingBook
+from portconsole.core.adapters.store import Store
+from portconsole.core.domain.approval import Approval
+from portconsole.core.domain.detect import detect, scan_coverage
+from portconsole.core.domain.finding import Finding, FindingCandidate
+from portconsole.core.domain.model import HostObservation, PortObservation, ScanResult
 from portconsole.core.errors import UserError
-from portconsole.core.findings import Finding, FindingBook, FindingCandidate
 from portconsole.core.identity import Actor
-from portconsole.core.model import HostObservation, PortObservation, ScanResult
-from portconsole.core.report import export_report, manifest_path, verify_manifest
-from portconsole.core.report_data import p90
-from portconsole.core.schedule import Scheduler
+from portconsole.core.services.report import export_report, manifest_path, verify_manifest
+from portconsole.core.services.report_data import p90
+from portconsole.core.services.schedule import Scheduler
 from portconsole.core.settings import GroupSettings, Settings, SeveritySettings
-from portconsole.core.store import Store
 from portconsole.core.timeutil import iso
 
 H2, H3 = "127.0.0.2", "127.0.0.3"

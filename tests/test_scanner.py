@@ -20,11 +20,11 @@ from xml.etree import ElementTree
 
 import pytest
 
+from portconsole.core.adapters.scanner import ScanCancelled, Scanner
+from portconsole.core.domain.model import HostObservation, Progress, ScanResult
+from portconsole.core.domain.targets import PortSpec, Scope, expand_targets, parse_ports
 from portconsole.core.errors import ScannerError, TargetError, UserError
-from portconsole.core.model import HostObservation, Progress, ScanResult
-from portconsole.core.scanner import ScanCancelled, Scanner
 from portconsole.core.settings import ScanSettings, load_settings
-from portconsole.core.targets import PortSpec, Scope, expand_targets, parse_ports
 from portconsole.demo import (
     DEMO_FLEET,
     DEMO_PORT_OFFSET,
@@ -160,9 +160,9 @@ def test_unprivileged_user_gets_a_connect_scan(fleet: TestFleet, tmp_path: Path)
     host = fleet.new_address()
     port = fleet.listen(host, "tcp")
     code = (
-        "from portconsole.core.scanner import Scanner;"
+        "from portconsole.core.adapters.scanner import Scanner;"
         "from portconsole.core.settings import ScanSettings;"
-        "from portconsole.core.targets import Scope, parse_ports;"
+        "from portconsole.core.domain.targets import Scope, parse_ports;"
         "s = Scanner(ScanSettings(), Scope(['127.0.0.0/8']));"
         f"r = s.scan(['{host}'], parse_ports('{port}'), fingerprint='none');"
         "print(r.scan_type, r.privileged, [p.port for p in r.hosts[0].ports])"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from portconsole.core.adapters.storage import DataLock
 from portconsole.core.errors import NotFoundError
-from portconsole.core.schedule import Gap, Scheduler, run_loop
+from portconsole.core.services.schedule import Gap, Scheduler, run_loop
 from portconsole.core.settings import GroupSettings
-from portconsole.core.storage import DataLock
 
 T0 = datetime(2026, 5, 27, 10, 0, tzinfo=UTC)
 
@@ -237,7 +237,7 @@ DIES_MID_RUN = """
 import sys
 from datetime import datetime
 from pathlib import Path
-from portconsole.core.schedule import Scheduler
+from portconsole.core.services.schedule import Scheduler
 from portconsole.core.settings import GroupSettings
 group = GroupSettings(targets=["127.0.0.2"], interval=900, jitter=0)
 s = Scheduler({"web": group}, Path(sys.argv[1]) / "schedule.json")

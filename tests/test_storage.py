@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from portconsole.core.storage import DataLock, open_tinydb
+from portconsole.core.adapters.storage import DataLock, open_tinydb
 
 
 def test_insert_multiple_gives_every_document_its_own_id(tmp_path: Path) -> None:
@@ -34,7 +34,7 @@ def test_an_existing_folder_keeps_its_mode(tmp_path: Path) -> None:
     # Writing a report into a shared folder (say /tmp) must not lock others out of it.
     import stat
 
-    from portconsole.core.storage import atomic_write_bytes
+    from portconsole.core.adapters.storage import atomic_write_bytes
 
     shared = tmp_path / "shared"
     shared.mkdir()

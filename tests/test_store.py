@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from portconsole.core.adapters.nmapxml import ImportRefused, parse_nmap_xml
+from portconsole.core.adapters.store import Store, load_scan_lines
+from portconsole.core.domain.model import HostObservation, PortObservation, ScanResult
+from portconsole.core.domain.targets import Scope
 from portconsole.core.errors import StoreError, TargetError
-from portconsole.core.model import HostObservation, PortObservation, ScanResult
-from portconsole.core.nmapxml import ImportRefused, parse_nmap_xml
 from portconsole.core.settings import RetentionSettings
-from portconsole.core.store import Store, load_scan_lines
-from portconsole.core.targets import Scope
 
 DATA = Path(__file__).parent / "data"
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -488,7 +488,7 @@ def test_answers_do_not_depend_on_where_checkpoints_fall(
     gives, late reports (appended after a checkpoint, finished before it) included."""
     import random
 
-    import portconsole.core.store as store_module
+    import portconsole.core.adapters.store as store_module
 
     rng = random.Random(3)
     hosts = [f"127.0.0.{i}" for i in range(2, 8)]

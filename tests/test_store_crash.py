@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from portconsole.core.model import HostObservation, PortObservation, ScanResult  # noqa: E402
-from portconsole.core.store import Store  # noqa: E402
+from portconsole.core.adapters.store import Store  # noqa: E402
+from portconsole.core.domain.model import HostObservation, PortObservation, ScanResult  # noqa: E402
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 

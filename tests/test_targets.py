@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from portconsole.core.errors import TargetError, UserError
-from portconsole.core.targets import (
+from portconsole.core.adapters.dns import resolve_host_name
+from portconsole.core.domain.targets import (
     DEFAULT_SCOPE,
     PortSpec,
     Scope,
@@ -13,6 +13,7 @@ from portconsole.core.targets import (
     parse_ports,
     parse_target,
 )
+from portconsole.core.errors import TargetError, UserError
 
 LOOPBACK = Scope(DEFAULT_SCOPE)
 
@@ -78,9 +79,12 @@ def test_address_cidr_range_and_ipv6_in_scope() -> None:
 
 
 def test_hostname_resolves_and_is_checked() -> None:
-    target = parse_target("localhost", LOOPBACK)
+    target = parse_target("localhost", LOOPBACK, resolve_host_name)
     assert target.kind == "hostname"
     assert target.addresses and all(LOOPBACK.contains_address(a) for a in target.addresses)
+    # The domain itself asks no DNS: without a resolver a name is refused, not looked up.
+    with pytest.raises(TargetError, match="not resolved here"):
+        parse_target("localhost", LOOPBACK)
 
 
 @pytest.mark.parametrize(

@@ -23,30 +23,33 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from portconsole.core.approvals import Approval, ApprovalRegistry
-from portconsole.core.audit import AuditEntry, AuditEvent, AuditLog, VerifyResult
-from portconsole.core.detect import classify_port, detect, scan_coverage
-from portconsole.core.errors import NotFoundError, PermissionRefused, StoreError, UserError
-from portconsole.core.findings import Finding, FindingBook, FindingCandidate
-from portconsole.core.identity import Actor
-from portconsole.core.leader import LeaderElection, LeaderInfo
-from portconsole.core.model import (
+from portconsole.core.adapters.approvals import ApprovalRegistry
+from portconsole.core.adapters.dns import resolve_host_name
+from portconsole.core.adapters.findings import FindingBook
+from portconsole.core.adapters.journal import AuditEntry, AuditEvent, AuditLog, VerifyResult
+from portconsole.core.adapters.leader import LeaderElection, LeaderInfo
+from portconsole.core.adapters.notify import DeliveryResult, DeliveryWorker, Notifier, OutboxMessage
+from portconsole.core.adapters.storage import ensure_private_dir
+from portconsole.core.adapters.store import ChangeEvent, PointInTime, PortState, Store
+from portconsole.core.domain.approval import Approval
+from portconsole.core.domain.detect import classify_port, detect, scan_coverage
+from portconsole.core.domain.finding import Finding, FindingCandidate
+from portconsole.core.domain.model import (
     OPEN,
     Change,
     PortObservation,
     Progress,
     ScanResult,
 )
-from portconsole.core.notify import DeliveryResult, DeliveryWorker, Notifier, OutboxMessage
-from portconsole.core.schedule import Gap, Scheduler
+from portconsole.core.domain.targets import PortSpec, expand_targets, ip_sort_key, parse_ports
+from portconsole.core.errors import NotFoundError, PermissionRefused, StoreError, UserError
+from portconsole.core.identity import Actor
+from portconsole.core.services.schedule import Gap, Scheduler
 from portconsole.core.settings import Paths, Settings, load_settings, warn_if_world_readable
-from portconsole.core.storage import ensure_private_dir
-from portconsole.core.store import ChangeEvent, PointInTime, PortState, Store
-from portconsole.core.targets import PortSpec, expand_targets, ip_sort_key, parse_ports
 from portconsole.core.timeutil import add_months, iso, parse_iso, utcnow
 
 if TYPE_CHECKING:
-    from portconsole.core.scanning import ScannerLike
+    from portconsole.core.adapters.scanning import ScannerLike
 
 # Ports whose fingerprint is older than this are fingerprinted again, so a product swapped
 # behind an unchanged port is still noticed ("changed" mode cannot see it from a sweep).
@@ -299,7 +302,7 @@ class Monitor:
     def scanner(self) -> ScannerLike:
         # Imported on first use: reads and decisions need neither python-nmap nor nmap.
         if self._scanner is None:
-            from portconsole.core.scanner import Scanner
+            from portconsole.core.adapters.scanner import Scanner
 
             self._scanner = Scanner(self.settings.scan, self.scope)
         return self._scanner
@@ -332,7 +335,7 @@ class Monitor:
         names: dict[str, list[str]] = {}
         for group, conf in self.settings.groups.items():
             try:
-                addresses = expand_targets(conf.targets, self.scope)
+                addresses = expand_targets(conf.targets, self.scope, resolve_host_name)
             except UserError:
                 continue
             for address in addresses:
@@ -687,7 +690,7 @@ class Monitor:
                 )
             )
             label = "all"
-        addresses = expand_targets(texts, self.scope)
+        addresses = expand_targets(texts, self.scope, resolve_host_name)
         return texts, addresses, spec, udp, label
 
     def run_cycle(
@@ -1132,13 +1135,13 @@ class Monitor:
 
     # ----- baselines, imports, retention ------------------------------------------------
     def baseline_lint(self, path: Path) -> list[Any]:
-        from portconsole.core.baseline import lint_baseline
+        from portconsole.core.adapters.baseline import lint_baseline
 
         return lint_baseline(path, self.settings)
 
     def baseline_import(self, path: Path) -> tuple[int, int]:
         """Turn a baseline file's rules into approval records; every change is audited."""
-        from portconsole.core.baseline import load_baseline
+        from portconsole.core.adapters.baseline import load_baseline
 
         self._require_write("import baselines")
         specs = load_baseline(path, self.settings)
@@ -1169,7 +1172,7 @@ class Monitor:
         return len(result.added), len(result.unchanged)
 
     def baseline_export(self) -> str:
-        from portconsole.core.baseline import export_baseline
+        from portconsole.core.adapters.baseline import export_baseline
 
         self._require_write("export baselines")
         return export_baseline(self.approvals.active())
@@ -1180,7 +1183,7 @@ class Monitor:
 
     def import_xml(self, path: Path) -> CycleResult:
         """Ingest an nmap XML report made elsewhere through the same path as a scan."""
-        from portconsole.core.nmapxml import import_report
+        from portconsole.core.adapters.nmapxml import import_report
 
         self._require_write("import scans")
         # Bounded: regular files only (a FIFO or /dev/zero is refused), size-capped.
@@ -1215,7 +1218,7 @@ class Monitor:
         progress: Callable[[str, float], None] | None = None,
     ) -> list[Path]:
         """A point-in-time report (`at`) or an evidence pack (`start`..`end`); audited."""
-        from portconsole.core.report import export_report
+        from portconsole.core.services.report import export_report
 
         # An export is an audit event, and read-only means no writes at all.
         self._require_write("export reports")

@@ -20,8 +20,8 @@ from typing import Any, Literal
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from portconsole.core.domain.targets import DEFAULT_SCOPE, Scope, parse_ports
 from portconsole.core.errors import ConfigError, TargetError
-from portconsole.core.targets import DEFAULT_SCOPE, Scope, parse_ports
 
 APP_NAME = "portconsole"
 ENV_PREFIX = "PORTCONSOLE_"

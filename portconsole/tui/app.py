@@ -27,7 +27,7 @@ from textual.screen import ModalScreen
 from textual.theme import Theme
 
 from portconsole.core.errors import UserError
-from portconsole.core.supervisor import Supervisor
+from portconsole.core.services.supervisor import Supervisor
 from portconsole.core.timeutil import utcnow
 from portconsole.tui.commands import ConsoleCommands
 from portconsole.tui.messages import (

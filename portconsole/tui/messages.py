@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
-from portconsole.core.model import Progress
+from portconsole.core.domain.model import Progress
 
 if TYPE_CHECKING:
-    from portconsole.core.findings import Finding
+    from portconsole.core.domain.finding import Finding
     from portconsole.core.monitor import HostRow, Overview
 
 

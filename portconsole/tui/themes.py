@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
+from portconsole.core.adapters.storage import atomic_write_bytes, load_json_file
 from portconsole.core.errors import StoreError
-from portconsole.core.storage import atomic_write_bytes, load_json_file
 
 DEFAULT_THEME = "portconsole-dark"
 MONO_THEME = "portconsole-mono"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from portconsole.core.findings import Finding
+from portconsole.core.domain.finding import Finding
 from portconsole.core.monitor import Monitor
 from portconsole.tui.app import PortConsoleApp
 from portconsole.tui.screens.forms import ApproveForm, ConfirmDecision, TextDecision

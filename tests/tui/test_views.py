@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.command import CommandPalette
 
-from portconsole.core.model import port_key
+from portconsole.core.domain.model import port_key
 from portconsole.core.monitor import Monitor
 from portconsole.tui.app import PortConsoleApp
 from portconsole.tui.screens.audit import AuditScreen

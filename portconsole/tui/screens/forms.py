@@ -23,7 +23,7 @@ from portconsole.core.errors import UserError
 from portconsole.tui.safe import clean
 
 if TYPE_CHECKING:
-    from portconsole.core.findings import Finding
+    from portconsole.core.domain.finding import Finding
     from portconsole.tui.app import PortConsoleApp
 
 

@@ -15,8 +15,8 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import DataTable, Input, Label, Static
 
+from portconsole.core.domain.model import port_key
 from portconsole.core.errors import UserError
-from portconsole.core.model import port_key
 from portconsole.core.timeutil import parse_iso
 from portconsole.tui.safe import clean, safe_text, short_time
 from portconsole.tui.screens.base import ConsoleScreen, filtered
@@ -24,7 +24,7 @@ from portconsole.tui.screens.host import describe_state
 from portconsole.tui.widgets import KeyedTable
 
 if TYPE_CHECKING:
-    from portconsole.core.store import ChangeEvent, PointInTime
+    from portconsole.core.adapters.store import ChangeEvent, PointInTime
 
 ASOF_COLUMNS = [
     ("host", "Host"),

@@ -13,16 +13,16 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
+from portconsole.core.domain.model import port_key
 from portconsole.core.errors import UserError
-from portconsole.core.model import port_key
 from portconsole.core.timeutil import iso
 from portconsole.tui.safe import clean, safe_text, short_time, table_time
 from portconsole.tui.screens.base import ConsoleScreen, filtered
 from portconsole.tui.widgets import KeyedTable
 
 if TYPE_CHECKING:
+    from portconsole.core.adapters.store import ChangeEvent
     from portconsole.core.monitor import PortRow
-    from portconsole.core.store import ChangeEvent
 
 PORT_COLUMNS = [
     ("mark", " "),

@@ -16,7 +16,7 @@ from portconsole.tui.screens.forms import ApproveForm, ConfirmDecision, TextDeci
 from portconsole.tui.widgets import KeyedTable
 
 if TYPE_CHECKING:
-    from portconsole.core.findings import Finding
+    from portconsole.core.domain.finding import Finding
 
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 # Short enough for 80 columns; the detail pane spells the severity out.

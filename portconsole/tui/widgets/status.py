@@ -11,7 +11,7 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Static
 
-from portconsole.core.model import Progress
+from portconsole.core.domain.model import Progress
 from portconsole.tui.safe import clean, short_time
 
 if TYPE_CHECKING:

@@ -32,12 +32,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from portconsole.core.approvals import Approval, is_insecure
+from portconsole.core.domain.approval import Approval, is_insecure
+from portconsole.core.domain.finding import FindingCandidate
+from portconsole.core.domain.model import ScanResult
+from portconsole.core.domain.targets import PortSpec, parse_ports
 from portconsole.core.errors import TargetError
-from portconsole.core.findings import FindingCandidate
-from portconsole.core.model import ScanResult
 from portconsole.core.settings import Settings
-from portconsole.core.targets import PortSpec, parse_ports
 from portconsole.core.timeutil import iso
 
 APPROVED = "approved"

@@ -13,14 +13,31 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from portconsole.core.errors import UserError
-from portconsole.core.schedule import run_due
+from portconsole.core.services.schedule import run_due
 
 if TYPE_CHECKING:
-    from portconsole.core.findings import Finding
-    from portconsole.core.monitor import Monitor
+    from portconsole.core.domain.finding import Finding
+    from portconsole.core.services.schedule import Scheduler
+
+
+class Supervised(Protocol):
+    """What the supervisor needs of the facade (the Monitor), without importing it."""
+
+    readonly: bool
+    scheduler: Scheduler
+
+    @property
+    def paused(self) -> bool: ...
+
+    def try_lead(self) -> bool: ...
+
+    def record_gaps(self) -> list[Finding]: ...
+
+    def publish_anchor(self, *, force: bool = False, reason: str = "interval") -> Any: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +56,7 @@ class StepResult:
 class Supervisor:
     """Runs what is due for one monitor, leading or following."""
 
-    def __init__(self, monitor: Monitor) -> None:
+    def __init__(self, monitor: Supervised) -> None:
         self.monitor = monitor
 
     def is_leader(self) -> bool:

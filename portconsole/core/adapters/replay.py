@@ -34,10 +34,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from xml.sax.saxutils import quoteattr
 
-from portconsole.core.errors import ScannerError, TargetError
-from portconsole.core.model import OPEN, PortObservation, Progress, ScanResult
-from portconsole.core.nmap_parse import parse_report, port_id, protocol
-from portconsole.core.scanning import (
+from portconsole.core.adapters.nmap_parse import parse_report, port_id, protocol
+from portconsole.core.adapters.scanning import (
     Fingerprint,
     ScanCancelled,
     ScanProgress,
@@ -48,7 +46,9 @@ from portconsole.core.scanning import (
     chosen_ports,
     normalise_addresses,
 )
-from portconsole.core.targets import PortSpec, Scope
+from portconsole.core.domain.model import OPEN, PortObservation, Progress, ScanResult
+from portconsole.core.domain.targets import PortSpec, Scope
+from portconsole.core.errors import ScannerError, TargetError
 from portconsole.core.timeutil import utcnow
 
 

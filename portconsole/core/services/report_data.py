@@ -41,13 +41,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from portconsole import __version__
-from portconsole.core.approvals import Approval, ApprovalRegistry, is_insecure
-from portconsole.core.audit import AuditLog
-from portconsole.core.findings import Finding, FindingBook, TimelineEntry
+from portconsole.core.adapters.approvals import ApprovalRegistry
+from portconsole.core.adapters.findings import FindingBook
+from portconsole.core.adapters.journal import AuditLog
+from portconsole.core.adapters.store import ChangeEvent, Store
+from portconsole.core.domain.approval import Approval, is_insecure
+from portconsole.core.domain.finding import Finding, TimelineEntry
 from portconsole.core.identity import Actor
-from portconsole.core.schedule import Gap
+from portconsole.core.services.schedule import Gap
 from portconsole.core.settings import Settings
-from portconsole.core.store import ChangeEvent, Store
 from portconsole.core.timeutil import iso, parse_iso
 
 DOCUMENT_FORMAT = 1

@@ -47,15 +47,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from portconsole.core.errors import StoreError
-from portconsole.core.identity import Actor
-from portconsole.core.storage import (
+from portconsole.core.adapters.storage import (
     FILE_MODE,
     DataLock,
     atomic_write_bytes,
     ensure_private_dir,
     fsync_dir,
 )
+from portconsole.core.errors import StoreError
+from portconsole.core.identity import Actor
 from portconsole.core.timeutil import iso, month_key, parse_iso, utcnow
 
 log = logging.getLogger(__name__)

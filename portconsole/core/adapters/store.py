@@ -65,11 +65,8 @@ from typing import Any
 
 from tinydb import TinyDB
 
-from portconsole.core.audit import AuditEntry, AuditLog
-from portconsole.core.errors import StoreError
-from portconsole.core.identity import Actor
-from portconsole.core.model import OPEN, Change, PortObservation, ScanResult, port_key
-from portconsole.core.projection import (
+from portconsole.core.adapters.journal import AuditEntry, AuditLog
+from portconsole.core.adapters.projection import (
     apply_effects,
     chunk_sha256,
     compare_tables,
@@ -77,8 +74,7 @@ from portconsole.core.projection import (
     set_position,
     well_formed,
 )
-from portconsole.core.settings import RetentionSettings
-from portconsole.core.storage import (
+from portconsole.core.adapters.storage import (
     FILE_MODE,
     DataLock,
     atomic_write_bytes,
@@ -86,7 +82,7 @@ from portconsole.core.storage import (
     fsync_dir,
     open_tinydb,
 )
-from portconsole.core.store_segment import (
+from portconsole.core.adapters.store_segment import (
     CHECKPOINT,
     LIST,
     SCAN,
@@ -104,6 +100,10 @@ from portconsole.core.store_segment import (
     port_spec,
     spec_ports,
 )
+from portconsole.core.domain.model import OPEN, Change, PortObservation, ScanResult, port_key
+from portconsole.core.errors import StoreError
+from portconsole.core.identity import Actor
+from portconsole.core.settings import RetentionSettings
 from portconsole.core.timeutil import add_months, iso, month_key, utcnow
 
 log = logging.getLogger(__name__)
@@ -698,7 +698,7 @@ class Store:
 
     def commit(self) -> None:
         """Journal first (one append: events, effects, chunks), then the projection cache."""
-        from portconsole.core.projection import diff_tables
+        from portconsole.core.adapters.projection import diff_tables
 
         tx = self.hot.storage.finish()  # type: ignore[attr-defined]
         chunks = self._tx_chunks.pop(threading.get_ident(), [])
@@ -723,10 +723,10 @@ class Store:
         self, data: dict[str, Any] | None, write: bool = True
     ) -> tuple[dict[str, Any], bool]:
         """The projection to use: `data` when it reflects the journal, else a rebuild."""
-        from portconsole.core.migrate import needs_migration
+        from portconsole.core.adapters.migrate import needs_migration
 
         if write and needs_migration(self.data_dir, data):
-            from portconsole.core.migrate import migrate
+            from portconsole.core.adapters.migrate import migrate
 
             return migrate(self, data), True
         tip = self.journal.tip()

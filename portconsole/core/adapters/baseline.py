@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-from portconsole.core.approvals import (
+from portconsole.core.adapters.dns import resolve_host_name
+from portconsole.core.domain.approval import (
     PROTOCOLS,
     Approval,
     ApprovalSpec,
@@ -31,9 +32,9 @@ from portconsole.core.approvals import (
     is_placeholder,
     person_of,
 )
+from portconsole.core.domain.targets import Scope, expand_targets, parse_ports, parse_target
 from portconsole.core.errors import TargetError, UserError
 from portconsole.core.settings import Settings
-from portconsole.core.targets import Scope, expand_targets, parse_ports, parse_target
 from portconsole.core.timeutil import add_months, iso, parse_iso, utcnow
 
 FORMAT_VERSION = 1
@@ -412,7 +413,7 @@ class _Reader:
         targets = list(self.groups[name])
         try:
             if self.scope is not None:
-                return expand_targets(targets, self.scope)
+                return expand_targets(targets, self.scope, resolve_host_name)
             # Lint does not resolve host names (no DNS while linting) and ignores scope.
             found: dict[str, None] = {}
             for target in targets:

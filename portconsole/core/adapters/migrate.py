@@ -22,15 +22,15 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from portconsole.core.audit import HEAD_FILE, JOURNAL_DIR, AuditEntry, canonical_json
+from portconsole.core.adapters.journal import HEAD_FILE, JOURNAL_DIR, AuditEntry, canonical_json
+from portconsole.core.adapters.projection import position_of, well_formed
+from portconsole.core.adapters.storage import atomic_write_bytes, ensure_private_dir, fsync_dir
 from portconsole.core.errors import StoreError
 from portconsole.core.identity import Actor
-from portconsole.core.projection import position_of, well_formed
-from portconsole.core.storage import atomic_write_bytes, ensure_private_dir, fsync_dir
 from portconsole.core.timeutil import utcnow
 
 if TYPE_CHECKING:
-    from portconsole.core.store import Store
+    from portconsole.core.adapters.store import Store
 
 OLD_AUDIT_DIR = "audit"
 _OLD_SEGMENT = re.compile(r"^(\d{4}-\d{2})(?:\.(\d+))?\.json$")

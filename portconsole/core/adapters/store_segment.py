@@ -36,9 +36,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from portconsole.core.adapters.storage import quarantine
+from portconsole.core.domain.targets import PortSpec, parse_ports
 from portconsole.core.errors import StoreError
-from portconsole.core.storage import quarantine
-from portconsole.core.targets import PortSpec, parse_ports
 from portconsole.core.timeutil import parse_iso
 
 SEGMENT_SUFFIX = ".jsonl"

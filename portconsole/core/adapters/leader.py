@@ -29,8 +29,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from portconsole.core.adapters.storage import FILE_MODE, atomic_write_bytes, ensure_private_dir
 from portconsole.core.identity import Actor
-from portconsole.core.storage import FILE_MODE, atomic_write_bytes, ensure_private_dir
 from portconsole.core.timeutil import iso, parse_iso, utcnow
 
 LOCK_NAME = "leader.lock"

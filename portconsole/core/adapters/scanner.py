@@ -34,11 +34,9 @@ from dataclasses import dataclass, field
 
 import nmap
 
-from portconsole.core.errors import ScannerError, TargetError
-from portconsole.core.model import OPEN, HostObservation, PortObservation, Progress, ScanResult
-from portconsole.core.nmap_parse import ReportRefused, parse_report
-from portconsole.core.nmap_process import AnyEvent, Cancellable, run_process, wait_all
-from portconsole.core.scanning import (
+from portconsole.core.adapters.nmap_parse import ReportRefused, parse_report
+from portconsole.core.adapters.nmap_process import AnyEvent, Cancellable, run_process, wait_all
+from portconsole.core.adapters.scanning import (
     Fingerprint,
     ScanCancelled,
     ScanProgress,
@@ -49,8 +47,16 @@ from portconsole.core.scanning import (
     chosen_ports,
     new_scan_id,
 )
+from portconsole.core.domain.model import (
+    OPEN,
+    HostObservation,
+    PortObservation,
+    Progress,
+    ScanResult,
+)
+from portconsole.core.domain.targets import PortSpec, Scope, ip_sort_key
+from portconsole.core.errors import ScannerError, TargetError
 from portconsole.core.settings import ScanSettings
-from portconsole.core.targets import PortSpec, Scope, ip_sort_key
 from portconsole.core.timeutil import utcnow
 
 __all__ = ["Fingerprint", "ScanCancelled", "Scanner", "new_scan_id"]

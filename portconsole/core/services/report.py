@@ -28,23 +28,23 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from portconsole.core.approvals import ApprovalRegistry
-from portconsole.core.audit import AuditLog
+from portconsole.core.adapters.approvals import ApprovalRegistry
+from portconsole.core.adapters.findings import FindingBook
+from portconsole.core.adapters.journal import AuditLog
+from portconsole.core.adapters.storage import atomic_write_bytes, ensure_private_dir
+from portconsole.core.adapters.store import Store
 from portconsole.core.errors import UserError
-from portconsole.core.findings import FindingBook
 from portconsole.core.identity import Actor
-from portconsole.core.report_data import (
+from portconsole.core.services.report_data import (
     ReportSources,
     build_evidence_pack,
     build_point_in_time,
     figures_sha256,
     utc,
 )
-from portconsole.core.report_render import render_csv, render_html, render_markdown
-from portconsole.core.schedule import Gap
+from portconsole.core.services.report_render import render_csv, render_html, render_markdown
+from portconsole.core.services.schedule import Gap
 from portconsole.core.settings import Settings
-from portconsole.core.storage import atomic_write_bytes, ensure_private_dir
-from portconsole.core.store import Store
 from portconsole.core.timeutil import iso, utcnow
 
 FORMATS = ("html", "md", "csv", "json")

@@ -38,8 +38,8 @@ from xml.etree.ElementTree import Element, TreeBuilder, XMLPullParser
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser, ParseError
 
+from portconsole.core.domain.model import HostObservation, PortObservation
 from portconsole.core.errors import UserError
-from portconsole.core.model import HostObservation, PortObservation
 
 # A report larger than this is refused before it is parsed (checked while it is read).
 MAX_REPORT_BYTES = 256 * 1024 * 1024

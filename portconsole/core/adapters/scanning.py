@@ -24,9 +24,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
+from portconsole.core.domain.model import (
+    OPEN,
+    HostObservation,
+    PortObservation,
+    Progress,
+    ScanResult,
+)
+from portconsole.core.domain.targets import PortSpec, Scope, ip_sort_key
 from portconsole.core.errors import TargetError, UserError
-from portconsole.core.model import OPEN, HostObservation, PortObservation, Progress, ScanResult
-from portconsole.core.targets import PortSpec, Scope, ip_sort_key
 
 # "open" (every open port), "none", or a callable choosing (port, proto) pairs per host.
 Fingerprint = Callable[[HostObservation], Iterable[tuple[int, str]]] | str

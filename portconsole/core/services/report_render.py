@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from portconsole.core.report_data import severity_order
+from portconsole.core.services.report_data import severity_order
 from portconsole.core.textsafe import csv_safe, html_safe, markdown_safe
 
 

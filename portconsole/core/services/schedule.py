@@ -38,8 +38,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from portconsole.core.adapters.storage import DataLock, atomic_write_bytes, load_json_file
 from portconsole.core.errors import NotFoundError
-from portconsole.core.storage import DataLock, atomic_write_bytes, load_json_file
 from portconsole.core.timeutil import iso, parse_iso, utcnow
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from portconsole.core.errors import TargetError
@@ -110,15 +109,12 @@ def _expand_octet_range(text: str) -> list[str]:
     return out
 
 
-def _resolve(name: str) -> list[str]:
-    try:
-        infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as error:
-        raise TargetError(f"host name {_shown(name)} does not resolve: {error.strerror}") from None
-    seen: dict[str, None] = {}
-    for info in infos:
-        seen.setdefault(str(ipaddress.ip_address(str(info[4][0]).split("%")[0])), None)
-    return list(seen)
+Resolver = Callable[[str], list[str]]
+
+
+def no_resolution(name: str) -> list[str]:
+    """The default: the domain does no DNS. The facade passes adapters.dns.resolve_host_name."""
+    raise TargetError(f"host name {_shown(name)} is not resolved here: give its address")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +126,7 @@ class Target:
     addresses: tuple[str, ...]
 
 
-def parse_target(text: str, scope: Scope) -> Target:
+def parse_target(text: str, scope: Scope, resolve: Resolver = no_resolution) -> Target:
     """Parse one target and check it against scope. Raises TargetError, never runs anything."""
     if not isinstance(text, str) or not text:
         raise TargetError(
@@ -172,7 +168,7 @@ def parse_target(text: str, scope: Scope) -> Target:
             raise TargetError(f"target {_shown(text)} is not a valid IP address") from None
         kind, addresses = "address", [str(address)]
     elif _HOSTNAME.match(text):
-        kind, addresses = "hostname", _resolve(text)
+        kind, addresses = "hostname", resolve(text)
     else:
         raise TargetError(
             f"target {_shown(text)} is not an address, CIDR, octet range (127.0.0.2-41) or host name"
@@ -181,13 +177,15 @@ def parse_target(text: str, scope: Scope) -> Target:
     return Target(text=text, kind=kind, addresses=tuple(addresses))
 
 
-def expand_targets(texts: Sequence[str], scope: Scope) -> list[str]:
+def expand_targets(
+    texts: Sequence[str], scope: Scope, resolve: Resolver = no_resolution
+) -> list[str]:
     """Parse every target, check scope, return unique addresses in first-seen order."""
     if not texts:
         raise TargetError("no targets: name targets or configure a target group")
     seen: dict[str, None] = {}
     for text in texts:
-        for address in parse_target(text, scope).addresses:
+        for address in parse_target(text, scope, resolve).addresses:
             seen.setdefault(address, None)
     if len(seen) > MAX_TARGET_ADDRESSES:
         raise TargetError(f"targets expand to {len(seen)} addresses; the limit is 65536")

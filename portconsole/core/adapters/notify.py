@@ -36,10 +36,10 @@ from typing import Any
 from tinydb import Query, TinyDB
 from tinydb.table import Document, Table
 
+from portconsole.core.adapters.storage import DataLock
 from portconsole.core.errors import ConfigError
 from portconsole.core.secrets import config_secrets, mask_text, mask_url, url_secrets
 from portconsole.core.settings import SEVERITIES, NotifySettings
-from portconsole.core.storage import DataLock
 from portconsole.core.textsafe import terminal_safe
 from portconsole.core.timeutil import iso, parse_iso, utcnow
 

@@ -16,9 +16,7 @@ import stat
 from dataclasses import replace
 from pathlib import Path
 
-from portconsole.core.errors import TargetError
-from portconsole.core.model import HostObservation, ScanResult
-from portconsole.core.nmap_parse import (
+from portconsole.core.adapters.nmap_parse import (
     MAX_REPORT_BYTES,
     PROTOCOLS,
     NotARegularFile,
@@ -28,7 +26,9 @@ from portconsole.core.nmap_parse import (
     parse_report,
     size_text,
 )
-from portconsole.core.targets import PortSpec, Scope, parse_ports
+from portconsole.core.domain.model import HostObservation, ScanResult
+from portconsole.core.domain.targets import PortSpec, Scope, parse_ports
+from portconsole.core.errors import TargetError
 
 # The name the CLI and older callers know; every refusal of a report is one.
 ImportRefused = ReportRefused

@@ -1,0 +1,1 @@
+"""Adapters: the journal and its projections, nmap, apprise, files."""

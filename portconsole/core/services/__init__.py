@@ -1,0 +1,1 @@
+"""Services: the scan cycle, supervision, queries and evidence, over the adapters."""
