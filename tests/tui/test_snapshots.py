@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from portconsole.core import monitor as monitor_module
 from portconsole.core.identity import Actor
 from portconsole.core.monitor import Monitor
 from portconsole.tui.app import PortConsoleApp
@@ -29,10 +28,9 @@ FROZEN = datetime(2026, 5, 28, 9, 30, tzinfo=UTC)
 @pytest.fixture
 def fixed_monitor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Monitor]:
     # Review dates and approval expiry are computed from "now": freeze it.
-    monkeypatch.setattr(monitor_module, "utcnow", lambda: FROZEN)
     config = tmp_path / "config.toml"
     config.write_text('scope = ["127.0.0.0/8"]\n', encoding="utf-8")
-    monitor = Monitor.open(config, tmp_path / "data", origin="tui")
+    monitor = Monitor.open(config, tmp_path / "data", origin="tui", clock=lambda: FROZEN)
     monitor.actor = Actor(user="alice", host="ops-1", origin="tui", ssh_client="127.0.5.3")
     monitor.import_xml(REPORT)
     yield monitor

@@ -1,0 +1,109 @@
+"""What every service behind the facade shares: its collaborators, and how it audits.
+
+The Monitor (the facade) is assembled from the services in this package; each is a class
+of methods over these attributes, which the Monitor sets up once (monitor.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from portconsole.core.adapters.approvals import ApprovalRegistry
+from portconsole.core.adapters.findings import FindingBook
+from portconsole.core.adapters.journal import AuditEntry, AuditEvent, AuditLog
+from portconsole.core.adapters.leader import LeaderElection
+from portconsole.core.adapters.notify import DeliveryWorker, Notifier
+from portconsole.core.adapters.scanning import ScannerLike
+from portconsole.core.adapters.store import Store
+from portconsole.core.domain.finding import Finding
+from portconsole.core.domain.targets import (
+    Scope,
+)
+from portconsole.core.errors import PermissionRefused
+from portconsole.core.identity import Actor
+from portconsole.core.services.schedule import Scheduler
+from portconsole.core.settings import Paths, Settings
+
+
+class ServiceBase:
+    """The collaborators every service uses (set by the Monitor's constructor)."""
+
+    settings: Settings
+    paths: Paths
+    origin: str
+    readonly: bool
+    actor: Actor
+    scope: Scope
+    store: Store
+    audit: AuditLog
+    approvals: ApprovalRegistry
+    findings_book: FindingBook
+    notifier: Notifier
+    scheduler: Scheduler
+    leader: LeaderElection
+    _scanner: ScannerLike | None
+    _scan_lock: threading.Lock
+    _delivery: DeliveryWorker | None
+    # The clock every service reads (a seam: tests pass a fixed one).
+    clock: Callable[[], datetime]
+
+    @property
+    def scanner(self) -> ScannerLike:
+        # Imported on first use: reads and decisions need neither python-nmap nor nmap.
+        if self._scanner is None:
+            from portconsole.core.adapters.scanner import Scanner
+
+            self._scanner = Scanner(self.settings.scan, self.scope)
+        return self._scanner
+
+    def _require_write(self, what: str) -> None:
+        if self.readonly:
+            raise PermissionRefused(f"read-only mode: cannot {what}; restart without --readonly")
+
+    def _audit(
+        self,
+        action: str,
+        *,
+        outcome: str = "success",
+        resource: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> AuditEvent:
+        return self.audit.append_many(
+            [self._entry(action, outcome=outcome, resource=resource, details=details, at=at)]
+        )[0]
+
+    def _entry(
+        self,
+        action: str,
+        *,
+        outcome: str = "success",
+        resource: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> AuditEntry:
+        return AuditEntry(action, self.actor, outcome, resource, details, at)
+
+    def finding(self, finding_id: str) -> Finding:
+        return self.findings_book.get(finding_id)
+
+    def group_of(self) -> dict[str, list[str]]:
+        """Address -> the target groups that name it (see Queries)."""
+        raise NotImplementedError
+
+    @property
+    def paused(self) -> bool:
+        """Whether scheduled monitoring is paused (see the Monitor)."""
+        raise NotImplementedError
+
+
+def finding_resource(finding: Finding) -> dict[str, Any]:
+    return {
+        "finding_id": finding.id,
+        "host": finding.host,
+        "port": finding.port,
+        "proto": finding.proto,
+    }

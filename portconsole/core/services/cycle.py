@@ -1,0 +1,594 @@
+"""The scan cycle: sweep, confirm, fingerprint, then ingest, detect, raise and notify.
+
+    targets -> sweep (nmap) -> confirm (re-probe) -> fingerprint (-sV where needed)
+            -> store.ingest -> detect -> findings -> outbox -> journal
+
+One cycle's ingest, detection, findings, outbox and events are one journal transaction.
+Imports of reports made elsewhere go through the same path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from portconsole.core.adapters.dns import resolve_host_name
+from portconsole.core.adapters.journal import AuditEntry
+from portconsole.core.adapters.store import PortState
+from portconsole.core.domain.detect import classify_port, detect, scan_coverage
+from portconsole.core.domain.finding import Finding, FindingCandidate
+from portconsole.core.domain.model import (
+    OPEN,
+    Change,
+    PortObservation,
+    Progress,
+    ScanResult,
+)
+from portconsole.core.domain.targets import PortSpec, expand_targets, parse_ports
+from portconsole.core.errors import UserError
+from portconsole.core.services.base import ServiceBase, finding_resource
+from portconsole.core.services.schedule import Gap
+from portconsole.core.timeutil import iso
+
+# Ports whose fingerprint is older than this are fingerprinted again, so a product swapped
+# behind an unchanged port is still noticed ("changed" mode cannot see it from a sweep).
+REFINGERPRINT_AFTER = timedelta(hours=24)
+
+ProgressFn = Callable[[Progress], None]
+
+
+@dataclass(slots=True)
+class CycleResult:
+    """What one scan cycle did: the scan, what changed, what it raised."""
+
+    scan: ScanResult
+    changes: list[Change]
+    findings: list[Finding]
+    approval_status: dict[str, str] = field(default_factory=dict)  # "host:port/proto" -> status
+    unconfirmed: list[str] = field(default_factory=list)  # keys a re-probe did not confirm
+    gaps: list[Gap] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        meta = self.scan.metadata_json()
+        hosts = []
+        for host in self.scan.hosts:
+            ports = []
+            for port in host.ports:
+                item = {
+                    "port": port.port,
+                    "proto": port.proto,
+                    "state": port.state,
+                    "service": port.service,
+                    "product": port.product,
+                    "version": port.version,
+                }
+                key = f"{host.address}:{port.port}/{port.proto}"
+                item["approval"] = self.approval_status.get(key, "unapproved")
+                ports.append(item)
+            hosts.append({"address": host.address, "status": host.status, "ports": ports})
+        return {
+            "scan_id": meta["scan_id"],
+            "started_at": meta["started_at"],
+            "finished_at": meta["finished_at"],
+            "scan_type": meta["scan_type"],
+            "privileged": meta["privileged"],
+            "outcome": meta["outcome"],
+            "error": meta["error"],
+            "targets": meta["targets"],
+            "ports": meta["ports"],
+            "nmap_version": meta["nmap_version"],
+            "raw_xml_sha256": meta["raw_xml_sha256"],
+            "hosts": hosts,
+            "changes": [c.to_json() for c in self.changes],
+            "findings": [
+                {
+                    "id": f.id,
+                    "kind": f.kind,
+                    "severity": f.severity,
+                    "host": f.host,
+                    "port": f.port,
+                    "proto": f.proto,
+                }
+                for f in self.findings
+            ],
+            "unconfirmed": list(self.unconfirmed),
+        }
+
+
+class ScanCycle(ServiceBase):
+    """Scanning and ingesting, for the Monitor."""
+
+    def resolve_targets(
+        self, targets: list[str] | None, group: str | None, ports: str | None
+    ) -> tuple[list[str], list[str], PortSpec, bool, str]:
+        """Targets, addresses, ports, udp and group label for one cycle."""
+        udp = self.settings.scan.udp
+        if targets:
+            # Named targets are an ad-hoc scan: never recorded as a group's scheduled run
+            # (that would hide the group's other hosts going unscanned); a group given
+            # with them only lends its ports.
+            texts = list(targets)
+            if group is not None and group not in self.settings.groups:
+                known = ", ".join(sorted(self.settings.groups)) or "none configured"
+                raise UserError(f"no target group {group!r} (known: {known})")
+            default_ports = self.settings.group_ports(group) if group else self.settings.scan.ports
+            spec = parse_ports(ports or default_ports)
+            label = ""
+        elif group:
+            if group not in self.settings.groups:
+                known = ", ".join(sorted(self.settings.groups)) or "none configured"
+                raise UserError(f"no target group {group!r} (known: {known})")
+            conf = self.settings.groups[group]
+            texts = list(conf.targets)
+            spec = parse_ports(ports or self.settings.group_ports(group))
+            udp = conf.udp if conf.udp is not None else udp
+            label = group
+        else:
+            if not self.settings.groups:
+                raise UserError(
+                    "no targets given and no target groups configured: name targets, "
+                    "e.g. 'portconsole scan 127.0.0.2', or add [groups.NAME] to the config"
+                )
+            texts = [t for conf in self.settings.groups.values() for t in conf.targets]
+            spec = parse_ports(
+                ports
+                or ",".join(
+                    str(parse_ports(self.settings.group_ports(g))) for g in self.settings.groups
+                )
+            )
+            label = "all"
+        addresses = expand_targets(texts, self.scope, resolve_host_name)
+        return texts, addresses, spec, udp, label
+
+    def run_cycle(
+        self,
+        group: str | None = None,
+        targets: list[str] | None = None,
+        *,
+        ports: str | None = None,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+        fingerprint: str | None = None,
+    ) -> CycleResult:
+        """One scan cycle, blocking. Call from a worker thread in the TUI."""
+        self._require_write("run scans")
+        texts, addresses, spec, udp, label = self.resolve_targets(targets, group, ports)
+        cancel = cancel or threading.Event()
+        with self._scan_lock:
+            return self._cycle(texts, addresses, spec, udp, label, progress, cancel, fingerprint)
+
+    def rescan_host(
+        self,
+        address: str,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> CycleResult:
+        groups = self.group_of().get(address, [])
+        ports = (
+            ",".join(str(parse_ports(self.settings.group_ports(g))) for g in groups)
+            if groups
+            else None
+        )
+        return self.run_cycle(targets=[address], ports=ports, progress=progress, cancel=cancel)
+
+    def _cycle(
+        self,
+        texts: list[str],
+        addresses: list[str],
+        spec: PortSpec,
+        udp: bool,
+        label: str,
+        progress: ProgressFn | None,
+        cancel: threading.Event,
+        fingerprint_mode: str | None,
+    ) -> CycleResult:
+        scanner = self.scanner
+        started = self.clock()
+        if label and label in self.settings.groups:
+            self.scheduler.mark_started(label, started)
+        self._audit(
+            "scan.start",
+            details={
+                "targets": texts,
+                "hosts": len(addresses),
+                "ports": str(spec),
+                "group": label,
+                "scan_type": scanner.scan_type,
+            },
+        )
+        try:
+            scan = scanner.scan(
+                addresses,
+                spec,
+                udp=udp,
+                fingerprint="none",
+                progress=progress,
+                cancel=cancel,
+                targets=texts,
+                origin=self.origin,
+                group=label,
+            )
+        except UserError as error:
+            self._audit(
+                "scan.end", outcome="failure", details={"error": str(error), "group": label}
+            )
+            if label in self.settings.groups:
+                self.scheduler.mark_finished(
+                    label, self.clock(), "failed", len(addresses), 0, error=str(error)
+                )
+                self.record_gaps()
+            raise
+        state = {(p.host, p.port, p.proto): p for p in self.store.current_ports()}
+        unconfirmed: list[str] = []
+        if not cancel.is_set() and scan.outcome != "cancelled":
+            if progress:
+                progress(
+                    Progress(len(scan.hosts), len(addresses), scan.open_port_count(), "confirm")
+                )
+            unconfirmed = self._confirm(scan, state, cancel)
+            if progress:
+                progress(
+                    Progress(len(scan.hosts), len(addresses), scan.open_port_count(), "fingerprint")
+                )
+            self._fingerprint(
+                scan, state, cancel, fingerprint_mode or self.settings.scan.fingerprint
+            )
+        if progress:
+            progress(Progress(len(scan.hosts), len(addresses), scan.open_port_count(), "ingest"))
+        changes, new_findings, gaps = self._ingest_and_detect(scan, label, len(addresses))
+        now = self.clock()
+        active = self.approvals.active()
+        status = {
+            f"{h.address}:{p.port}/{p.proto}": classify_port(
+                h.address, p.port, p.proto, p.service, active, now
+            )
+            for h in scan.hosts
+            for p in h.ports
+        }
+        if progress:
+            progress(Progress(len(scan.hosts), len(addresses), scan.open_port_count(), "done"))
+        return CycleResult(scan, changes, new_findings, status, unconfirmed, gaps)
+
+    def _confirm(
+        self,
+        scan: ScanResult,
+        state: dict[tuple[str, int, str], PortState],
+        cancel: threading.Event,
+    ) -> list[str]:
+        """Re-probe new and vanished ports; drop what a re-probe does not confirm.
+
+        Scanners miss ports under load and ports flap: a new open port must still be open,
+        and a vanished port must still be closed, at every re-probe before either counts.
+        """
+        probes = self.settings.scan.confirm_probes
+        if probes <= 0:
+            return []
+        covered = set(scan.protocols)
+        spec = parse_ports(scan.ports)
+        known_by_host: dict[str, set[tuple[int, str]]] = {}
+        for address, port, proto in state:
+            known_by_host.setdefault(address, set()).add((port, proto))
+        suspects: dict[str, set[tuple[int, str]]] = {}
+        for host in scan.hosts:
+            seen = {p.key for p in host.open_ports()}
+            known_keys = known_by_host.get(host.address, set())
+            new = seen - known_keys
+            # Vanished: known open, covered by this scan (port and protocol), not seen now.
+            gone = (
+                {k for k in known_keys - seen if k[1] in covered and k[0] in spec}
+                if host.status == "up"
+                else set()
+            )
+            if new or gone:
+                suspects[host.address] = new | gone
+        if not suspects:
+            return []
+        unconfirmed: list[str] = []
+
+        def reprobe(address: str) -> tuple[str, list[set[tuple[int, str]]]]:
+            # A probe that fails or is cancelled confirms nothing either way: the sweep's
+            # answer stands (better a finding to dismiss than a port never reported).
+            results = []
+            for _ in range(probes):
+                if cancel.is_set():
+                    return address, []
+                try:
+                    results.append(
+                        self.scanner.probe(address, sorted(suspects[address]), cancel=cancel)
+                    )
+                except UserError:
+                    return address, []
+            return address, results
+
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.scan.workers)) as pool:
+            outcomes = list(pool.map(reprobe, suspects))
+        for address, results in outcomes:
+            if not results:
+                continue
+            target = scan.host(address)
+            if target is None:
+                continue
+            by_key = {p.key: p for p in target.ports}
+            for key in suspects[address]:
+                was_seen = key in by_key and by_key[key].state == OPEN
+                agree = all((key in r) == was_seen for r in results)
+                if agree:
+                    continue
+                unconfirmed.append(f"{address}:{key[0]}/{key[1]}")
+                if was_seen:
+                    # Opened for one probe and gone at the re-probe: not a new port yet.
+                    target.ports = [p for p in target.ports if p.key != key]
+                else:
+                    # Missed by the sweep but open at the re-probe: the port is still there.
+                    known = state[(address, *key)]
+                    target.ports.append(
+                        PortObservation(
+                            key[0],
+                            key[1],
+                            OPEN,
+                            known.service,
+                            known.product,
+                            known.version,
+                            known.extrainfo,
+                        )
+                    )
+            target.ports.sort(key=lambda p: (p.proto, p.port))
+        return unconfirmed
+
+    def _fingerprint(
+        self,
+        scan: ScanResult,
+        state: dict[tuple[str, int, str], PortState],
+        cancel: threading.Event,
+        mode: str,
+    ) -> None:
+        """Run -sV only where it is needed; carry stored fingerprints elsewhere."""
+        now = self.clock()
+        wanted: dict[str, list[tuple[int, str]]] = {}
+        for host in scan.hosts:
+            for index, port in enumerate(host.ports):
+                if port.state != OPEN:
+                    continue
+                known = state.get((host.address, port.port, port.proto))
+                stale = (
+                    known is None
+                    or known.fingerprinted_at is None
+                    or now - known.fingerprinted_at > REFINGERPRINT_AFTER
+                )
+                if mode == "all" or (mode == "changed" and stale):
+                    wanted.setdefault(host.address, []).append(port.key)
+                elif known is not None and (known.product or known.version):
+                    # Shown as known, but not a fresh fingerprint: the store keeps the
+                    # fingerprint's time, so the re-fingerprint rule still fires.
+                    host.ports[index] = replace(
+                        port,
+                        service=known.service or port.service,
+                        product=known.product,
+                        version=known.version,
+                        extrainfo=known.extrainfo,
+                        fingerprinted=False,
+                    )
+        if not wanted or cancel.is_set():
+            return
+
+        errors: list[str] = []
+
+        def run(address: str) -> tuple[str, dict[tuple[int, str], PortObservation]]:
+            # A failed -sV keeps the sweep's answer; it is noted, never fatal to the cycle.
+            try:
+                return address, self.scanner.fingerprint(address, wanted[address], cancel=cancel)
+            except UserError as error:
+                errors.append(str(error))
+                return address, {}
+
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.scan.workers)) as pool:
+            results = list(pool.map(run, wanted))
+        count = 0
+        for address, found in results:
+            target = scan.host(address)
+            if target is None:
+                continue
+            for index, port in enumerate(target.ports):
+                if port.key in found and found[port.key].state == OPEN:
+                    target.ports[index] = found[port.key]
+                    count += 1
+        scan.fingerprinted = count
+        if errors:
+            scan.error = "; ".join(filter(None, [scan.error, *errors]))
+
+    def _ingest_and_detect(
+        self, scan: ScanResult, label: str, planned: int
+    ) -> tuple[list[Change], list[Finding], list[Gap]]:
+        """Ingest, detect and audit in one hold of the store lock.
+
+        The audit events of a cycle are written together (one fsync per segment, not one
+        per change): a scan that opens a hundred ports must not hold the lock for seconds.
+        """
+        with self.store.lock.hold():
+            known_hosts = [h.address for h in self.store.hosts() if h.status == "up"]
+            changes = self.store.ingest(scan)
+            now = scan.finished_at
+            gaps: list[Gap] = []
+            if label in self.settings.groups:
+                self.scheduler.mark_finished(
+                    label, now, scan.outcome, planned, len(scan.hosts), error=scan.error
+                )
+                gaps = self.scheduler.find_gaps(self.clock())
+            entries = [
+                self._entry(
+                    "scan.end",
+                    outcome="success" if scan.outcome == "success" else "failure",
+                    resource={"scan_id": scan.scan_id},
+                    details={
+                        "outcome": scan.outcome,
+                        "error": scan.error,
+                        "hosts": len(scan.hosts),
+                        "open_ports": scan.open_port_count(),
+                        "changes": len(changes),
+                        "scan_type": scan.scan_type,
+                        "raw_xml_sha256": scan.raw_xml_sha256,
+                        "group": label,
+                        "imported": scan.imported,
+                        "backfill": scan.backfill,
+                    },
+                    at=now,
+                )
+            ]
+            entries += [
+                self._entry(
+                    f"change.{change.kind}",
+                    resource={
+                        "host": change.host,
+                        "port": change.port,
+                        "proto": change.proto,
+                        "scan_id": scan.scan_id,
+                    },
+                    details={"before": change.before, "after": change.after},
+                    at=now,
+                )
+                for change in changes
+            ]
+            entries += self._gap_entries(gaps, now)
+            alerts, finding_entries = self._detect(scan, known_hosts, gaps)
+            self.audit.append_many(entries + finding_entries)
+            # Queued in the same hold as the findings: a crash cannot leave a raised
+            # finding that no one was told about (the next scan only refreshes it).
+            self._enqueue(alerts, scan.scan_id)
+        return changes, alerts, gaps
+
+    def _enqueue(self, alerts: list[Finding], scan_id: str) -> None:
+        if not alerts:
+            return
+        self.notifier.enqueue(alerts, scan_id)
+        if self._delivery is not None:
+            self._delivery.wake()
+
+    def _gap_entries(self, gaps: Iterable[Gap], at: datetime) -> list[AuditEntry]:
+        return [
+            self._entry(
+                "monitoring.gap",
+                outcome="failure",
+                resource={"group": gap.group},
+                details=gap.to_json(),
+                at=at,
+            )
+            for gap in gaps
+        ]
+
+    def record_gaps(self) -> list[Finding]:
+        """Raise the monitoring gaps found outside a completed cycle (a run that failed,
+        a scheduled run that is late) as findings, audited and notified. Returns them."""
+        if self.readonly:
+            return []
+        with self.store.lock.hold():
+            now = self.clock()
+            gaps = self.scheduler.find_gaps(now)
+            if not gaps:
+                return []
+            outcome = self.findings_book.ingest_candidates(
+                [self._gap_candidate(gap, "") for gap in gaps], now, self.settings.scan.flap_window
+            )
+            alerts = outcome.new + outcome.lapsed
+            entries = self._gap_entries(gaps, now) + [
+                self._entry(
+                    "finding.raised",
+                    resource=finding_resource(finding),
+                    details={"kind": finding.kind, "severity": finding.severity},
+                    at=now,
+                )
+                for finding in outcome.new
+            ]
+            self.audit.append_many(entries)
+            self._enqueue(alerts, "")
+        return alerts
+
+    def _detect(
+        self, scan: ScanResult, known_hosts: list[str], gaps: Iterable[Gap]
+    ) -> tuple[list[Finding], list[AuditEntry]]:
+        """Raise findings for one ingested scan: those worth a notification, and audit entries."""
+        now = scan.finished_at
+        candidates = detect(
+            scan,
+            self.store.current_ports(),
+            known_hosts,
+            self.approvals.active(),
+            self.settings,
+            now,
+            self._baseline_hosts(),
+        )
+        candidates += [self._gap_candidate(gap, scan.scan_id) for gap in gaps]
+        outcome = self.findings_book.ingest_candidates(
+            candidates, now, self.settings.scan.flap_window
+        )
+        coverage = scan_coverage(scan)
+        up_hosts = {h.address for h in scan.hosts if h.status == "up"}
+
+        def verified_gone(host: str, port: int | None, proto: str | None) -> bool:
+            # A host that answered nothing (powered off, filtered) proves no port closed.
+            return coverage.covers(host, port, proto) and (port is None or host in up_hosts)
+
+        resolved = self.findings_book.resolve_missing(
+            {c.key for c in candidates}, verified_gone, now, scan.scan_id
+        )
+        entries = [
+            self._entry(
+                action,
+                resource=finding_resource(finding),
+                details={"kind": finding.kind, "severity": finding.severity},
+                at=now,
+            )
+            for action, findings in (
+                ("finding.raised", outcome.new),
+                ("finding.reopened", outcome.reopened),
+                ("finding.risk_lapsed", outcome.lapsed),
+                ("finding.resolved", resolved),
+            )
+            for finding in findings
+        ]
+        return outcome.new + outcome.lapsed, entries
+
+    def _baseline_hosts(self) -> set[str]:
+        hosts = {a.host for a in self.approvals.all()}
+        hosts.update(self.group_of())
+        return hosts
+
+    def _gap_candidate(self, gap: Gap, scan_id: str) -> FindingCandidate:
+        return FindingCandidate(
+            kind="monitoring_gap",
+            host=gap.group,
+            port=None,
+            proto=None,
+            service="",
+            severity=self.settings.severity.by_kind.get("monitoring_gap", "high"),
+            scan_id=scan_id,
+            details={
+                "group": gap.group,
+                "start": iso(gap.start),
+                "end": iso(gap.end),
+                "reason": gap.reason,
+            },
+        )
+
+    def import_xml(self, path: Path) -> CycleResult:
+        """Ingest an nmap XML report made elsewhere through the same path as a scan."""
+        from portconsole.core.adapters.nmapxml import import_report
+
+        self._require_write("import scans")
+        # Bounded: regular files only (a FIFO or /dev/zero is refused), size-capped.
+        scan = import_report(Path(path), self.scope)
+        changes, alerts, gaps = self._ingest_and_detect(scan, scan.group, len(scan.addresses))
+        now = self.clock()
+        active = self.approvals.active()
+        status = {
+            f"{h.address}:{p.port}/{p.proto}": classify_port(
+                h.address, p.port, p.proto, p.service, active, now
+            )
+            for h in scan.hosts
+            for p in h.ports
+        }
+        return CycleResult(scan, changes, alerts, status, [], gaps)

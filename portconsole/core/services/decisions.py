@@ -1,0 +1,195 @@
+"""Decisions on findings and approvals: acknowledge, note, flag, accept a risk, approve;
+baselines in and out. Each is one journal transaction with its events."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from portconsole.core.domain.approval import Approval
+from portconsole.core.domain.finding import Finding
+from portconsole.core.errors import UserError
+from portconsole.core.services.base import ServiceBase, finding_resource
+from portconsole.core.timeutil import iso
+
+
+class Decisions(ServiceBase):
+    """Triage decisions and baselines, for the Monitor."""
+
+    def ack(self, finding_id: str) -> Finding:
+        self._require_write("acknowledge findings")
+        with self.store.lock.hold():
+            finding = self.findings_book.ack(self.finding(finding_id).id, str(self.actor))
+            self._audit("finding.ack", resource=finding_resource(finding))
+        return finding
+
+    def note(self, finding_id: str, text: str) -> Finding:
+        self._require_write("add notes")
+        with self.store.lock.hold():
+            finding = self.findings_book.note(self.finding(finding_id).id, str(self.actor), text)
+            self._audit("finding.note", resource=finding_resource(finding), details={"text": text})
+        return finding
+
+    def risk_accept(self, finding_id: str, *, until: date, reason: str) -> Finding:
+        self._require_write("accept risks")
+        with self.store.lock.hold():
+            finding = self.findings_book.risk_accept(
+                self.finding(finding_id).id, str(self.actor), _review_datetime(until), reason
+            )
+            self._audit(
+                "finding.risk_accepted",
+                resource=finding_resource(finding),
+                details={"until": until.isoformat(), "reason": reason},
+            )
+        return finding
+
+    def flag(self, finding_id: str, *, reason: str) -> Finding:
+        self._require_write("flag findings")
+        with self.store.lock.hold():
+            finding = self.findings_book.flag(self.finding(finding_id).id, str(self.actor), reason)
+            self._audit(
+                "finding.flagged", resource=finding_resource(finding), details={"reason": reason}
+            )
+        return finding
+
+    def approve(
+        self,
+        finding_id: str,
+        *,
+        justification: str,
+        owner: str,
+        ticket: str = "",
+        review_by: date | None = None,
+        mitigation: str = "",
+        requester: str | None = None,
+    ) -> Finding:
+        """Approve a finding's port: create an approval record and close the finding."""
+        self._require_write("approve findings")
+        if not justification.strip():
+            raise UserError("a justification is required to approve a port")
+        if not owner.strip():
+            raise UserError("an owner is required to approve a port")
+        with self.store.lock.hold():
+            finding = self.finding(finding_id)
+            if not finding.is_open:
+                raise UserError(
+                    f"finding {finding.id} is {finding.status}: only open findings "
+                    "(new, acknowledged, flagged) can be approved"
+                )
+            if finding.port is None or finding.proto is None:
+                raise UserError(
+                    f"finding {finding.id} ({finding.kind}) is not about a port: flag or note it instead"
+                )
+            now = self.clock()
+            approval = self.approvals.add(
+                host=finding.host,
+                port=finding.port,
+                proto=finding.proto,
+                service=finding.service,
+                justification=justification,
+                owner=owner,
+                requester=(requester or "").strip(),
+                approver=self.actor.person,
+                actor=str(self.actor),
+                ticket=ticket,
+                approved_at=now,
+                review_by=_review_datetime(review_by) if review_by else None,
+                mitigation=mitigation,
+                source=self.origin,
+                now=now,
+            )
+            for retired_id in approval.supersedes:
+                self._audit(
+                    "approval.retired",
+                    resource={"approval_id": retired_id},
+                    details={"superseded_by": approval.id},
+                )
+            self._audit(
+                "approval.added",
+                resource={
+                    "host": approval.host,
+                    "port": approval.port,
+                    "proto": approval.proto,
+                    "approval_id": approval.id,
+                },
+                details={
+                    "justification": justification,
+                    "owner": owner,
+                    "ticket": ticket,
+                    "review_by": iso(approval.review_by),
+                    "finding_id": finding.id,
+                },
+            )
+            finding = self.findings_book.approve(
+                finding.id, str(self.actor), approval.id, justification, ticket=ticket
+            )
+            self._audit(
+                "finding.approved",
+                resource=finding_resource(finding),
+                details={"approval_id": approval.id},
+            )
+            # Other open findings on the same port (e.g. insecure service) follow the decision.
+        return finding
+
+    def approvals_list(self, include_retired: bool = False) -> list[Approval]:
+        return self.approvals.all() if include_retired else self.approvals.active()
+
+    def baseline_lint(self, path: Path) -> list[Any]:
+        from portconsole.core.adapters.baseline import lint_baseline
+
+        return lint_baseline(path, self.settings)
+
+    def baseline_import(self, path: Path) -> tuple[int, int]:
+        """Turn a baseline file's rules into approval records; every change is audited."""
+        from portconsole.core.adapters.baseline import load_baseline
+
+        self._require_write("import baselines")
+        specs = load_baseline(path, self.settings)
+        with self.store.lock.hold():
+            result = self.approvals.import_specs(specs, str(self.actor))
+            for approval in result.added:
+                self._audit(
+                    "approval.added",
+                    resource={
+                        "host": approval.host,
+                        "port": approval.port,
+                        "proto": approval.proto,
+                        "approval_id": approval.id,
+                    },
+                    details={"source": approval.source, "justification": approval.justification},
+                )
+            for approval in result.retired:
+                self._audit("approval.retired", resource={"approval_id": approval.id})
+            self._audit(
+                "baseline.import",
+                details={
+                    "file": str(path),
+                    "added": len(result.added),
+                    "unchanged": len(result.unchanged),
+                    "retired": len(result.retired),
+                },
+            )
+        return len(result.added), len(result.unchanged)
+
+    def baseline_export(self) -> str:
+        from portconsole.core.adapters.baseline import export_baseline
+
+        self._require_write("export baselines")
+        return export_baseline(self.approvals.active())
+
+    def baseline_exported(self, destination: str, approvals: int) -> None:
+        """Audit an export once its file is written (a failed write is not an export)."""
+        self._audit("baseline.export", details={"file": destination, "approvals": approvals})
+
+    def prune(self) -> dict[str, int]:
+        self._require_write("prune")
+        counts = self.store.prune()
+        self._audit("retention.prune", details=counts)
+        return counts
+
+
+def _review_datetime(day: date) -> datetime:
+    from datetime import UTC
+
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
