@@ -13,11 +13,11 @@ from portconsole.core.adapters.approvals import ApprovalRegistry
 from portconsole.core.adapters.findings import FindingBook
 from portconsole.core.adapters.storage import AtomicJSONStorage, DataLock
 from portconsole.core.domain.approval import Approval
+from portconsole.core.domain.coverage import Coverage
 from portconsole.core.domain.detect import (
     classify_port,
     detect,
     product_matches,
-    scan_coverage,
     service_matches,
     severity_for,
 )
@@ -194,7 +194,7 @@ def test_approval_past_review_by_comes_back_as_a_finding(
     assert renewed.supersedes == [old.id]
     later = detect(scan(views, [WEB]), views, [], registry.active(), Settings(), NOW)
     assert later == []
-    coverage = scan_coverage(scan(views, [WEB]))
+    coverage = Coverage.of_scan(scan(views, [WEB]))
     resolved = book.resolve_missing({c.key for c in later}, coverage.covers, NOW, "S-2")
     assert [f.id for f in resolved] == [finding.id]
 
@@ -280,15 +280,17 @@ def test_only_covered_places_are_judged(stores: tuple[ApprovalRegistry, FindingB
     views = [View(WEB, 8080), View(other, 9999)]  # store state: other host, uncovered port
     result = scan(views, [WEB], ports="80,8080")  # 443 and 9999 not scanned
     assert run(result, views, approvals) == [("unapproved_port", WEB, 8080)]
-    coverage = scan_coverage(result)
+    coverage = Coverage.of_scan(result)
     assert coverage.covers(WEB, 8080, "tcp") and coverage.covers(WEB)
     assert not coverage.covers(WEB, 443, "tcp") and not coverage.covers(other, 9999, "tcp")
     assert not coverage.covers(WEB, 8080, "udp")
-    for outcome in ("failed", "cancelled"):
-        assert run(scan(views, [WEB], ports="80,8080", outcome=outcome), views, approvals) == []
+    assert run(scan(views, [WEB], ports="80,8080", outcome="failed"), views, approvals) == []
+    # A cancelled scan covers the hosts it finished (the store records them too).
+    cancelled = scan(views, [WEB], ports="80,8080", outcome="cancelled")
+    assert run(cancelled, views, approvals) == [("unapproved_port", WEB, 8080)]
     partial = scan(views, [WEB], ports="80,8080", outcome="partial")
     partial.addresses.append(other)  # planned but never reported on
-    assert not scan_coverage(partial).covers(other)
+    assert not Coverage.of_scan(partial).covers(other)
 
 
 def test_severity_rules() -> None:

@@ -35,7 +35,8 @@ from portconsole.core.adapters.approvals import ApprovalRegistry
 from portconsole.core.adapters.findings import FindingBook
 from portconsole.core.adapters.store import Store
 from portconsole.core.domain.approval import Approval
-from portconsole.core.domain.detect import detect, scan_coverage
+from portconsole.core.domain.coverage import Coverage
+from portconsole.core.domain.detect import detect
 from portconsole.core.domain.finding import Finding, FindingCandidate
 from portconsole.core.domain.model import HostObservation, PortObservation, ScanResult
 from portconsole.core.errors import UserError
@@ -164,7 +165,7 @@ class History:
         ]
         self.book.ingest_candidates(candidates, finished, self.settings.scan.flap_window)
         self.book.resolve_missing(
-            {c.key for c in candidates}, scan_coverage(result).covers, finished, scan_id
+            {c.key for c in candidates}, Coverage.of_scan(result).covers, finished, scan_id
         )
         return scan_id
 

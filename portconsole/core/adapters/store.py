@@ -97,9 +97,9 @@ from portconsole.core.adapters.store_segment import (
     encode_lines,
     no_gc,
     parse_time,
-    port_spec,
     spec_ports,
 )
+from portconsole.core.domain.coverage import Coverage
 from portconsole.core.domain.model import OPEN, Change, PortObservation, ScanResult, port_key
 from portconsole.core.errors import StoreError
 from portconsole.core.identity import Actor
@@ -1428,18 +1428,8 @@ class Store:
     def _scan_covers(
         self, segment: Segment, line: dict[str, Any], host: str, port: int | None, proto: str | None
     ) -> bool:
-        if host not in segment.address_set(line.get("cover_ref")) or host in line.get("stale", ()):
-            return False
-        if port is None:
-            return True
-        if host in line.get("down", ()):
-            return False
-        if f"{port}/{proto}" in line.get("outside", {}).get(host, ()):
-            return True
-        if proto not in line.get("protocols", ()):
-            return False
-        spec = port_spec(line.get("ports", ""))
-        return spec is not None and port in spec
+        cover = segment.address_set(line.get("cover_ref"))
+        return Coverage.of_record(line, cover).covers(host, port, proto)
 
     def covered(
         self, host: str, port: int, proto: str, at: datetime, window: timedelta

@@ -28,15 +28,13 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from portconsole.core.domain.approval import Approval, is_insecure
+from portconsole.core.domain.coverage import Coverage
 from portconsole.core.domain.finding import FindingCandidate
 from portconsole.core.domain.model import ScanResult
-from portconsole.core.domain.targets import PortSpec, parse_ports
-from portconsole.core.errors import TargetError
 from portconsole.core.settings import Settings
 from portconsole.core.timeutil import iso
 
@@ -174,41 +172,6 @@ def _max_severity(*levels: str) -> str:
     return max(levels, key=lambda s: _SEVERITY_ORDER.index(s) if s in _SEVERITY_ORDER else -1)
 
 
-@dataclass(frozen=True, slots=True)
-class Coverage:
-    """Which hosts and ports a scan looked at; answers `covers(host, port, proto)`.
-
-    Pass `coverage.covers` as the `covered` callable of `FindingBook.resolve_missing`.
-    """
-
-    hosts: frozenset[str]
-    ports: PortSpec | None
-    protocols: frozenset[str]
-
-    def covers(self, host: str, port: int | None = None, proto: str | None = None) -> bool:
-        if host not in self.hosts:
-            return False
-        if port is None:
-            return True
-        return self.ports is not None and port in self.ports and (proto or "tcp") in self.protocols
-
-
-def scan_coverage(scan: ScanResult) -> Coverage:
-    """A scan's coverage. Failed and cancelled scans cover nothing; a partial scan covers
-    only the hosts it reported on."""
-    if scan.outcome in ("failed", "cancelled"):
-        return Coverage(frozenset(), None, frozenset())
-    planned = set(scan.addresses)
-    if scan.outcome != "success":
-        planned &= {h.address for h in scan.hosts}
-    try:
-        ports: PortSpec | None = parse_ports(scan.ports) if scan.ports else None
-    except TargetError:
-        ports = None
-    protocols = frozenset(p.lower() for p in scan.protocols) or frozenset({"tcp"})
-    return Coverage(frozenset(planned), ports, protocols)
-
-
 def detect(
     scan: ScanResult,
     open_ports: Iterable[PortView],
@@ -225,12 +188,12 @@ def detect(
     scan. approvals: the active approvals. baseline_hosts: every address a baseline
     selector names (hosts expected even without an approved port).
     """
-    coverage = scan_coverage(scan)
+    coverage = Coverage.of_scan(scan)
     if not coverage.hosts:
         return []
     insecure_names = settings.approval.insecure_services
     index = _index(approvals)
-    up_hosts = {h.address for h in scan.hosts if h.status == "up"} & coverage.hosts
+    up_hosts = coverage.hosts - coverage.down
     known = set(known_hosts)
     expected_hosts = set(baseline_hosts) | {key[0] for key in index}
     approved_hosts = {key[0] for key in index}
@@ -261,7 +224,7 @@ def detect(
 
     open_keys: set[tuple[str, int, str]] = set()
     for view in sorted(open_ports, key=lambda v: (v.host, v.proto, v.port)):
-        if view.host not in up_hosts or not coverage.covers(view.host, view.port, view.proto):
+        if not coverage.covers(view.host, view.port, view.proto):
             continue
         key = (view.host, view.port, view.proto)
         if key in open_keys:
@@ -315,7 +278,8 @@ def detect(
 
     for key, approval in sorted(index.items()):
         host, port, proto = key
-        if not coverage.covers(host, port, proto):
+        # Expiry is about time: raised where the scan looked, whatever the host answered.
+        if not coverage.scanned(host, port, proto):
             continue
         if approval.is_expired(now):
             add(
@@ -331,7 +295,7 @@ def detect(
                 },
             )
             continue
-        if host in up_hosts and key not in open_keys:
+        if coverage.covers(host, port, proto) and key not in open_keys:
             add(
                 "approved_port_gone",
                 host,

@@ -20,7 +20,8 @@ from typing import Any
 from portconsole.core.adapters.dns import resolve_host_name
 from portconsole.core.adapters.journal import AuditEntry
 from portconsole.core.adapters.store import PortState
-from portconsole.core.domain.detect import classify_port, detect, scan_coverage
+from portconsole.core.domain.coverage import Coverage
+from portconsole.core.domain.detect import classify_port, detect
 from portconsole.core.domain.finding import Finding, FindingCandidate
 from portconsole.core.domain.model import (
     OPEN,
@@ -268,8 +269,7 @@ class ScanCycle(ServiceBase):
         probes = self.settings.scan.confirm_probes
         if probes <= 0:
             return []
-        covered = set(scan.protocols)
-        spec = parse_ports(scan.ports)
+        coverage = Coverage.of_scan(scan)
         known_by_host: dict[str, set[tuple[int, str]]] = {}
         for address, port, proto in state:
             known_by_host.setdefault(address, set()).add((port, proto))
@@ -279,11 +279,7 @@ class ScanCycle(ServiceBase):
             known_keys = known_by_host.get(host.address, set())
             new = seen - known_keys
             # Vanished: known open, covered by this scan (port and protocol), not seen now.
-            gone = (
-                {k for k in known_keys - seen if k[1] in covered and k[0] in spec}
-                if host.status == "up"
-                else set()
-            )
+            gone = {k for k in known_keys - seen if coverage.covers(host.address, *k)}
             if new or gone:
                 suspects[host.address] = new | gone
         if not suspects:
@@ -525,15 +521,9 @@ class ScanCycle(ServiceBase):
         outcome = self.findings_book.ingest_candidates(
             candidates, now, self.settings.scan.flap_window
         )
-        coverage = scan_coverage(scan)
-        up_hosts = {h.address for h in scan.hosts if h.status == "up"}
-
-        def verified_gone(host: str, port: int | None, proto: str | None) -> bool:
-            # A host that answered nothing (powered off, filtered) proves no port closed.
-            return coverage.covers(host, port, proto) and (port is None or host in up_hosts)
-
+        # A host that answered nothing (powered off, filtered) proves no port closed.
         resolved = self.findings_book.resolve_missing(
-            {c.key for c in candidates}, verified_gone, now, scan.scan_id
+            {c.key for c in candidates}, Coverage.of_scan(scan).covers, now, scan.scan_id
         )
         entries = [
             self._entry(
