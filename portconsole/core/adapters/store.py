@@ -55,16 +55,14 @@ import os
 import re
 import shutil
 import threading
-import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from tinydb import TinyDB
 
+from portconsole.core.adapters.history import HistoryReader
 from portconsole.core.adapters.journal import AuditEntry, AuditLog
 from portconsole.core.adapters.projection import (
     apply_effects,
@@ -86,21 +84,26 @@ from portconsole.core.adapters.store_segment import (
     CHECKPOINT,
     LIST,
     SCAN,
-    SEEN_AT,
-    SEEN_SCAN,
     SEGMENT_SUFFIX,
-    Line,
-    Segment,
     SegmentCache,
     decode_checkpoint,
     encode_checkpoint,
     encode_lines,
-    no_gc,
-    parse_time,
-    spec_ports,
 )
-from portconsole.core.domain.coverage import Coverage
-from portconsole.core.domain.model import OPEN, Change, PortObservation, ScanResult, port_key
+from portconsole.core.domain.changes import (
+    ROW_EXTRA,
+    ROW_LAST,
+    ROW_LAST_SCAN,
+    ROW_SERVICE,
+    ROW_STATE,
+    HotTables,
+    apply_scan,
+    as_utc,
+    check_scan_id,
+    list_id,
+    parse_time,
+)
+from portconsole.core.domain.model import OPEN, Change, ScanResult
 from portconsole.core.errors import StoreError
 from portconsole.core.identity import Actor
 from portconsole.core.settings import RetentionSettings
@@ -108,538 +111,34 @@ from portconsole.core.timeutil import add_months, iso, month_key, utcnow
 
 log = logging.getLogger(__name__)
 
-STORE_FORMAT = 2  # 2: segment lines are tagged arrays, checkpoints inside the month
 HOT_FILE = "hot.json"
 LOCK_FILE = "store.lock"
 SEGMENT_DIR = "scans"
 XML_DIR = "xml"
-META_NAME = "store"
 RECENT_SCAN_IDS = 256
-DEFAULT_COVERAGE_WINDOW = timedelta(hours=24)
 # A new checkpoint is written once the lines appended since the last one reach this share of
 # its size (and at least CHECKPOINT_MIN_BYTES): a point-in-time answer then parses at most
 # about 1.5 checkpoints' worth of bytes, and checkpoints take at most 2x the history's disk.
 CHECKPOINT_SHARE = 0.5
 CHECKPOINT_MIN_BYTES = 64 * 1024
 
-# The order of a port row in the hot file's `ports` table.
-PORT_FIELDS = (
-    "state",
-    "service",
-    "product",
-    "version",
-    "extrainfo",
-    "first_seen",
-    "last_seen",
-    "last_scan_id",
-    "fingerprinted_at",
-    "closed_at",
-)
-_STATE, _SERVICE, _PRODUCT, _VERSION, _EXTRA, _FIRST, _LAST, _LAST_SCAN, _FP_AT, _CLOSED = range(10)
-# A closed port's row stays this long (consoles show recent closes); then only history has it.
-CLOSED_ROW_KEEP = timedelta(days=1)
-_NO_FLAG = "fingerprinted" not in PortObservation.__dataclass_fields__
 
-CHANGE_KINDS = ("port_opened", "port_closed", "service_changed", "host_up", "host_down")
-SERVICE_IDENTIFIED = "service_identified"
-
-_SCAN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
 _MONTH = re.compile(r"^\d{4}-\d{2}$")
 
 
 # --------------------------------------------------------------------------- public types
 
 
-@dataclass(slots=True)
-class PortState:
-    """The stored state of one host/port/proto. Text fields come from the network: untrusted."""
-
-    host: str
-    port: int
-    proto: str
-    state: str
-    service: str
-    product: str
-    version: str
-    extrainfo: str
-    first_seen: datetime  # start of the current (or last) open period
-    last_seen: datetime  # last time a scan saw it open
-    last_scan_id: str  # the scan that last saw it open
-    fingerprinted_at: datetime | None
-
-    @property
-    def key(self) -> str:
-        return port_key(self.host, self.port, self.proto)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "port": self.port,
-            "proto": self.proto,
-            "state": self.state,
-            "service": self.service,
-            "product": self.product,
-            "version": self.version,
-            "extrainfo": self.extrainfo,
-            "first_seen": iso(self.first_seen),
-            "last_seen": iso(self.last_seen),
-            "last_scan_id": self.last_scan_id,
-            "fingerprinted_at": iso(self.fingerprinted_at) if self.fingerprinted_at else None,
-        }
-
-
-@dataclass(slots=True)
-class PortAt(PortState):
-    """A port open at a point in time, with the scan that last saw it before that time."""
-
-    last_seen_scan_id: str
-    covered: bool  # seen by a scan within the coverage window before the time asked
-
-    def to_json(self) -> dict[str, Any]:
-        data = PortState.to_json(self)
-        data["last_seen_scan_id"] = self.last_seen_scan_id
-        data["covered"] = self.covered
-        return data
-
-
-@dataclass(slots=True)
-class HostState:
-    address: str
-    status: str  # up | down
-    hostname: str
-    first_seen: datetime | None  # first time seen up
-    last_seen: datetime | None  # last time seen up
-    last_scan_id: str  # the scan that last saw it up
-    last_covered: datetime | None = None  # last scan that reported its status
-    last_covered_scan_id: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "address": self.address,
-            "status": self.status,
-            "hostname": self.hostname,
-            "first_seen": iso(self.first_seen) if self.first_seen else None,
-            "last_seen": iso(self.last_seen) if self.last_seen else None,
-            "last_scan_id": self.last_scan_id,
-            "last_covered": iso(self.last_covered) if self.last_covered else None,
-            "last_covered_scan_id": self.last_covered_scan_id,
-        }
-
-
-@dataclass(slots=True)
-class ChangeEvent:
-    kind: str
-    host: str
-    port: int | None
-    proto: str | None
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-    at: datetime
-    scan_id: str
-
-    def change(self) -> Change:
-        return Change(self.kind, self.host, self.port, self.proto, self.before, self.after)
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.change().to_json(), "at": iso(self.at), "scan_id": self.scan_id}
-
-
-@dataclass(slots=True)
-class Uncovered:
-    """A host (port None) or an open port no scan covered within the window before a time."""
-
-    host: str
-    port: int | None
-    proto: str | None
-    last_covered: datetime | None
-    last_scan_id: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "port": self.port,
-            "proto": self.proto,
-            "last_covered": iso(self.last_covered) if self.last_covered else None,
-            "last_scan_id": self.last_scan_id,
-        }
-
-
-@dataclass(slots=True)
-class PointInTime:
-    at: datetime
-    open_ports: list[PortAt]
-    uncovered: list[Uncovered]
-    hosts: list[HostState]
-    coverage_window: timedelta = DEFAULT_COVERAGE_WINDOW
-    history_starts: datetime | None = None  # answers before this time are unknown (pruned)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "at": iso(self.at),
-            "coverage_window_seconds": int(self.coverage_window.total_seconds()),
-            "history_starts": iso(self.history_starts) if self.history_starts else None,
-            "open_ports": [p.to_json() for p in self.open_ports],
-            "uncovered": [u.to_json() for u in self.uncovered],
-            "hosts": [h.to_json() for h in self.hosts],
-        }
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def _opt_time(text: str | None) -> datetime | None:
-    return parse_time(text) if text else None
-
-
-def is_fingerprinted(observation: PortObservation) -> bool:
-    """Whether an observation comes from service detection (see the module docstring)."""
-    flag = getattr(observation, "fingerprinted", None)
-    if flag is not None:
-        return bool(flag)
-    return bool(observation.product or observation.version or observation.extrainfo)
-
-
-def _service(row: list[Any]) -> dict[str, Any]:
-    return {
-        "service": row[_SERVICE],
-        "product": row[_PRODUCT],
-        "version": row[_VERSION],
-        "extrainfo": row[_EXTRA],
-    }
-
-
-def _observed(obs: PortObservation, fingerprinted: bool) -> dict[str, Any]:
-    return {
-        "service": obs.service,
-        "product": obs.product,
-        "version": obs.version,
-        "extrainfo": obs.extrainfo,
-        "fingerprinted": fingerprinted,
-    }
-
-
-@lru_cache(maxsize=4096)
-def _split_key(key: str) -> tuple[int, str]:
-    port, _, proto = key.partition("/")
-    return int(port), proto
-
-
-def _list_id(items: list[str]) -> str:
-    digest = hashlib.sha256("\n".join(items).encode("utf-8")).hexdigest()
-    return digest[:16]
-
-
-def check_scan_id(scan_id: str) -> None:
-    """Scan ids name files: refuse anything that could leave the data dir."""
-    if not isinstance(scan_id, str) or not _SCAN_ID.match(scan_id):
-        raise StoreError(
-            f"scan id {scan_id!r} is not usable: use letters, digits and . _ : + - (max 128)"
-        )
-
-
-def _port_state(host: str, key: str, row: list[Any]) -> PortState:
-    port, proto = _split_key(key)
-    return PortState(
-        host=host,
-        port=port,
-        proto=proto,
-        state=row[_STATE],
-        service=row[_SERVICE],
-        product=row[_PRODUCT],
-        version=row[_VERSION],
-        extrainfo=row[_EXTRA],
-        first_seen=parse_time(row[_FIRST]),
-        last_seen=parse_time(row[_LAST]),
-        last_scan_id=row[_LAST_SCAN],
-        fingerprinted_at=_opt_time(row[_FP_AT]),
-    )
-
-
-def _host_state(doc: dict[str, Any]) -> HostState:
-    return HostState(
-        address=doc["address"],
-        status=doc["status"],
-        hostname=doc.get("hostname", ""),
-        first_seen=_opt_time(doc.get("first_seen")),
-        last_seen=_opt_time(doc.get("last_seen")),
-        last_scan_id=doc.get("last_scan_id", ""),
-        last_covered=_opt_time(doc.get("last_covered")),
-        last_covered_scan_id=doc.get("last_covered_scan_id", ""),
-    )
-
-
-def _event(event: list[Any], at: datetime, scan_id: str) -> ChangeEvent:
-    kind, host, port, proto, before, after = event
-    return ChangeEvent(kind, host, port, proto, before, after, at, scan_id)
-
-
-def _proto_port(key: str) -> tuple[str, int]:
-    port, proto = _split_key(key)
-    return proto, port
-
-
-@lru_cache(maxsize=65536)
-def _ip_sort_key(address: str) -> tuple[int, ...]:
-    if ":" in address:
-        return (6, *(int(part or "0", 16) for part in address.split(":") if part != ""))
-    try:
-        return (4, *(int(part) for part in address.split(".")))
-    except ValueError:
-        return (9,)
-
-
-def _split_gzip_members(data: bytes) -> list[bytes]:
-    documents: list[bytes] = []
-    while data:
-        decoder = zlib.decompressobj(wbits=31)
-        documents.append(decoder.decompress(data) + decoder.flush())
-        data = decoder.unused_data
-    return documents
 
 
 # --------------------------------------------------------------------------- hot tables
 
 
-class _Hot:
-    """The hot file's raw table map with indexes by address, mutated in place by a plan."""
-
-    def __init__(self, raw: dict[str, Any] | None) -> None:
-        self.raw: dict[str, Any] = raw if raw is not None else {}
-        self.hosts_table: dict[str, Any] = self.raw.setdefault("hosts", {})
-        self.ports_table: dict[str, Any] = self.raw.setdefault("ports", {})
-        meta_table: dict[str, Any] = self.raw.setdefault("meta", {})
-        self.hosts: dict[str, dict[str, Any]] = {
-            doc["address"]: doc for doc in self.hosts_table.values()
-        }
-        self.ports: dict[str, dict[str, Any]] = {
-            doc["host"]: doc for doc in self.ports_table.values()
-        }
-        self._next_ids = {
-            "hosts": self._next_id(self.hosts_table),
-            "ports": self._next_id(self.ports_table),
-        }
-        meta = next((d for d in meta_table.values() if d.get("name") == META_NAME), None)
-        if meta is None:
-            meta = {"name": META_NAME, "format": STORE_FORMAT, "segments": {}}
-            meta_table[str(self._next_id(meta_table))] = meta
-        if meta.get("format", STORE_FORMAT) > STORE_FORMAT:
-            raise StoreError(
-                f"the data dir was written by a newer PortConsole (store format "
-                f"{meta['format']}); upgrade PortConsole to read it"
-            )
-        if meta.get("format", STORE_FORMAT) < STORE_FORMAT:
-            if meta.get("segments"):
-                raise StoreError(
-                    f"the data dir holds history in an older development format (store format "
-                    f"{meta.get('format')}); move it away and start a new one"
-                )
-            meta["format"] = STORE_FORMAT
-        self.meta: dict[str, Any] = meta
-        self.meta.setdefault("segments", {})
-
-    @staticmethod
-    def _next_id(table: dict[str, Any]) -> int:
-        return max((int(k) for k in table), default=0) + 1
-
-    @property
-    def segments(self) -> dict[str, int]:
-        segments: dict[str, int] = self.meta["segments"]
-        return segments
-
-    def host_doc(self, address: str) -> dict[str, Any]:
-        doc = self.hosts.get(address)
-        if doc is None:
-            doc = {"address": address, "status": "down", "hostname": ""}
-            self.hosts_table[str(self._next_ids["hosts"])] = doc
-            self._next_ids["hosts"] += 1
-            self.hosts[address] = doc
-        return doc
-
-    def port_rows(self, address: str) -> dict[str, list[Any]]:
-        doc = self.ports.get(address)
-        if doc is None:
-            doc = {"host": address, "ports": {}}
-            self.ports_table[str(self._next_ids["ports"])] = doc
-            self._next_ids["ports"] += 1
-            self.ports[address] = doc
-        rows: dict[str, list[Any]] = doc["ports"]
-        return rows
-
-
-@dataclass(slots=True)
-class _Plan:
-    changes: list[Change] = field(default_factory=list)
-    events: list[list[Any]] = field(
-        default_factory=list
-    )  # [kind, host, port, proto, before, after]
-    cover: list[str] = field(default_factory=list)
-    down: list[str] = field(default_factory=list)
-    stale: list[str] = field(default_factory=list)
-    outside: dict[str, list[str]] = field(default_factory=dict)  # seen beyond the port spec
-    up: int = 0
-
-
-def _apply_scan(hot: _Hot, scan: ScanResult, horizon: datetime | None = None) -> _Plan:
-    """Apply `scan` to the hot state in place; return the changes and events it makes.
-
-    `horizon` is this clock plus the allowed skew: a host last covered after it was covered
-    by a clock that has stepped back since.
-    """
-    if horizon is None:
-        horizon = utcnow() + timedelta(minutes=5)
-    at = _utc(scan.finished_at)
-    at_text = iso(at)
-    scan_id = scan.scan_id
-    spec = spec_ports(scan.ports)
-    protocols = set(scan.protocols)
-    keep_closed_after = at - CLOSED_ROW_KEEP
-    reported = {h.address: h for h in scan.hosts}
-    plan = _Plan()
-    if scan.outcome == "success":
-        plan.cover = list(dict.fromkeys([*scan.addresses, *reported]))
-    else:
-        plan.cover = list(reported)
-
-    def record(kind: str, host: str, port: int | None, proto: str | None,
-               before: dict[str, Any] | None, after: dict[str, Any] | None,
-               internal: bool = False) -> None:  # fmt: skip
-        if not internal:
-            plan.changes.append(Change(kind, host, port, proto, before, after))
-        plan.events.append([kind, host, port, proto, before, after])
-
-    for address in plan.cover:
-        observed = reported.get(address)
-        status = observed.status if observed is not None else "down"
-        existing = hot.hosts.get(address)
-        if existing is not None and existing.get("last_covered"):
-            # A report older than what is known of the host (a backfill, a site's late
-            # report) changes history, never the current state. But a "newer" look that lies
-            # in the future of this clock came from a clock that has since stepped back: it
-            # orders nothing, and this scan is the newest look at the host.
-            covered = parse_time(existing["last_covered"])
-            if at < covered <= horizon:
-                plan.stale.append(address)
-                continue
-        if status != "up":
-            plan.down.append(address)
-            if existing is None:
-                continue  # a host never seen up is not tracked
-            if existing["status"] == "up":
-                record("host_down", address, None, None, {"status": "up"}, {"status": "down"})
-            existing["status"] = "down"
-            existing["last_covered"] = at_text
-            existing["last_covered_scan_id"] = scan_id
-            continue
-        plan.up += 1
-        hostname = observed.hostname if observed is not None else ""
-        if existing is None or existing["status"] != "up":
-            before = {"status": existing["status"]} if existing is not None else None
-            record("host_up", address, None, None, before, {"status": "up", "hostname": hostname})
-        doc = hot.host_doc(address)
-        doc["status"] = "up"
-        if hostname:
-            doc["hostname"] = hostname
-        doc.setdefault("first_seen", at_text)
-        doc["last_seen"] = at_text
-        doc["last_scan_id"] = scan_id
-        doc["last_covered"] = at_text
-        doc["last_covered_scan_id"] = scan_id
-        if observed is None:
-            continue
-        rows = (
-            hot.port_rows(address)
-            if observed.ports
-            else hot.ports.get(address, {}).get("ports", {})
-        )
-        seen: dict[str, PortObservation] = {}
-        states: dict[str, str] = {}
-        for obs in observed.ports:
-            key = f"{obs.port}/{obs.proto}"
-            states[key] = obs.state
-            if obs.state == OPEN:
-                seen[key] = obs
-        for key, obs in seen.items():
-            if obs.proto not in protocols or obs.port not in spec:
-                plan.outside.setdefault(address, []).append(key)
-            fingerprinted = (
-                bool(obs.product or obs.version or obs.extrainfo)
-                if _NO_FLAG
-                else is_fingerprinted(obs)
-            )
-            row = rows.get(key)
-            if row is None or row[_STATE] != OPEN:
-                after = _observed(obs, fingerprinted)
-                record("port_opened", address, obs.port, obs.proto, None, after)
-                rows[key] = [
-                    OPEN,
-                    obs.service,
-                    obs.product,
-                    obs.version,
-                    obs.extrainfo,
-                    at_text,
-                    at_text,
-                    scan_id,
-                    at_text if fingerprinted else None,
-                    None,
-                ]
-                continue
-            row[_LAST] = at_text
-            row[_LAST_SCAN] = scan_id
-            if not fingerprinted:
-                continue
-            if row[_FP_AT] is None or (row[_SERVICE], row[_PRODUCT], row[_VERSION]) != (
-                obs.service,
-                obs.product,
-                obs.version,
-            ):
-                kind = "service_changed" if row[_FP_AT] is not None else SERVICE_IDENTIFIED
-                record(
-                    kind,
-                    address,
-                    obs.port,
-                    obs.proto,
-                    _service(row),
-                    _observed(obs, True),
-                    internal=kind == SERVICE_IDENTIFIED,
-                )
-                row[_SERVICE], row[_PRODUCT], row[_VERSION] = obs.service, obs.product, obs.version
-            row[_EXTRA] = obs.extrainfo
-            row[_FP_AT] = at_text
-        expired = []
-        for key, row in rows.items():
-            if row[_STATE] != OPEN:
-                if row[_CLOSED] is None or parse_time(row[_CLOSED]) < keep_closed_after:
-                    expired.append(key)
-                continue
-            if key in seen:
-                continue
-            port, proto = _split_key(key)
-            if proto in protocols and port in spec:
-                record(
-                    "port_closed",
-                    address,
-                    port,
-                    proto,
-                    _service(row),
-                    {"state": states.get(key, "closed")},
-                )
-                row[_STATE] = "closed"
-                row[_CLOSED] = at_text
-        for key in expired:
-            del rows[key]
-    return plan
-
-
 # --------------------------------------------------------------------------- the store
 
 
-class Store:
+class Store(HistoryReader):
     """The data dir's current state and history. Thread-safe; several processes may share it.
 
     Reads are lock-free (atomic renames and committed sizes give a consistent snapshot);
@@ -665,8 +164,8 @@ class Store:
         self.hot: TinyDB = open_tinydb(self.hot_path)
         self.journal = AuditLog(self.data_dir, self.lock)
         self._segments = SegmentCache(self.segment_dir)
-        self._read_cache: tuple[str, _Hot] | None = None
-        self._memory: _Hot | None = None  # a read-only store's projection rebuilt in memory
+        self._read_cache: tuple[str, HotTables] | None = None
+        self._memory: HotTables | None = None  # a read-only store's projection rebuilt in memory
         self._tx_chunks: dict[int, list[dict[str, Any]]] = {}
         self.damage: str | None = None  # why a read-only store could not check its projection
         self.hot.storage.on_load = self._checked  # type: ignore[attr-defined]
@@ -681,7 +180,7 @@ class Store:
                     self.damage = str(error)
                     return
                 if rebuilt:
-                    self._memory = _Hot(checked)
+                    self._memory = HotTables(checked)
             return
         self.lock.hooks = self
         with self.lock.hold():
@@ -837,7 +336,7 @@ class Store:
 
     def _derived(self, committed: dict[str, int], chunks: list[dict[str, Any]]) -> dict[str, Any]:
         """Hosts, ports and the store's bookkeeping as the scan history leaves them."""
-        hot = _Hot(None)
+        hot = HotTables(None)
         hot.segments.update(committed)
         if committed:
             month = max(committed)
@@ -950,17 +449,17 @@ class Store:
 
     # ------------------------------------------------------------------ hot file access
 
-    def _read_hot(self) -> _Hot:
+    def _read_hot(self) -> HotTables:
         raw = self.hot.storage.read()
         if raw is None or not well_formed(raw):
             raw = {}
-        return _Hot(raw)
+        return HotTables(raw)
 
-    def _write_hot(self, hot: _Hot) -> None:
+    def _write_hot(self, hot: HotTables) -> None:
         self.hot.storage.write(hot.raw)
         self._read_cache = None
 
-    def _snapshot(self) -> _Hot:
+    def _snapshot(self) -> HotTables:
         """The hot state for a lock-free read, reused while the file is unchanged."""
         if self._memory is not None:
             return self._memory
@@ -984,7 +483,7 @@ class Store:
 
     # ------------------------------------------------------------------ recovery
 
-    def _recover(self, hot: _Hot) -> bool:
+    def _recover(self, hot: HotTables) -> bool:
         """Cut what a failed or crashed operation appended past the commit point, keeping it
         aside (under the lock). The committed sizes come from a projection already checked
         against the journal, so a cache restored from a backup can never cut history.
@@ -1031,7 +530,7 @@ class Store:
 
     def diff(self, scan: ScanResult) -> list[Change]:
         """The changes `ingest(scan)` would record against the current state; writes nothing."""
-        return _apply_scan(self._read_hot(), scan, utcnow() + self.future_skew).changes
+        return apply_scan(self._read_hot(), scan, utcnow() + self.future_skew).changes
 
     def ingest(self, scan: ScanResult, extra: Callable[[], None] | None = None) -> list[Change]:
         """Record a scan in one transaction and return its changes.
@@ -1073,7 +572,7 @@ class Store:
             self._write_hot(hot)
         return count
 
-    def _check_new(self, hot: _Hot, scan: ScanResult) -> str:
+    def _check_new(self, hot: HotTables, scan: ScanResult) -> str:
         """The segment a new scan goes into (refusing duplicates and the future).
 
         Time never blinds the store: a report dated ahead of this clock is refused (import)
@@ -1087,7 +586,7 @@ class Store:
             what = "this XML file was already imported" if scan.imported else "already stored"
             raise StoreError(f"scan {scan.scan_id} is {what}; nothing to do")
         now = utcnow()
-        finished = _utc(scan.finished_at)
+        finished = as_utc(scan.finished_at)
         if finished > now + self.future_skew:
             ahead = int((finished - now).total_seconds())
             if scan.imported:
@@ -1101,22 +600,22 @@ class Store:
                 scan.scan_id,
                 ahead,
             )
-            scan.started_at = min(_utc(scan.started_at), now)
+            scan.started_at = min(as_utc(scan.started_at), now)
             scan.finished_at = now
             scan.error = "; ".join(
                 filter(None, [scan.error, f"clock warning: finished {ahead} s in the future"])
             )
-        month = month_key(_utc(scan.finished_at))
+        month = month_key(as_utc(scan.finished_at))
         newest = max(hot.segments, default="")
         if month < newest:
             late = hot.meta.setdefault("late", {})
-            at_text = iso(_utc(scan.finished_at))
+            at_text = iso(as_utc(scan.finished_at))
             if newest not in late or late[newest] > at_text:
                 late[newest] = at_text
             return newest
         return month
 
-    def _commit(self, hot: _Hot, scan: ScanResult, *, durable: bool) -> list[Change]:
+    def _commit(self, hot: HotTables, scan: ScanResult, *, durable: bool) -> list[Change]:
         month = self._check_new(hot, scan)
         lines: list[list[Any]] = []
         committed = hot.segments.get(month, 0)
@@ -1138,10 +637,10 @@ class Store:
             mark = {"month": month, "offset": committed, "size": len(checkpoint)}
         else:
             checkpoint = b""
-        plan = _apply_scan(hot, scan, utcnow() + self.future_skew)
+        plan = apply_scan(hot, scan, utcnow() + self.future_skew)
 
         def list_ref(items: list[str]) -> str:
-            ident = _list_id(items)
+            ident = list_id(items)
             if ident not in written_lists:
                 lines.append([LIST, ident, items])
                 written_lists.append(ident)
@@ -1158,7 +657,7 @@ class Store:
             record["outside"] = plan.outside
         record["changes"] = len(plan.changes)
         last = hot.meta.get("last_finished_at")
-        if scan.imported and last and parse_time(last) > _utc(scan.finished_at):
+        if scan.imported and last and parse_time(last) > as_utc(scan.finished_at):
             scan.backfill = True
             record["backfill"] = True
         record["xml"] = None
@@ -1191,15 +690,15 @@ class Store:
         hot.meta["lists"] = {"month": month, "ids": written_lists}
         hot.meta["checkpoint"] = mark
         hot.meta["recent"] = [*hot.meta.get("recent", []), scan.scan_id][-RECENT_SCAN_IDS:]
-        finished = iso(_utc(scan.finished_at))
+        finished = iso(as_utc(scan.finished_at))
         last = hot.meta.get("last_finished_at")
-        if not last or parse_time(last) <= _utc(scan.finished_at):
+        if not last or parse_time(last) <= as_utc(scan.finished_at):
             hot.meta["last_scan_id"] = scan.scan_id
             hot.meta["last_finished_at"] = finished
             hot.meta["last_scan_month"] = month
         return plan.changes
 
-    def _checkpoint(self, hot: _Hot, month: str, committed: int) -> list[Any]:
+    def _checkpoint(self, hot: HotTables, month: str, committed: int) -> list[Any]:
         """A checkpoint of the history so far: what replaying the month up to here gives
         (so answers do not depend on where checkpoints fall), and from the hot state the
         newest scan that covered each host and open port (so answers need no older scans).
@@ -1219,11 +718,11 @@ class Store:
             current = hot.ports.get(address, {}).get("ports", {})
             items = []
             for key, row in rows.items():
-                if row[_STATE] != OPEN:
+                if row[ROW_STATE] != OPEN:
                     continue
                 now = current.get(key)
-                if now is not None and now[_STATE] == OPEN:
-                    items.append((key, row, now[_LAST], now[_LAST_SCAN]))
+                if now is not None and now[ROW_STATE] == OPEN:
+                    items.append((key, row, now[ROW_LAST], now[ROW_LAST_SCAN]))
                 else:
                     items.append((key, row, None, None))
             port_lines.append((address, items))
@@ -1250,419 +749,9 @@ class Store:
 
     # ------------------------------------------------------------------ current state
 
-    def current_ports(self, host: str | None = None, open_only: bool = True) -> list[PortState]:
-        with no_gc():
-            return self._current_ports(host, open_only)
-
-    def _current_ports(self, host: str | None, open_only: bool) -> list[PortState]:
-        hot = self._snapshot()
-        docs = (
-            [hot.ports[host]]
-            if host is not None and host in hot.ports
-            else ([] if host is not None else list(hot.ports.values()))
-        )
-        result = [
-            _port_state(doc["host"], key, row)
-            for doc in docs
-            for key, row in doc["ports"].items()
-            if not open_only or row[_STATE] == OPEN
-        ]
-        result.sort(key=lambda p: (_ip_sort_key(p.host), p.proto, p.port))
-        return result
-
-    def hosts(self) -> list[HostState]:
-        hot = self._snapshot()
-        return sorted(
-            (_host_state(doc) for doc in hot.hosts.values()),
-            key=lambda h: _ip_sort_key(h.address),
-        )
-
     # ------------------------------------------------------------------ history access
 
-    def _months(self, hot: _Hot) -> list[str]:
-        return sorted(hot.segments)
-
-    def _segment(self, hot: _Hot, month: str) -> Segment:
-        return self._segments.load(month, hot.segments.get(month, 0))
-
-    def _months_between(
-        self, hot: _Hot, since: datetime | None, until: datetime | None
-    ) -> list[str]:
-        low = month_key(_utc(since)) if since else ""
-        high = month_key(_utc(until)) if until else "9999-99"
-        late: dict[str, str] = hot.meta.get("late") or {}
-        until_text = iso(_utc(until)) if until else "9999"
-        return [
-            m
-            for m in self._months(hot)
-            if low <= m <= high or (m > high and late.get(m, "9999") <= until_text)
-        ]
-
-    def _expand(self, segment: Segment, line: Line) -> dict[str, Any]:
-        record = dict(segment.record(line))
-        # One shared list per coverage id: a year of records costs no extra address lists.
-        record["addresses"] = segment.lists.get(record.get("addresses_ref", ""), [])
-        return record
-
-    def _scan_lines_between(
-        self, hot: _Hot, since: datetime | None, until: datetime | None
-    ) -> Iterable[tuple[Segment, Line]]:
-        """Scan lines finished in [since, until], in file order (picked by their header)."""
-        low = _utc(since) if since else None
-        high = _utc(until) if until else None
-        for month in self._months_between(hot, since, until):
-            segment = self._segment(hot, month)
-            for line in segment.lines:
-                if line.kind != SCAN or line.at is None:
-                    continue
-                if (low and line.at < low) or (high and line.at > high):
-                    continue
-                yield segment, line
-
-    def scans(self, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
-        """Scan records finished in [since, until], oldest first."""
-        hot = self._snapshot()
-        out = [
-            (parse_time(line.at_text), self._expand(segment, line))
-            for segment, line in self._scan_lines_between(hot, since, until)
-        ]
-        out.sort(key=lambda item: item[0])
-        return [record for _, record in out]
-
-    def _find_scan(self, hot: _Hot, scan_id: str) -> tuple[Segment, Line] | None:
-        months = self._months(hot)
-        hinted = (
-            hot.meta.get("last_scan_month") if hot.meta.get("last_scan_id") == scan_id else None
-        )
-        if hinted in months:
-            months.remove(hinted)
-            months.append(hinted)
-        for month in reversed(months):
-            segment = self._segment(hot, month)
-            for line in reversed(segment.lines):
-                if line.kind == SCAN and line.scan_id == scan_id:
-                    return segment, line
-        return None
-
-    def scan(self, scan_id: str) -> dict | None:
-        found = self._find_scan(self._snapshot(), scan_id)
-        return self._expand(*found) if found else None
-
-    def last_scan(self) -> dict | None:
-        hot = self._snapshot()
-        scan_id = hot.meta.get("last_scan_id")
-        if not scan_id:
-            return None
-        found = self._find_scan(hot, scan_id)
-        return self._expand(*found) if found else None
-
-    def raw_xml(self, scan_id: str) -> list[bytes]:
-        """The scan's raw XML documents, checked against their recorded sha256; [] if none
-        was kept or it was pruned."""
-        record = self.scan(scan_id)
-        if record is None or not record.get("xml"):
-            return []
-        path = self.data_dir / record["xml"]
-        try:
-            blob = path.read_bytes()
-        except FileNotFoundError:
-            return []
-        try:
-            documents = _split_gzip_members(blob)
-        except zlib.error:
-            raise StoreError(
-                f"raw XML {path} is corrupt (not gzip); restore it from backup"
-            ) from None
-        hashes = [hashlib.sha256(doc).hexdigest() for doc in documents]
-        if hashes != record.get("xml_sha256", hashes):
-            raise StoreError(
-                f"raw XML {path} does not match the sha256 in scan {scan_id}'s record; "
-                "it was altered or damaged"
-            )
-        return documents
-
-    def _events_between(
-        self, hot: _Hot, since: datetime | None, until: datetime | None, identified: bool
-    ) -> Iterable[tuple[list[Any], datetime, str]]:
-        for segment, line in self._scan_lines_between(hot, since, until):
-            assert line.at is not None
-            for event in segment.events(line):
-                if not identified and event[0] == SERVICE_IDENTIFIED:
-                    continue
-                yield event, line.at, line.scan_id
-
-    def events(
-        self,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        identified: bool = False,
-    ) -> list[ChangeEvent]:
-        """Change events in [since, until], oldest first."""
-        hot = self._snapshot()
-        found = [_event(*item) for item in self._events_between(hot, since, until, identified)]
-        found.sort(key=lambda e: e.at)
-        return found
-
-    def history(
-        self,
-        host: str,
-        port: int | None = None,
-        proto: str | None = None,
-        since: datetime | None = None,
-        identified: bool = False,
-    ) -> list[ChangeEvent]:
-        """One host's (or one port's) events, oldest first."""
-        hot = self._snapshot()
-        found = [
-            _event(event, at, scan_id)
-            for event, at, scan_id in self._events_between(hot, since, None, identified)
-            if event[1] == host
-            and (port is None or event[2] == port)
-            and (proto is None or event[3] == proto)
-        ]
-        found.sort(key=lambda e: e.at)
-        return found
-
     # ------------------------------------------------------------------ coverage
-
-    def _scan_covers(
-        self, segment: Segment, line: dict[str, Any], host: str, port: int | None, proto: str | None
-    ) -> bool:
-        cover = segment.address_set(line.get("cover_ref"))
-        return Coverage.of_record(line, cover).covers(host, port, proto)
-
-    def covered(
-        self, host: str, port: int, proto: str, at: datetime, window: timedelta
-    ) -> str | None:
-        """The newest scan finished in [at - window, at] that covered host/port/proto."""
-        hot = self._snapshot()
-        at = _utc(at)
-        best: tuple[datetime, str] | None = None
-        for segment, line in self._scan_lines_between(hot, at - window, at):
-            assert line.at is not None
-            if best is None or line.at > best[0]:
-                if self._scan_covers(segment, segment.record(line), host, port, proto):
-                    best = (line.at, line.scan_id)
-        return best[1] if best else None
-
-    def state_at(
-        self,
-        at: datetime,
-        host: str | None = None,
-        coverage_window: timedelta | None = None,
-    ) -> PointInTime:
-        """What was open at `at`: the month's checkpoint plus its events up to `at`, each
-        port with the scan that last saw it, and what no scan covered within the window."""
-        with no_gc():
-            return self._state_at(at, host, coverage_window)
-
-    def _state_at(
-        self,
-        at: datetime,
-        host: str | None = None,
-        coverage_window: timedelta | None = None,
-        *,
-        hot: _Hot | None = None,
-    ) -> PointInTime:
-        at = _utc(at)
-        window = coverage_window or DEFAULT_COVERAGE_WINDOW
-        hot = hot if hot is not None else self._snapshot()
-        months = self._months(hot)
-        chosen = [m for m in months if m <= month_key(at)]
-        starts = self._history_start(hot, months)
-        if not chosen:
-            return PointInTime(at, [], [], [], window, starts)
-        segment = self._segment(hot, chosen[-1])
-        hosts, ports, scans = self._replayed(segment, at, host)
-        # The scan that last saw each open port: the newest covering scan up to `at`. A row
-        # from the checkpoint already names the newest one before it.
-        scans.sort(key=lambda item: item[0], reverse=True)
-        port_seen: dict[tuple[str, str], tuple[str, str]] = {}
-        host_seen: dict[str, tuple[str, str]] = {}
-        need_ports = {address: set(rows) for address, rows in ports.items() if rows}
-        need_hosts = set(hosts)
-        for _, scan_line in scans:
-            if not need_ports and not need_hosts:
-                break
-            record = segment.record(scan_line)
-            seen = (scan_line.at_text, scan_line.scan_id)
-            cover = segment.address_set(record.get("cover_ref"))
-            stale = set(record.get("stale", ()))
-            down = set(record.get("down", ()))
-            for address in [a for a in need_hosts if a in cover and a not in stale]:
-                host_seen[address] = seen
-                need_hosts.discard(address)
-            in_spec = spec_ports(record.get("ports", ""))
-            protocols = record.get("protocols", ())
-            outside = record.get("outside", {})
-            for address in [
-                a for a in need_ports if a in cover and a not in stale and a not in down
-            ]:
-                keys = need_ports[address]
-                beyond = outside.get(address, ())
-                found = [
-                    key
-                    for key in keys
-                    if key in beyond
-                    or (_split_key(key)[1] in protocols and _split_key(key)[0] in in_spec)
-                ]
-                for key in found:
-                    port_seen[(address, key)] = seen
-                keys.difference_update(found)
-                if not keys:
-                    del need_ports[address]
-        cutoff = at - window
-        open_ports: list[PortAt] = []
-        uncovered: list[Uncovered] = []
-        host_states: list[HostState] = []
-        for address in sorted(set(ports) | set(hosts), key=_ip_sort_key):
-            rows = ports.get(address, {})
-            host_uncovered: list[Uncovered] = []
-            for key in sorted(rows, key=_proto_port):
-                row = rows[key]
-                seen_at, seen_scan = row[_LAST], row[_LAST_SCAN]
-                if len(row) > SEEN_SCAN and row[SEEN_AT] is not None:
-                    if parse_time(row[SEEN_AT]) >= parse_time(seen_at):
-                        seen_at, seen_scan = row[SEEN_AT], row[SEEN_SCAN]
-                newer = port_seen.get((address, key))
-                if newer is not None and parse_time(newer[0]) > parse_time(seen_at):
-                    seen_at, seen_scan = newer
-                number, proto = _split_key(key)
-                last_seen = parse_time(seen_at)
-                is_covered = last_seen >= cutoff
-                open_ports.append(
-                    PortAt(
-                        address,
-                        number,
-                        proto,
-                        row[_STATE],
-                        row[_SERVICE],
-                        row[_PRODUCT],
-                        row[_VERSION],
-                        row[_EXTRA],
-                        parse_time(row[_FIRST]),
-                        last_seen,
-                        seen_scan,
-                        _opt_time(row[_FP_AT]),
-                        seen_scan,
-                        is_covered,
-                    )
-                )
-                if not is_covered:
-                    host_uncovered.append(Uncovered(address, number, proto, last_seen, seen_scan))
-            doc = hosts.get(address)
-            if doc is not None:
-                for covered_by in (
-                    (doc.get("seen_at"), doc.get("seen_scan_id")),
-                    host_seen.get(address),
-                ):
-                    if covered_by is None or not covered_by[0]:
-                        continue
-                    if not doc.get("last_covered") or parse_time(covered_by[0]) >= parse_time(
-                        doc["last_covered"]
-                    ):
-                        doc["last_covered"], doc["last_covered_scan_id"] = covered_by
-                state_h = _host_state(doc)
-                host_states.append(state_h)
-                if state_h.last_covered is None or state_h.last_covered < cutoff:
-                    # A host's own line sorts before its ports' (proto "" < "tcp").
-                    host_uncovered.insert(
-                        0,
-                        Uncovered(
-                            address, None, None, state_h.last_covered, state_h.last_covered_scan_id
-                        ),
-                    )
-            uncovered.extend(host_uncovered)
-        return PointInTime(at, open_ports, uncovered, host_states, window, starts)
-
-    def _replayed(
-        self, segment: Segment, at: datetime | None, host: str | None
-    ) -> tuple[
-        dict[str, dict[str, Any]], dict[str, dict[str, list[Any]]], list[tuple[datetime, Line]]
-    ]:
-        """The month's hosts and open ports at `at` (None: the end of the segment), and the
-        scans after the checkpoint used, finished by `at`."""
-        # The newest checkpoint all of whose preceding scans finished by `at` holds the state
-        # those scans left (reports that arrive late are appended after it, so later lines
-        # are still checked by time). The month's first line always qualifies.
-        start = -1
-        for index, line in enumerate(segment.lines):
-            if line.kind == SCAN:
-                assert line.at is not None
-                if at is not None and line.at > at:
-                    break
-            elif line.kind == CHECKPOINT:
-                start = index
-        if start >= 0:
-            state = decode_checkpoint(segment.checkpoint(segment.lines[start]), host, OPEN)
-            hosts, ports = state.hosts, state.ports
-        else:
-            hosts, ports = {}, {}
-        replay = self._replay
-        scans: list[tuple[datetime, Line]] = []
-        for line in segment.lines[start + 1 :]:
-            if line.kind != SCAN or line.at is None or (at is not None and line.at > at):
-                continue
-            scans.append((line.at, line))
-            for event in segment.events(line):
-                if host is None or event[1] == host:
-                    replay(event, line.at_text, line.scan_id, hosts, ports)
-        return hosts, ports, scans
-
-    @staticmethod
-    def _replay(
-        event: list[Any],
-        at_text: str,
-        scan_id: str,
-        hosts: dict[str, dict[str, Any]],
-        ports: dict[str, dict[str, list[Any]]],
-    ) -> None:
-        kind, address, port, proto, _before, after = event
-        if kind in ("host_up", "host_down"):
-            doc = hosts.get(address)
-            if doc is None:
-                doc = hosts[address] = {"address": address, "status": "down", "hostname": ""}
-            doc["status"] = "up" if kind == "host_up" else "down"
-            if kind == "host_up":
-                doc.setdefault("first_seen", at_text)
-                doc["last_seen"] = at_text
-                doc["last_scan_id"] = scan_id
-                hostname = (after or {}).get("hostname")
-                if hostname:
-                    doc["hostname"] = hostname
-            return
-        key = f"{port}/{proto}"
-        rows = ports.get(address)
-        if rows is None:
-            rows = ports[address] = {}
-        after = after or {}
-        if kind == "port_opened":
-            rows[key] = [
-                OPEN,
-                after.get("service", ""),
-                after.get("product", ""),
-                after.get("version", ""),
-                after.get("extrainfo", ""),
-                at_text,
-                at_text,
-                scan_id,
-                at_text if after.get("fingerprinted") else None,
-                None,
-            ]
-        elif kind == "port_closed":
-            rows.pop(key, None)
-        elif key in rows:  # service_changed / service_identified
-            row = rows[key]
-            row[_SERVICE] = after.get("service", row[_SERVICE])
-            row[_PRODUCT] = after.get("product", row[_PRODUCT])
-            row[_VERSION] = after.get("version", row[_VERSION])
-            row[_EXTRA] = after.get("extrainfo", row[_EXTRA])
-            row[_FP_AT] = at_text
-
-    def _history_start(self, hot: _Hot, months: list[str]) -> datetime | None:
-        if not months:
-            return None
-        return datetime.strptime(months[0], "%Y-%m").replace(tzinfo=UTC)
 
     # ------------------------------------------------------------------ retention
 
@@ -1674,7 +763,7 @@ class Store:
         carries its own checkpoint, so answers after the cut stay complete. Other tables in
         the hot file (approvals, findings) and the audit chain are never touched.
         """
-        moment = _utc(now or utcnow())
+        moment = as_utc(now or utcnow())
         removed = {"scan_months": 0, "xml_months": 0, "xml_files": 0}
 
         def expired(month: str, keep_months: int) -> bool:
@@ -1721,8 +810,8 @@ def _compare_state(live: dict[str, Any], replayed: dict[str, Any]) -> list[str]:
             if not isinstance(doc, dict):
                 continue
             for key, row in (doc.get("ports") or {}).items():
-                if isinstance(row, list) and row and row[_STATE] == OPEN:
-                    ports[f"{doc.get('host')}:{key}"] = tuple(row[_SERVICE:_EXTRA])
+                if isinstance(row, list) and row and row[ROW_STATE] == OPEN:
+                    ports[f"{doc.get('host')}:{key}"] = tuple(row[ROW_SERVICE:ROW_EXTRA])
         return hosts, ports
 
     live_hosts, live_ports = facts(live)

@@ -32,39 +32,19 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from portconsole.core.adapters.storage import quarantine
-from portconsole.core.domain.targets import PortSpec, parse_ports
+from portconsole.core.domain.changes import (
+    parse_time,
+)
 from portconsole.core.errors import StoreError
-from portconsole.core.timeutil import parse_iso
 
 SEGMENT_SUFFIX = ".jsonl"
 CHECKPOINT, LIST, SCAN = "C", "L", "S"
 # The first bytes of a scan line hold its time and id (an id is at most 128 characters).
 _HEADER_BYTES = 256
-
-
-@lru_cache(maxsize=65536)
-def parse_time(text: str) -> datetime:
-    """Parse a stored UTC ISO time (cached: the same few strings recur thousands of times)."""
-    return parse_iso(text)
-
-
-@lru_cache(maxsize=1024)
-def port_spec(text: str) -> PortSpec | None:
-    """The PortSpec of a stored spec string, or None when it covers nothing parseable."""
-    if not text:
-        return None
-    try:
-        return parse_ports(text)
-    except ValueError:
-        return None
-
-
-_EMPTY: frozenset[int] = frozenset()
 
 
 @contextlib.contextmanager
@@ -78,13 +58,6 @@ def no_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-@lru_cache(maxsize=16)
-def spec_ports(text: str) -> frozenset[int]:
-    """The ports of a stored spec string as a set (membership in the per-port hot loop)."""
-    spec = port_spec(text)
-    return frozenset(spec.ports()) if spec is not None else _EMPTY
 
 
 def encode_lines(lines: list[list[Any]]) -> bytes:

@@ -19,7 +19,7 @@ from typing import Any
 
 from portconsole.core.adapters.dns import resolve_host_name
 from portconsole.core.adapters.journal import AuditEntry
-from portconsole.core.adapters.store import PortState
+from portconsole.core.domain.changes import PortState
 from portconsole.core.domain.coverage import Coverage
 from portconsole.core.domain.detect import classify_port, detect
 from portconsole.core.domain.finding import Finding, FindingCandidate

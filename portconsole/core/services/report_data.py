@@ -44,8 +44,9 @@ from portconsole import __version__
 from portconsole.core.adapters.approvals import ApprovalRegistry
 from portconsole.core.adapters.findings import FindingBook
 from portconsole.core.adapters.journal import AuditLog
-from portconsole.core.adapters.store import ChangeEvent, Store
+from portconsole.core.adapters.store import Store
 from portconsole.core.domain.approval import Approval, is_insecure
+from portconsole.core.domain.changes import ChangeEvent
 from portconsole.core.domain.finding import Finding, TimelineEntry
 from portconsole.core.identity import Actor
 from portconsole.core.services.schedule import Gap

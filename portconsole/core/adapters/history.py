@@ -1,0 +1,490 @@
+"""History: scan records, change events, raw XML and point-in-time answers, read from the
+monthly segments (see store_segment.py) without locks: committed sizes and atomic renames
+give every reader a consistent snapshot."""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from portconsole.core.adapters.store_segment import (
+    CHECKPOINT,
+    SCAN,
+    SEEN_AT,
+    SEEN_SCAN,
+    Line,
+    Segment,
+    SegmentCache,
+    decode_checkpoint,
+    no_gc,
+)
+from portconsole.core.domain.changes import (
+    DEFAULT_COVERAGE_WINDOW,
+    ROW_EXTRA,
+    ROW_FIRST,
+    ROW_FP_AT,
+    ROW_LAST,
+    ROW_LAST_SCAN,
+    ROW_PRODUCT,
+    ROW_SERVICE,
+    ROW_STATE,
+    ROW_VERSION,
+    SERVICE_IDENTIFIED,
+    ChangeEvent,
+    HostState,
+    HotTables,
+    PointInTime,
+    PortAt,
+    PortState,
+    Uncovered,
+    address_sort_key,
+    as_utc,
+    change_event_of,
+    host_state_of,
+    opt_time,
+    parse_time,
+    port_state_of,
+    proto_port,
+    spec_ports,
+    split_port_key,
+)
+from portconsole.core.domain.coverage import Coverage
+from portconsole.core.domain.model import OPEN
+from portconsole.core.errors import StoreError
+from portconsole.core.timeutil import iso, month_key
+
+
+def _split_gzip_members(data: bytes) -> list[bytes]:
+    documents: list[bytes] = []
+    while data:
+        decoder = zlib.decompressobj(wbits=31)
+        documents.append(decoder.decompress(data) + decoder.flush())
+        data = decoder.unused_data
+    return documents
+
+
+class HistoryReader:
+    """History queries of the Store (a mixin: the Store sets these attributes)."""
+
+    data_dir: Path
+    xml_dir: Path
+    _segments: SegmentCache
+
+    def _snapshot(self) -> HotTables:
+        raise NotImplementedError
+
+    def current_ports(self, host: str | None = None, open_only: bool = True) -> list[PortState]:
+        with no_gc():
+            return self._current_ports(host, open_only)
+
+    def _current_ports(self, host: str | None, open_only: bool) -> list[PortState]:
+        hot = self._snapshot()
+        docs = (
+            [hot.ports[host]]
+            if host is not None and host in hot.ports
+            else ([] if host is not None else list(hot.ports.values()))
+        )
+        result = [
+            port_state_of(doc["host"], key, row)
+            for doc in docs
+            for key, row in doc["ports"].items()
+            if not open_only or row[ROW_STATE] == OPEN
+        ]
+        result.sort(key=lambda p: (address_sort_key(p.host), p.proto, p.port))
+        return result
+
+    def hosts(self) -> list[HostState]:
+        hot = self._snapshot()
+        return sorted(
+            (host_state_of(doc) for doc in hot.hosts.values()),
+            key=lambda h: address_sort_key(h.address),
+        )
+
+    def _months(self, hot: HotTables) -> list[str]:
+        return sorted(hot.segments)
+
+    def _segment(self, hot: HotTables, month: str) -> Segment:
+        return self._segments.load(month, hot.segments.get(month, 0))
+
+    def _months_between(
+        self, hot: HotTables, since: datetime | None, until: datetime | None
+    ) -> list[str]:
+        low = month_key(as_utc(since)) if since else ""
+        high = month_key(as_utc(until)) if until else "9999-99"
+        late: dict[str, str] = hot.meta.get("late") or {}
+        until_text = iso(as_utc(until)) if until else "9999"
+        return [
+            m
+            for m in self._months(hot)
+            if low <= m <= high or (m > high and late.get(m, "9999") <= until_text)
+        ]
+
+    def _expand(self, segment: Segment, line: Line) -> dict[str, Any]:
+        record = dict(segment.record(line))
+        # One shared list per coverage id: a year of records costs no extra address lists.
+        record["addresses"] = segment.lists.get(record.get("addresses_ref", ""), [])
+        return record
+
+    def _scan_lines_between(
+        self, hot: HotTables, since: datetime | None, until: datetime | None
+    ) -> Iterable[tuple[Segment, Line]]:
+        """Scan lines finished in [since, until], in file order (picked by their header)."""
+        low = as_utc(since) if since else None
+        high = as_utc(until) if until else None
+        for month in self._months_between(hot, since, until):
+            segment = self._segment(hot, month)
+            for line in segment.lines:
+                if line.kind != SCAN or line.at is None:
+                    continue
+                if (low and line.at < low) or (high and line.at > high):
+                    continue
+                yield segment, line
+
+    def scans(self, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
+        """Scan records finished in [since, until], oldest first."""
+        hot = self._snapshot()
+        out = [
+            (parse_time(line.at_text), self._expand(segment, line))
+            for segment, line in self._scan_lines_between(hot, since, until)
+        ]
+        out.sort(key=lambda item: item[0])
+        return [record for _, record in out]
+
+    def _find_scan(self, hot: HotTables, scan_id: str) -> tuple[Segment, Line] | None:
+        months = self._months(hot)
+        hinted = (
+            hot.meta.get("last_scan_month") if hot.meta.get("last_scan_id") == scan_id else None
+        )
+        if hinted in months:
+            months.remove(hinted)
+            months.append(hinted)
+        for month in reversed(months):
+            segment = self._segment(hot, month)
+            for line in reversed(segment.lines):
+                if line.kind == SCAN and line.scan_id == scan_id:
+                    return segment, line
+        return None
+
+    def scan(self, scan_id: str) -> dict | None:
+        found = self._find_scan(self._snapshot(), scan_id)
+        return self._expand(*found) if found else None
+
+    def last_scan(self) -> dict | None:
+        hot = self._snapshot()
+        scan_id = hot.meta.get("last_scan_id")
+        if not scan_id:
+            return None
+        found = self._find_scan(hot, scan_id)
+        return self._expand(*found) if found else None
+
+    def raw_xml(self, scan_id: str) -> list[bytes]:
+        """The scan's raw XML documents, checked against their recorded sha256; [] if none
+        was kept or it was pruned."""
+        record = self.scan(scan_id)
+        if record is None or not record.get("xml"):
+            return []
+        path = self.data_dir / record["xml"]
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            return []
+        try:
+            documents = _split_gzip_members(blob)
+        except zlib.error:
+            raise StoreError(
+                f"raw XML {path} is corrupt (not gzip); restore it from backup"
+            ) from None
+        hashes = [hashlib.sha256(doc).hexdigest() for doc in documents]
+        if hashes != record.get("xml_sha256", hashes):
+            raise StoreError(
+                f"raw XML {path} does not match the sha256 in scan {scan_id}'s record; "
+                "it was altered or damaged"
+            )
+        return documents
+
+    def _events_between(
+        self, hot: HotTables, since: datetime | None, until: datetime | None, identified: bool
+    ) -> Iterable[tuple[list[Any], datetime, str]]:
+        for segment, line in self._scan_lines_between(hot, since, until):
+            assert line.at is not None
+            for event in segment.events(line):
+                if not identified and event[0] == SERVICE_IDENTIFIED:
+                    continue
+                yield event, line.at, line.scan_id
+
+    def events(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        identified: bool = False,
+    ) -> list[ChangeEvent]:
+        """Change events in [since, until], oldest first."""
+        hot = self._snapshot()
+        found = [
+            change_event_of(*item) for item in self._events_between(hot, since, until, identified)
+        ]
+        found.sort(key=lambda e: e.at)
+        return found
+
+    def history(
+        self,
+        host: str,
+        port: int | None = None,
+        proto: str | None = None,
+        since: datetime | None = None,
+        identified: bool = False,
+    ) -> list[ChangeEvent]:
+        """One host's (or one port's) events, oldest first."""
+        hot = self._snapshot()
+        found = [
+            change_event_of(event, at, scan_id)
+            for event, at, scan_id in self._events_between(hot, since, None, identified)
+            if event[1] == host
+            and (port is None or event[2] == port)
+            and (proto is None or event[3] == proto)
+        ]
+        found.sort(key=lambda e: e.at)
+        return found
+
+    def _scan_covers(
+        self, segment: Segment, line: dict[str, Any], host: str, port: int | None, proto: str | None
+    ) -> bool:
+        cover = segment.address_set(line.get("cover_ref"))
+        return Coverage.of_record(line, cover).covers(host, port, proto)
+
+    def covered(
+        self, host: str, port: int, proto: str, at: datetime, window: timedelta
+    ) -> str | None:
+        """The newest scan finished in [at - window, at] that covered host/port/proto."""
+        hot = self._snapshot()
+        at = as_utc(at)
+        best: tuple[datetime, str] | None = None
+        for segment, line in self._scan_lines_between(hot, at - window, at):
+            assert line.at is not None
+            if best is None or line.at > best[0]:
+                if self._scan_covers(segment, segment.record(line), host, port, proto):
+                    best = (line.at, line.scan_id)
+        return best[1] if best else None
+
+    def state_at(
+        self,
+        at: datetime,
+        host: str | None = None,
+        coverage_window: timedelta | None = None,
+    ) -> PointInTime:
+        """What was open at `at`: the month's checkpoint plus its events up to `at`, each
+        port with the scan that last saw it, and what no scan covered within the window."""
+        with no_gc():
+            return self._state_at(at, host, coverage_window)
+
+    def _state_at(
+        self,
+        at: datetime,
+        host: str | None = None,
+        coverage_window: timedelta | None = None,
+        *,
+        hot: HotTables | None = None,
+    ) -> PointInTime:
+        at = as_utc(at)
+        window = coverage_window or DEFAULT_COVERAGE_WINDOW
+        hot = hot if hot is not None else self._snapshot()
+        months = self._months(hot)
+        chosen = [m for m in months if m <= month_key(at)]
+        starts = self._history_start(hot, months)
+        if not chosen:
+            return PointInTime(at, [], [], [], window, starts)
+        segment = self._segment(hot, chosen[-1])
+        hosts, ports, scans = self._replayed(segment, at, host)
+        # The scan that last saw each open port: the newest covering scan up to `at`. A row
+        # from the checkpoint already names the newest one before it.
+        scans.sort(key=lambda item: item[0], reverse=True)
+        port_seen: dict[tuple[str, str], tuple[str, str]] = {}
+        host_seen: dict[str, tuple[str, str]] = {}
+        need_ports = {address: set(rows) for address, rows in ports.items() if rows}
+        need_hosts = set(hosts)
+        for _, scan_line in scans:
+            if not need_ports and not need_hosts:
+                break
+            record = segment.record(scan_line)
+            seen = (scan_line.at_text, scan_line.scan_id)
+            cover = segment.address_set(record.get("cover_ref"))
+            stale = set(record.get("stale", ()))
+            down = set(record.get("down", ()))
+            for address in [a for a in need_hosts if a in cover and a not in stale]:
+                host_seen[address] = seen
+                need_hosts.discard(address)
+            in_spec = spec_ports(record.get("ports", ""))
+            protocols = record.get("protocols", ())
+            outside = record.get("outside", {})
+            for address in [
+                a for a in need_ports if a in cover and a not in stale and a not in down
+            ]:
+                keys = need_ports[address]
+                beyond = outside.get(address, ())
+                found = [
+                    key
+                    for key in keys
+                    if key in beyond
+                    or (split_port_key(key)[1] in protocols and split_port_key(key)[0] in in_spec)
+                ]
+                for key in found:
+                    port_seen[(address, key)] = seen
+                keys.difference_update(found)
+                if not keys:
+                    del need_ports[address]
+        cutoff = at - window
+        open_ports: list[PortAt] = []
+        uncovered: list[Uncovered] = []
+        host_states: list[HostState] = []
+        for address in sorted(set(ports) | set(hosts), key=address_sort_key):
+            rows = ports.get(address, {})
+            host_uncovered: list[Uncovered] = []
+            for key in sorted(rows, key=proto_port):
+                row = rows[key]
+                seen_at, seen_scan = row[ROW_LAST], row[ROW_LAST_SCAN]
+                if len(row) > SEEN_SCAN and row[SEEN_AT] is not None:
+                    if parse_time(row[SEEN_AT]) >= parse_time(seen_at):
+                        seen_at, seen_scan = row[SEEN_AT], row[SEEN_SCAN]
+                newer = port_seen.get((address, key))
+                if newer is not None and parse_time(newer[0]) > parse_time(seen_at):
+                    seen_at, seen_scan = newer
+                number, proto = split_port_key(key)
+                last_seen = parse_time(seen_at)
+                is_covered = last_seen >= cutoff
+                open_ports.append(
+                    PortAt(
+                        address,
+                        number,
+                        proto,
+                        row[ROW_STATE],
+                        row[ROW_SERVICE],
+                        row[ROW_PRODUCT],
+                        row[ROW_VERSION],
+                        row[ROW_EXTRA],
+                        parse_time(row[ROW_FIRST]),
+                        last_seen,
+                        seen_scan,
+                        opt_time(row[ROW_FP_AT]),
+                        seen_scan,
+                        is_covered,
+                    )
+                )
+                if not is_covered:
+                    host_uncovered.append(Uncovered(address, number, proto, last_seen, seen_scan))
+            doc = hosts.get(address)
+            if doc is not None:
+                for covered_by in (
+                    (doc.get("seen_at"), doc.get("seen_scan_id")),
+                    host_seen.get(address),
+                ):
+                    if covered_by is None or not covered_by[0]:
+                        continue
+                    if not doc.get("last_covered") or parse_time(covered_by[0]) >= parse_time(
+                        doc["last_covered"]
+                    ):
+                        doc["last_covered"], doc["last_covered_scan_id"] = covered_by
+                state_h = host_state_of(doc)
+                host_states.append(state_h)
+                if state_h.last_covered is None or state_h.last_covered < cutoff:
+                    # A host's own line sorts before its ports' (proto "" < "tcp").
+                    host_uncovered.insert(
+                        0,
+                        Uncovered(
+                            address, None, None, state_h.last_covered, state_h.last_covered_scan_id
+                        ),
+                    )
+            uncovered.extend(host_uncovered)
+        return PointInTime(at, open_ports, uncovered, host_states, window, starts)
+
+    def _replayed(
+        self, segment: Segment, at: datetime | None, host: str | None
+    ) -> tuple[
+        dict[str, dict[str, Any]], dict[str, dict[str, list[Any]]], list[tuple[datetime, Line]]
+    ]:
+        """The month's hosts and open ports at `at` (None: the end of the segment), and the
+        scans after the checkpoint used, finished by `at`."""
+        # The newest checkpoint all of whose preceding scans finished by `at` holds the state
+        # those scans left (reports that arrive late are appended after it, so later lines
+        # are still checked by time). The month's first line always qualifies.
+        start = -1
+        for index, line in enumerate(segment.lines):
+            if line.kind == SCAN:
+                assert line.at is not None
+                if at is not None and line.at > at:
+                    break
+            elif line.kind == CHECKPOINT:
+                start = index
+        if start >= 0:
+            state = decode_checkpoint(segment.checkpoint(segment.lines[start]), host, OPEN)
+            hosts, ports = state.hosts, state.ports
+        else:
+            hosts, ports = {}, {}
+        replay = self._replay
+        scans: list[tuple[datetime, Line]] = []
+        for line in segment.lines[start + 1 :]:
+            if line.kind != SCAN or line.at is None or (at is not None and line.at > at):
+                continue
+            scans.append((line.at, line))
+            for event in segment.events(line):
+                if host is None or event[1] == host:
+                    replay(event, line.at_text, line.scan_id, hosts, ports)
+        return hosts, ports, scans
+
+    @staticmethod
+    def _replay(
+        event: list[Any],
+        at_text: str,
+        scan_id: str,
+        hosts: dict[str, dict[str, Any]],
+        ports: dict[str, dict[str, list[Any]]],
+    ) -> None:
+        kind, address, port, proto, _before, after = event
+        if kind in ("host_up", "host_down"):
+            doc = hosts.get(address)
+            if doc is None:
+                doc = hosts[address] = {"address": address, "status": "down", "hostname": ""}
+            doc["status"] = "up" if kind == "host_up" else "down"
+            if kind == "host_up":
+                doc.setdefault("first_seen", at_text)
+                doc["last_seen"] = at_text
+                doc["last_scan_id"] = scan_id
+                hostname = (after or {}).get("hostname")
+                if hostname:
+                    doc["hostname"] = hostname
+            return
+        key = f"{port}/{proto}"
+        rows = ports.get(address)
+        if rows is None:
+            rows = ports[address] = {}
+        after = after or {}
+        if kind == "port_opened":
+            rows[key] = [
+                OPEN,
+                after.get("service", ""),
+                after.get("product", ""),
+                after.get("version", ""),
+                after.get("extrainfo", ""),
+                at_text,
+                at_text,
+                scan_id,
+                at_text if after.get("fingerprinted") else None,
+                None,
+            ]
+        elif kind == "port_closed":
+            rows.pop(key, None)
+        elif key in rows:  # service_changed / service_identified
+            row = rows[key]
+            row[ROW_SERVICE] = after.get("service", row[ROW_SERVICE])
+            row[ROW_PRODUCT] = after.get("product", row[ROW_PRODUCT])
+            row[ROW_VERSION] = after.get("version", row[ROW_VERSION])
+            row[ROW_EXTRA] = after.get("extrainfo", row[ROW_EXTRA])
+            row[ROW_FP_AT] = at_text
+
+    def _history_start(self, hot: HotTables, months: list[str]) -> datetime | None:
+        if not months:
+            return None
+        return datetime.strptime(months[0], "%Y-%m").replace(tzinfo=UTC)

@@ -1,0 +1,591 @@
+"""Current state and its change rules: what a scan changes in the hot tables. Pure: no I/O.
+
+The hot tables (`hosts`, `ports`, `meta`) are plain dicts as TinyDB stores them; a port row
+is a list in PORT_FIELDS order (3x faster to load and write than a document per port).
+
+Change rules (against the stored state, at the scan's `finished_at`):
+
+- `port_opened`: open in the scan, not open in the state.
+- `port_closed`: open in the state; the host is up in this scan and the port lies in the
+  scan's port spec and protocols; not open in the scan. A host not in the scan, a host that
+  is down (nmap did not probe its ports) or a port outside the spec is *not covered*, never
+  closed (see coverage.py).
+- `service_changed`: service, product or version differ, compared only when both the stored
+  port and the new observation were fingerprinted (`-sV`). The first fingerprint of a port
+  that a sweep found is the internal event `service_identified`, not a change.
+- `host_up` / `host_down`: status differs from the state. A host in a successful scan's
+  addresses that nmap did not report is down.
+- A host whose state comes from a scan that finished *after* this one is left alone
+  (`stale`): a late report changes history, never the current state — unless that newer
+  look lies in the future of this clock (the clock stepped back since), which orders nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from portconsole.core.domain.model import OPEN, Change, PortObservation, ScanResult, port_key
+from portconsole.core.domain.targets import PortSpec, parse_ports
+from portconsole.core.errors import StoreError
+from portconsole.core.timeutil import iso, parse_iso, utcnow
+
+# How long after its last scan a port still counts as covered in a point-in-time answer.
+DEFAULT_COVERAGE_WINDOW = timedelta(hours=24)
+
+
+@lru_cache(maxsize=65536)
+def parse_time(text: str) -> datetime:
+    """Parse a stored UTC ISO time (cached: the same few strings recur thousands of times)."""
+    return parse_iso(text)
+
+
+@lru_cache(maxsize=1024)
+def port_spec(text: str) -> PortSpec | None:
+    """The PortSpec of a stored spec string, or None when it covers nothing parseable."""
+    if not text:
+        return None
+    try:
+        return parse_ports(text)
+    except ValueError:
+        return None
+
+
+_EMPTY: frozenset[int] = frozenset()
+
+
+@lru_cache(maxsize=16)
+def spec_ports(text: str) -> frozenset[int]:
+    """The ports of a stored spec string as a set (membership in the per-port hot loop)."""
+    spec = port_spec(text)
+    return frozenset(spec.ports()) if spec is not None else _EMPTY
+
+
+STORE_FORMAT = 2  # 2: segment lines are tagged arrays, checkpoints inside the month
+
+
+META_NAME = "store"
+
+
+# The order of a port row in the hot file's `ports` table.
+PORT_FIELDS = (
+    "state",
+    "service",
+    "product",
+    "version",
+    "extrainfo",
+    "first_seen",
+    "last_seen",
+    "last_scan_id",
+    "fingerprinted_at",
+    "closed_at",
+)
+
+
+(
+    ROW_STATE,
+    ROW_SERVICE,
+    ROW_PRODUCT,
+    ROW_VERSION,
+    ROW_EXTRA,
+    ROW_FIRST,
+    ROW_LAST,
+    ROW_LAST_SCAN,
+    ROW_FP_AT,
+    ROW_CLOSED,
+) = range(10)
+
+
+# A closed port's row stays this long (consoles show recent closes); then only history has it.
+CLOSED_ROW_KEEP = timedelta(days=1)
+
+
+NO_FINGERPRINT_FLAG = "fingerprinted" not in PortObservation.__dataclass_fields__
+
+
+CHANGE_KINDS = ("port_opened", "port_closed", "service_changed", "host_up", "host_down")
+
+
+SERVICE_IDENTIFIED = "service_identified"
+
+
+SCAN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
+
+
+@dataclass(slots=True)
+class PortState:
+    """The stored state of one host/port/proto. Text fields come from the network: untrusted."""
+
+    host: str
+    port: int
+    proto: str
+    state: str
+    service: str
+    product: str
+    version: str
+    extrainfo: str
+    first_seen: datetime  # start of the current (or last) open period
+    last_seen: datetime  # last time a scan saw it open
+    last_scan_id: str  # the scan that last saw it open
+    fingerprinted_at: datetime | None
+
+    @property
+    def key(self) -> str:
+        return port_key(self.host, self.port, self.proto)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "proto": self.proto,
+            "state": self.state,
+            "service": self.service,
+            "product": self.product,
+            "version": self.version,
+            "extrainfo": self.extrainfo,
+            "first_seen": iso(self.first_seen),
+            "last_seen": iso(self.last_seen),
+            "last_scan_id": self.last_scan_id,
+            "fingerprinted_at": iso(self.fingerprinted_at) if self.fingerprinted_at else None,
+        }
+
+
+@dataclass(slots=True)
+class PortAt(PortState):
+    """A port open at a point in time, with the scan that last saw it before that time."""
+
+    last_seen_scan_id: str
+    covered: bool  # seen by a scan within the coverage window before the time asked
+
+    def to_json(self) -> dict[str, Any]:
+        data = PortState.to_json(self)
+        data["last_seen_scan_id"] = self.last_seen_scan_id
+        data["covered"] = self.covered
+        return data
+
+
+@dataclass(slots=True)
+class HostState:
+    address: str
+    status: str  # up | down
+    hostname: str
+    first_seen: datetime | None  # first time seen up
+    last_seen: datetime | None  # last time seen up
+    last_scan_id: str  # the scan that last saw it up
+    last_covered: datetime | None = None  # last scan that reported its status
+    last_covered_scan_id: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "status": self.status,
+            "hostname": self.hostname,
+            "first_seen": iso(self.first_seen) if self.first_seen else None,
+            "last_seen": iso(self.last_seen) if self.last_seen else None,
+            "last_scan_id": self.last_scan_id,
+            "last_covered": iso(self.last_covered) if self.last_covered else None,
+            "last_covered_scan_id": self.last_covered_scan_id,
+        }
+
+
+@dataclass(slots=True)
+class ChangeEvent:
+    kind: str
+    host: str
+    port: int | None
+    proto: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    at: datetime
+    scan_id: str
+
+    def change(self) -> Change:
+        return Change(self.kind, self.host, self.port, self.proto, self.before, self.after)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.change().to_json(), "at": iso(self.at), "scan_id": self.scan_id}
+
+
+@dataclass(slots=True)
+class Uncovered:
+    """A host (port None) or an open port no scan covered within the window before a time."""
+
+    host: str
+    port: int | None
+    proto: str | None
+    last_covered: datetime | None
+    last_scan_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "proto": self.proto,
+            "last_covered": iso(self.last_covered) if self.last_covered else None,
+            "last_scan_id": self.last_scan_id,
+        }
+
+
+@dataclass(slots=True)
+class PointInTime:
+    at: datetime
+    open_ports: list[PortAt]
+    uncovered: list[Uncovered]
+    hosts: list[HostState]
+    coverage_window: timedelta = DEFAULT_COVERAGE_WINDOW
+    history_starts: datetime | None = None  # answers before this time are unknown (pruned)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": iso(self.at),
+            "coverage_window_seconds": int(self.coverage_window.total_seconds()),
+            "history_starts": iso(self.history_starts) if self.history_starts else None,
+            "open_ports": [p.to_json() for p in self.open_ports],
+            "uncovered": [u.to_json() for u in self.uncovered],
+            "hosts": [h.to_json() for h in self.hosts],
+        }
+
+
+def as_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def opt_time(text: str | None) -> datetime | None:
+    return parse_time(text) if text else None
+
+
+def is_fingerprinted(observation: PortObservation) -> bool:
+    """Whether an observation comes from service detection (see the module docstring)."""
+    flag = getattr(observation, "fingerprinted", None)
+    if flag is not None:
+        return bool(flag)
+    return bool(observation.product or observation.version or observation.extrainfo)
+
+
+def service_of(row: list[Any]) -> dict[str, Any]:
+    return {
+        "service": row[ROW_SERVICE],
+        "product": row[ROW_PRODUCT],
+        "version": row[ROW_VERSION],
+        "extrainfo": row[ROW_EXTRA],
+    }
+
+
+def observed_of(obs: PortObservation, fingerprinted: bool) -> dict[str, Any]:
+    return {
+        "service": obs.service,
+        "product": obs.product,
+        "version": obs.version,
+        "extrainfo": obs.extrainfo,
+        "fingerprinted": fingerprinted,
+    }
+
+
+@lru_cache(maxsize=4096)
+def split_port_key(key: str) -> tuple[int, str]:
+    port, _, proto = key.partition("/")
+    return int(port), proto
+
+
+def list_id(items: list[str]) -> str:
+    digest = hashlib.sha256("\n".join(items).encode("utf-8")).hexdigest()
+    return digest[:16]
+
+
+def check_scan_id(scan_id: str) -> None:
+    """Scan ids name files: refuse anything that could leave the data dir."""
+    if not isinstance(scan_id, str) or not SCAN_ID_PATTERN.match(scan_id):
+        raise StoreError(
+            f"scan id {scan_id!r} is not usable: use letters, digits and . _ : + - (max 128)"
+        )
+
+
+def port_state_of(host: str, key: str, row: list[Any]) -> PortState:
+    port, proto = split_port_key(key)
+    return PortState(
+        host=host,
+        port=port,
+        proto=proto,
+        state=row[ROW_STATE],
+        service=row[ROW_SERVICE],
+        product=row[ROW_PRODUCT],
+        version=row[ROW_VERSION],
+        extrainfo=row[ROW_EXTRA],
+        first_seen=parse_time(row[ROW_FIRST]),
+        last_seen=parse_time(row[ROW_LAST]),
+        last_scan_id=row[ROW_LAST_SCAN],
+        fingerprinted_at=opt_time(row[ROW_FP_AT]),
+    )
+
+
+def host_state_of(doc: dict[str, Any]) -> HostState:
+    return HostState(
+        address=doc["address"],
+        status=doc["status"],
+        hostname=doc.get("hostname", ""),
+        first_seen=opt_time(doc.get("first_seen")),
+        last_seen=opt_time(doc.get("last_seen")),
+        last_scan_id=doc.get("last_scan_id", ""),
+        last_covered=opt_time(doc.get("last_covered")),
+        last_covered_scan_id=doc.get("last_covered_scan_id", ""),
+    )
+
+
+def change_event_of(event: list[Any], at: datetime, scan_id: str) -> ChangeEvent:
+    kind, host, port, proto, before, after = event
+    return ChangeEvent(kind, host, port, proto, before, after, at, scan_id)
+
+
+def proto_port(key: str) -> tuple[str, int]:
+    port, proto = split_port_key(key)
+    return proto, port
+
+
+@lru_cache(maxsize=65536)
+def address_sort_key(address: str) -> tuple[int, ...]:
+    if ":" in address:
+        return (6, *(int(part or "0", 16) for part in address.split(":") if part != ""))
+    try:
+        return (4, *(int(part) for part in address.split(".")))
+    except ValueError:
+        return (9,)
+
+
+class HotTables:
+    """The hot file's raw table map with indexes by address, mutated in place by a plan."""
+
+    def __init__(self, raw: dict[str, Any] | None) -> None:
+        self.raw: dict[str, Any] = raw if raw is not None else {}
+        self.hosts_table: dict[str, Any] = self.raw.setdefault("hosts", {})
+        self.ports_table: dict[str, Any] = self.raw.setdefault("ports", {})
+        meta_table: dict[str, Any] = self.raw.setdefault("meta", {})
+        self.hosts: dict[str, dict[str, Any]] = {
+            doc["address"]: doc for doc in self.hosts_table.values()
+        }
+        self.ports: dict[str, dict[str, Any]] = {
+            doc["host"]: doc for doc in self.ports_table.values()
+        }
+        self._next_ids = {
+            "hosts": self._next_id(self.hosts_table),
+            "ports": self._next_id(self.ports_table),
+        }
+        meta = next((d for d in meta_table.values() if d.get("name") == META_NAME), None)
+        if meta is None:
+            meta = {"name": META_NAME, "format": STORE_FORMAT, "segments": {}}
+            meta_table[str(self._next_id(meta_table))] = meta
+        if meta.get("format", STORE_FORMAT) > STORE_FORMAT:
+            raise StoreError(
+                f"the data dir was written by a newer PortConsole (store format "
+                f"{meta['format']}); upgrade PortConsole to read it"
+            )
+        if meta.get("format", STORE_FORMAT) < STORE_FORMAT:
+            if meta.get("segments"):
+                raise StoreError(
+                    f"the data dir holds history in an older development format (store format "
+                    f"{meta.get('format')}); move it away and start a new one"
+                )
+            meta["format"] = STORE_FORMAT
+        self.meta: dict[str, Any] = meta
+        self.meta.setdefault("segments", {})
+
+    @staticmethod
+    def _next_id(table: dict[str, Any]) -> int:
+        return max((int(k) for k in table), default=0) + 1
+
+    @property
+    def segments(self) -> dict[str, int]:
+        segments: dict[str, int] = self.meta["segments"]
+        return segments
+
+    def host_doc(self, address: str) -> dict[str, Any]:
+        doc = self.hosts.get(address)
+        if doc is None:
+            doc = {"address": address, "status": "down", "hostname": ""}
+            self.hosts_table[str(self._next_ids["hosts"])] = doc
+            self._next_ids["hosts"] += 1
+            self.hosts[address] = doc
+        return doc
+
+    def port_rows(self, address: str) -> dict[str, list[Any]]:
+        doc = self.ports.get(address)
+        if doc is None:
+            doc = {"host": address, "ports": {}}
+            self.ports_table[str(self._next_ids["ports"])] = doc
+            self._next_ids["ports"] += 1
+            self.ports[address] = doc
+        rows: dict[str, list[Any]] = doc["ports"]
+        return rows
+
+
+@dataclass(slots=True)
+class ScanPlan:
+    changes: list[Change] = field(default_factory=list)
+    events: list[list[Any]] = field(
+        default_factory=list
+    )  # [kind, host, port, proto, before, after]
+    cover: list[str] = field(default_factory=list)
+    down: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    outside: dict[str, list[str]] = field(default_factory=dict)  # seen beyond the port spec
+    up: int = 0
+
+
+def apply_scan(hot: HotTables, scan: ScanResult, horizon: datetime | None = None) -> ScanPlan:
+    """Apply `scan` to the hot state in place; return the changes and events it makes.
+
+    `horizon` is this clock plus the allowed skew: a host last covered after it was covered
+    by a clock that has stepped back since.
+    """
+    if horizon is None:
+        horizon = utcnow() + timedelta(minutes=5)
+    at = as_utc(scan.finished_at)
+    at_text = iso(at)
+    scan_id = scan.scan_id
+    spec = spec_ports(scan.ports)
+    protocols = set(scan.protocols)
+    keep_closed_after = at - CLOSED_ROW_KEEP
+    reported = {h.address: h for h in scan.hosts}
+    plan = ScanPlan()
+    if scan.outcome == "success":
+        plan.cover = list(dict.fromkeys([*scan.addresses, *reported]))
+    else:
+        plan.cover = list(reported)
+
+    def record(kind: str, host: str, port: int | None, proto: str | None,
+               before: dict[str, Any] | None, after: dict[str, Any] | None,
+               internal: bool = False) -> None:  # fmt: skip
+        if not internal:
+            plan.changes.append(Change(kind, host, port, proto, before, after))
+        plan.events.append([kind, host, port, proto, before, after])
+
+    for address in plan.cover:
+        observed = reported.get(address)
+        status = observed.status if observed is not None else "down"
+        existing = hot.hosts.get(address)
+        if existing is not None and existing.get("last_covered"):
+            # A report older than what is known of the host (a backfill, a site's late
+            # report) changes history, never the current state. But a "newer" look that lies
+            # in the future of this clock came from a clock that has since stepped back: it
+            # orders nothing, and this scan is the newest look at the host.
+            covered = parse_time(existing["last_covered"])
+            if at < covered <= horizon:
+                plan.stale.append(address)
+                continue
+        if status != "up":
+            plan.down.append(address)
+            if existing is None:
+                continue  # a host never seen up is not tracked
+            if existing["status"] == "up":
+                record("host_down", address, None, None, {"status": "up"}, {"status": "down"})
+            existing["status"] = "down"
+            existing["last_covered"] = at_text
+            existing["last_covered_scan_id"] = scan_id
+            continue
+        plan.up += 1
+        hostname = observed.hostname if observed is not None else ""
+        if existing is None or existing["status"] != "up":
+            before = {"status": existing["status"]} if existing is not None else None
+            record("host_up", address, None, None, before, {"status": "up", "hostname": hostname})
+        doc = hot.host_doc(address)
+        doc["status"] = "up"
+        if hostname:
+            doc["hostname"] = hostname
+        doc.setdefault("first_seen", at_text)
+        doc["last_seen"] = at_text
+        doc["last_scan_id"] = scan_id
+        doc["last_covered"] = at_text
+        doc["last_covered_scan_id"] = scan_id
+        if observed is None:
+            continue
+        rows = (
+            hot.port_rows(address)
+            if observed.ports
+            else hot.ports.get(address, {}).get("ports", {})
+        )
+        seen: dict[str, PortObservation] = {}
+        states: dict[str, str] = {}
+        for obs in observed.ports:
+            key = f"{obs.port}/{obs.proto}"
+            states[key] = obs.state
+            if obs.state == OPEN:
+                seen[key] = obs
+        for key, obs in seen.items():
+            if obs.proto not in protocols or obs.port not in spec:
+                plan.outside.setdefault(address, []).append(key)
+            fingerprinted = (
+                bool(obs.product or obs.version or obs.extrainfo)
+                if NO_FINGERPRINT_FLAG
+                else is_fingerprinted(obs)
+            )
+            row = rows.get(key)
+            if row is None or row[ROW_STATE] != OPEN:
+                after = observed_of(obs, fingerprinted)
+                record("port_opened", address, obs.port, obs.proto, None, after)
+                rows[key] = [
+                    OPEN,
+                    obs.service,
+                    obs.product,
+                    obs.version,
+                    obs.extrainfo,
+                    at_text,
+                    at_text,
+                    scan_id,
+                    at_text if fingerprinted else None,
+                    None,
+                ]
+                continue
+            row[ROW_LAST] = at_text
+            row[ROW_LAST_SCAN] = scan_id
+            if not fingerprinted:
+                continue
+            if row[ROW_FP_AT] is None or (row[ROW_SERVICE], row[ROW_PRODUCT], row[ROW_VERSION]) != (
+                obs.service,
+                obs.product,
+                obs.version,
+            ):
+                kind = "service_changed" if row[ROW_FP_AT] is not None else SERVICE_IDENTIFIED
+                record(
+                    kind,
+                    address,
+                    obs.port,
+                    obs.proto,
+                    service_of(row),
+                    observed_of(obs, True),
+                    internal=kind == SERVICE_IDENTIFIED,
+                )
+                row[ROW_SERVICE], row[ROW_PRODUCT], row[ROW_VERSION] = (
+                    obs.service,
+                    obs.product,
+                    obs.version,
+                )
+            row[ROW_EXTRA] = obs.extrainfo
+            row[ROW_FP_AT] = at_text
+        expired = []
+        for key, row in rows.items():
+            if row[ROW_STATE] != OPEN:
+                if row[ROW_CLOSED] is None or parse_time(row[ROW_CLOSED]) < keep_closed_after:
+                    expired.append(key)
+                continue
+            if key in seen:
+                continue
+            port, proto = split_port_key(key)
+            if proto in protocols and port in spec:
+                record(
+                    "port_closed",
+                    address,
+                    port,
+                    proto,
+                    service_of(row),
+                    {"state": states.get(key, "closed")},
+                )
+                row[ROW_STATE] = "closed"
+                row[ROW_CLOSED] = at_text
+        for key in expired:
+            del rows[key]
+    return plan
