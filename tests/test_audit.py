@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from portconsole.core.adapters.journal import GENESIS_HASH, AuditEntry, AuditLog, event_hash
+from portconsole.core.adapters.journal import AuditEntry, AuditLog
 from portconsole.core.adapters.storage import DataLock
+from portconsole.core.domain.chain import GENESIS_HASH, event_hash
 from portconsole.core.identity import Actor, clean_text, parse_ssh_client
 
 APRIL = datetime(2026, 4, 30, 23, 0, tzinfo=UTC)

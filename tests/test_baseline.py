@@ -9,15 +9,11 @@ import pytest
 from tinydb import TinyDB
 
 from portconsole.core.adapters.approvals import ApprovalRegistry
-from portconsole.core.adapters.baseline import (
-    BaselineError,
-    export_baseline,
-    lint_baseline,
-    load_baseline,
-    read_baseline,
-)
+from portconsole.core.adapters.baseline import lint_baseline, load_baseline, read_baseline
 from portconsole.core.adapters.storage import AtomicJSONStorage, DataLock
 from portconsole.core.domain.approval import person_of
+from portconsole.core.domain.baseline_export import export_baseline
+from portconsole.core.domain.baseline_format import BaselineError
 from portconsole.core.errors import NotFoundError, PermissionRefused, UserError
 from portconsole.core.settings import GroupSettings, Settings
 

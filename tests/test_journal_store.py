@@ -329,7 +329,7 @@ def test_anchors_go_to_a_file_and_a_webhook_and_catch_a_rewrite(tmp_path: Path) 
     text = line.split()[0]
     assert cli(monitor, "audit", "verify", "--anchor", text).returncode == 0
     # Rewrite the whole chain consistently: only the anchor can tell.
-    from portconsole.core.adapters.journal import event_hash
+    from portconsole.core.domain.chain import event_hash
 
     (segment,) = (tmp_path / "data" / "journal").glob("*.jsonl")
     records = [json.loads(x) for x in segment.read_bytes().splitlines()]
@@ -374,3 +374,23 @@ def test_audit_head_prints_what_verify_takes(monitor: Monitor) -> None:
     assert (
         cli(monitor, "audit", "verify", "--anchor", f"{data['seq']}:{data['hash']}").returncode == 0
     )
+
+
+def test_a_refused_decision_is_an_event_and_changes_nothing(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('scope = ["127.0.0.0/8"]\n')  # separation of duties on (the default)
+    monitor = Monitor.open(config, tmp_path / "data")
+    now = utcnow()
+    monitor._ingest_and_detect(scan_of("s1", now - timedelta(hours=1), [22, 8080]), "", 1)
+    finding = next(f for f in monitor.findings() if f.port == 8080)
+    before = [a.to_json() for a in monitor.approvals_list(include_retired=True)]
+    with pytest.raises(UserError, match="separation of duties"):
+        monitor.approve(finding.id, justification="admin UI", owner="ops")
+    assert [a.to_json() for a in monitor.approvals_list(include_retired=True)] == before
+    assert monitor.finding(finding.id).status == "new"
+    refused = [e for e in monitor.audit_events() if e.action == "finding.approve.refused"]
+    assert len(refused) == 1 and refused[0].outcome == "failure"
+    assert "separation of duties" in refused[0].details["reason"]
+    assert refused[0].details["asked"]["id"] == finding.id
+    assert monitor.audit_verify().ok
+    monitor.close()

@@ -39,10 +39,10 @@ from portconsole.core.domain.coverage import Coverage
 from portconsole.core.domain.detect import detect
 from portconsole.core.domain.finding import Finding, FindingCandidate
 from portconsole.core.domain.model import HostObservation, PortObservation, ScanResult
+from portconsole.core.domain.report_figures import p90
 from portconsole.core.errors import UserError
 from portconsole.core.identity import Actor
 from portconsole.core.services.report import export_report, manifest_path, verify_manifest
-from portconsole.core.services.report_data import p90
 from portconsole.core.services.schedule import Scheduler
 from portconsole.core.settings import GroupSettings, Settings, SeveritySettings
 from portconsole.core.timeutil import iso

@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from portconsole.core.adapters.approvals import ApprovalRegistry
 from portconsole.core.adapters.findings import FindingBook
-from portconsole.core.adapters.journal import AuditEvent, AuditLog, VerifyResult
+from portconsole.core.adapters.journal import AuditEvent, AuditLog
 from portconsole.core.adapters.leader import LeaderElection
-from portconsole.core.adapters.notify import DeliveryResult, DeliveryWorker, Notifier, OutboxMessage
+from portconsole.core.adapters.notify import DeliveryWorker, Notifier
 from portconsole.core.adapters.storage import ensure_private_dir
 from portconsole.core.adapters.store import Store
+from portconsole.core.domain.chain import VerifyResult
+from portconsole.core.domain.notification import DeliveryResult, OutboxMessage
 from portconsole.core.errors import NotFoundError, StoreError, UserError
 from portconsole.core.identity import Actor
 from portconsole.core.services.cycle import CycleResult, ScanCycle

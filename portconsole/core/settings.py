@@ -346,6 +346,9 @@ class Paths:
                 f"{self.config_file}{'' if self.config_exists else ' (not present: defaults)'}",
             ),
             ("data dir", str(self.data_dir)),
+            ("journal (the record)", str(self.data_dir / "journal")),
+            ("projection cache", str(self.data_dir / "hot.json")),
+            ("scan history", str(self.data_dir / "scans")),
             ("store lock", str(self.lock_file)),
             ("leader lock", str(self.leader_lock)),
         ]

@@ -22,7 +22,10 @@ from portconsole.core.adapters.store_segment import (
     decode_checkpoint,
     no_gc,
 )
-from portconsole.core.domain.changes import (
+from portconsole.core.domain.changes import SERVICE_IDENTIFIED, HotTables, spec_ports
+from portconsole.core.domain.coverage import Coverage
+from portconsole.core.domain.model import OPEN
+from portconsole.core.domain.state import (
     DEFAULT_COVERAGE_WINDOW,
     ROW_EXTRA,
     ROW_FIRST,
@@ -33,10 +36,8 @@ from portconsole.core.domain.changes import (
     ROW_SERVICE,
     ROW_STATE,
     ROW_VERSION,
-    SERVICE_IDENTIFIED,
     ChangeEvent,
     HostState,
-    HotTables,
     PointInTime,
     PortAt,
     PortState,
@@ -49,11 +50,8 @@ from portconsole.core.domain.changes import (
     parse_time,
     port_state_of,
     proto_port,
-    spec_ports,
     split_port_key,
 )
-from portconsole.core.domain.coverage import Coverage
-from portconsole.core.domain.model import OPEN
 from portconsole.core.errors import StoreError
 from portconsole.core.timeutil import iso, month_key
 

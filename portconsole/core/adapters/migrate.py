@@ -22,9 +22,10 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from portconsole.core.adapters.journal import HEAD_FILE, JOURNAL_DIR, AuditEntry, canonical_json
+from portconsole.core.adapters.journal import HEAD_FILE, JOURNAL_DIR, AuditEntry
 from portconsole.core.adapters.projection import position_of, well_formed
 from portconsole.core.adapters.storage import atomic_write_bytes, ensure_private_dir, fsync_dir
+from portconsole.core.domain.chain import canonical_json
 from portconsole.core.errors import StoreError
 from portconsole.core.identity import Actor
 from portconsole.core.timeutil import utcnow

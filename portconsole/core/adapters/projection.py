@@ -22,6 +22,8 @@ from typing import Any
 # Tables derived from the scan history or the journal itself, never carried as effects.
 DERIVED_TABLES = frozenset({"hosts", "ports", "meta", "journal"})
 POSITION_TABLE = "journal"
+# The projection cache, in the data dir.
+HOT_FILE = "hot.json"
 
 
 def diff_tables(

@@ -63,15 +63,14 @@ from typing import Any
 from tinydb import TinyDB
 
 from portconsole.core.adapters.history import HistoryReader
-from portconsole.core.adapters.journal import AuditEntry, AuditLog
+from portconsole.core.adapters.journal import AuditLog
 from portconsole.core.adapters.projection import (
-    apply_effects,
+    HOT_FILE,
     chunk_sha256,
-    compare_tables,
-    position_of,
     set_position,
     well_formed,
 )
+from portconsole.core.adapters.rebuild import ProjectionKeeper
 from portconsole.core.adapters.storage import (
     FILE_MODE,
     DataLock,
@@ -83,39 +82,26 @@ from portconsole.core.adapters.storage import (
 from portconsole.core.adapters.store_segment import (
     CHECKPOINT,
     LIST,
+    RECENT_SCAN_IDS,
     SCAN,
+    SEGMENT_DIR,
     SEGMENT_SUFFIX,
     SegmentCache,
     decode_checkpoint,
     encode_checkpoint,
     encode_lines,
 )
-from portconsole.core.domain.changes import (
-    ROW_EXTRA,
-    ROW_LAST,
-    ROW_LAST_SCAN,
-    ROW_SERVICE,
-    ROW_STATE,
-    HotTables,
-    apply_scan,
-    as_utc,
-    check_scan_id,
-    list_id,
-    parse_time,
-)
+from portconsole.core.domain.changes import HotTables, apply_scan, check_scan_id, list_id
 from portconsole.core.domain.model import OPEN, Change, ScanResult
+from portconsole.core.domain.state import ROW_LAST, ROW_LAST_SCAN, ROW_STATE, as_utc, parse_time
 from portconsole.core.errors import StoreError
-from portconsole.core.identity import Actor
 from portconsole.core.settings import RetentionSettings
 from portconsole.core.timeutil import add_months, iso, month_key, utcnow
 
 log = logging.getLogger(__name__)
 
-HOT_FILE = "hot.json"
 LOCK_FILE = "store.lock"
-SEGMENT_DIR = "scans"
 XML_DIR = "xml"
-RECENT_SCAN_IDS = 256
 # A new checkpoint is written once the lines appended since the last one reach this share of
 # its size (and at least CHECKPOINT_MIN_BYTES): a point-in-time answer then parses at most
 # about 1.5 checkpoints' worth of bytes, and checkpoints take at most 2x the history's disk.
@@ -138,7 +124,7 @@ _MONTH = re.compile(r"^\d{4}-\d{2}$")
 # --------------------------------------------------------------------------- the store
 
 
-class Store(HistoryReader):
+class Store(HistoryReader, ProjectionKeeper):
     """The data dir's current state and history. Thread-safe; several processes may share it.
 
     Reads are lock-free (atomic renames and committed sizes give a consistent snapshot);
@@ -217,235 +203,6 @@ class Store(HistoryReader):
         self._tx_chunks.pop(threading.get_ident(), None)
         self.journal.discard()
         self._read_cache = None
-
-    def _checked(
-        self, data: dict[str, Any] | None, write: bool = True
-    ) -> tuple[dict[str, Any], bool]:
-        """The projection to use: `data` when it reflects the journal, else a rebuild."""
-        from portconsole.core.adapters.migrate import needs_migration
-
-        if write and needs_migration(self.data_dir, data):
-            from portconsole.core.adapters.migrate import migrate
-
-            return migrate(self, data), True
-        tip = self.journal.tip()
-        position = position_of(data) if well_formed(data) else None
-        if position is None and tip.seq == 0 and not self._has_history():
-            fresh: dict[str, Any] = data if well_formed(data) and data else {}
-            return fresh, False
-        if position is not None and self._reflects(position, tip.seq, tip.hash):
-            assert data is not None
-            return data, False
-        if tip.seq == 0:
-            raise StoreError(
-                f"the journal in {self.journal.folder} is missing or empty but {self.data_dir} "
-                "holds projections or scan history: restore journal/ from backup "
-                "(`portconsole audit verify` names what is missing)"
-            )
-        log.warning(
-            "projection %s names journal position %s, the journal is at %d: rebuilding it",
-            self.hot_path,
-            position[0] if position else "none",
-            tip.seq,
-        )
-        return self.replay(write=write), True
-
-    def _has_history(self) -> bool:
-        return self.segment_dir.exists() and any(self.segment_dir.glob(f"*{SEGMENT_SUFFIX}"))
-
-    def _reflects(self, position: tuple[int, str], tip_seq: int, tip_hash: str) -> bool:
-        """Whether a projection at `position` is current: the same event, or only events
-        without effects after it."""
-        seq, digest = position
-        if (seq, digest) == (tip_seq, tip_hash):
-            return True
-        if seq > tip_seq:
-            return False
-        for record in self.journal.records():
-            number = int(record.get("seq", 0))
-            if number == seq and record.get("hash") != digest:
-                return False
-            if number > seq and (record.get("effects") or record.get("chunks")):
-                return False
-        return True
-
-    def replay(self, write: bool = True) -> dict[str, Any]:
-        """The projection rebuilt from the journal and the scan history it vouches for.
-
-        Raises StoreError when a scan history segment does not hold the bytes the journal
-        recorded (deleted, truncated or edited). Bytes past what the journal recorded (an
-        operation that never committed) are cut and kept aside when `write`.
-        """
-        tables: dict[str, Any] = {}
-        chunks: list[dict[str, Any]] = []
-        last: tuple[int, str] = (0, "")
-        for record in self.journal.records():
-            effects = record.get("effects")
-            if isinstance(effects, dict):
-                apply_effects(tables, effects)
-            chunks.extend(c for c in record.get("chunks") or () if isinstance(c, dict))
-            last = (int(record["seq"]), str(record["hash"]))
-        committed = self._check_chunks(chunks, write=write)
-        tables.update(self._derived(committed, chunks))
-        if last[0]:
-            set_position(tables, *last)
-        return tables
-
-    def _check_chunks(self, chunks: list[dict[str, Any]], write: bool) -> dict[str, int]:
-        committed: dict[str, int] = {}
-        by_month: dict[str, list[dict[str, Any]]] = {}
-        for chunk in chunks:
-            month = str(chunk["month"])
-            by_month.setdefault(month, []).append(chunk)
-            committed[month] = max(
-                committed.get(month, 0), int(chunk["offset"]) + int(chunk["length"])
-            )
-        for month, items in by_month.items():
-            path = self._segments.path(month)
-            try:
-                raw = path.read_bytes()
-            except FileNotFoundError:
-                raise StoreError(
-                    f"history segment {path} is missing but the journal records {len(items)} "
-                    "scans in it: restore it from backup (`portconsole audit verify` lists them)"
-                ) from None
-            for chunk in items:
-                start, length = int(chunk["offset"]), int(chunk["length"])
-                if chunk_sha256(raw[start : start + length]) != chunk.get("sha256"):
-                    raise StoreError(
-                        f"history segment {path} does not hold what the journal recorded for scan "
-                        f"{chunk.get('scan_id')} (bytes {start}-{start + length} deleted or edited): "
-                        "restore it from backup"
-                    )
-            if len(raw) > committed[month] and write:
-                self._cut_aside(path, committed[month])
-        self._segments.clear()
-        return committed
-
-    def _cut_aside(self, path: Path, keep: int) -> None:
-        """Bytes past the committed size: an operation that never committed. Kept, never lost."""
-        raw = path.read_bytes()
-        stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
-        atomic_write_bytes(path.with_name(f"{path.name}.torn-{stamp}"), raw[keep:])
-        with path.open("r+b") as handle:
-            handle.truncate(keep)
-            handle.flush()
-            os.fsync(handle.fileno())
-        self._segments.clear()
-        log.warning("history %s: %d uncommitted bytes cut, kept aside", path, len(raw) - keep)
-
-    def _derived(self, committed: dict[str, int], chunks: list[dict[str, Any]]) -> dict[str, Any]:
-        """Hosts, ports and the store's bookkeeping as the scan history leaves them."""
-        hot = HotTables(None)
-        hot.segments.update(committed)
-        if committed:
-            month = max(committed)
-            newest = max(
-                (c for c in chunks if c.get("finished_at")),
-                key=lambda c: (str(c["finished_at"]), int(c["offset"])),
-                default=None,
-            )
-            far = (
-                parse_time(str(newest["finished_at"])) + timedelta(seconds=1)
-                if newest
-                else utcnow()
-            )
-            state = self._state_at(far, None, None, hot=hot)
-            for host_state in state.hosts:
-                doc = hot.host_doc(host_state.address)
-                doc.update(
-                    {
-                        k: v
-                        for k, v in host_state.to_json().items()
-                        if v is not None and k != "address"
-                    }
-                )
-            for port in state.open_ports:
-                hot.port_rows(port.host)[f"{port.port}/{port.proto}"] = [
-                    OPEN,
-                    port.service,
-                    port.product,
-                    port.version,
-                    port.extrainfo,
-                    iso(port.first_seen),
-                    iso(port.last_seen),
-                    port.last_seen_scan_id,
-                    iso(port.fingerprinted_at) if port.fingerprinted_at else None,
-                    None,
-                ]
-            segment = self._segments.load(month, committed[month])
-            hot.meta["lists"] = {"month": month, "ids": list(segment.lists)}
-            checkpoints = [line for line in segment.lines if line.kind == CHECKPOINT]
-            if checkpoints:
-                mark = checkpoints[-1]
-                hot.meta["checkpoint"] = {
-                    "month": month,
-                    "offset": mark.offset,
-                    "size": len(mark.raw) + 1,
-                }
-            hot.meta["recent"] = [str(c.get("scan_id")) for c in chunks][-RECENT_SCAN_IDS:]
-            late: dict[str, str] = {}
-            for chunk in chunks:
-                at_text = str(chunk.get("finished_at") or "")
-                if at_text and at_text[:7] < str(chunk["month"]):
-                    if chunk["month"] not in late or late[chunk["month"]] > at_text:
-                        late[chunk["month"]] = at_text
-            if late:
-                hot.meta["late"] = late
-            if newest is not None:
-                hot.meta["last_scan_id"] = newest.get("scan_id")
-                hot.meta["last_finished_at"] = newest["finished_at"]
-                hot.meta["last_scan_month"] = month_key(parse_time(str(newest["finished_at"])))
-        return {name: hot.raw[name] for name in ("hosts", "ports", "meta")}
-
-    def check(self) -> list[str]:
-        """Every difference between the projection cache and a replay of the journal."""
-        with self.lock.hold(transaction=False):
-            live = self.hot.storage._load() or {}  # type: ignore[attr-defined]
-            if self.journal.tip().seq == 0 and (
-                position_of(live) is not None or self._has_history()
-            ):
-                return [
-                    f"the journal in {self.journal.folder} is missing or empty while "
-                    "projections or scan history exist"
-                ]
-            replayed = self.replay(write=False)
-        problems = compare_tables(live, replayed)
-        position = position_of(live)
-        want = position_of(replayed)
-        if position != want and not (
-            position is not None and want is not None and self._reflects(position, *want)
-        ):
-            problems.insert(
-                0, f"the projection names journal position {position}, the journal is at {want}"
-            )
-        problems += _compare_state(live, replayed)
-        return problems
-
-    def rebuild(self) -> dict[str, Any]:
-        """Rebuild the projection cache from the journal and write it (a copy of the old is kept)."""
-        with self.lock.hold():
-            data = self.replay(write=True)
-            if self.hot_path.exists():
-                stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
-                shutil.copy2(self.hot_path, self.hot_path.with_name(f"{HOT_FILE}.replaced-{stamp}"))
-            # Written through the transaction: the rebuild is an event, its effects the repair.
-            tx = self.hot.storage._tx.get(threading.get_ident())  # type: ignore[attr-defined]
-            if tx is not None:
-                tx.loaded, tx.dirty = True, True
-                tx.before = self.hot.storage._load() if self.hot_path.exists() else None  # type: ignore[attr-defined]
-                if not well_formed(tx.before):
-                    tx.before = None
-                tx.data = data
-            self.journal.append_many(
-                [
-                    AuditEntry(
-                        "store.rebuilt", Actor.current("cli"), details={"hot": str(self.hot_path)}
-                    )
-                ]
-            )
-        self._read_cache = None
-        return data
 
     # ------------------------------------------------------------------ hot file access
 
@@ -793,44 +550,6 @@ class Store(HistoryReader):
                         shutil.rmtree(folder)
                         removed["xml_months"] += 1
         return removed
-
-
-def _compare_state(live: dict[str, Any], replayed: dict[str, Any]) -> list[str]:
-    """Differences in what is open and which hosts are up (the facts of the derived tables;
-    last-seen times and closed rows kept for display are not compared)."""
-
-    def facts(data: dict[str, Any]) -> tuple[dict[str, str], dict[str, tuple[Any, ...]]]:
-        hosts = {
-            str(doc.get("address")): str(doc.get("status"))
-            for doc in (data.get("hosts") or {}).values()
-            if isinstance(doc, dict)
-        }
-        ports: dict[str, tuple[Any, ...]] = {}
-        for doc in (data.get("ports") or {}).values():
-            if not isinstance(doc, dict):
-                continue
-            for key, row in (doc.get("ports") or {}).items():
-                if isinstance(row, list) and row and row[ROW_STATE] == OPEN:
-                    ports[f"{doc.get('host')}:{key}"] = tuple(row[ROW_SERVICE:ROW_EXTRA])
-        return hosts, ports
-
-    live_hosts, live_ports = facts(live)
-    want_hosts, want_ports = facts(replayed)
-    problems = []
-    for address in sorted(set(live_hosts) | set(want_hosts)):
-        if live_hosts.get(address, "down") != want_hosts.get(address, "down"):
-            problems.append(
-                f"host {address}: {live_hosts.get(address)} in the projection, "
-                f"{want_hosts.get(address)} in the history"
-            )
-    for key in sorted(set(live_ports) | set(want_ports)):
-        if key not in want_ports:
-            problems.append(f"port {key}: open in the projection, not in the history")
-        elif key not in live_ports:
-            problems.append(f"port {key}: open in the history, missing from the projection")
-        elif live_ports[key] != want_ports[key]:
-            problems.append(f"port {key}: service differs from the history")
-    return problems
 
 
 def load_scan_lines(path: Path) -> list[dict[str, Any]]:

@@ -36,12 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from portconsole.core.adapters.storage import quarantine
-from portconsole.core.domain.changes import (
-    parse_time,
-)
+from portconsole.core.domain.state import parse_time
 from portconsole.core.errors import StoreError
 
+SEGMENT_DIR = "scans"
 SEGMENT_SUFFIX = ".jsonl"
+# Scan ids remembered to refuse a duplicate ingest cheaply.
+RECENT_SCAN_IDS = 256
 CHECKPOINT, LIST, SCAN = "C", "L", "S"
 # The first bytes of a scan line hold its time and id (an id is at most 128 characters).
 _HEADER_BYTES = 256

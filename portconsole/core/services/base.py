@@ -6,10 +6,12 @@ of methods over these attributes, which the Monitor sets up once (monitor.py).
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from portconsole.core.adapters.approvals import ApprovalRegistry
 from portconsole.core.adapters.findings import FindingBook
@@ -22,10 +24,12 @@ from portconsole.core.domain.finding import Finding
 from portconsole.core.domain.targets import (
     Scope,
 )
-from portconsole.core.errors import PermissionRefused
+from portconsole.core.errors import PermissionRefused, UserError
 from portconsole.core.identity import Actor
 from portconsole.core.services.schedule import Scheduler
 from portconsole.core.settings import Paths, Settings
+
+log = logging.getLogger(__name__)
 
 
 class ServiceBase:
@@ -107,3 +111,38 @@ def finding_resource(finding: Finding) -> dict[str, Any]:
         "port": finding.port,
         "proto": finding.proto,
     }
+
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def refusal_recorded(action: str) -> Callable[[Method], Method]:
+    """A decision refused with a reason (bad input, policy, separation of duties) is an
+    event too: the refused operation itself left nothing behind (its transaction rolled
+    back), so the refusal is recorded on its own, with what was asked and why."""
+
+    def wrap(method: Method) -> Method:
+        @functools.wraps(method)
+        def run(self: ServiceBase, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except UserError as error:
+                if not self.readonly and not self.store.lock.in_transaction:
+                    asked = {
+                        k: v if isinstance(v, int | str) else str(v) for k, v in kwargs.items()
+                    }
+                    if args:
+                        asked["id"] = str(args[0])
+                    try:
+                        self._audit(
+                            f"{action}.refused",
+                            outcome="failure",
+                            details={"reason": str(error), "asked": asked},
+                        )
+                    except Exception:  # noqa: BLE001 - the refusal itself must reach the user
+                        log.exception("could not record a refused %s", action)
+                raise
+
+        return run  # type: ignore[return-value]
+
+    return wrap

@@ -10,13 +10,14 @@ from typing import Any
 from portconsole.core.domain.approval import Approval
 from portconsole.core.domain.finding import Finding
 from portconsole.core.errors import UserError
-from portconsole.core.services.base import ServiceBase, finding_resource
+from portconsole.core.services.base import ServiceBase, finding_resource, refusal_recorded
 from portconsole.core.timeutil import iso
 
 
 class Decisions(ServiceBase):
     """Triage decisions and baselines, for the Monitor."""
 
+    @refusal_recorded("finding.ack")
     def ack(self, finding_id: str) -> Finding:
         self._require_write("acknowledge findings")
         with self.store.lock.hold():
@@ -24,6 +25,7 @@ class Decisions(ServiceBase):
             self._audit("finding.ack", resource=finding_resource(finding))
         return finding
 
+    @refusal_recorded("finding.note")
     def note(self, finding_id: str, text: str) -> Finding:
         self._require_write("add notes")
         with self.store.lock.hold():
@@ -31,6 +33,7 @@ class Decisions(ServiceBase):
             self._audit("finding.note", resource=finding_resource(finding), details={"text": text})
         return finding
 
+    @refusal_recorded("finding.risk_accept")
     def risk_accept(self, finding_id: str, *, until: date, reason: str) -> Finding:
         self._require_write("accept risks")
         with self.store.lock.hold():
@@ -44,6 +47,7 @@ class Decisions(ServiceBase):
             )
         return finding
 
+    @refusal_recorded("finding.flag")
     def flag(self, finding_id: str, *, reason: str) -> Finding:
         self._require_write("flag findings")
         with self.store.lock.hold():
@@ -53,6 +57,7 @@ class Decisions(ServiceBase):
             )
         return finding
 
+    @refusal_recorded("finding.approve")
     def approve(
         self,
         finding_id: str,
@@ -66,10 +71,7 @@ class Decisions(ServiceBase):
     ) -> Finding:
         """Approve a finding's port: create an approval record and close the finding."""
         self._require_write("approve findings")
-        if not justification.strip():
-            raise UserError("a justification is required to approve a port")
-        if not owner.strip():
-            raise UserError("an owner is required to approve a port")
+        # The content is checked in one place, ApprovalRegistry.validate (also for baselines).
         with self.store.lock.hold():
             finding = self.finding(finding_id)
             if not finding.is_open:
@@ -173,7 +175,7 @@ class Decisions(ServiceBase):
         return len(result.added), len(result.unchanged)
 
     def baseline_export(self) -> str:
-        from portconsole.core.adapters.baseline import export_baseline
+        from portconsole.core.domain.baseline_export import export_baseline
 
         self._require_write("export baselines")
         return export_baseline(self.approvals.active())

@@ -9,9 +9,9 @@ from typing import Any
 
 from portconsole.core.adapters.dns import resolve_host_name
 from portconsole.core.adapters.leader import LeaderInfo
-from portconsole.core.domain.changes import ChangeEvent, PointInTime, PortState
 from portconsole.core.domain.detect import classify_port
 from portconsole.core.domain.finding import Finding
+from portconsole.core.domain.state import ChangeEvent, PointInTime, PortState
 from portconsole.core.domain.targets import expand_targets, ip_sort_key
 from portconsole.core.errors import UserError
 from portconsole.core.services.base import ServiceBase

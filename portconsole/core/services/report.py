@@ -2,8 +2,8 @@
 
 `export_report` is the one entry point (Monitor.export_report calls it):
 
-- `at=T`: the exposure of every host at T (report_data.build_point_in_time);
-- `start=D1, end=D2`: the evidence pack for the period (report_data.build_evidence_pack).
+- `at=T`: the exposure of every host at T (point_in_time.build_point_in_time);
+- `start=D1, end=D2`: the evidence pack for the period (evidence_pack.build_evidence_pack).
 
 Output layout, decided here so every caller gets the same:
 
@@ -33,17 +33,14 @@ from portconsole.core.adapters.findings import FindingBook
 from portconsole.core.adapters.journal import AuditLog
 from portconsole.core.adapters.storage import atomic_write_bytes, ensure_private_dir
 from portconsole.core.adapters.store import Store
+from portconsole.core.domain.report_figures import figures_sha256, utc
+from portconsole.core.domain.report_render import render_csv, render_html, render_markdown
+from portconsole.core.domain.schedule import Gap
 from portconsole.core.errors import UserError
 from portconsole.core.identity import Actor
-from portconsole.core.services.report_data import (
-    ReportSources,
-    build_evidence_pack,
-    build_point_in_time,
-    figures_sha256,
-    utc,
-)
-from portconsole.core.services.report_render import render_csv, render_html, render_markdown
-from portconsole.core.services.schedule import Gap
+from portconsole.core.services.evidence_pack import build_evidence_pack
+from portconsole.core.services.point_in_time import build_point_in_time
+from portconsole.core.services.report_sources import ReportSources
 from portconsole.core.settings import Settings
 from portconsole.core.timeutil import iso, utcnow
 

@@ -1,23 +1,17 @@
 """When each target group is scanned, and the record of when monitoring fell short.
 
 Each group is scanned every `interval` seconds plus a uniform jitter in [0, jitter],
-counted from the start of its previous run. Runs never overlap (`run_loop` runs one group
-at a time and reschedules a group only when its run has started). `schedule.json` in the
-data dir keeps, per group, the last run, its outcome and the next due time, so a restarted
-daemon, or a console that takes over as leader, knows what is late. Any process may ask for
-a scan now (`scan_now`): the request is written to the same file and the leader sees it on
-its next tick, because every read first reloads the file when it changed on disk.
+counted from the start of its previous run. Runs never overlap (`supervisor.run_due` runs
+one group at a time and reschedules a group only when its run has started). `schedule.json`
+in the data dir keeps, per group, the last run, its outcome and the next due time, so a
+restarted daemon, or a console that takes over as leader, knows what is late. Any process may
+ask for a scan now (`scan_now`): the request is written to the same file and the leader sees
+it on its next tick, because every read first reloads the file when it changed on disk.
 
-Monitoring gaps (PCI DSS 10.7: failures of the monitor are themselves on record):
-
-- "late": a scan did not start by last start + interval + jitter + grace. The gap runs from
-  when the scan was due to when it finally started. While it is still open, `find_gaps`
-  reports it once with `ongoing=True` and end = now (so a daemon starting after a long stop,
-  or a console watching a hung leader, can raise it at once); when the run starts it is
-  reported once more, closed, with the same `id`. Consumers upsert by `Gap.id`.
-- "failed": a run ended failed or cancelled, or never ended (the process died mid-run; found
-  when the group next starts). The gap is the run's own window.
-- "partial": a run covered fewer hosts than planned (or ended "partial").
+The scheduler also notices when monitoring fell short and records it as `Gap`s (the kinds are
+described in domain/schedule.py). While a "late" gap is still open, `find_gaps` reports it
+once with `ongoing=True` (so a daemon starting after a long stop, or a console watching a hung
+leader, can raise it at once) and once more, closed, when the run starts.
 
 Only the leader should call `find_gaps` (it records what it returns); others use `overdue`.
 """
@@ -25,28 +19,22 @@ Only the leader should call `find_gaps` (it records what it returns); others use
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import logging
 import os
 import random
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 from portconsole.core.adapters.storage import DataLock, atomic_write_bytes, load_json_file
+from portconsole.core.domain.schedule import OUTCOMES, Gap, GroupStatus
 from portconsole.core.errors import NotFoundError
 from portconsole.core.timeutil import iso, parse_iso, utcnow
 
-log = logging.getLogger(__name__)
-
 STATE_FORMAT = 1
-GAP_REASONS = ("late", "failed", "partial")
-OUTCOMES = ("success", "partial", "failed", "cancelled")
 RECENT_GAPS_KEPT = 500
 
 
@@ -58,63 +46,6 @@ class GroupTiming(Protocol):
 
     @property
     def jitter(self) -> int: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """A stretch of time in which a group was not (fully) monitored as scheduled."""
-
-    group: str
-    start: datetime
-    end: datetime
-    reason: str  # "late" | "failed" | "partial"
-    ongoing: bool = False
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def id(self) -> str:
-        """Stable across the ongoing and closed reports of one gap."""
-        key = f"{self.group}\0{self.reason}\0{iso(self.start)}".encode()
-        return "gap-" + hashlib.sha256(key).hexdigest()[:16]
-
-    @property
-    def seconds(self) -> float:
-        return (self.end - self.start).total_seconds()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "group": self.group,
-            "start": iso(self.start),
-            "end": iso(self.end),
-            "reason": self.reason,
-            "ongoing": self.ongoing,
-            "details": self.details,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Gap:
-        return cls(
-            group=str(data["group"]),
-            start=parse_iso(str(data["start"])),
-            end=parse_iso(str(data["end"])),
-            reason=str(data["reason"]),
-            ongoing=bool(data.get("ongoing", False)),
-            details=dict(data.get("details") or {}),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class GroupStatus:
-    group: str
-    interval: int
-    jitter: int
-    next_due: datetime
-    last_started: datetime | None
-    last_finished: datetime | None
-    last_outcome: str | None
-    running_since: datetime | None
-    requested_at: datetime | None
 
 
 def _when(value: Any) -> datetime | None:
@@ -449,90 +380,3 @@ class Scheduler:
     def recent_gaps(self) -> list[Gap]:
         """The last gaps `find_gaps` returned (up to 500), oldest first."""
         return [Gap.from_json(item) for item in self._view()["recent_gaps"]]
-
-
-def run_loop(
-    scheduler: Scheduler,
-    run_cycle: Callable[[str], object],
-    stop: threading.Event,
-    is_leader: Callable[[], bool],
-    tick: float = 1.0,
-    on_tick: Callable[[], None] | None = None,
-) -> None:
-    """Run due groups one at a time until `stop` is set (returns within `tick` of it).
-
-    `is_leader` is asked before each run (e.g. `election.try_acquire`, which also takes over
-    from a dead leader). `run_cycle(group)` scans the group and marks the run on the
-    scheduler itself (`mark_started` before scanning, `mark_finished` with the outcome and
-    coverage); it should watch `stop` so that a stop cancels the scan. If it raises, or
-    returns without marking, the loop records a failed run, so a broken group is
-    rescheduled (and on record as a gap) instead of being retried in a tight loop.
-    `on_tick` runs once per tick (heartbeat, find_gaps, ...); its errors are logged.
-    """
-    while not stop.is_set():
-        if on_tick is not None:
-            try:
-                on_tick()
-            except Exception:
-                log.exception("scheduler tick hook failed")
-        if not run_due(scheduler, run_cycle, stop, is_leader, limit=1):
-            stop.wait(tick)
-
-
-def run_due(
-    scheduler: Scheduler,
-    run_cycle: Callable[[str], object],
-    stop: threading.Event,
-    is_leader: Callable[[], bool],
-    limit: int | None = None,
-) -> list[str]:
-    """Run the groups due now, one at a time, while leading; return those that ran.
-
-    The one place a scheduled run's failure is handled (see `run_loop`): the console and
-    the daemon both go through here.
-    """
-    ran: list[str] = []
-    while not stop.is_set() and (limit is None or len(ran) < limit):
-        group: str | None = None
-        try:
-            if is_leader():
-                due = [g for g in scheduler.due(scheduler.now()) if g not in ran]
-                group = due[0] if due else None
-        except Exception:
-            log.exception("could not read the schedule")
-        if group is None or stop.is_set():
-            break
-        _run_one(scheduler, group, run_cycle)
-        ran.append(group)
-    return ran
-
-
-def _run_one(scheduler: Scheduler, group: str, run_cycle: Callable[[str], object]) -> None:
-    before = scheduler.group_status(group).last_started
-    error = ""
-    try:
-        run_cycle(group)
-    except Exception as failure:
-        log.exception("scan cycle for group %s failed", group)
-        error = f"{failure.__class__.__name__}: {failure}"
-    except BaseException:
-        _settle(scheduler, group, before, "cancelled", "interrupted")
-        raise
-    _settle(scheduler, group, before, "failed", error)
-
-
-def _settle(
-    scheduler: Scheduler, group: str, before: datetime | None, outcome: str, error: str
-) -> None:
-    """Close a run that `run_cycle` left unmarked or unfinished."""
-    status = scheduler.group_status(group)
-    moment = scheduler.now()
-    if status.last_started == before:
-        scheduler.mark_started(group, moment)
-        scheduler.mark_finished(
-            group, moment, outcome, 0, 0, error=error or "the scan cycle did not start"
-        )
-    elif status.running_since is not None:
-        scheduler.mark_finished(
-            group, moment, outcome, 0, 0, error=error or "the scan cycle did not finish"
-        )

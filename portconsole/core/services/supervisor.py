@@ -3,8 +3,9 @@
 Both used to carry their own scheduling loop, and the console's lacked the daemon's failure
 handling (a cycle that crashed or never started was not recorded, so no gap appeared). Now
 each calls `Supervisor.step` on its own clock (the daemon every second in a thread of its
-own, the console from a worker after each tick) and the rules live here and in
-`schedule.run_due`.
+own, the console from a worker after each tick) and the rules live here: `run_due` runs
+what is due one group at a time and settles a run the cycle left unmarked or unfinished.
+`run_loop` repeats `run_due` until stopped, for a caller without a facade.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from portconsole.core.errors import UserError
-from portconsole.core.services.schedule import run_due
 
 if TYPE_CHECKING:
     from portconsole.core.domain.finding import Finding
@@ -94,3 +95,90 @@ class Supervisor:
 
     def _anchor(self, result: StepResult) -> None:
         result.anchor = self.monitor.publish_anchor()
+
+
+def run_loop(
+    scheduler: Scheduler,
+    run_cycle: Callable[[str], object],
+    stop: threading.Event,
+    is_leader: Callable[[], bool],
+    tick: float = 1.0,
+    on_tick: Callable[[], None] | None = None,
+) -> None:
+    """Run due groups one at a time until `stop` is set (returns within `tick` of it).
+
+    `is_leader` is asked before each run (e.g. `election.try_acquire`, which also takes over
+    from a dead leader). `run_cycle(group)` scans the group and marks the run on the
+    scheduler itself (`mark_started` before scanning, `mark_finished` with the outcome and
+    coverage); it should watch `stop` so that a stop cancels the scan. If it raises, or
+    returns without marking, the loop records a failed run, so a broken group is
+    rescheduled (and on record as a gap) instead of being retried in a tight loop.
+    `on_tick` runs once per tick (heartbeat, find_gaps, ...); its errors are logged.
+    """
+    while not stop.is_set():
+        if on_tick is not None:
+            try:
+                on_tick()
+            except Exception:
+                log.exception("scheduler tick hook failed")
+        if not run_due(scheduler, run_cycle, stop, is_leader, limit=1):
+            stop.wait(tick)
+
+
+def run_due(
+    scheduler: Scheduler,
+    run_cycle: Callable[[str], object],
+    stop: threading.Event,
+    is_leader: Callable[[], bool],
+    limit: int | None = None,
+) -> list[str]:
+    """Run the groups due now, one at a time, while leading; return those that ran.
+
+    The one place a scheduled run's failure is handled (see `run_loop`): the console and
+    the daemon both go through here.
+    """
+    ran: list[str] = []
+    while not stop.is_set() and (limit is None or len(ran) < limit):
+        group: str | None = None
+        try:
+            if is_leader():
+                due = [g for g in scheduler.due(scheduler.now()) if g not in ran]
+                group = due[0] if due else None
+        except Exception:
+            log.exception("could not read the schedule")
+        if group is None or stop.is_set():
+            break
+        _run_one(scheduler, group, run_cycle)
+        ran.append(group)
+    return ran
+
+
+def _run_one(scheduler: Scheduler, group: str, run_cycle: Callable[[str], object]) -> None:
+    before = scheduler.group_status(group).last_started
+    error = ""
+    try:
+        run_cycle(group)
+    except Exception as failure:
+        log.exception("scan cycle for group %s failed", group)
+        error = f"{failure.__class__.__name__}: {failure}"
+    except BaseException:
+        _settle(scheduler, group, before, "cancelled", "interrupted")
+        raise
+    _settle(scheduler, group, before, "failed", error)
+
+
+def _settle(
+    scheduler: Scheduler, group: str, before: datetime | None, outcome: str, error: str
+) -> None:
+    """Close a run that `run_cycle` left unmarked or unfinished."""
+    status = scheduler.group_status(group)
+    moment = scheduler.now()
+    if status.last_started == before:
+        scheduler.mark_started(group, moment)
+        scheduler.mark_finished(
+            group, moment, outcome, 0, 0, error=error or "the scan cycle did not start"
+        )
+    elif status.running_since is not None:
+        scheduler.mark_finished(
+            group, moment, outcome, 0, 0, error=error or "the scan cycle did not finish"
+        )

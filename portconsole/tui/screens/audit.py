@@ -21,7 +21,8 @@ from portconsole.tui.screens.base import ConsoleScreen, filtered
 from portconsole.tui.widgets import KeyedTable
 
 if TYPE_CHECKING:
-    from portconsole.core.adapters.journal import AuditEvent, VerifyResult
+    from portconsole.core.adapters.journal import AuditEvent
+    from portconsole.core.domain.chain import VerifyResult
 
 # The newest events are what an operator looks at here; the CLI exports the whole chain.
 SHOWN_EVENTS = 1000

@@ -24,7 +24,7 @@ from portconsole.tui.screens.host import describe_state
 from portconsole.tui.widgets import KeyedTable
 
 if TYPE_CHECKING:
-    from portconsole.core.domain.changes import ChangeEvent, PointInTime
+    from portconsole.core.domain.state import ChangeEvent, PointInTime
 
 ASOF_COLUMNS = [
     ("host", "Host"),

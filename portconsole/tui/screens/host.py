@@ -21,7 +21,7 @@ from portconsole.tui.screens.base import ConsoleScreen, filtered
 from portconsole.tui.widgets import KeyedTable
 
 if TYPE_CHECKING:
-    from portconsole.core.domain.changes import ChangeEvent
+    from portconsole.core.domain.state import ChangeEvent
     from portconsole.core.monitor import PortRow
 
 PORT_COLUMNS = [

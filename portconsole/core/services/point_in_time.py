@@ -1,0 +1,154 @@
+"""The point-in-time report: every host's exposure at one moment, from the records.
+
+Open ports with their approval status at that time and the scan that last saw each, the
+hosts, what no scan covered within the coverage window (not scanned is not closed), and the
+approvals in force whose port was not open. The state comes from the store's replay as of
+that moment; approvals are judged as they stood then.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from portconsole.core.domain.approval import is_insecure
+from portconsole.core.domain.report_figures import (
+    approval_at,
+    approval_status,
+    iso_or_none,
+    utc,
+)
+from portconsole.core.services.report_sources import (
+    DOCUMENT_FORMAT,
+    Progress,
+    ReportSources,
+    audit_chain,
+    generated,
+    report_progress,
+)
+from portconsole.core.timeutil import iso
+
+
+def build_point_in_time(
+    sources: ReportSources,
+    at: datetime,
+    coverage_window: timedelta | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Every host's exposure at `at`: open ports with approval status and the scan that saw
+    each, hosts, and what no scan covered within the coverage window."""
+    at = utc(at)
+    report_progress(progress, "reading the state at the time", 0.1)
+    state = sources.store.state_at(at, coverage_window=coverage_window)
+    report_progress(progress, "matching approvals", 0.4)
+    approvals = sources.approvals.all()
+    in_force = [a for a in approvals if a.in_force(at)]
+    scan_times: dict[str, str | None] = {}
+
+    def scan_finished(scan_id: str) -> str | None:
+        if scan_id not in scan_times:
+            record = sources.store.scan(scan_id) if scan_id else None
+            scan_times[scan_id] = record.get("finished_at") if record else None
+        return scan_times[scan_id]
+
+    hostnames = {h.address: h.hostname for h in state.hosts}
+    ports: list[dict[str, Any]] = []
+    open_keys: set[tuple[str, int, str]] = set()
+    for item in state.open_ports:
+        approval = approval_at(in_force, item.host, item.port, item.proto, at)
+        status = approval_status(approval, at)
+        open_keys.add((item.host, item.port, item.proto))
+        ports.append(
+            {
+                "host": item.host,
+                "hostname": hostnames.get(item.host, ""),
+                "port": item.port,
+                "proto": item.proto,
+                "service": item.service,
+                "product": item.product,
+                "version": item.version,
+                "extrainfo": item.extrainfo,
+                "open_since": iso(item.first_seen),
+                "last_seen": iso(item.last_seen),
+                "seen_by_scan": item.last_seen_scan_id,
+                "covered": item.covered,
+                "approval": status,
+                "approval_id": approval.id if approval else None,
+                "owner": approval.owner if approval else None,
+                "justification": approval.justification if approval else None,
+                "ticket": approval.ticket if approval else None,
+                "review_by": iso_or_none(approval.review_by) if approval else None,
+                "mitigation": approval.mitigation if approval else None,
+                "insecure": is_insecure(item.service, sources.settings.approval.insecure_services),
+            }
+        )
+    report_progress(progress, "hosts and coverage", 0.7)
+    hosts = [
+        {
+            "address": h.address,
+            "hostname": h.hostname,
+            "status": h.status,
+            "last_covered": iso_or_none(h.last_covered),
+            "last_covered_scan": h.last_covered_scan_id,
+            "open_ports": sum(1 for p in ports if p["host"] == h.address),
+        }
+        for h in state.hosts
+    ]
+    uncovered = [
+        {
+            "host": u.host,
+            "port": u.port,
+            "proto": u.proto,
+            "what": "host" if u.port is None else "open port",
+            "last_covered": iso_or_none(u.last_covered),
+            "last_scan": u.last_scan_id,
+            "last_scan_finished": scan_finished(u.last_scan_id) if u.last_scan_id else None,
+        }
+        for u in state.uncovered
+    ]
+    not_open = [
+        {
+            "approval_id": a.id,
+            "host": a.host,
+            "port": a.port,
+            "proto": a.proto,
+            "service": a.service,
+            "owner": a.owner,
+            "review_by": iso(a.review_by),
+            "status": approval_status(a, at),
+        }
+        for a in sorted(in_force, key=lambda a: (a.host, a.proto, a.port, a.id))
+        if a.key not in open_keys
+    ]
+    counts = {
+        "hosts": len(hosts),
+        "hosts_up": sum(1 for h in hosts if h["status"] == "up"),
+        "open_ports": len(ports),
+        "unapproved": sum(1 for p in ports if p["approval"] == "unapproved"),
+        "expired": sum(1 for p in ports if p["approval"] == "expired"),
+        "approved": sum(1 for p in ports if p["approval"] == "approved"),
+        "uncovered": len(uncovered),
+        "approvals_in_force": len(in_force),
+        "approved_not_open": len(not_open),
+    }
+    report_progress(progress, "verifying the audit chain", 0.85)
+    history_starts = state.history_starts
+    document: dict[str, Any] = {
+        "report": "point_in_time",
+        "document_format": DOCUMENT_FORMAT,
+        "title": f"Exposure at {iso(at)}",
+        "generated": generated(sources),
+        "parameters": {
+            "at": iso(at),
+            "coverage_window_seconds": int(state.coverage_window.total_seconds()),
+        },
+        "counts": counts,
+        "history_starts": iso_or_none(history_starts),
+        "history_complete": history_starts is not None and history_starts <= at,
+        "ports": ports,
+        "hosts": hosts,
+        "uncovered": uncovered,
+        "approved_not_open": not_open,
+        "audit_chain": audit_chain(sources.audit),
+    }
+    return document

@@ -1,0 +1,173 @@
+"""The second look of a cycle: re-probe what changed, fingerprint (-sV) what needs it.
+
+Scanners miss ports under load and ports flap, so a new or vanished port is probed again
+before it counts; service detection costs ~10x a sweep, so it runs only on new, changed or
+stale ports and stored fingerprints are carried over elsewhere.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import timedelta
+
+from portconsole.core.domain.coverage import Coverage
+from portconsole.core.domain.model import (
+    OPEN,
+    PortObservation,
+    ScanResult,
+)
+from portconsole.core.domain.state import PortState
+from portconsole.core.errors import UserError
+from portconsole.core.services.base import ServiceBase
+
+# Ports whose fingerprint is older than this are fingerprinted again, so a product swapped
+# behind an unchanged port is still noticed ("changed" mode cannot see it from a sweep).
+REFINGERPRINT_AFTER = timedelta(hours=24)
+
+
+class Probing(ServiceBase):
+    """Confirm and fingerprint, for the scan cycle."""
+
+    def _confirm(
+        self,
+        scan: ScanResult,
+        state: dict[tuple[str, int, str], PortState],
+        cancel: threading.Event,
+    ) -> list[str]:
+        """Re-probe new and vanished ports; drop what a re-probe does not confirm.
+
+        Scanners miss ports under load and ports flap: a new open port must still be open,
+        and a vanished port must still be closed, at every re-probe before either counts.
+        """
+        probes = self.settings.scan.confirm_probes
+        if probes <= 0:
+            return []
+        coverage = Coverage.of_scan(scan)
+        known_by_host: dict[str, set[tuple[int, str]]] = {}
+        for address, port, proto in state:
+            known_by_host.setdefault(address, set()).add((port, proto))
+        suspects: dict[str, set[tuple[int, str]]] = {}
+        for host in scan.hosts:
+            seen = {p.key for p in host.open_ports()}
+            known_keys = known_by_host.get(host.address, set())
+            new = seen - known_keys
+            # Vanished: known open, covered by this scan (port and protocol), not seen now.
+            gone = {k for k in known_keys - seen if coverage.covers(host.address, *k)}
+            if new or gone:
+                suspects[host.address] = new | gone
+        if not suspects:
+            return []
+        unconfirmed: list[str] = []
+
+        def reprobe(address: str) -> tuple[str, list[set[tuple[int, str]]]]:
+            # A probe that fails or is cancelled confirms nothing either way: the sweep's
+            # answer stands (better a finding to dismiss than a port never reported).
+            results = []
+            for _ in range(probes):
+                if cancel.is_set():
+                    return address, []
+                try:
+                    results.append(
+                        self.scanner.probe(address, sorted(suspects[address]), cancel=cancel)
+                    )
+                except UserError:
+                    return address, []
+            return address, results
+
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.scan.workers)) as pool:
+            outcomes = list(pool.map(reprobe, suspects))
+        for address, results in outcomes:
+            if not results:
+                continue
+            target = scan.host(address)
+            if target is None:
+                continue
+            by_key = {p.key: p for p in target.ports}
+            for key in suspects[address]:
+                was_seen = key in by_key and by_key[key].state == OPEN
+                agree = all((key in r) == was_seen for r in results)
+                if agree:
+                    continue
+                unconfirmed.append(f"{address}:{key[0]}/{key[1]}")
+                if was_seen:
+                    # Opened for one probe and gone at the re-probe: not a new port yet.
+                    target.ports = [p for p in target.ports if p.key != key]
+                else:
+                    # Missed by the sweep but open at the re-probe: the port is still there.
+                    known = state[(address, *key)]
+                    target.ports.append(
+                        PortObservation(
+                            key[0],
+                            key[1],
+                            OPEN,
+                            known.service,
+                            known.product,
+                            known.version,
+                            known.extrainfo,
+                        )
+                    )
+            target.ports.sort(key=lambda p: (p.proto, p.port))
+        return unconfirmed
+
+    def _fingerprint(
+        self,
+        scan: ScanResult,
+        state: dict[tuple[str, int, str], PortState],
+        cancel: threading.Event,
+        mode: str,
+    ) -> None:
+        """Run -sV only where it is needed; carry stored fingerprints elsewhere."""
+        now = self.clock()
+        wanted: dict[str, list[tuple[int, str]]] = {}
+        for host in scan.hosts:
+            for index, port in enumerate(host.ports):
+                if port.state != OPEN:
+                    continue
+                known = state.get((host.address, port.port, port.proto))
+                stale = (
+                    known is None
+                    or known.fingerprinted_at is None
+                    or now - known.fingerprinted_at > REFINGERPRINT_AFTER
+                )
+                if mode == "all" or (mode == "changed" and stale):
+                    wanted.setdefault(host.address, []).append(port.key)
+                elif known is not None and (known.product or known.version):
+                    # Shown as known, but not a fresh fingerprint: the store keeps the
+                    # fingerprint's time, so the re-fingerprint rule still fires.
+                    host.ports[index] = replace(
+                        port,
+                        service=known.service or port.service,
+                        product=known.product,
+                        version=known.version,
+                        extrainfo=known.extrainfo,
+                        fingerprinted=False,
+                    )
+        if not wanted or cancel.is_set():
+            return
+
+        errors: list[str] = []
+
+        def run(address: str) -> tuple[str, dict[tuple[int, str], PortObservation]]:
+            # A failed -sV keeps the sweep's answer; it is noted, never fatal to the cycle.
+            try:
+                return address, self.scanner.fingerprint(address, wanted[address], cancel=cancel)
+            except UserError as error:
+                errors.append(str(error))
+                return address, {}
+
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.scan.workers)) as pool:
+            results = list(pool.map(run, wanted))
+        count = 0
+        for address, found in results:
+            target = scan.host(address)
+            if target is None:
+                continue
+            for index, port in enumerate(target.ports):
+                if port.key in found and found[port.key].state == OPEN:
+                    target.ports[index] = found[port.key]
+                    count += 1
+        scan.fingerprinted = count
+        if errors:
+            scan.error = "; ".join(filter(None, [scan.error, *errors]))
