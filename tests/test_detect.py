@@ -303,3 +303,15 @@ def test_severity_rules() -> None:
     assert severity_for("unapproved_port", 8081, settings) == "medium"  # default
     assert severity_for("host_gone", None, settings) == "critical"
     assert severity_for("approved_port_gone", 5432, settings) == "medium"
+
+
+def test_one_severity_order_everywhere() -> None:
+    import typing
+
+    from portconsole.core import settings as settings_module
+    from portconsole.core.domain.model import SEVERITIES, most_severe, severity_rank
+
+    # The settings' type is a Literal for its error messages; it may never drift from the order.
+    assert typing.get_args(settings_module.Severity) == SEVERITIES
+    assert most_severe("low", "critical", "medium") == "critical"
+    assert severity_rank("bogus") == -1 < severity_rank("low")

@@ -25,7 +25,6 @@ from portconsole.core.errors import ConfigError, TargetError
 
 APP_NAME = "portconsole"
 ENV_PREFIX = "PORTCONSOLE_"
-SEVERITIES = ("low", "medium", "high", "critical")
 Severity = Literal["low", "medium", "high", "critical"]
 
 

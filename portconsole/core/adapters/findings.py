@@ -36,7 +36,6 @@ from portconsole.core.domain.finding import (
     RESOLVED,
     RISK_ACCEPTED,
     SCAN_KINDS,
-    SEVERITY_RANK,
     STATUSES,
     SYSTEM_ACTOR,
     Finding,
@@ -44,6 +43,7 @@ from portconsole.core.domain.finding import (
     RaiseOutcome,
     TimelineEntry,
 )
+from portconsole.core.domain.model import severity_rank
 from portconsole.core.errors import NotFoundError, UserError
 from portconsole.core.timeutil import iso, utcnow
 
@@ -102,7 +102,7 @@ class FindingBook:
     def open(self) -> list[Finding]:
         """The queue: new, acknowledged and flagged findings, most severe first, then oldest."""
         queue = [f for f in self.all() if f.is_open]
-        return sorted(queue, key=lambda f: (SEVERITY_RANK.get(f.severity, 9), f.first_seen, f.id))
+        return sorted(queue, key=lambda f: (-severity_rank(f.severity), f.first_seen, f.id))
 
     def get(self, finding_id: str) -> Finding:
         """A finding by id (`F-000123`, `f-123` or `123`); NotFoundError if there is none."""

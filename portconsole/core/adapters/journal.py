@@ -62,6 +62,7 @@ from portconsole.core.domain.chain import (
     event_hash,
     verify_chain,
 )
+from portconsole.core.domain.model import EventOutcome
 from portconsole.core.errors import StoreError
 from portconsole.core.identity import Actor
 from portconsole.core.timeutil import iso, month_key, parse_iso, utcnow
@@ -71,7 +72,7 @@ log = logging.getLogger(__name__)
 JOURNAL_DIR = "journal"
 HEAD_FILE = "head.json"
 SEGMENT_SUFFIX = ".jsonl"
-OUTCOMES = ("success", "failure")
+OUTCOMES: tuple[str, ...] = tuple(EventOutcome)
 _SEGMENT_NAME = re.compile(r"^(\d{4}-\d{2})\.jsonl$")
 _TAIL_CHUNK = 64 * 1024
 

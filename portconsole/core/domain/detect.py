@@ -34,7 +34,7 @@ from typing import Protocol
 from portconsole.core.domain.approval import Approval, is_insecure
 from portconsole.core.domain.coverage import Coverage
 from portconsole.core.domain.finding import FindingCandidate
-from portconsole.core.domain.model import ScanResult
+from portconsole.core.domain.model import ScanResult, most_severe
 from portconsole.core.settings import Settings
 from portconsole.core.timeutil import iso
 
@@ -56,8 +56,6 @@ _SERVICE_ALIASES = {
     "mariadb": "mysql",
     "ssh-alt": "ssh",
 }
-
-_SEVERITY_ORDER = ("low", "medium", "high", "critical")
 
 
 class PortView(Protocol):
@@ -168,10 +166,6 @@ def severity_for(kind: str, port: int | None, settings: Settings) -> str:
     return rules.by_kind.get(kind, rules.default)
 
 
-def _max_severity(*levels: str) -> str:
-    return max(levels, key=lambda s: _SEVERITY_ORDER.index(s) if s in _SEVERITY_ORDER else -1)
-
-
 def detect(
     scan: ScanResult,
     open_ports: Iterable[PortView],
@@ -236,7 +230,7 @@ def detect(
             insecure = is_insecure(view.service, insecure_names)
             severity = severity_for("unapproved_port", view.port, settings)
             if insecure:
-                severity = _max_severity(
+                severity = most_severe(
                     severity, severity_for("insecure_service", view.port, settings)
                 )
             add(

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from portconsole.core.domain.model import port_key
+from portconsole.core.domain.model import FindingKind, port_key
 from portconsole.core.timeutil import iso, parse_iso
 
 SYSTEM_ACTOR = "portconsole"
@@ -43,19 +43,7 @@ STEPS = (
 )
 
 # Kinds raised by detection from scans; only these are auto-resolved by a later scan.
-SCAN_KINDS = frozenset(
-    {
-        "unapproved_port",
-        "approved_port_gone",
-        "service_changed",
-        "unknown_host",
-        "host_gone",
-        "approval_expired",
-        "insecure_service",
-    }
-)
-
-SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+SCAN_KINDS = frozenset(FindingKind) - {FindingKind.MONITORING_GAP}
 
 
 def finding_key(kind: str, host: str, port: int | None, proto: str | None) -> str:

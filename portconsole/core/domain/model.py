@@ -4,12 +4,71 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from portconsole.core.timeutil import iso
 
 # Port states as nmap reports them; only "open" counts as exposure.
 OPEN = "open"
+
+
+class Severity(StrEnum):
+    """How bad a finding is. The one severity order: least severe first."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+SEVERITIES: tuple[str, ...] = tuple(Severity)
+
+
+def severity_rank(value: str) -> int:
+    """0 (low) to 3 (critical); -1 for a value that is not a severity (it never outranks one)."""
+    return SEVERITIES.index(value) if value in SEVERITIES else -1
+
+
+def most_severe(*levels: str) -> str:
+    return max(levels, key=severity_rank)
+
+
+class FindingKind(StrEnum):
+    """What a finding is about (detection's kinds, and the monitor's own failures)."""
+
+    UNAPPROVED_PORT = "unapproved_port"
+    APPROVED_PORT_GONE = "approved_port_gone"
+    SERVICE_CHANGED = "service_changed"
+    UNKNOWN_HOST = "unknown_host"
+    HOST_GONE = "host_gone"
+    APPROVAL_EXPIRED = "approval_expired"
+    INSECURE_SERVICE = "insecure_service"
+    MONITORING_GAP = "monitoring_gap"
+
+
+class ChangeKind(StrEnum):
+    """What a scan changed in the stored state."""
+
+    PORT_OPENED = "port_opened"
+    PORT_CLOSED = "port_closed"
+    SERVICE_CHANGED = "service_changed"
+    HOST_UP = "host_up"
+    HOST_DOWN = "host_down"
+
+
+class ScanOutcome(StrEnum):
+    SUCCESS = "success"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class EventOutcome(StrEnum):
+    """The outcome of a journal event."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
 
 
 @dataclass(frozen=True, slots=True)

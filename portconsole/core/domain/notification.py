@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from portconsole.core.secrets import mask_url
-from portconsole.core.settings import SEVERITIES, NotifySettings
+from portconsole.core.settings import NotifySettings
 from portconsole.core.timeutil import iso, parse_iso
 
 PAYLOAD_SCHEMA = "portconsole.notification/1"
@@ -25,11 +25,6 @@ PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 STATUSES = (PENDING, DELIVERED, DEAD)
 # Targets that receive the JSON document (docs/notifications.md) as their message text.
 DOCUMENT_SCHEMES = frozenset({"json", "jsons", "form", "forms"})
-
-
-def severity_rank(severity: str) -> int:
-    # An unknown severity ranks highest: better one message too many than a silent finding.
-    return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
 
 
 # ----- findings ------------------------------------------------------------------------------

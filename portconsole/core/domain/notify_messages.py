@@ -14,12 +14,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from portconsole.core.domain.model import severity_rank
 from portconsole.core.domain.notification import (
     PAYLOAD_SCHEMA,
     DeliveryTarget,
     NotifiableFinding,
     OutboxMessage,
-    severity_rank,
 )
 from portconsole.core.errors import ConfigError
 from portconsole.core.settings import NotifySettings

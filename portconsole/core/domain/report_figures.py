@@ -20,7 +20,7 @@ from typing import Any
 from portconsole.core.domain.approval import Approval
 from portconsole.core.domain.chain import canonical_json
 from portconsole.core.domain.finding import Finding, TimelineEntry
-from portconsole.core.settings import SEVERITIES as LEAST_SEVERE_FIRST
+from portconsole.core.domain.model import SEVERITIES as LEAST_SEVERE_FIRST
 from portconsole.core.timeutil import iso
 
 # Most severe first, as reports list them (the settings' order, reversed).

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from portconsole.core.domain.model import ScanOutcome
 from portconsole.core.timeutil import iso, parse_iso
 
 GAP_REASONS = ("late", "failed", "partial")
-OUTCOMES = ("success", "partial", "failed", "cancelled")
+OUTCOMES: tuple[str, ...] = tuple(ScanOutcome)
 
 
 @dataclass(frozen=True, slots=True)
