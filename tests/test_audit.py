@@ -412,3 +412,15 @@ def test_untrusted_environment_text_is_tamed() -> None:
     assert all(ch.isprintable() for ch in actor.sudo_user)
     with pytest.raises(ValueError):
         Actor.current("web")
+
+
+@pytest.mark.parametrize("chunk", [16, 100, 64 * 1024])
+def test_records_after_reads_back_from_the_end(
+    chain: AuditLog, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import portconsole.core.adapters.journal as journal_module
+
+    monkeypatch.setattr(journal_module, "_TAIL_CHUNK", chunk)
+    split_in_two(chain)
+    for after in range(0, 7):
+        assert [r["seq"] for r in chain.records_after(after)] == list(range(after + 1, 7))

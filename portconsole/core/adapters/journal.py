@@ -444,6 +444,19 @@ class AuditLog:
         for path in self.segments():
             yield from _read_records(path)
 
+    def records_after(self, seq: int) -> list[dict[str, Any]]:
+        """The events after `seq`, oldest first, reading only from the end of the journal
+        (cheap when `seq` is near the head, as a projection's position is)."""
+        found: list[dict[str, Any]] = []
+        for path in reversed(self.segments()):
+            for record in _records_backwards(path):
+                if int(record["seq"]) <= seq:
+                    found.reverse()
+                    return found
+                found.append(record)
+        found.reverse()
+        return found
+
     def events(
         self, since: datetime | None = None, until: datetime | None = None
     ) -> list[AuditEvent]:
@@ -488,6 +501,36 @@ def _read_records(path: Path) -> Iterator[dict[str, Any]]:
             continue  # a torn last line: cut by the next writer
         if isinstance(record, dict):
             yield record
+
+
+def _records_backwards(path: Path) -> Iterator[dict[str, Any]]:
+    """A segment's complete events, newest first, reading its tail in growing chunks."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    with path.open("rb") as handle:
+        end = size
+        carry = b""
+        chunk = _TAIL_CHUNK
+        while end > 0:
+            start = max(0, end - chunk)
+            handle.seek(start)
+            data = handle.read(end - start) + carry
+            lines = data.split(b"\n")
+            # The first piece may be a partial line unless the chunk reached the file start.
+            carry = lines[0] if start > 0 else b""
+            for line in reversed(lines[1:] if start > 0 else lines):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a torn last line
+                if isinstance(record, dict) and "seq" in record:
+                    yield record
+            end = start
+            chunk *= 4
 
 
 def _last_record(path: Path) -> dict[str, Any] | None:

@@ -119,13 +119,10 @@ class ProjectionKeeper:
             return True
         if seq > tip_seq:
             return False
-        for record in self.journal.records():
-            number = int(record.get("seq", 0))
-            if number == seq and record.get("hash") != digest:
-                return False
-            if number > seq and (record.get("effects") or record.get("chunks")):
-                return False
-        return True
+        later = self.journal.records_after(seq)
+        if not later or str(later[0].get("prev_hash")) != digest:
+            return False  # the event at `seq` is no longer the one the projection saw
+        return not any(r.get("effects") or r.get("chunks") for r in later)
 
     def replay(self, write: bool = True) -> dict[str, Any]:
         """The projection rebuilt from the journal and the scan history it vouches for.
