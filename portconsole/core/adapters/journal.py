@@ -560,8 +560,33 @@ def _last_record(path: Path) -> dict[str, Any] | None:
             start = max(0, start - _TAIL_CHUNK * 4)
 
 
+def _tail_is_whole(path: Path) -> bool:
+    """The common case, read from the last bytes only: the file ends with a newline and its
+    last event closes its transaction."""
+    try:
+        with path.open("rb") as handle:
+            size = handle.seek(0, 2)
+            if size == 0:
+                return True
+            handle.seek(size - 1)
+            if handle.read(1) != b"\n":
+                return False
+    except FileNotFoundError:
+        return True
+    last = _last_record(path)
+    if last is None:
+        return False
+    tx = last.get("tx") or [last.get("seq"), 1]
+    try:
+        return int(last["seq"]) == int(tx[0]) + int(tx[1]) - 1
+    except (TypeError, ValueError, IndexError):
+        return False
+
+
 def _cut_torn_tail(path: Path) -> None:
     """Cut a partial last line or an incomplete last transaction; keep the bytes aside."""
+    if _tail_is_whole(path):
+        return
     raw = path.read_bytes()
     if not raw:
         return
