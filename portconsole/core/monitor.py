@@ -221,7 +221,7 @@ class Monitor(Queries, Decisions, ScanCycle):
 
     def store_rebuild(self) -> None:
         self._require_write("rebuild the projections")
-        self.store.rebuild()
+        self.store.rebuild(self.actor)
 
     def audit_tip(self) -> str:
         """A cheap token that changes whenever an event is appended (the chain's head)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -277,25 +276,29 @@ class ProjectionKeeper:
         problems += _compare_state(live, replayed)
         return problems
 
-    def rebuild(self) -> dict[str, Any]:
-        """Rebuild the projection cache from the journal and write it (a copy of the old is kept)."""
+    def rebuild(self, actor: Actor | None = None) -> dict[str, Any]:
+        """Rebuild the projection cache from the journal and write it (a copy of the old is kept).
+
+        The rebuild is a transaction of its own: a `store.rebuilt` event whose effects are the
+        repair (the replayed documents over whatever the cache held).
+        """
         with self.lock.hold():
             data = self.replay(write=True)
+            before = None
             if self.hot_path.exists():
                 stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
                 shutil.copy2(self.hot_path, self.hot_path.with_name(f"{HOT_FILE}.replaced-{stamp}"))
-            # Written through the transaction: the rebuild is an event, its effects the repair.
-            tx = self.hot.storage._tx.get(threading.get_ident())  # type: ignore[attr-defined]
-            if tx is not None:
-                tx.loaded, tx.dirty = True, True
-                tx.before = self.hot.storage._load() if self.hot_path.exists() else None  # type: ignore[attr-defined]
-                if not well_formed(tx.before):
-                    tx.before = None
-                tx.data = data
+                try:
+                    before = self.hot.storage._load()  # type: ignore[attr-defined]
+                except StoreError:
+                    before = None
+            self.hot.storage.stage(data, before if well_formed(before) else None)  # type: ignore[attr-defined]
             self.journal.append_many(
                 [
                     AuditEntry(
-                        "store.rebuilt", Actor.current("cli"), details={"hot": str(self.hot_path)}
+                        "store.rebuilt",
+                        actor or Actor.current("system"),
+                        details={"hot": str(self.hot_path)},
                     )
                 ]
             )

@@ -167,6 +167,12 @@ class AtomicJSONStorage(Storage):
     def begin(self) -> None:
         self._tx[threading.get_ident()] = _TxData()
 
+    def stage(self, data: dict[str, Any], before: dict[str, Any] | None) -> None:
+        """Replace the open transaction's data wholesale (a rebuild): `before` is what the
+        effects are diffed from."""
+        tx = self._tx[threading.get_ident()]
+        tx.data, tx.before, tx.loaded, tx.dirty = data, before, True, True
+
     def finish(self) -> _TxData | None:
         return self._tx.pop(threading.get_ident(), None)
 
