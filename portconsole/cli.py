@@ -506,14 +506,17 @@ def cmd_notify(args: argparse.Namespace) -> int:
             print(f"{'OK  ' if ok else 'FAIL'} {url}{'' if ok else '  ' + terminal_safe(error)}")
             failed += 0 if ok else 1
         return 1 if failed else 0
+    flush_code = 0
     if args.notify_command == "flush":
         results = monitor.flush_outbox(seconds=args.wait)
         ok = sum(1 for r in results if r.ok)
         print(f"{ok} delivered, {len(results) - ok} failed this round")
+        if len(results) > ok:
+            flush_code = 3 if ok else 1  # some delivered: partial; none: failed
     status = monitor.notifier.status()
     if getattr(args, "json", False):
         _emit_json(status)
-        return 0
+        return flush_code
     counts = status.get("counts", {})
     print(", ".join(f"{counts.get(k, 0)} {k}" for k in ("pending", "delivered", "dead")))
     age = status.get("oldest_pending_age_seconds")
@@ -534,7 +537,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
         print(_table(rows, ["target", "pending", "delivered", "dead", "configured", "last error"]))
     else:
         print("no notification targets configured ([notify] urls)")
-    return 0
+    return flush_code
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -782,7 +785,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             setattr(args, name, None if name != "readonly" else False)
     handler: Handler = getattr(args, "handler", cmd_console)
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader went away (`portconsole state | head -1`): that is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except UserError as error:
         print(f"portconsole: {terminal_safe(str(error), 500)}", file=sys.stderr)
         return error.exit_code
@@ -794,9 +803,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" {error.filename}" if error.filename else ""
         print(f"portconsole: cannot use{where}: {error.strerror or error}", file=sys.stderr)
         return 2
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":
