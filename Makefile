@@ -26,7 +26,7 @@ typecheck:
 	$(BIN)/mypy
 
 unit:
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --maxschedchunk=1
 
 # Debian packages: as root use apt-get directly; otherwise sudo; otherwise say what to install.
 define apt_install

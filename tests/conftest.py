@@ -49,3 +49,24 @@ def write_config(
 @pytest.fixture
 def config_path(tmp_path: Path) -> Iterator[Path]:
     yield write_config(tmp_path / "config.toml")
+
+
+# The longest tests, each with its rough time in seconds on the 2-core machine
+# (`pytest --durations=20`). They run first, longest first, so that under `make unit`
+# (`pytest -n 2 --maxschedchunk=1`) the two workers start them at once and share the
+# short tests out at the end, instead of one worker meeting two of them last. In a serial
+# run the order changes nothing. A test missing here only costs time, never correctness.
+_LONGEST_FIRST = {
+    "tests/test_crash_journal.py::test_kill_9_at_random_points_of_scan_import_and_approve": 55,
+    "tests/test_e2e_tmux.py::test_drift_is_seen_and_approved_with_keys_only": 34,
+    "tests/test_store_crash.py::test_four_processes_writing_at_once_lose_nothing": 21,
+    "tests/test_store_crash.py::test_kill_9_during_ingest_loses_no_acknowledged_scan": 13,
+    "tests/test_daemon.py::test_daemon_stopped_longer_than_interval_leaves_a_gap": 13,
+    "tests/test_scanner.py::test_demo_listeners_are_identified_by_nmap": 6,
+    "tests/test_daemon.py::test_two_daemons_one_leader_and_takeover": 4,
+    "tests/test_cli.py::test_scan_json_triage_and_audit": 3,
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: -_LONGEST_FIRST.get(item.nodeid, 0))  # stable for the rest

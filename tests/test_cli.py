@@ -101,9 +101,11 @@ def test_paths_prints_every_path(tmp_path: Path) -> None:
 def test_scan_json_triage_and_audit(tmp_path: Path) -> None:
     with TestFleet() as fleet:
         host = fleet.new_address()
-        web = fleet.listen(host, "http")
+        # SSH greets first, so -sV names it at once (HTTP costs nmap's 6 s wait for a
+        # banner; tests/test_scanner.py proves -sV on HTTP).
+        ssh = fleet.listen(host, "ssh")
         closed = fleet.closed_port(host)
-        result = run_cli(tmp_path, "scan", host, "--ports", f"{web},{closed}", "--json")
+        result = run_cli(tmp_path, "scan", host, "--ports", f"{ssh},{closed}", "--json")
         assert result.returncode == 0, result.stderr
         data = json.loads(result.stdout)  # exactly one JSON object
         for key in (
@@ -121,17 +123,17 @@ def test_scan_json_triage_and_audit(tmp_path: Path) -> None:
         assert observed["address"] == host and observed["status"] == "up"
         [port] = observed["ports"]
         assert (port["port"], port["proto"], port["state"], port["approval"]) == (
-            web,
+            ssh,
             "tcp",
             "open",
             "unapproved",
         )
-        assert port["service"] == "http" and "nginx" in port["product"]
-        assert {"kind": "port_opened", "host": host, "port": web, "proto": "tcp"}.items() <= next(
+        assert port["service"] == "ssh" and "OpenSSH" in port["product"]
+        assert {"kind": "port_opened", "host": host, "port": ssh, "proto": "tcp"}.items() <= next(
             c for c in data["changes"] if c["kind"] == "port_opened"
         ).items()
         kinds = sorted((f["kind"], f["port"]) for f in data["findings"])
-        assert kinds == [("unapproved_port", web), ("unknown_host", None)]
+        assert kinds == [("unapproved_port", ssh), ("unknown_host", None)]
         finding = next(f for f in data["findings"] if f["kind"] == "unapproved_port")
 
         empty = run_cli(tmp_path, "approve", finding["id"], "--justification", "", "--owner", "web")
@@ -142,10 +144,10 @@ def test_scan_json_triage_and_audit(tmp_path: Path) -> None:
         statuses = {f["id"]: f["status"] for f in listed["findings"]}
         assert statuses[finding["id"]] == "flagged"
 
-        history = json.loads(run_cli(tmp_path, "history", f"{host}:{web}", "--json").stdout)
+        history = json.loads(run_cli(tmp_path, "history", f"{host}:{ssh}", "--json").stdout)
         assert [e["kind"] for e in history["events"]] == ["port_opened"]
         state = json.loads(run_cli(tmp_path, "state", "--at", data["finished_at"], "--json").stdout)
-        assert any(p["host"] == host and p["port"] == web for p in state["open_ports"])
+        assert any(p["host"] == host and p["port"] == ssh for p in state["open_ports"])
 
         day = data["finished_at"][:10]
         pack = run_cli(

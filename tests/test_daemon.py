@@ -44,6 +44,16 @@ def _start(tmp_path: Path, log: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def _config(tmp_path: Path, host: str, port: int, extra: str = "") -> None:
+    """One group "web" every 10 s (the least allowed), no -sV: these tests are about the
+    daemon, and -sV on an HTTP listener costs nmap's 6 s wait for a banner."""
+    write_config(tmp_path / "config.toml", {"web": ([host], str(port))}, extra=extra)
+    config = (tmp_path / "config.toml").read_text()
+    config = config.replace("interval = 60", "interval = 10")
+    config = config.replace("[scan]\n", '[scan]\nfingerprint = "none"\n')
+    (tmp_path / "config.toml").write_text(config)
+
+
 def _wait_for(log: Path, text: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -124,14 +134,15 @@ def test_two_daemons_one_leader_and_takeover(tmp_path: Path) -> None:
     with TestFleet() as fleet:
         host = fleet.new_address()
         port = fleet.listen(host, "http")
-        write_config(tmp_path / "config.toml", {"web": ([host], str(port))})
-        config = (tmp_path / "config.toml").read_text().replace("interval = 60", "interval = 10")
-        (tmp_path / "config.toml").write_text(config)
+        _config(tmp_path, host, port)
         logs = [tmp_path / "a.log", tmp_path / "b.log"]
         daemons = [_start(tmp_path, log) for log in logs]
         try:
             assert all(_wait_for(log, "daemon started", 30) for log in logs)
-            time.sleep(3)
+            # Both have tried to lead once each has logged its state: exactly one won.
+            assert all(_wait_for(log, "lead", 10) for log in logs), [
+                log.read_text() for log in logs
+            ]
             leading = [
                 i for i, log in enumerate(logs) if "leading scheduled scans" in log.read_text()
             ]
@@ -140,6 +151,8 @@ def test_two_daemons_one_leader_and_takeover(tmp_path: Path) -> None:
             assert "following" in logs[follower].read_text()
             # Scans never overlap: starts and ends alternate in the audit chain.
             assert _wait_for(logs[leader], "scan web: success", 60)
+            time.sleep(2)  # the follower keeps following while the leader lives (1 s ticks)
+            assert "leading scheduled scans" not in logs[follower].read_text()
             daemons[leader].kill()
             daemons[leader].wait(timeout=5)
             killed_at = time.monotonic()
@@ -169,21 +182,17 @@ def test_daemon_stopped_longer_than_interval_leaves_a_gap(tmp_path: Path) -> Non
     with TestFleet() as fleet:
         host = fleet.new_address()
         port = fleet.listen(host, "http")
-        write_config(
-            tmp_path / "config.toml",
-            {"web": ([host], str(port))},
-            extra="[daemon]\ngap_grace_seconds = 0\n",
-        )
-        config = (tmp_path / "config.toml").read_text().replace("interval = 60", "interval = 10")
-        (tmp_path / "config.toml").write_text(config)
+        _config(tmp_path, host, port, extra="[daemon]\ngap_grace_seconds = 0\n")
         first_log = tmp_path / "first.log"
         daemon = _start(tmp_path, first_log)
         try:
             assert _wait_for(first_log, "scan web: success", 60), first_log.read_text()
+            scanned_at = time.monotonic()  # the scan finished before it was logged
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=10)
-        time.sleep(12)  # longer than the 10 s interval: the next scheduled scan is missed
+        # Stay down past the 10 s interval (no jitter, no grace): the next scan is missed.
+        time.sleep(max(0.0, scanned_at + 11.5 - time.monotonic()))
         second_log = tmp_path / "second.log"
         daemon = _start(tmp_path, second_log)
         try:

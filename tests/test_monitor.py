@@ -1,4 +1,11 @@
-"""Scan cycles end to end through the Monitor: real nmap, real listeners, real store."""
+"""Scan cycles end to end through the Monitor: the real store, detection, findings and audit.
+
+The cycles scan a ReplayScanner (tests/replay.py): only nmap's answers are replayed, so a
+test opens a port, closes it between the sweep and the confirm, or lets an approved port
+vanish, with no listener and no wait for nmap. `test_the_first_story_on_real_nmap` tells
+the first story again on the real nmap and real listeners, to prove the cycle on the live
+adapter too.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,17 @@ from pathlib import Path
 
 import pytest
 
+from portconsole.core.adapters.replay import ReplayScanner
 from portconsole.core.domain.model import Progress
+from portconsole.core.domain.targets import Scope
 from portconsole.core.errors import PermissionRefused, UserError
 from portconsole.core.monitor import Monitor
 from portconsole.core.timeutil import utcnow
 from tests.conftest import write_config
 from tests.fleet import TestFleet
+from tests.replay import replay_monitor
 
-pytestmark = pytest.mark.nmap
+HOST = "127.0.0.2"
 
 
 def _monitor(tmp_path: Path, **kwargs: object) -> Monitor:
@@ -49,109 +59,106 @@ hosts:
     return path
 
 
+def _first_port_story(monitor: Monitor, host: str, ssh: int, web: int, closed: int) -> None:
+    """Two open ports, one closed: two findings once, none again, approval silences one."""
+    spec = _ports(ssh, web, closed)
+
+    first = monitor.run_cycle(targets=[host], ports=spec)
+    opened = {(c.kind, c.port) for c in first.changes}
+    assert opened == {("host_up", None), ("port_opened", ssh), ("port_opened", web)}
+    unapproved = [f.port for f in first.findings if f.kind == "unapproved_port"]
+    assert len(unapproved) == 2 and set(unapproved) == {ssh, web}
+    assert first.approval_status[f"{host}:{ssh}/tcp"] == "unapproved"
+
+    # The same ports again: no new finding, no duplicate.
+    again = monitor.run_cycle(targets=[host], ports=spec)
+    assert again.findings == []
+    assert len([f for f in monitor.findings() if f.kind == "unapproved_port"]) == 2
+
+    finding = next(f for f in monitor.findings() if f.port == ssh)
+    monitor.approve(
+        finding.id,
+        justification="Bastion access for on-call",
+        owner="platform-team",
+        requester="carol",
+    )
+    assert finding.id not in {f.id for f in monitor.findings()}
+    after = monitor.run_cycle(targets=[host], ports=spec)
+    assert after.findings == []
+    assert after.approval_status[f"{host}:{ssh}/tcp"] == "approved"
+    assert all(f.port != ssh for f in monitor.findings())
+
+    actions = [e.action for e in monitor.audit_events()]
+    assert "approval.added" in actions and "finding.approved" in actions
+    assert monitor.audit_verify().ok
+
+
 def test_new_port_raises_exactly_one_finding_and_approval_silences_it(tmp_path: Path) -> None:
+    monitor, _network = replay_monitor(tmp_path, {HOST: {22: "ssh", 80: "http"}})
+    _first_port_story(monitor, HOST, 22, 80, 443)
+
+
+@pytest.mark.nmap
+def test_the_first_story_on_real_nmap(tmp_path: Path) -> None:
     with TestFleet() as fleet:
         host = fleet.new_address()
         ssh = fleet.listen(host, "ssh")
-        http = fleet.listen(host, "http")
+        # MySQL greets first, so -sV names it at once (an HTTP server costs nmap's 6 s
+        # wait for a banner; tests/test_scanner.py proves -sV on HTTP).
+        db = fleet.listen(host, "mysql")
         closed = fleet.closed_port(host)
         write_config(tmp_path / "config.toml")
-        monitor = _monitor(tmp_path)
-        spec = _ports(ssh, http, closed)
-
-        first = monitor.run_cycle(targets=[host], ports=spec)
-        opened = {(c.kind, c.port) for c in first.changes}
-        assert opened == {("host_up", None), ("port_opened", ssh), ("port_opened", http)}
-        unapproved = sorted(f.port for f in first.findings if f.kind == "unapproved_port")
-        assert unapproved == sorted([ssh, http])
-        assert first.approval_status[f"{host}:{ssh}/tcp"] == "unapproved"
-
-        # The same ports again: no new finding, no duplicate.
-        again = monitor.run_cycle(targets=[host], ports=spec)
-        assert again.findings == []
-        assert len([f for f in monitor.findings() if f.kind == "unapproved_port"]) == 2
-
-        finding = next(f for f in monitor.findings() if f.port == ssh)
-        monitor.approve(
-            finding.id,
-            justification="Bastion access for on-call",
-            owner="platform-team",
-            requester="carol",
-        )
-        assert finding.id not in {f.id for f in monitor.findings()}
-        after = monitor.run_cycle(targets=[host], ports=spec)
-        assert after.findings == []
-        assert after.approval_status[f"{host}:{ssh}/tcp"] == "approved"
-        assert all(f.port != ssh for f in monitor.findings())
-
-        actions = [e.action for e in monitor.audit_events()]
-        assert "approval.added" in actions and "finding.approved" in actions
-        assert monitor.audit_verify().ok
+        _first_port_story(_monitor(tmp_path), host, ssh, db, closed)
 
 
 def test_port_gone_at_reprobe_raises_nothing(tmp_path: Path) -> None:
-    with TestFleet() as fleet:
-        host = fleet.new_address()
-        steady = fleet.listen(host, "http")
-        write_config(tmp_path / "config.toml")
-        monitor = _monitor(tmp_path)
-        monitor.run_cycle(targets=[host], ports=_ports(steady))
-        baseline_findings = {f.id for f in monitor.findings()}
+    monitor, network = replay_monitor(tmp_path, {HOST: {80: "http"}})
+    monitor.run_cycle(targets=[HOST], ports="80")
+    baseline_findings = {f.id for f in monitor.findings()}
 
-        flappy = fleet.listen(host, "tcp")
+    network.open_port(HOST, 8080)
 
-        def close_before_confirm(progress: Progress) -> None:
-            # The sweep saw the port; it closes before the re-probe, like a flapping service.
-            if progress.phase == "confirm" and (host, flappy) in fleet.open:
-                fleet.close(host, flappy)
+    def close_before_confirm(progress: Progress) -> None:
+        # The sweep saw the port; it closes before the re-probe, like a flapping service.
+        if progress.phase == "confirm":
+            network.close_port(HOST, 8080)
 
-        result = monitor.run_cycle(
-            targets=[host], ports=_ports(steady, flappy), progress=close_before_confirm
-        )
-        assert f"{host}:{flappy}/tcp" in result.unconfirmed
-        assert result.findings == []
-        assert {f.id for f in monitor.findings()} == baseline_findings
-        assert all(c.port != flappy for c in result.changes)
+    result = monitor.run_cycle(targets=[HOST], ports="80,8080", progress=close_before_confirm)
+    assert ("probe", HOST, "T:8080") in network.calls  # the re-probe asked, and saw it closed
+    assert f"{HOST}:8080/tcp" in result.unconfirmed
+    assert result.findings == []
+    assert {f.id for f in monitor.findings()} == baseline_findings
+    assert all(c.port != 8080 for c in result.changes)
 
 
 def test_expired_approval_comes_back_as_a_finding(tmp_path: Path) -> None:
-    with TestFleet() as fleet:
-        host = fleet.new_address()
-        ssh = fleet.listen(host, "ssh")
-        write_config(tmp_path / "config.toml")
-        monitor = _monitor(tmp_path)
-        past = utcnow() - timedelta(days=60)
-        approved = (past - timedelta(days=100)).date().isoformat()
-        review = past.date().isoformat()
-        added, _ = monitor.baseline_import(
-            _approve_baseline(tmp_path, host, ssh, "ssh", approved=approved, review=review)
-        )
-        assert added == 1
-        result = monitor.run_cycle(targets=[host], ports=_ports(ssh))
-        assert result.approval_status[f"{host}:{ssh}/tcp"] == "expired"
-        kinds = {(f.kind, f.port) for f in result.findings}
-        assert ("approval_expired", ssh) in kinds
-        assert ("unapproved_port", ssh) not in kinds
+    monitor, _network = replay_monitor(tmp_path, {HOST: {22: "ssh"}})
+    past = utcnow() - timedelta(days=60)
+    approved = (past - timedelta(days=100)).date().isoformat()
+    review = past.date().isoformat()
+    added, _ = monitor.baseline_import(
+        _approve_baseline(tmp_path, HOST, 22, "ssh", approved=approved, review=review)
+    )
+    assert added == 1
+    result = monitor.run_cycle(targets=[HOST], ports="22")
+    assert result.approval_status[f"{HOST}:22/tcp"] == "expired"
+    kinds = {(f.kind, f.port) for f in result.findings}
+    assert ("approval_expired", 22) in kinds
+    assert ("unapproved_port", 22) not in kinds
 
 
 def test_vanished_approved_port_is_a_finding_after_confirmation(tmp_path: Path) -> None:
-    with TestFleet() as fleet:
-        host = fleet.new_address()
-        ssh = fleet.listen(host, "ssh")
-        web = fleet.listen(host, "http")
-        write_config(tmp_path / "config.toml")
-        monitor = _monitor(tmp_path)
-        today = utcnow().date().isoformat()
-        review = (utcnow() + timedelta(days=90)).date().isoformat()
-        monitor.baseline_import(
-            _approve_baseline(tmp_path, host, ssh, "ssh", approved=today, review=review)
-        )
-        spec = _ports(ssh, web)
-        monitor.run_cycle(targets=[host], ports=spec)
-        fleet.close(host, ssh)
-        result = monitor.run_cycle(targets=[host], ports=spec)
-        assert ("port_closed", ssh) in {(c.kind, c.port) for c in result.changes}
-        assert ("approved_port_gone", ssh) in {(f.kind, f.port) for f in result.findings}
+    monitor, network = replay_monitor(tmp_path, {HOST: {22: "ssh", 80: "http"}})
+    today = utcnow().date().isoformat()
+    review = (utcnow() + timedelta(days=90)).date().isoformat()
+    monitor.baseline_import(
+        _approve_baseline(tmp_path, HOST, 22, "ssh", approved=today, review=review)
+    )
+    monitor.run_cycle(targets=[HOST], ports="22,80")
+    network.close_port(HOST, 22)
+    result = monitor.run_cycle(targets=[HOST], ports="22,80")
+    assert ("port_closed", 22) in {(c.kind, c.port) for c in result.changes}
+    assert ("approved_port_gone", 22) in {(f.kind, f.port) for f in result.findings}
 
 
 def test_readonly_refuses_every_write(tmp_path: Path) -> None:
@@ -166,19 +173,15 @@ def test_readonly_refuses_every_write(tmp_path: Path) -> None:
 
 
 def test_empty_justification_is_refused(tmp_path: Path) -> None:
-    with TestFleet() as fleet:
-        host = fleet.new_address()
-        port = fleet.listen(host, "http")
-        write_config(tmp_path / "config.toml")
-        monitor = _monitor(tmp_path)
-        result = monitor.run_cycle(targets=[host], ports=_ports(port))
-        finding = result.findings[0]
-        with pytest.raises(UserError, match="justification"):
-            monitor.approve(finding.id, justification="   ", owner="x", requester="carol")
-        with pytest.raises(UserError):
-            monitor.flag(finding.id, reason="")
-        flagged = monitor.flag(finding.id, reason="Nobody asked for this port")
-        assert flagged.status == "flagged"
+    monitor, _network = replay_monitor(tmp_path, {HOST: {80: "http"}})
+    result = monitor.run_cycle(targets=[HOST], ports="80")
+    finding = result.findings[0]
+    with pytest.raises(UserError, match="justification"):
+        monitor.approve(finding.id, justification="   ", owner="x", requester="carol")
+    with pytest.raises(UserError):
+        monitor.flag(finding.id, reason="")
+    flagged = monitor.flag(finding.id, reason="Nobody asked for this port")
+    assert flagged.status == "flagged"
 
 
 def test_a_scan_cycle_notifies_once_and_a_black_hole_does_not_stall_it(tmp_path: Path) -> None:
@@ -187,12 +190,11 @@ def test_a_scan_cycle_notifies_once_and_a_black_hole_does_not_stall_it(tmp_path:
 
     from tests.servers import HttpCatcher
 
-    with TestFleet() as fleet, HttpCatcher() as good, HttpCatcher() as hole:
+    with HttpCatcher() as good, HttpCatcher() as hole:
         hole.black_hole()
-        host = fleet.new_address()
-        port = fleet.listen(host, "http")
-        write_config(
-            tmp_path / "config.toml",
+        monitor, _network = replay_monitor(
+            tmp_path,
+            {HOST: {80: "http"}},
             extra=(
                 "[notify]\nurls = [\n"
                 f'  {{ url = "json://127.0.0.1:{good.port}/", timeout = 1.0 }},\n'
@@ -200,8 +202,7 @@ def test_a_scan_cycle_notifies_once_and_a_black_hole_does_not_stall_it(tmp_path:
                 "]\nbackoff_seconds = 60.0\n"
             ),
         )
-        monitor = _monitor(tmp_path)
-        result = monitor.run_cycle(targets=[host], ports=_ports(port))
+        result = monitor.run_cycle(targets=[HOST], ports="80")
         new = {f.id for f in result.findings}
         assert new  # unapproved_port and unknown_host
         started = time.monotonic()
@@ -213,7 +214,7 @@ def test_a_scan_cycle_notifies_once_and_a_black_hole_does_not_stall_it(tmp_path:
         assert sent_ids == new
         assert len(received) == len(new)  # one message per finding, none twice
         # A second cycle that changes nothing sends nothing more.
-        monitor.run_cycle(targets=[host], ports=_ports(port))
+        monitor.run_cycle(targets=[HOST], ports="80")
         monitor.deliver(seconds=2)
         assert len(good.accepted) == len(new)
         status = monitor.notifier.status()
@@ -221,34 +222,26 @@ def test_a_scan_cycle_notifies_once_and_a_black_hole_does_not_stall_it(tmp_path:
 
 
 def test_a_refused_approval_changes_no_approval(tmp_path: Path) -> None:
-    with TestFleet() as fleet:
-        host = fleet.new_address()
-        port = fleet.listen(host, "http")
-        write_config(tmp_path / "config.toml")
-        monitor = _monitor(tmp_path)
-        result = monitor.run_cycle(targets=[host], ports=_ports(port))
-        finding = next(f for f in result.findings if f.kind == "unapproved_port")
-        monitor.approve(finding.id, justification="Web tier", owner="web", requester="carol")
-        before = [(a.id, a.status) for a in monitor.approvals_list(include_retired=True)]
-        with pytest.raises(UserError, match="only open findings"):
-            monitor.approve(finding.id, justification="Again", owner="web", requester="carol")
-        after = [(a.id, a.status) for a in monitor.approvals_list(include_retired=True)]
-        assert after == before
+    monitor, _network = replay_monitor(tmp_path, {HOST: {80: "http"}})
+    result = monitor.run_cycle(targets=[HOST], ports="80")
+    finding = next(f for f in result.findings if f.kind == "unapproved_port")
+    monitor.approve(finding.id, justification="Web tier", owner="web", requester="carol")
+    before = [(a.id, a.status) for a in monitor.approvals_list(include_retired=True)]
+    with pytest.raises(UserError, match="only open findings"):
+        monitor.approve(finding.id, justification="Again", owner="web", requester="carol")
+    after = [(a.id, a.status) for a in monitor.approvals_list(include_retired=True)]
+    assert after == before
 
 
 def test_a_failed_scheduled_run_becomes_a_monitoring_gap_finding(tmp_path: Path) -> None:
-    # UDP needs root; forcing an unprivileged scan makes every run of this group fail.
-    write_config(
-        tmp_path / "config.toml",
-        {"dns": (["127.0.0.1"], "53")},
-        extra="",
+    # UDP needs root; an unprivileged scanner makes every run of this group fail.
+    config = write_config(tmp_path / "config.toml", {"dns": (["127.0.0.1"], "53")})
+    config.write_text(config.read_text().replace('ports = "53"\n', 'ports = "53"\nudp = true\n'))
+    unprivileged = ReplayScanner(
+        Scope(["127.0.0.0/8"]), {"127.0.0.1": {"53/udp": "domain"}}, privileged=False
     )
-    config = (tmp_path / "config.toml").read_text()
-    config = config.replace("[scan]\n", "[scan]\nforce_unprivileged = true\n")
-    config = config.replace('ports = "53"\n', 'ports = "53"\nudp = true\n')
-    (tmp_path / "config.toml").write_text(config)
-    monitor = _monitor(tmp_path)
-    with pytest.raises(UserError):
+    monitor = _monitor(tmp_path, scanner=unprivileged)
+    with pytest.raises(UserError, match="UDP scanning needs root"):
         monitor.run_cycle(group="dns")
     gaps = [f for f in monitor.findings() if f.kind == "monitoring_gap"]
     assert [g.host for g in gaps] == ["dns"]

@@ -14,19 +14,17 @@ from typing import Any
 import pytest
 from tinydb import TinyDB
 
-from portconsole.core.adapters.notify import (
+from portconsole.core.adapters.notify import OUTBOX_TABLE, DeliveryWorker, Notifier
+from portconsole.core.adapters.storage import AtomicJSONStorage, DataLock
+from portconsole.core.domain.notification import (
     DEAD,
     DELIVERED,
-    OUTBOX_TABLE,
     PAYLOAD_SCHEMA,
     PENDING,
     DeliveryResult,
-    DeliveryWorker,
-    Notifier,
     OutboxMessage,
     from_finding,
 )
-from portconsole.core.adapters.storage import AtomicJSONStorage, DataLock
 from portconsole.core.errors import ConfigError
 from portconsole.core.secrets import config_secrets, mask_text, mask_url
 from portconsole.core.settings import NotifySettings, NotifyTarget

@@ -55,6 +55,16 @@ def test_scan_reports_the_open_ports_of_the_network() -> None:
     assert [p.phase for p in seen].count("fingerprint") == 2  # phase start + one host
 
 
+def test_a_sweep_names_a_port_from_the_table_and_sv_from_its_answer() -> None:
+    # As nmap does: a telnetd on 2323 sweeps as "3d-nfsd", and -sV says what it is.
+    telnetd = Service("telnet", "Linux telnetd", table="3d-nfsd")
+    replay = ReplayScanner(LOOPBACK, {"127.0.0.2": {2323: telnetd}})
+    swept = replay.scan(["127.0.0.2"], parse_ports("2323"), fingerprint="none")
+    assert [(p.service, p.product) for p in swept.hosts[0].ports] == [("3d-nfsd", "")]
+    identified = replay.fingerprint("127.0.0.2", [(2323, "tcp")])[(2323, "tcp")]
+    assert (identified.service, identified.product) == ("telnet", "Linux telnetd")
+
+
 def test_result_has_the_shape_of_a_real_scan() -> None:
     replay: ScannerLike = ReplayScanner(LOOPBACK, {"127.0.0.2": {22: "ssh"}}, privileged=False)
     result = replay.scan(["127.0.0.2"], PORTS, fingerprint="none", targets=["127.0.0.2/32"])

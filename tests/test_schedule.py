@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from portconsole.core.adapters.storage import DataLock
+from portconsole.core.domain.schedule import Gap
 from portconsole.core.errors import NotFoundError
-from portconsole.core.services.schedule import Gap, Scheduler, run_loop
+from portconsole.core.services.schedule import Scheduler
+from portconsole.core.services.supervisor import run_loop
 from portconsole.core.settings import GroupSettings
 
 T0 = datetime(2026, 5, 27, 10, 0, tzinfo=UTC)

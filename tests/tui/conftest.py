@@ -1,7 +1,12 @@
-"""Fixtures for the console tests: a real Monitor on a real data dir over a loopback fleet.
+"""Fixtures for the console tests: a real Monitor on a real data dir over a replayed network.
 
-Every test gets its own config file and data dir in tmp_path, and its own listeners (free
-ports on fresh 127.88.x.y addresses), so tests never see each other's store or ports.
+Every test gets its own config file, data dir and network. The network is a ReplayScanner
+(portconsole/core/adapters/replay.py): the scan cycle, store, detection and audit are the
+real ones, only nmap's answers are replayed, so a test can open or close a port between
+two scans without a listener, and no test depends on free ports or on nmap's timing.
+Every Monitor a test opens on the site (a second console, a fresh read-back) shares the
+same network, as consoles on one machine share the real one. Tests that need the real
+nmap (quitting kills it) start their own TestFleet.
 """
 
 from __future__ import annotations
@@ -12,15 +17,29 @@ from pathlib import Path
 
 import pytest
 
+from portconsole.core.adapters.replay import Network, ReplayScanner
 from portconsole.core.monitor import Monitor
-from tests.fleet import TestFleet
+from portconsole.core.settings import load_settings
+
+
+def open_replay_monitor(
+    config: Path, data_dir: Path, network: ReplayScanner, *, readonly: bool = False
+) -> Monitor:
+    """A console's Monitor on `data_dir`, scanning `network`."""
+    return Monitor.open(config, data_dir, origin="tui", readonly=readonly, scanner=network)
+
+
+def replay_network(config: Path, network: Network) -> ReplayScanner:
+    """A replay of `network` behind the scope of `config`."""
+    settings, _paths = load_settings(config, None)
+    return ReplayScanner(settings.scope_obj(), network)
 
 
 @dataclass
 class Site:
-    """A small fleet and the config that scans exactly its ports."""
+    """A small network and the config that scans exactly its ports."""
 
-    fleet: TestFleet
+    network: ReplayScanner
     config: Path
     data_dir: Path
     web: str  # host with ssh + http
@@ -28,7 +47,7 @@ class Site:
     ports: dict[str, int]
 
     def open_monitor(self, *, readonly: bool = False) -> Monitor:
-        return Monitor.open(self.config, self.data_dir, origin="tui", readonly=readonly)
+        return open_replay_monitor(self.config, self.data_dir, self.network, readonly=readonly)
 
 
 def write_config(
@@ -64,18 +83,19 @@ refresh_seconds = 0.5
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    with TestFleet() as fleet:
-        web = fleet.new_address()
-        legacy = fleet.new_address()
-        ports = {
-            "ssh": fleet.listen(web, "ssh"),
-            "http": fleet.listen(web, "http"),
-            "telnet": fleet.listen(legacy, "telnet"),
-        }
-        config = tmp_path / "config.toml"
-        write_config(config, [web, legacy], list(ports.values()))
-        yield Site(fleet, config, tmp_path / "data", web, legacy, ports)
+def site(tmp_path: Path) -> Site:
+    web, legacy = "127.0.0.2", "127.0.0.3"
+    ports = {"ssh": 22, "http": 80, "telnet": 23}
+    config = tmp_path / "config.toml"
+    write_config(config, [web, legacy], list(ports.values()))
+    network = replay_network(
+        config,
+        {
+            web: {ports["ssh"]: "ssh", ports["http"]: "http"},
+            legacy: {ports["telnet"]: "telnet"},
+        },
+    )
+    return Site(network, config, tmp_path / "data", web, legacy, ports)
 
 
 @pytest.fixture
@@ -89,7 +109,7 @@ def monitor(site: Site) -> Iterator[Monitor]:
 
 @pytest.fixture
 def scanned(site: Site, monitor: Monitor) -> Monitor:
-    """A monitor whose store holds one real scan of the site (so there are findings)."""
+    """A monitor whose store holds one scan of the site (so there are findings)."""
     result = monitor.run_cycle("web")
     assert result.scan.outcome == "success", result.scan.error
     return monitor

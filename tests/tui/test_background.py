@@ -74,6 +74,33 @@ async def test_scheduled_scan_runs_while_leading(site: Site, monitor: Monitor) -
         other_monitor.close()
 
 
+async def test_a_port_opened_between_scheduled_scans_is_marked(
+    site: Site, monitor: Monitor
+) -> None:
+    app = PortConsoleApp(monitor, schedule=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one("#hosts", KeyedTable)
+        # The first scheduled scan: the legacy host with its one port.
+        assert await wait_for(pilot, lambda: site.legacy in table.keys, timeout=10)
+        assert await wait_for(pilot, lambda: app.scan is None, timeout=10)
+        assert table.get_row(site.legacy)[3].plain == "1"
+        sweeps = [c for c in site.network.calls if c[0] == "scan"]
+        site.network.open_port(site.legacy, site.ports["ssh"], "ssh")
+        # The next scheduled scan is an hour away: ask for it as another process would
+        # (the schedule file), rather than wait for it.
+        other = site.open_monitor()
+        try:
+            assert other.scheduler.scan_now("web") == ["web"]
+        finally:
+            other.close()
+        assert await wait_for(pilot, lambda: table.get_row(site.legacy)[3].plain == "2", 10)
+        await settle(pilot)
+        row = table.get_row(site.legacy)
+        assert row[0].plain == "!" and row[4].plain == "2"
+        assert len([c for c in site.network.calls if c[0] == "scan"]) == 2 * len(sweeps)
+        assert any(n.message.startswith("Scan web success") for n in app._notifications)
+
+
 async def test_pause_and_resume_are_recorded(site: Site, scanned: Monitor) -> None:
     app = PortConsoleApp(scanned, schedule=False)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -111,7 +138,7 @@ async def test_no_redraw_under_an_open_dialog(site: Site, scanned: Monitor) -> N
         await settle(pilot)
         assert isinstance(app.screen, ApproveForm)
         shown = triage.generation_shown
-        site.fleet.close(site.web, site.ports["http"])
+        site.network.close_port(site.web, site.ports["http"])
         other = site.open_monitor()
         other.run_cycle("web")
         other.close()

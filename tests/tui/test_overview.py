@@ -39,7 +39,7 @@ async def test_other_consoles_writes_show_up_by_keyed_diff(site: Site, scanned: 
         table.select_key(site.legacy)
         before_legacy = table.get_row(site.legacy)
         # Another console (its own Monitor on the same data dir) scans after a port closed.
-        site.fleet.close(site.web, site.ports["http"])
+        site.network.close_port(site.web, site.ports["http"])
         other = site.open_monitor()
         try:
             other.run_cycle("web")

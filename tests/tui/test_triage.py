@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from portconsole.core.adapters.replay import Service
 from portconsole.core.domain.finding import Finding
 from portconsole.core.monitor import Monitor
 from portconsole.tui.app import PortConsoleApp
 from portconsole.tui.screens.forms import ApproveForm, ConfirmDecision, TextDecision
 from portconsole.tui.screens.triage import TriageScreen
 from portconsole.tui.widgets import KeyedTable
-from tests.tui.conftest import Site, screen_text, settle, type_text
+from tests.tui.conftest import (
+    Site,
+    open_replay_monitor,
+    replay_network,
+    screen_text,
+    settle,
+    type_text,
+    write_config,
+)
 
 
 def finding_on(monitor: Monitor, host: str, port: int) -> Finding:
@@ -182,44 +193,40 @@ async def test_readonly_disables_every_decision(site: Site, scanned: Monitor) ->
     assert site.open_monitor().finding(finding.id).status == "new"
 
 
-async def test_insecure_service_needs_a_mitigation(tmp_path: object) -> None:
-    from pathlib import Path
-
-    from tests.fleet import TestFleet
-    from tests.tui.conftest import write_config
-
-    assert isinstance(tmp_path, Path)
-    with TestFleet() as fleet:
-        host = fleet.new_address()
-        port = fleet.listen(host, "telnet")
-        config = tmp_path / "config.toml"
-        # -sV on our own telnet listener, so the finding names the insecure service.
-        write_config(config, [host], [port], fingerprint="changed")
-        monitor = Monitor.open(config, tmp_path / "data", origin="tui")
-        monitor.run_cycle("web")
-        finding = finding_on(monitor, host, port)
-        assert monitor.is_insecure(finding.service)
-        app = PortConsoleApp(monitor, schedule=False)
-        async with app.run_test(size=(80, 24)) as pilot:
-            await open_triage(pilot, app, finding.id)
-            await pilot.press("a")
-            await settle(pilot)
-            assert "Mitigation*" in screen_text(app)
-            await type_text(pilot, "badges")
-            await pilot.press("tab")
-            await type_text(pilot, "fm")
-            await pilot.press("tab")
-            await type_text(pilot, "dave")
-            await pilot.press("enter")
-            await settle(pilot)
-            assert isinstance(app.screen, ApproveForm)
-            assert "describe the mitigation" in screen_text(app)
-            await type_text(pilot, "vlan 9")
-            await pilot.press("enter")
-            await settle(pilot)
-            assert isinstance(app.screen, TriageScreen)
-        monitor.close()
-        fresh = Monitor.open(config, tmp_path / "data")
-        approval = next(a for a in fresh.approvals_list() if a.port == port)
-        assert approval.mitigation == "vlan 9"
-        fresh.close()
+async def test_insecure_service_needs_a_mitigation(tmp_path: Path) -> None:
+    host, port = "127.0.0.4", 2323
+    config = tmp_path / "config.toml"
+    # A telnetd off its usual port: the sweep names 2323 "3d-nfsd" from nmap's table, and
+    # only -sV on the new port names it telnet, so the finding names the insecure service.
+    write_config(config, [host], [port], fingerprint="changed")
+    telnetd = Service("telnet", "Linux telnetd", table="3d-nfsd")
+    network = replay_network(config, {host: {port: telnetd}})
+    monitor = open_replay_monitor(config, tmp_path / "data", network)
+    monitor.run_cycle("web")
+    assert [kind for kind, *_ in network.calls] == ["scan", "fingerprint"]
+    finding = finding_on(monitor, host, port)
+    assert finding.service == "telnet" and monitor.is_insecure(finding.service)
+    app = PortConsoleApp(monitor, schedule=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_triage(pilot, app, finding.id)
+        await pilot.press("a")
+        await settle(pilot)
+        assert "Mitigation*" in screen_text(app)
+        await type_text(pilot, "badges")
+        await pilot.press("tab")
+        await type_text(pilot, "fm")
+        await pilot.press("tab")
+        await type_text(pilot, "dave")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ApproveForm)
+        assert "describe the mitigation" in screen_text(app)
+        await type_text(pilot, "vlan 9")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, TriageScreen)
+    monitor.close()
+    fresh = Monitor.open(config, tmp_path / "data")
+    approval = next(a for a in fresh.approvals_list() if a.port == port)
+    assert approval.mitigation == "vlan 9"
+    fresh.close()

@@ -19,7 +19,7 @@ from tests.tui.conftest import Site, screen_text, settle, type_text, wait_for
 async def test_history_as_of_and_timeline(site: Site, scanned: Monitor) -> None:
     first_scan = scanned.overview().last_scan
     assert first_scan is not None
-    site.fleet.close(site.web, site.ports["http"])
+    site.network.close_port(site.web, site.ports["http"])
     scanned.run_cycle("web")
     app = PortConsoleApp(scanned, schedule=False)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -54,12 +54,17 @@ from portconsole.core.timeutil import utcnow
 
 @dataclass(frozen=True, slots=True)
 class Service:
-    """What a port answers: the name a sweep shows, and what -sV identifies."""
+    """What a port answers: the name a sweep shows, and what -sV identifies.
+
+    A sweep names an open port from nmap's services table, by its number; `table` is that
+    name where it differs from what -sV identifies (a telnetd on 2323 sweeps as "3d-nfsd").
+    """
 
     name: str = ""
     product: str = ""
     version: str = ""
     extrainfo: str = ""
+    table: str | None = None
 
 
 PortKey = int | str | tuple[int, str]  # 22 (tcp), "53/udp", (53, "udp")
@@ -442,8 +447,9 @@ def _port_element(
     reason = {"open": "syn-ack", "closed": "reset"}.get(state, "no-response")
     inner = f'<state state="{state}" reason="{reason}" reason_ttl="64"/>'
     if service is not None:
-        attrs = f"name={_attr(service.name)}"
         probed = detect and bool(service.product or service.version or service.extrainfo)
+        shown = service.name if probed or service.table is None else service.table
+        attrs = f"name={_attr(shown)}"
         if probed:
             for name, value in (
                 ("product", service.product),
