@@ -565,12 +565,17 @@ def cmd_console(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     monitor = _monitor(args)
     paths = monitor.export_report(
-        Path(args.output), at=args.at, start=args.start, end=args.end, fmt=args.format
+        Path(args.output),
+        at=args.at,
+        start=args.start,
+        end=args.end,
+        fmt=args.format,
+        with_raw=args.with_raw,
+        sign_key=args.sign_key,
     )
-    for path in paths[:-1]:
-        print(f"wrote {path}")
-    if paths:
-        print(f"manifest {paths[-1]}")
+    for path in paths:
+        kind = "manifest" if path.name.endswith("manifest.json") else "wrote"
+        print(f"{kind} {path}")
     return 0
 
 
@@ -771,7 +776,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", dest="end", type=_end_time_arg, help="end; a date alone includes that day"
     )
     p.add_argument("--format", choices=["html", "md", "csv", "json"], default="html")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="a file (pack.html), or a folder for a verifiable pack: report, manifest, "
+        "journal excerpt, SHA256SUMS and verify_pack.py (e.g. -o pack-2026-11)",
+    )
+    p.add_argument(
+        "--with-raw", action="store_true", help="a pack folder also holds the raw nmap XML"
+    )
+    p.add_argument(
+        "--sign-key",
+        type=Path,
+        metavar="KEY",
+        help="sign the pack's SHA256SUMS with this SSH private key (ssh-keygen -Y sign, "
+        "namespace portconsole)",
+    )
 
     add("prune", cmd_prune, "drop scan records and raw XML past retention")
     return parser

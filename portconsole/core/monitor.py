@@ -283,6 +283,8 @@ class Monitor(Queries, Decisions, ScanCycle):
         end: datetime | None = None,
         fmt: str = "html",
         progress: Callable[[str, float], None] | None = None,
+        with_raw: bool = False,
+        sign_key: Path | None = None,
     ) -> list[Path]:
         """A point-in-time report (`at`) or an evidence pack (`start`..`end`); audited."""
         from portconsole.core.services.report import export_report
@@ -303,6 +305,8 @@ class Monitor(Queries, Decisions, ScanCycle):
             end=end,
             progress=progress,
             gaps=self.scheduler.recent_gaps(),
+            with_raw=with_raw,
+            sign_key=sign_key,
         )
         self.publish_anchor(force=True, reason="export")
         return written

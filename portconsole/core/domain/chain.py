@@ -75,17 +75,20 @@ def verify_chain(
     raw_segments: Sequence[tuple[str, bytes]],
     head_raw: bytes | None,
     anchors: Mapping[int, str],
+    start: tuple[int, str] = (0, GENESIS_HASH),
 ) -> VerifyResult:
     """Check a journal given as its segments' bytes (in name order) and head.json's bytes.
 
-    Standard library only, so the same rules can run in an exported pack's checker.
+    `start` is the event the given segments continue from (seq and hash): the genesis for
+    a whole journal, the anchor before a period for an evidence pack's excerpt. Standard
+    library only, so the same rules run in an exported pack's checker.
     """
     problems: list[tuple[int | None, str]] = []
     count = 0
-    expected = 1
-    prev_hash = GENESIS_HASH
+    expected = start[0] + 1
+    prev_hash = start[1]
     hashes: dict[int, str] = {}
-    last_seq, last_hash = 0, GENESIS_HASH
+    last_seq, last_hash = start
     stopped = False
     for name, raw in raw_segments:
         if stopped:

@@ -10,6 +10,11 @@ Output layout, decided here so every caller gets the same:
 - html, md, json: `out` is a file; the manifest is written beside it as
   `<out>.manifest.json` (`-o pack.html` gives pack.html and pack.html.manifest.json).
 - csv: `out` is a folder; it receives one CSV per table and `manifest.json`.
+- `out` a folder (existing, or a name without a suffix) for html, md or json: the report is
+  `out/report.<fmt>` with its manifest beside it.
+
+A folder is a verifiable pack: pack.py adds the journal excerpt, the raw-report hashes, the
+anchors, a standard-library checker and SHA256SUMS (optionally signed).
 
 Every file is written atomically (temp file, fsync, rename; mode 0600). The manifest names
 each file with its sha256 and size, the parameters, generation time (UTC), who generated
@@ -39,6 +44,7 @@ from portconsole.core.domain.schedule import Gap
 from portconsole.core.errors import UserError
 from portconsole.core.identity import Actor
 from portconsole.core.services.evidence_pack import build_evidence_pack
+from portconsole.core.services.pack import write_pack
 from portconsole.core.services.point_in_time import build_point_in_time
 from portconsole.core.services.report_sources import ReportSources
 from portconsole.core.settings import Settings
@@ -128,7 +134,15 @@ def manifest_path(out: Path, fmt: str) -> Path:
     return out / CSV_MANIFEST if fmt == "csv" else out.with_name(out.name + MANIFEST_SUFFIX)
 
 
+def is_pack_folder(out: Path, fmt: str) -> bool:
+    """`-o DIR` (an existing folder, or a name without a suffix) makes a verifiable pack."""
+    return fmt == "csv" or out.is_dir() or not out.suffix
+
+
 def _targets(out: Path, fmt: str, rendered: dict[str, bytes]) -> list[tuple[Path, bytes]]:
+    if fmt != "csv" and is_pack_folder(out, fmt):
+        ensure_private_dir(out)
+        return [(out / f"report.{fmt}", rendered[""])]
     if fmt == "csv":
         if out.exists() and not out.is_dir():
             raise UserError(f"{out} is a file: CSV exports write a folder of files; name a folder")
@@ -202,6 +216,8 @@ def export_report(
     coverage_window: timedelta | None = None,
     gaps: Iterable[Gap] = (),
     now: datetime | None = None,
+    with_raw: bool = False,
+    sign_key: Path | None = None,
 ) -> list[Path]:
     """Write a point-in-time report (`at`) or an evidence pack (`start`..`end`, `end`
     defaulting to now) to `out` in `fmt`, plus its manifest; audit the export.
@@ -247,10 +263,22 @@ def export_report(
             progress("writing", 0.95)
         for path, data in targets:
             atomic_write_bytes(path, data)
-        manifest = manifest_path(out, fmt)
+        report_file = targets[0][0] if fmt != "csv" else out
+        manifest = manifest_path(report_file, fmt)
         manifest_doc = _manifest(document, fmt, targets, manifest.parent)
         manifest_bytes = (json.dumps(manifest_doc, indent=2, ensure_ascii=False) + "\n").encode()
         atomic_write_bytes(manifest, manifest_bytes)
+        extras: list[Path] = []
+        if is_pack_folder(out, fmt):
+            extras = write_pack(
+                out,
+                store=store,
+                audit=audit,
+                start=start or at,
+                end=end or at,
+                with_raw=with_raw,
+                sign_key=sign_key,
+            )
     except Exception as error:
         with store.lock.hold():
             audit.append(
@@ -280,4 +308,4 @@ def export_report(
         )
     if progress is not None:
         progress("done", 1.0)
-    return [path for path, _ in targets] + [manifest]
+    return [path for path, _ in targets] + [manifest] + extras
