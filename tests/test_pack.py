@@ -133,3 +133,21 @@ def test_a_signed_pack_verifies_with_ssh_keygen(tmp_path: Path, pack: Path) -> N
         )  # fmt: skip
     assert verified.returncode == 0, verified.stderr
     assert checker(folder).returncode == 0
+
+
+def test_a_period_that_ends_in_the_future_is_refused(tmp_path: Path) -> None:
+    from portconsole.core.errors import UserError
+
+    config = tmp_path / "config.toml"
+    config.write_text('scope = ["127.0.0.0/8"]\n')
+    monitor = Monitor.open(config, tmp_path / "data")
+    monitor._ingest_and_detect(scan("s1", [22], timedelta(hours=1)), "", 1)
+    start = utcnow() - timedelta(days=2)
+    with pytest.raises(UserError, match="in the future"):
+        monitor.export_report(
+            tmp_path / "p.json", start=start, end=utcnow() + timedelta(days=3), fmt="json"
+        )
+    # A date alone that includes today ends the period now.
+    tomorrow = (utcnow() + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    monitor.export_report(tmp_path / "p.json", start=start, end=tomorrow, fmt="json")
+    monitor.close()

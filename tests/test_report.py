@@ -556,11 +556,11 @@ def test_every_format_carries_the_same_figures_and_a_matching_manifest(
         out = tmp_path / name
         written = history.export(out, fmt, start=START, end=END)
         manifest = manifest_path(out, fmt)
-        assert written[-1] == manifest and manifest.exists()
+        assert manifest in written and manifest.exists()
         data = json.loads(manifest.read_bytes())
         assert verify_manifest(manifest) == []
         listed = {manifest.parent / f["name"] for f in data["files"]}
-        assert listed == set(written[:-1])
+        assert listed == set(written[: written.index(manifest)])
         for entry in data["files"]:
             blob = (manifest.parent / entry["name"]).read_bytes()
             assert hashlib.sha256(blob).hexdigest() == entry["sha256"]
@@ -651,9 +651,10 @@ def test_wrong_output_kind_is_refused(history: History, tmp_path: Path) -> None:
     (tmp_path / "file.csv").write_text("x")
     with pytest.raises(UserError, match="name a folder"):
         history.export(tmp_path / "file.csv", "csv", start=START, end=END)
-    with pytest.raises(UserError, match="is a folder"):
-        history.export(tmp_path, "html", start=START, end=END)
     assert history.audit.events()[-1].outcome == "failure"  # a failed export is on record
+    # An existing folder is not an error for html: it becomes a verifiable pack folder.
+    written = history.export(tmp_path, "html", start=START, end=END)
+    assert tmp_path / "report.html" in written and tmp_path / "SHA256SUMS" in written
 
 
 def test_a_broken_chain_shows_in_the_pack(tmp_path: Path) -> None:
@@ -704,7 +705,14 @@ def _hostile_exports(h: History, root: Path, fmt: str) -> list[Path]:
     suffix = "" if fmt == "csv" else f".{fmt}"
     files = h.export(root / f"pack-{fmt}{suffix}", fmt, start=START, end=END)
     files += h.export(root / f"pit-{fmt}{suffix}", fmt, at=at(1, 3))
-    return [f for f in files if not f.name.endswith("manifest.json")]
+    # The report's own files (a pack folder also holds the journal, sums and a checker).
+    return [
+        f
+        for f in files
+        if f.suffix in (".csv", ".html", ".md", ".json")
+        and not f.name.endswith("manifest.json")
+        and f.name != "pack.json"
+    ]
 
 
 def test_hostile_text_is_inert_in_html(hostile: History, tmp_path: Path) -> None:

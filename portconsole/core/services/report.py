@@ -87,6 +87,15 @@ def _check_parameters(
     assert start is not None
     start = utc(start)
     end = utc(end) if end is not None else now
+    if end > now:
+        midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        if end != midnight:
+            # Findings minutes old would read as SLA breaches of a period not yet over.
+            raise UserError(
+                f"--to {iso(end)} is in the future; give a time up to now (a date alone, "
+                "such as today's, ends the period now)"
+            )
+        end = now  # `--to TODAY`: the period ends now
     if end <= start:
         raise UserError(f"--to {iso(end)} must be after --from {iso(start)}")
     if start > now:
