@@ -418,9 +418,9 @@ def test_untrusted_environment_text_is_tamed() -> None:
 def test_records_after_reads_back_from_the_end(
     chain: AuditLog, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import portconsole.core.adapters.journal as journal_module
+    import portconsole.core.adapters.journal_files as journal_files
 
-    monkeypatch.setattr(journal_module, "_TAIL_CHUNK", chunk)
+    monkeypatch.setattr(journal_files, "TAIL_CHUNK", chunk)
     split_in_two(chain)
     for after in range(0, 7):
         assert [r["seq"] for r in chain.records_after(after)] == list(range(after + 1, 7))

@@ -46,6 +46,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from portconsole.core.adapters.journal_files import (
+    cut_torn_tail,
+    last_record,
+    read_records,
+    records_backwards,
+)
 from portconsole.core.adapters.storage import (
     FILE_MODE,
     DataLock,
@@ -74,7 +80,6 @@ HEAD_FILE = "head.json"
 SEGMENT_SUFFIX = ".jsonl"
 OUTCOMES: tuple[str, ...] = tuple(EventOutcome)
 _SEGMENT_NAME = re.compile(r"^(\d{4}-\d{2})\.jsonl$")
-_TAIL_CHUNK = 64 * 1024
 
 
 def _plain(value: Any) -> Any:
@@ -222,7 +227,7 @@ class AuditLog:
         """The newest event actually stored (seq 0 and the genesis hash when empty)."""
         segments = self.segments()
         for path in reversed(segments):
-            last = _last_record(path)
+            last = last_record(path)
             if last is not None:
                 return ChainHead(int(last["seq"]), str(last["hash"]), path.name)
         return ChainHead(0, GENESIS_HASH, "")
@@ -364,8 +369,8 @@ class AuditLog:
                 }
             return
         path = segments[-1]
-        _cut_torn_tail(path)
-        last = _last_record(path)
+        cut_torn_tail(path)
+        last = last_record(path)
         if last is None:
             return
         head = self._read_head()
@@ -442,14 +447,14 @@ class AuditLog:
     def records(self) -> Iterator[dict[str, Any]]:
         """Every stored event record, in chain order (a torn last line is skipped)."""
         for path in self.segments():
-            yield from _read_records(path)
+            yield from read_records(path)
 
     def records_after(self, seq: int) -> list[dict[str, Any]]:
         """The events after `seq`, oldest first, reading only from the end of the journal
         (cheap when `seq` is near the head, as a projection's position is)."""
         found: list[dict[str, Any]] = []
         for path in reversed(self.segments()):
-            for record in _records_backwards(path):
+            for record in records_backwards(path):
                 if int(record["seq"]) <= seq:
                     found.reverse()
                     return found
@@ -485,146 +490,3 @@ class AuditLog:
             except FileNotFoundError:
                 head_raw = None
         return verify_chain(raw, head_raw, dict(anchors))
-
-
-def _read_records(path: Path) -> Iterator[dict[str, Any]]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return
-    for line in raw.splitlines():
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a torn last line: cut by the next writer
-        if isinstance(record, dict):
-            yield record
-
-
-def _records_backwards(path: Path) -> Iterator[dict[str, Any]]:
-    """A segment's complete events, newest first, reading its tail in growing chunks."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return
-    with path.open("rb") as handle:
-        end = size
-        carry = b""
-        chunk = _TAIL_CHUNK
-        while end > 0:
-            start = max(0, end - chunk)
-            handle.seek(start)
-            data = handle.read(end - start) + carry
-            lines = data.split(b"\n")
-            # The first piece may be a partial line unless the chunk reached the file start.
-            carry = lines[0] if start > 0 else b""
-            for line in reversed(lines[1:] if start > 0 else lines):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue  # a torn last line
-                if isinstance(record, dict) and "seq" in record:
-                    yield record
-            end = start
-            chunk *= 4
-
-
-def _last_record(path: Path) -> dict[str, Any] | None:
-    """The last complete event of a segment, reading only its tail."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return None
-    with path.open("rb") as handle:
-        start = max(0, size - _TAIL_CHUNK)
-        while True:
-            handle.seek(start)
-            tail = handle.read(size - start)
-            lines = tail.split(b"\n")
-            complete = lines[:-1] if not tail.endswith(b"\n") else lines
-            complete = [line for line in complete if line.strip()]
-            candidates = complete[1:] if start > 0 else complete
-            for line in reversed(candidates):
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and "seq" in record:
-                    return record
-            if start == 0:
-                return None
-            start = max(0, start - _TAIL_CHUNK * 4)
-
-
-def _tail_is_whole(path: Path) -> bool:
-    """The common case, read from the last bytes only: the file ends with a newline and its
-    last event closes its transaction."""
-    try:
-        with path.open("rb") as handle:
-            size = handle.seek(0, 2)
-            if size == 0:
-                return True
-            handle.seek(size - 1)
-            if handle.read(1) != b"\n":
-                return False
-    except FileNotFoundError:
-        return True
-    last = _last_record(path)
-    if last is None:
-        return False
-    tx = last.get("tx") or [last.get("seq"), 1]
-    try:
-        return int(last["seq"]) == int(tx[0]) + int(tx[1]) - 1
-    except (TypeError, ValueError, IndexError):
-        return False
-
-
-def _cut_torn_tail(path: Path) -> None:
-    """Cut a partial last line or an incomplete last transaction; keep the bytes aside."""
-    if _tail_is_whole(path):
-        return
-    raw = path.read_bytes()
-    if not raw:
-        return
-    keep = len(raw)
-    if not raw.endswith(b"\n"):
-        keep = raw.rfind(b"\n") + 1
-    # Walk back over the complete lines of the last transaction.
-    lines: list[tuple[int, dict[str, Any] | None]] = []
-    offset = keep
-    while offset > 0 and len(lines) < 100_000:
-        start = raw.rfind(b"\n", 0, offset - 1) + 1
-        try:
-            record = json.loads(raw[start:offset])
-        except ValueError:
-            record = None
-        lines.append((start, record if isinstance(record, dict) else None))
-        if record is None or not isinstance(record, dict):
-            offset = start
-            continue
-        tx = record.get("tx")
-        if not tx or int(record["seq"]) == int(tx[0]):
-            # The first event of the transaction: complete only if its last one is here.
-            count = int(tx[1]) if tx else 1
-            last_seq = int(record["seq"]) + count - 1
-            newest = next((r for _, r in lines if r is not None), None)
-            if newest is not None and int(newest["seq"]) >= last_seq:
-                break
-            keep = start
-        offset = start
-    if keep == len(raw):
-        return
-    stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
-    aside = path.with_name(f"{path.name}.torn-{stamp}")
-    atomic_write_bytes(aside, raw[keep:])
-    with path.open("r+b") as handle:
-        handle.truncate(keep)
-        handle.flush()
-        os.fsync(handle.fileno())
-    log.warning(
-        "journal %s: cut a torn tail of %d bytes (kept in %s)", path, len(raw) - keep, aside
-    )
