@@ -114,6 +114,8 @@ class AtomicJSONStorage(Storage):
     def __init__(self, path: str | os.PathLike[str], **_: Any) -> None:
         self.path = Path(path)
         self._tx: dict[int, _TxData] = {}
+        # Tables whose changes are not effects (set by the store: derived from history).
+        self.untracked: frozenset[str] = frozenset()
         # Set by the store: checks a loaded projection against the journal, returns the
         # data to use and whether it had to be rebuilt.
         self.on_load: Callable[[dict[str, Any] | None], tuple[dict[str, Any], bool]] | None = None
@@ -141,8 +143,17 @@ class AtomicJSONStorage(Storage):
         if not tx.loaded:
             tx.loaded = True
             tx.data = self._load()
-            # A second parse is the before image the transaction's effects are diffed from.
-            tx.before = json.loads(json.dumps(tx.data)) if tx.data is not None else None
+            # The before image the transaction's effects are diffed from: only the tables
+            # that carry effects (the scan state, most of the file, is derived instead).
+            tx.before = (
+                {
+                    name: json.loads(json.dumps(table))
+                    for name, table in tx.data.items()
+                    if name not in self.untracked
+                }
+                if isinstance(tx.data, dict)
+                else None
+            )
             if self.on_load is not None:
                 tx.data, rebuilt = self.on_load(tx.data)
                 if rebuilt:

@@ -65,6 +65,7 @@ from tinydb import TinyDB
 from portconsole.core.adapters.history import HistoryReader
 from portconsole.core.adapters.journal import AuditLog
 from portconsole.core.adapters.projection import (
+    DERIVED_TABLES,
     HOT_FILE,
     chunk_sha256,
     set_position,
@@ -155,6 +156,7 @@ class Store(HistoryReader, ProjectionKeeper):
         self._tx_chunks: dict[int, list[dict[str, Any]]] = {}
         self.damage: str | None = None  # why a read-only store could not check its projection
         self.hot.storage.on_load = self._checked  # type: ignore[attr-defined]
+        self.hot.storage.untracked = DERIVED_TABLES  # type: ignore[attr-defined]
         if readonly:
             # Nothing is written: a projection that does not reflect the journal is rebuilt
             # in memory for this process only (an assessor's read-only snapshot works).
