@@ -394,3 +394,14 @@ def test_a_refused_decision_is_an_event_and_changes_nothing(tmp_path: Path) -> N
     assert refused[0].details["asked"]["id"] == finding.id
     assert monitor.audit_verify().ok
     monitor.close()
+
+
+def test_an_empty_port_list_is_refused_not_read_as_the_defaults(monitor: Monitor) -> None:
+    from portconsole.core.errors import TargetError
+
+    with pytest.raises(TargetError, match="empty port list"):
+        monitor.resolve_targets(["127.0.0.2"], None, "")
+    from portconsole.core.domain.targets import parse_ports
+
+    *_, spec, _udp, _label = monitor.resolve_targets(["127.0.0.2"], None, None)
+    assert spec == parse_ports(monitor.settings.scan.ports)  # no --ports: the defaults

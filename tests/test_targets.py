@@ -166,3 +166,17 @@ def test_ports_grammar() -> None:
 def test_bad_ports_are_refused(text: str) -> None:
     with pytest.raises(TargetError):
         parse_ports(text)
+
+
+def test_many_large_ranges_are_refused_before_they_are_all_expanded() -> None:
+    import tracemalloc
+
+    wide = Scope(["127.0.0.0/8"])
+    texts = [f"127.{i}.0.0/16" for i in range(64)]
+    tracemalloc.start()
+    with pytest.raises(TargetError, match=r"more than 65536 addresses \(at '127\.1\.0\.0/16'\)"):
+        expand_targets(texts, wide)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # Refused at the second /16 (the old code expanded all 64 first: 428 MB).
+    assert peak < 60 * 1024 * 1024, peak

@@ -187,8 +187,12 @@ def expand_targets(
     for text in texts:
         for address in parse_target(text, scope, resolve).addresses:
             seen.setdefault(address, None)
-    if len(seen) > MAX_TARGET_ADDRESSES:
-        raise TargetError(f"targets expand to {len(seen)} addresses; the limit is 65536")
+        # Checked after each target: 64 /16s are refused after the second, not expanded.
+        if len(seen) > MAX_TARGET_ADDRESSES:
+            raise TargetError(
+                f"targets expand to more than {MAX_TARGET_ADDRESSES} addresses (at {_shown(text)}); "
+                "scan fewer or smaller ranges"
+            )
     return list(seen)
 
 

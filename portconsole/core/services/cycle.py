@@ -111,7 +111,8 @@ class ScanCycle(Probing):
                 known = ", ".join(sorted(self.settings.groups)) or "none configured"
                 raise UserError(f"no target group {group!r} (known: {known})")
             default_ports = self.settings.group_ports(group) if group else self.settings.scan.ports
-            spec = parse_ports(ports or default_ports)
+            # An empty --ports is an error (parse_ports says so), never the defaults.
+            spec = parse_ports(ports if ports is not None else default_ports)
             label = ""
         elif group:
             if group not in self.settings.groups:
@@ -119,7 +120,7 @@ class ScanCycle(Probing):
                 raise UserError(f"no target group {group!r} (known: {known})")
             conf = self.settings.groups[group]
             texts = list(conf.targets)
-            spec = parse_ports(ports or self.settings.group_ports(group))
+            spec = parse_ports(ports if ports is not None else self.settings.group_ports(group))
             udp = conf.udp if conf.udp is not None else udp
             label = group
         else:
@@ -131,7 +132,8 @@ class ScanCycle(Probing):
             texts = [t for conf in self.settings.groups.values() for t in conf.targets]
             spec = parse_ports(
                 ports
-                or ",".join(
+                if ports is not None
+                else ",".join(
                     str(parse_ports(self.settings.group_ports(g))) for g in self.settings.groups
                 )
             )
