@@ -254,21 +254,11 @@ def cmd_state(args: argparse.Namespace) -> int:
     return 0
 
 
-def _split_host_port(text: str) -> tuple[str, int | None, str | None]:
-    if text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-        proto = None
-        if "/" in port_text:
-            port_text, _, proto = port_text.partition("/")
-        if not port_text.isdigit():
-            raise UserError(f"{text!r}: expected HOST or HOST:PORT[/PROTO]")
-        return host, int(port_text), proto or "tcp"
-    return text, None, None
-
-
 def cmd_history(args: argparse.Namespace) -> int:
     monitor = _monitor(args, reads_only=True)
-    host, port, proto = _split_host_port(args.target)
+    from portconsole.core.domain.targets import parse_location
+
+    host, port, proto = parse_location(args.target)
     events = monitor.history(host, port, proto)
     if args.json:
         _emit_json(
@@ -659,7 +649,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = add("history", cmd_history, "change events of a host or host:port")
-    p.add_argument("target", metavar="HOST[:PORT]")
+    p.add_argument(
+        "target",
+        metavar="HOST[:PORT[/PROTO]]",
+        help="e.g. 127.0.0.2, 127.0.0.2:22, 127.0.0.2:53/udp, [::1]:22 (an IPv6 address with "
+        "a port goes in brackets; ::1 alone is a host)",
+    )
     p.add_argument("--json", action="store_true")
 
     p = add("import", cmd_import, "ingest an nmap XML report made elsewhere")

@@ -405,3 +405,20 @@ def test_an_empty_port_list_is_refused_not_read_as_the_defaults(monitor: Monitor
 
     *_, spec, _udp, _label = monitor.resolve_targets(["127.0.0.2"], None, None)
     assert spec == parse_ports(monitor.settings.scan.ports)  # no --ports: the defaults
+
+
+def test_history_finds_an_ipv6_port_written_in_brackets(monitor: Monitor) -> None:
+    finished = utcnow() - timedelta(minutes=5)
+    v6 = ScanResult(
+        "v6", finished - timedelta(seconds=2), finished, "7.93", "connect", False,
+        ["::1"], ["::1"], "21010", ["tcp"],
+        [HostObservation("::1", "up", "", [PortObservation(21010, "tcp", "open", "http")])],
+    )  # fmt: skip
+    monitor._ingest_and_detect(v6, "", 1)
+    for spelling in ("[::1]:21010", "[0:0:0:0:0:0:0:1]:21010/tcp"):
+        result = cli(monitor, "history", spelling, "--json")
+        assert result.returncode == 0, result.stderr
+        events = json.loads(result.stdout)["events"]
+        assert [e["kind"] for e in events] == ["port_opened"], spelling
+    refused = cli(monitor, "history", "::1:21010")
+    assert refused.returncode == 2 and "[ADDRESS]:PORT" in refused.stderr

@@ -10,6 +10,7 @@ from portconsole.core.domain.targets import (
     PortSpec,
     Scope,
     expand_targets,
+    parse_location,
     parse_ports,
     parse_target,
 )
@@ -180,3 +181,35 @@ def test_many_large_ranges_are_refused_before_they_are_all_expanded() -> None:
     tracemalloc.stop()
     # Refused at the second /16 (the old code expanded all 64 first: 428 MB).
     assert peak < 60 * 1024 * 1024, peak
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.2", ("127.0.0.2", None, None)),
+        ("127.0.0.2:22", ("127.0.0.2", 22, "tcp")),
+        ("127.0.0.2:53/UDP", ("127.0.0.2", 53, "udp")),
+        ("[::1]:21010", ("::1", 21010, "tcp")),
+        ("[0:0:0:0:0:0:0:1]:22/sctp", ("::1", 22, "sctp")),
+        ("[::1]", ("::1", None, None)),
+        ("::1", ("::1", None, None)),
+        ("::1:2101", ("::1:2101", None, None)),  # bare: an address, by the rule
+        ("web1", ("web1", None, None)),
+    ],
+)
+def test_locations_follow_one_rule(text: str, expected: tuple[str, int | None, str | None]) -> None:
+    assert parse_location(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[::1]:", "[::1", "[::1]22", "127.0.0.2:0", "127.0.0.2:+22", "127.0.0.2:22/xyz", "::zz:1"],
+)
+def test_bad_locations_are_refused(text: str) -> None:
+    with pytest.raises(TargetError):
+        parse_location(text)
+
+
+def test_an_ipv6_port_without_brackets_says_how_to_write_it() -> None:
+    with pytest.raises(TargetError, match=r"\[ADDRESS\]:PORT"):
+        parse_location("::1:21010")

@@ -248,3 +248,43 @@ def parse_ports(text: str) -> PortSpec:
         else:
             merged.append((low, high))
     return PortSpec(tuple(merged))
+
+
+_PROTOCOLS = ("tcp", "udp", "sctp")
+
+
+def parse_location(text: str) -> tuple[str, int | None, str | None]:
+    """`HOST`, `HOST:PORT[/PROTO]`, `[IPV6]:PORT[/PROTO]`, `[IPV6]` or a bare IPv6 address.
+
+    The rule: an IPv6 address with a port is written in brackets; without brackets, text
+    with more than one colon is an address alone (`::1:21010` is the address ::1:21010, not
+    port 21010 of ::1). Addresses come back in canonical form (as the store keys them).
+    """
+    raw = text.strip()
+    rest = ""
+    if raw.startswith("["):
+        host, closed, rest = raw[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise TargetError(f"{_shown(text)}: expected [IPV6]:PORT[/PROTO], e.g. [::1]:22")
+        rest = rest[1:]
+    elif raw.count(":") == 1:
+        host, _, rest = raw.partition(":")
+    else:
+        host = raw
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        if raw.startswith("[") or raw.count(":") > 1:
+            raise TargetError(f"{_shown(text)} is not an IP address; an IPv6 address with a port "
+                              "is written [ADDRESS]:PORT") from None  # fmt: skip
+    if not rest:
+        if raw.startswith("[") and raw.endswith(":"):
+            raise TargetError(f"{_shown(text)}: the port is missing")
+        return host, None, None
+    port_text, _, proto = rest.partition("/")
+    proto = proto.lower() or "tcp"
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
+        raise TargetError(f"{_shown(text)}: the port must be a number 1-65535, e.g. HOST:22/tcp")
+    if proto not in _PROTOCOLS:
+        raise TargetError(f"{_shown(text)}: the protocol must be tcp, udp or sctp")
+    return host, int(port_text), proto
