@@ -422,3 +422,35 @@ def test_history_finds_an_ipv6_port_written_in_brackets(monitor: Monitor) -> Non
         assert [e["kind"] for e in events] == ["port_opened"], spelling
     refused = cli(monitor, "history", "::1:21010")
     assert refused.returncode == 2 and "[ADDRESS]:PORT" in refused.stderr
+
+
+def test_read_commands_work_on_a_read_only_snapshot(monitor: Monitor, tmp_path: Path) -> None:
+    approve_8080(monitor)
+    monitor.close()
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    mounted = subprocess.run(
+        ["mount", "--bind", str(monitor.paths.data_dir), str(snapshot)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {mounted.stderr.decode().strip()}")
+    try:
+        remount = subprocess.run(
+            ["mount", "-o", "remount,ro,bind", str(snapshot)], capture_output=True
+        )
+        assert remount.returncode == 0, remount.stderr
+        config = monitor.paths.config_file
+        for args in (["audit", "verify"], ["state", "--json"], ["store", "check"], ["findings"]):
+            result = subprocess.run(
+                [sys.executable, "-m", "portconsole.cli", "--config", str(config),
+                 "--data-dir", str(snapshot), *args],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert result.returncode == 0, (args, result.stdout, result.stderr)
+        assert "8080" in subprocess.run(
+            [sys.executable, "-m", "portconsole.cli", "--config", str(config),
+             "--data-dir", str(snapshot), "state"],
+            capture_output=True, text=True, timeout=60,
+        ).stdout  # fmt: skip
+    finally:
+        subprocess.run(["umount", str(snapshot)], check=False)
