@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from portconsole.core.adapters.storage import atomic_write_bytes
-from portconsole.core.timeutil import utcnow
+from portconsole.core.adapters.storage import cut_tail_aside
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +152,7 @@ def cut_torn_tail(path: Path) -> None:
         offset = start
     if keep == len(raw):
         return
-    stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
-    aside = path.with_name(f"{path.name}.torn-{stamp}")
-    atomic_write_bytes(aside, raw[keep:])
-    with path.open("r+b") as handle:
-        handle.truncate(keep)
-        handle.flush()
-        os.fsync(handle.fileno())
+    aside = cut_tail_aside(path, keep, raw)
     log.warning(
         "journal %s: cut a torn tail of %d bytes (kept in %s)", path, len(raw) - keep, aside
     )

@@ -10,7 +10,6 @@ whose bytes the journal vouches for chunk by chunk.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,7 +29,7 @@ from portconsole.core.adapters.projection import (
 )
 from portconsole.core.adapters.storage import (
     DataLock,
-    atomic_write_bytes,
+    cut_tail_aside,
 )
 from portconsole.core.adapters.store_segment import (
     CHECKPOINT,
@@ -178,15 +177,10 @@ class ProjectionKeeper:
 
     def _cut_aside(self, path: Path, keep: int) -> None:
         """Bytes past the committed size: an operation that never committed. Kept, never lost."""
-        raw = path.read_bytes()
-        stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
-        atomic_write_bytes(path.with_name(f"{path.name}.torn-{stamp}"), raw[keep:])
-        with path.open("r+b") as handle:
-            handle.truncate(keep)
-            handle.flush()
-            os.fsync(handle.fileno())
+        size = path.stat().st_size
+        aside = cut_tail_aside(path, keep)
         self._segments.clear()
-        log.warning("history %s: %d uncommitted bytes cut, kept aside", path, len(raw) - keep)
+        log.warning("history %s: %d uncommitted bytes cut, kept in %s", path, size - keep, aside)
 
     def _derived(self, committed: dict[str, int], chunks: list[dict[str, Any]]) -> dict[str, Any]:
         """Hosts, ports and the store's bookkeeping as the scan history leaves them."""

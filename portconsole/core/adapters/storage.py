@@ -69,6 +69,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(folder)
 
 
+def cut_tail_aside(path: Path, keep: int, raw: bytes | None = None) -> Path:
+    """Truncate `path` to `keep` bytes, first keeping the cut bytes in `<name>.torn-STAMP`
+    beside it (bytes of an operation that never committed: never silently lost)."""
+    data = path.read_bytes() if raw is None else raw
+    stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
+    aside = path.with_name(f"{path.name}.torn-{stamp}")
+    atomic_write_bytes(aside, data[keep:])
+    with path.open("r+b") as handle:
+        handle.truncate(keep)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return aside
+
+
 def quarantine(path: Path) -> Path:
     """Keep a copy of a damaged file beside it (never silently overwrite it); return the copy."""
     stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
