@@ -20,10 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from portconsole.core.domain.approval import Approval, is_insecure
 from portconsole.core.domain.finding import Finding
 from portconsole.core.domain.report_figures import (
-    DUE_SOON,
     first_step,
     iso_or_none,
     seconds,
@@ -239,41 +237,3 @@ def group_rows(
             }
         )
     return rows
-
-
-# --------------------------------------------------------------------------- approvals
-
-
-def approval_row(approval: Approval, end: datetime, settings: Settings) -> dict[str, Any]:
-    active_at_end = approval.in_force(end)
-    if not active_at_end:
-        review = "retired"
-    elif approval.is_expired(end):
-        review = "overdue"
-    elif approval.review_by <= end + DUE_SOON:
-        review = "due"
-    else:
-        review = "ok"
-    insecure = is_insecure(approval.service, settings.approval.insecure_services)
-    return {
-        "id": approval.id,
-        "host": approval.host,
-        "port": approval.port,
-        "proto": approval.proto,
-        "service": approval.service,
-        "product_pattern": approval.product_pattern,
-        "justification": approval.justification,
-        "owner": approval.owner,
-        "requester": approval.requester,
-        "approver": approval.approver,
-        "ticket": approval.ticket,
-        "approved_at": iso(approval.approved_at),
-        "review_by": iso(approval.review_by),
-        "in_force_at_end": active_at_end,
-        "review": review,
-        "insecure": insecure,
-        "mitigation": approval.mitigation,
-        "retired_at": iso_or_none(approval.retired_at) if not active_at_end else None,
-        "retire_reason": approval.retire_reason if not active_at_end else "",
-        "source": approval.source,
-    }

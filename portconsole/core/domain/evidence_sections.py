@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from portconsole.core.domain.evidence_register import approvals_section
 from portconsole.core.domain.report_figures import severity_order
 from portconsole.core.domain.report_layout import (
     Cell,
@@ -268,80 +269,7 @@ def evidence_pack_sections(doc: dict[str, Any]) -> list[Section]:
     response.tables.append(sla)
     sections.append(response)
 
-    approvals = Section("approvals", "Approvals register")
-    approvals.paragraphs.append(
-        Prose(
-            "Every approval in force at some time in the period, with its review state at the "
-            "period's end. Insecure services need a mitigation."
-        )
-    )
-    register = Table(
-        "approvals",
-        "Approvals",
-        [
-            "Id",
-            "Host",
-            "Port",
-            "Service",
-            "Justification",
-            "Owner",
-            "Requester",
-            "Approver",
-            "Ticket",
-            "Approved at",
-            "Review by",
-            "Review",
-            "Insecure",
-            "Mitigation",
-            "Retired at",
-        ],
-        empty="No approval record.",
-    )
-    for a in doc["approvals"]["register"]:
-        attention = a["review"].upper() if a["review"] in ("overdue", "due") else ""
-        if a["insecure"] and not a["mitigation"]:
-            attention = (attention + " INSECURE, NO MITIGATION").strip()
-        register.add(
-            [
-                a["id"],
-                a["host"],
-                port_text(a),
-                a["service"],
-                a["justification"],
-                a["owner"],
-                a["requester"],
-                a["approver"],
-                a["ticket"],
-                a["approved_at"],
-                a["review_by"],
-                a["review"],
-                yes_no(a["insecure"]),
-                a["mitigation"],
-                a["retired_at"],
-            ],
-            attention,
-        )
-    approvals.tables.append(register)
-    insecure = Table(
-        "insecure_services",
-        "Insecure services and their mitigations",
-        ["Approval", "Host", "Port", "Service", "Mitigation", "In force at end"],
-        empty="No insecure service was approved.",
-    )
-    for item in doc["approvals"]["insecure"]:
-        insecure.add(
-            [
-                item["id"],
-                item["host"],
-                port_text(item),
-                item["service"],
-                item["mitigation"],
-                yes_no(item["in_force_at_end"]),
-            ],
-            "" if item["mitigation"] else "NO MITIGATION",
-        )
-    approvals.tables.append(insecure)
-    sections.append(approvals)
+    sections.append(approvals_section(doc))
 
     sections.append(chain_section(doc))
 

@@ -33,9 +33,9 @@ from portconsole.core.domain.compliance import (
     NOT_VULNERABILITY_SCANNING,
     compliance_mapping,
 )
+from portconsole.core.domain.evidence_register import approval_row
 from portconsole.core.domain.evidence_rows import (
     Detection,
-    approval_row,
     collect_gaps,
     finding_row,
     group_rows,
