@@ -347,20 +347,6 @@ def cmd_accept_risk(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_approve(args: argparse.Namespace) -> int:
-    finding = _monitor(args).approve(
-        args.id,
-        justification=args.justification,
-        owner=args.owner,
-        ticket=args.ticket or "",
-        review_by=args.review_by,
-        mitigation=args.mitigation or "",
-        requester=args.requester,
-    )
-    print(f"{finding.id} approved ({finding.host}:{finding.port}/{finding.proto})")
-    return 0
-
-
 def cmd_baseline(args: argparse.Namespace) -> int:
     monitor = _monitor(args)
     if args.baseline_command == "lint":
@@ -385,28 +371,6 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     monitor.baseline_exported(args.output or "-", len(monitor.approvals_list()))
-    return 0
-
-
-def cmd_approvals(args: argparse.Namespace) -> int:
-    monitor = _monitor(args, reads_only=True)
-    approvals = monitor.approvals_list(include_retired=args.all)
-    if args.json:
-        _emit_json({"approvals": [a.to_json() for a in approvals]})
-        return 0
-    rows = [
-        [
-            a.id,
-            f"{a.host}:{a.port}/{a.proto}",
-            a.service,
-            a.owner,
-            a.approver,
-            _when(a.review_by),
-            a.status,
-        ]
-        for a in approvals
-    ]
-    print(_table(rows, ["id", "where", "service", "owner", "approver", "review by", "status"]))
     return 0
 
 
@@ -562,10 +526,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         fmt=args.format,
         with_raw=args.with_raw,
         sign_key=args.sign_key,
+        samples=args.samples or (),
     )
     for path in paths:
         kind = "manifest" if path.name.endswith("manifest.json") else "wrote"
         print(f"{kind} {path}")
+        if kind == "manifest":
+            # What the reader must know first (e.g. a time before history starts).
+            for notice in json.loads(path.read_bytes()).get("notices", []):
+                print(f"note: {notice}", file=sys.stderr)
     return 0
 
 
@@ -668,20 +637,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ack", cmd_ack, "acknowledge a finding")
     p.add_argument("id")
 
-    p = add("approve", cmd_approve, "approve a finding's port with a justification")
-    p.add_argument("id")
-    p.add_argument("--justification", required=True, help="the business need (required)")
-    p.add_argument("--owner", required=True, help="who owns the service")
-    p.add_argument("--ticket", help="change ticket reference")
-    p.add_argument(
-        "--review-by", type=_date_arg, help="review date, YYYY-MM-DD (default: six months)"
-    )
-    p.add_argument("--mitigation", help="required for insecure services (telnet, ftp, ...)")
-    p.add_argument(
-        "--requester",
-        help="who asked for the port; required while separation of duties is on "
-        "(it must be someone else)",
-    )
+    from portconsole.cli_decisions import add_decision_commands
+
+    # request, approve, requests, approvals, review, close (portconsole/cli_decisions.py)
+    add_decision_commands(add)
 
     p = add("flag", cmd_flag, "flag a finding as unauthorized")
     p.add_argument("id")
@@ -697,10 +656,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("note", cmd_note, "add a note to a finding")
     p.add_argument("id")
     p.add_argument("text")
-
-    p = add("approvals", cmd_approvals, "list approval records")
-    p.add_argument("--all", action="store_true", help="include retired approvals")
-    p.add_argument("--json", action="store_true")
 
     p = add("baseline", cmd_baseline, "lint, import or export baseline files")
     bsub = p.add_subparsers(dest="baseline_command", required=True, metavar="ACTION")
@@ -769,6 +724,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="start", type=_time_arg)
     p.add_argument(
         "--to", dest="end", type=_end_time_arg, help="end; a date alone includes that day"
+    )
+    p.add_argument(
+        "--sample",
+        dest="samples",
+        action="append",
+        type=_end_time_arg,
+        metavar="DATE",
+        help="also list every port open at this time, with its approval then (repeatable; "
+        "a date alone means the end of that day)",
     )
     p.add_argument("--format", choices=["html", "md", "csv", "json"], default="html")
     p.add_argument(

@@ -180,6 +180,12 @@ def demo_config_toml(data_dir: Path | str, port_offset: int = 0) -> str:
         "batch_timeout = 120.0",
         'fingerprint = "changed"',
         "",
+        "# One person runs the demo, so an approval cannot have a second person's request:",
+        "# approvals are allowed and recorded with four eyes not met. Keep this on in",
+        "# production (the default), where a request and its approval are two people.",
+        "[approval]",
+        "separation_of_duties = false",
+        "",
     ]
     for name, (targets, description) in DEMO_GROUPS.items():
         lines += [

@@ -9,6 +9,7 @@ adapter too.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,6 +30,16 @@ HOST = "127.0.0.2"
 
 def _monitor(tmp_path: Path, **kwargs: object) -> Monitor:
     return Monitor.open(tmp_path / "config.toml", tmp_path / "data", **kwargs)  # type: ignore[arg-type]
+
+
+def request_as(monitor: Monitor, person: str, finding_id: str, **terms: str) -> None:
+    """Record an approval request as another OS user (the requester of four eyes)."""
+    me = monitor.actor
+    monitor.actor = replace(me, user=person, sudo_user=None)
+    try:
+        monitor.request(finding_id, **terms)  # type: ignore[arg-type]
+    finally:
+        monitor.actor = me
 
 
 def _ports(*ports: int) -> str:
@@ -76,12 +87,15 @@ def _first_port_story(monitor: Monitor, host: str, ssh: int, web: int, closed: i
     assert len([f for f in monitor.findings() if f.kind == "unapproved_port"]) == 2
 
     finding = next(f for f in monitor.findings() if f.port == ssh)
-    monitor.approve(
+    # Four eyes: carol records the request, the monitor's own user approves it.
+    request_as(
+        monitor,
+        "carol",
         finding.id,
         justification="Bastion access for on-call",
         owner="platform-team",
-        requester="carol",
     )
+    monitor.approve(finding.id)
     assert finding.id not in {f.id for f in monitor.findings()}
     after = monitor.run_cycle(targets=[host], ports=spec)
     assert after.findings == []
@@ -225,7 +239,8 @@ def test_a_refused_approval_changes_no_approval(tmp_path: Path) -> None:
     monitor, _network = replay_monitor(tmp_path, {HOST: {80: "http"}})
     result = monitor.run_cycle(targets=[HOST], ports="80")
     finding = next(f for f in result.findings if f.kind == "unapproved_port")
-    monitor.approve(finding.id, justification="Web tier", owner="web", requester="carol")
+    request_as(monitor, "carol", finding.id, justification="Web tier", owner="web")
+    monitor.approve(finding.id)
     before = [(a.id, a.status) for a in monitor.approvals_list(include_retired=True)]
     with pytest.raises(UserError, match="only open findings"):
         monitor.approve(finding.id, justification="Again", owner="web", requester="carol")

@@ -15,7 +15,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ from portconsole.core.adapters.storage import ensure_private_dir
 from portconsole.core.adapters.store import Store
 from portconsole.core.domain.chain import VerifyResult
 from portconsole.core.domain.notification import DeliveryResult, OutboxMessage
+from portconsole.core.domain.settings_history import definitions_of
 from portconsole.core.errors import NotFoundError, StoreError, UserError
 from portconsole.core.identity import Actor
 from portconsole.core.services.cycle import CycleResult, ScanCycle
@@ -111,7 +112,9 @@ class Monitor(Queries, Decisions, ScanCycle):
         """Record a settings change (the config file is edited outside the product).
 
         The fingerprint covers the effective settings with notification secrets masked, so
-        the audit chain shows that and when the configuration changed, never a token.
+        the audit chain shows that and when the configuration changed, never a token. The
+        event also carries the non-secret definitions (scope, groups, retention, gap grace)
+        so a report knows when each group was configured and what changed.
         """
         from portconsole.core.secrets import mask_url
 
@@ -130,9 +133,10 @@ class Monitor(Queries, Decisions, ScanCycle):
             previous = known[0].get("sha256") if known else None
             if previous == fingerprint:
                 return
+            moment = self.clock()
             record = {
                 "sha256": fingerprint,
-                "at": iso(self.clock()),
+                "at": iso(moment),
                 "config": str(self.paths.config_file),
             }
             if known:
@@ -145,7 +149,10 @@ class Monitor(Queries, Decisions, ScanCycle):
                     "config": str(self.paths.config_file),
                     "sha256": fingerprint,
                     "previous": previous,
+                    # What a report shows of the scope and groups, and when each began.
+                    **definitions_of(self.settings),
                 },
+                at=moment,
             )
 
     # ----- construction -------------------------------------------------------------
@@ -285,8 +292,10 @@ class Monitor(Queries, Decisions, ScanCycle):
         progress: Callable[[str, float], None] | None = None,
         with_raw: bool = False,
         sign_key: Path | None = None,
+        samples: Sequence[datetime] = (),
     ) -> list[Path]:
-        """A point-in-time report (`at`) or an evidence pack (`start`..`end`); audited."""
+        """A point-in-time report (`at`) or an evidence pack (`start`..`end`, with the
+        open-port population at each of `samples` too); audited."""
         from portconsole.core.services.report import export_report
 
         # An export is an audit event, and read-only means no writes at all.
@@ -307,6 +316,7 @@ class Monitor(Queries, Decisions, ScanCycle):
             gaps=self.scheduler.recent_gaps(),
             with_raw=with_raw,
             sign_key=sign_key,
+            samples=samples,
         )
         self.publish_anchor(force=True, reason="export")
         return written

@@ -1,4 +1,5 @@
-"""The command palette (ctrl+p): jump to a host, scan, pause or resume, export, switch theme."""
+"""The command palette (ctrl+p): jump to a host, scan, pause or resume, export, review an
+approval, switch theme."""
 
 from __future__ import annotations
 
@@ -34,6 +35,17 @@ def highlight(matcher: Matcher, text: str) -> Content:
     return content
 
 
+def open_review(app: PortConsoleApp) -> None:
+    """The review dialog, the approval's id typed (any approval in force, due or not)."""
+    from portconsole.tui.screens.approval_forms import ReviewForm
+
+    def written(message: str | None) -> None:
+        if message:
+            app.decision_written(message)
+
+    app.push_screen(ReviewForm(), written)
+
+
 def console_commands(app: PortConsoleApp) -> list[PaletteCommand]:
     commands: list[PaletteCommand] = []
     writable = not app.monitor.readonly
@@ -65,6 +77,13 @@ def console_commands(app: PortConsoleApp) -> list[PaletteCommand]:
         )
         commands.append(
             PaletteCommand("Export a report…", app.action_export, "Write an HTML/JSON/CSV report")
+        )
+        commands.append(
+            PaletteCommand(
+                "Review an approval…",
+                partial(open_review, app),
+                "Keep, change or retire an approval, with a note (PCI DSS 1.2.7)",
+            )
         )
     for mode, label in (
         ("overview", "Hosts overview"),

@@ -12,7 +12,8 @@ from textual.message import Message
 from portconsole.core.monitor import Monitor
 from portconsole.tui.app import PortConsoleApp
 from portconsole.tui.messages import ScanProgress
-from portconsole.tui.screens.forms import ApproveForm, ConfirmScreen
+from portconsole.tui.screens.approval_forms import ApproveForm
+from portconsole.tui.screens.forms import ConfirmScreen
 from portconsole.tui.screens.overview import OverviewScreen
 from portconsole.tui.screens.triage import TriageScreen
 from portconsole.tui.widgets import KeyedTable

@@ -8,7 +8,8 @@ from portconsole.core.adapters.replay import Service
 from portconsole.core.domain.finding import Finding
 from portconsole.core.monitor import Monitor
 from portconsole.tui.app import PortConsoleApp
-from portconsole.tui.screens.forms import ApproveForm, ConfirmDecision, TextDecision
+from portconsole.tui.screens.approval_forms import ApproveForm
+from portconsole.tui.screens.forms import ConfirmDecision, TextDecision
 from portconsole.tui.screens.triage import TriageScreen
 from portconsole.tui.widgets import KeyedTable
 from tests.tui.conftest import (
@@ -53,6 +54,9 @@ async def test_queue_lists_open_findings_worst_first(site: Site, scanned: Monito
 
 
 async def test_approve_with_keys_writes_store_and_audit(site: Site, scanned: Monitor) -> None:
+    # Typed terms without a request: allowed only while separation of duties is off (the
+    # request path is tests/tui/test_four_eyes.py); the typed requester is kept as text.
+    scanned.settings.approval.separation_of_duties = False
     finding = finding_on(scanned, site.web, site.ports["http"])
     app = PortConsoleApp(scanned, schedule=False)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -202,6 +206,7 @@ async def test_insecure_service_needs_a_mitigation(tmp_path: Path) -> None:
     telnetd = Service("telnet", "Linux telnetd", table="3d-nfsd")
     network = replay_network(config, {host: {port: telnetd}})
     monitor = open_replay_monitor(config, tmp_path / "data", network)
+    monitor.settings.approval.separation_of_duties = False  # typed terms, no request
     monitor.run_cycle("web")
     assert [kind for kind, *_ in network.calls] == ["scan", "fingerprint"]
     finding = finding_on(monitor, host, port)

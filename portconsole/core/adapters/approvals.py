@@ -7,6 +7,8 @@ retired, never deleted, so the history of what was allowed stays answerable.
 
 The registry lives in the `approvals` table of the hot TinyDB file shared with the store.
 It writes no audit events: every method returns what changed and the caller audits it.
+Requests (the first of the four eyes) are kept beside it, in adapters/approval_requests.py;
+reviews are kept on the approval they review.
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ from typing import Any
 from tinydb import TinyDB
 from tinydb.table import Document, Table
 
+from portconsole.core.adapters.approval_requests import RequestBook
 from portconsole.core.adapters.storage import DataLock
 from portconsole.core.domain.approval import (
     PROTOCOLS,
     RETIRED,
+    REVIEW_OUTCOMES,
     Approval,
     ApprovalSpec,
     ImportResult,
+    Review,
+    approval_in_force,
     is_insecure,
     is_placeholder,
     normalise_host,
@@ -77,6 +83,7 @@ class ApprovalRegistry:
         self.settings = settings
         # cache_size=0: another process may write the file between our reads.
         self.table = db.table(TABLE, cache_size=0)
+        self.requests = RequestBook(db, lock)
 
     @property
     def policy(self) -> ApprovalSettings:
@@ -109,8 +116,7 @@ class ApprovalRegistry:
         Check `approval.is_expired(at)` to tell approved from due-for-review.
         """
         moment = at or utcnow()
-        found = [a for a in self.all() if a.key == (host, port, proto) and a.in_force(moment)]
-        return max(found, key=lambda a: (a.approved_at, a.id)) if found else None
+        return approval_in_force(self.all(), host, port, proto, moment)
 
     def expired(self, at: datetime | None = None) -> list[Approval]:
         """Active approvals past their review date."""
@@ -136,20 +142,9 @@ class ApprovalRegistry:
         proto = spec.proto.strip().lower()
         if proto not in PROTOCOLS:
             raise UserError(f"protocol {spec.proto!r} must be one of {', '.join(PROTOCOLS)}")
-        justification = spec.justification.strip()
-        if not justification or is_placeholder(justification):
-            raise UserError("a justification is required: say what business need this port serves")
-        if not spec.owner.strip():
-            raise UserError("an owner is required: name the team or person responsible")
+        self.check_terms(spec.service, spec.justification, spec.owner, spec.mitigation)
         if not spec.approver.strip():
             raise UserError("an approver is required: name who approved this port")
-        service = spec.service.strip()
-        mitigation = spec.mitigation.strip()
-        if is_insecure(service, policy.insecure_services) and not mitigation:
-            raise UserError(
-                f"{service} is an insecure service: give a mitigation (e.g. --mitigation "
-                "'reachable only from the jump host VLAN; replacement in CHG-123')"
-            )
         if policy.separation_of_duties:
             if not spec.requester.strip():
                 raise PermissionRefused(
@@ -162,29 +157,46 @@ class ApprovalRegistry:
                     "and cannot also approve it; ask another approver "
                     "(or set approval.separation_of_duties = false)"
                 )
-        if spec.review_by <= spec.approved_at:
-            raise UserError(
-                f"review_by {iso(spec.review_by)} must be after approved_at {iso(spec.approved_at)}"
-            )
-        latest = add_months(spec.approved_at, policy.review_months)
-        if spec.review_by > latest:
-            raise UserError(
-                f"review_by {iso(spec.review_by)} is more than {policy.review_months} months after "
-                f"approval; set it on or before {iso(latest)} (approval.review_months)"
-            )
+        self.check_review_by(spec.review_by, spec.approved_at, "approval")
         return replace(
             spec,
             host=host,
             proto=proto,
-            service=service,
-            justification=justification,
+            service=spec.service.strip(),
+            justification=spec.justification.strip(),
             owner=spec.owner.strip(),
             requester=spec.requester.strip(),
             approver=spec.approver.strip(),
             ticket=spec.ticket.strip(),
-            mitigation=mitigation,
+            mitigation=spec.mitigation.strip(),
             product_pattern=spec.product_pattern.strip(),
         )
+
+    def check_terms(self, service: str, justification: str, owner: str, mitigation: str) -> None:
+        """What an approval (or a request for one) must say: UserError naming what is missing."""
+        text = justification.strip()
+        if not text or is_placeholder(text):
+            raise UserError("a justification is required: say what business need this port serves")
+        if not owner.strip():
+            raise UserError("an owner is required: name the team or person responsible")
+        name = service.strip()
+        if is_insecure(name, self.policy.insecure_services) and not mitigation.strip():
+            raise UserError(
+                f"{name} is an insecure service: give a mitigation (e.g. --mitigation "
+                "'reachable only from the jump host VLAN; replacement in CHG-123')"
+            )
+
+    def check_review_by(self, review_by: datetime, start: datetime, what: str) -> None:
+        """A review date lies after `start` and within approval.review_months of it."""
+        months = self.policy.review_months
+        if review_by <= start:
+            raise UserError(f"review date {iso(review_by)} must be after the {what} ({iso(start)})")
+        latest = add_months(start, months)
+        if review_by > latest:
+            raise UserError(
+                f"review date {iso(review_by)} is more than {months} months after the {what}; "
+                f"set it on or before {iso(latest)} (approval.review_months)"
+            )
 
     # -- writing -------------------------------------------------------------------------
 
@@ -207,6 +219,12 @@ class ApprovalRegistry:
         product_pattern: str = "",
         source: str = "console",
         now: datetime | None = None,
+        request_id: str = "",
+        requested_by: str = "",
+        requested_at: datetime | None = None,
+        on_behalf_of: str = "",
+        four_eyes: bool = False,
+        four_eyes_basis: str = "",
     ) -> Approval:
         """Record a new approval, retiring any active one for the same host:port/proto.
 
@@ -231,6 +249,12 @@ class ApprovalRegistry:
             ticket=ticket,
             mitigation=mitigation,
             source=source,
+            request_id=request_id,
+            requested_by=requested_by,
+            requested_at=requested_at,
+            on_behalf_of=on_behalf_of.strip(),
+            four_eyes=four_eyes,
+            four_eyes_basis=four_eyes_basis,
         )
         result = self._apply([self.validate(spec)], actor, moment, prune_source=None)
         return result.added[0]
@@ -259,6 +283,65 @@ class ApprovalRegistry:
             assert number is not None
             _replace_docs(self.table, {number: retired.to_json()})
             return retired
+
+    def review(
+        self,
+        approval_id: str,
+        *,
+        reviewer: str,
+        reviewer_person: str,
+        outcome: str,
+        note: str,
+        next_review_by: datetime | None,
+        now: datetime | None = None,
+    ) -> Approval:
+        """Record a review (PCI DSS 1.2.7) on an active approval.
+
+        keep and change move the review date to `next_review_by` (default: review_months
+        from now); retire retires the approval, with the note as its reason.
+        """
+        moment = now or utcnow()
+        if outcome not in REVIEW_OUTCOMES:
+            raise UserError(
+                f"a review's outcome is one of {', '.join(REVIEW_OUTCOMES)}, not {outcome!r}"
+            )
+        text = note.strip()
+        if not text or is_placeholder(text):
+            raise UserError("a review needs a note: say what was checked and what was concluded")
+        if outcome == "retire":
+            if next_review_by is not None:
+                raise UserError("a review that retires the approval sets no next review date")
+            nxt = None
+        else:
+            nxt = next_review_by or add_months(moment, self.policy.review_months)
+            self.check_review_by(nxt, moment, "review")
+        with self.lock.hold():
+            current = self.get(approval_id)
+            if not current.active:
+                raise UserError(
+                    f"approval {current.id} is retired; only approvals in force are reviewed"
+                )
+            done = Review(
+                at=moment,
+                reviewer=reviewer,
+                reviewer_person=reviewer_person,
+                outcome=outcome,
+                note=text,
+                next_review_by=nxt,
+                previous_review_by=current.review_by,
+            )
+            reviewed = replace(current, reviews=[*current.reviews, done])
+            if nxt is not None:
+                reviewed.review_by = nxt
+            else:
+                reviewed.status = RETIRED
+                reviewed.retired_at = moment
+                reviewed.retired_by = reviewer
+                reviewed.retire_reason = f"retired by review: {text}"
+            number = _number_of(current.id)
+            assert number is not None
+            _replace_docs(self.table, {number: reviewed.to_json()})
+            return reviewed
 
     def import_specs(
         self,
@@ -332,6 +415,12 @@ class ApprovalRegistry:
                     source=spec.source,
                     created_at=moment,
                     created_by=actor,
+                    request_id=spec.request_id,
+                    requested_by=spec.requested_by,
+                    requested_at=spec.requested_at,
+                    on_behalf_of=spec.on_behalf_of,
+                    four_eyes=spec.four_eyes,
+                    four_eyes_basis=spec.four_eyes_basis,
                 )
                 if current is not None:
                     record.supersedes.append(current.id)

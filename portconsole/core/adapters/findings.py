@@ -7,9 +7,10 @@ flaps within a window is one finding"). Every step lands on the finding's timeli
 with who took it.
 
 Status:
-    new ─► acknowledged ─► approved | flagged | risk_accepted | resolved
+    new ─► acknowledged ─► approved | flagged | risk_accepted | resolved | closed
     (flagged and risk_accepted may still be approved; any open status may be resolved by a
-    later scan; resolved reopens within the flap window; a lapsed risk acceptance reopens)
+    later scan; resolved reopens within the flap window; a lapsed risk acceptance reopens;
+    closed, with a root cause, is final: the same problem again is a new finding)
 
 The book lives in the `findings` table of the hot TinyDB file. It writes no audit events:
 each method returns the finding it changed and the caller audits the transition.
@@ -29,6 +30,7 @@ from portconsole.core.domain.approval import is_placeholder
 from portconsole.core.domain.finding import (
     ACKNOWLEDGED,
     APPROVED,
+    CLOSED,
     FLAGGED,
     NEW,
     OPEN_STATUSES,
@@ -203,7 +205,7 @@ class FindingBook:
         outcome: RaiseOutcome,
     ) -> bool:
         """Fold a candidate into an existing finding if it is the same episode; True if so."""
-        if finding.status == APPROVED:
+        if finding.status in (APPROVED, CLOSED):
             return False
         if finding.status == RESOLVED:
             resolved_at = finding.resolved_at or finding.last_seen
@@ -360,6 +362,34 @@ class FindingBook:
         return self._transition(
             finding_id, {NEW, ACKNOWLEDGED, FLAGGED, RISK_ACCEPTED}, "approve", change
         )
+
+    def close(
+        self, finding_id: str, actor: str, cause: str, now: datetime | None = None
+    ) -> Finding:
+        """Close it with its root cause (a monitoring gap explained, a false alarm); final."""
+        cleaned = _required(cause, "cause", "say what caused it (e.g. 'scanner host rebooted')")
+        moment = now or utcnow()
+
+        def change(f: Finding) -> None:
+            f.status = CLOSED
+            f.details = {**f.details, "cause": cleaned}
+            f.timeline.append(TimelineEntry("closed", moment, actor, cleaned))
+
+        return self._transition(finding_id, OPEN_STATUSES, "close", change)
+
+    def resolve_by_decision(
+        self, finding_id: str, actor: str, text: str, now: datetime | None = None
+    ) -> Finding:
+        """Resolve it because a person removed its cause (a review renewed the approval)."""
+        moment = now or utcnow()
+
+        def change(f: Finding) -> None:
+            f.resolved_from = f.status
+            f.status = RESOLVED
+            f.resolved_at = moment
+            f.timeline.append(TimelineEntry("remediated", moment, actor, text))
+
+        return self._transition(finding_id, RESOLVABLE_STATUSES, "resolve", change)
 
     def flag(
         self, finding_id: str, actor: str, reason: str, now: datetime | None = None

@@ -1,9 +1,11 @@
 """Findings as the domain sees them: one problem on one host[:port/proto], with its timeline.
 
 Status:
-    new ─► acknowledged ─► approved | flagged | risk_accepted | resolved
+    new ─► acknowledged ─► approved | flagged | risk_accepted | resolved | closed
     (flagged and risk_accepted may still be approved; any open status may be resolved by a
-    later scan; resolved reopens within the flap window; a lapsed risk acceptance reopens)
+    later scan; resolved reopens within the flap window; a lapsed risk acceptance reopens;
+    closed is a person's verdict with a root cause, final like approved: the same problem
+    seen again is a new finding)
 
 The book that stores them and applies the lifecycle is adapters/findings.py.
 """
@@ -25,7 +27,8 @@ APPROVED = "approved"
 FLAGGED = "flagged"
 RISK_ACCEPTED = "risk_accepted"
 RESOLVED = "resolved"
-STATUSES = (NEW, ACKNOWLEDGED, APPROVED, FLAGGED, RISK_ACCEPTED, RESOLVED)
+CLOSED = "closed"
+STATUSES = (NEW, ACKNOWLEDGED, APPROVED, FLAGGED, RISK_ACCEPTED, RESOLVED, CLOSED)
 # Still wanting a person's attention (the open queue).
 OPEN_STATUSES = frozenset({NEW, ACKNOWLEDGED, FLAGGED})
 # Statuses a later scan may resolve because the condition went away.
@@ -40,6 +43,7 @@ STEPS = (
     "remediated",
     "verified",
     "reopened",
+    "closed",  # closed by a person with a root cause (text = the cause)
 )
 
 # Kinds raised by detection from scans; only these are auto-resolved by a later scan.

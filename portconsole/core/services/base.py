@@ -89,7 +89,9 @@ class ServiceBase:
         details: dict[str, Any] | None = None,
         at: datetime | None = None,
     ) -> AuditEntry:
-        return AuditEntry(action, self.actor, outcome, resource, details, at)
+        # Dated by the service's clock, like the records the event is about.
+        moment = at if at is not None else self.clock()
+        return AuditEntry(action, self.actor, outcome, resource, details, moment)
 
     def finding(self, finding_id: str) -> Finding:
         return self.findings_book.get(finding_id)

@@ -1,27 +1,29 @@
-"""Decisions on findings and approvals: acknowledge, note, flag, accept a risk, approve;
-baselines in and out. Each is one journal transaction with its events."""
+"""Decisions on findings and approvals: acknowledge, note, flag, accept a risk, close with a
+cause; request, approve and review (services/approval_decisions.py); baselines in and out.
+Each is one journal transaction with its events."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from portconsole.core.domain.approval import Approval
 from portconsole.core.domain.finding import Finding
-from portconsole.core.errors import UserError
-from portconsole.core.services.base import ServiceBase, finding_resource, refusal_recorded
-from portconsole.core.timeutil import iso
+from portconsole.core.services.approval_decisions import ApprovalDecisions, review_datetime
+from portconsole.core.services.base import finding_resource, refusal_recorded
 
 
-class Decisions(ServiceBase):
+class Decisions(ApprovalDecisions):
     """Triage decisions and baselines, for the Monitor."""
 
     @refusal_recorded("finding.ack")
     def ack(self, finding_id: str) -> Finding:
         self._require_write("acknowledge findings")
         with self.store.lock.hold():
-            finding = self.findings_book.ack(self.finding(finding_id).id, str(self.actor))
+            finding = self.findings_book.ack(
+                self.finding(finding_id).id, str(self.actor), now=self.clock()
+            )
             self._audit("finding.ack", resource=finding_resource(finding))
         return finding
 
@@ -29,7 +31,9 @@ class Decisions(ServiceBase):
     def note(self, finding_id: str, text: str) -> Finding:
         self._require_write("add notes")
         with self.store.lock.hold():
-            finding = self.findings_book.note(self.finding(finding_id).id, str(self.actor), text)
+            finding = self.findings_book.note(
+                self.finding(finding_id).id, str(self.actor), text, now=self.clock()
+            )
             self._audit("finding.note", resource=finding_resource(finding), details={"text": text})
         return finding
 
@@ -38,7 +42,11 @@ class Decisions(ServiceBase):
         self._require_write("accept risks")
         with self.store.lock.hold():
             finding = self.findings_book.risk_accept(
-                self.finding(finding_id).id, str(self.actor), _review_datetime(until), reason
+                self.finding(finding_id).id,
+                str(self.actor),
+                review_datetime(until),
+                reason,
+                now=self.clock(),
             )
             self._audit(
                 "finding.risk_accepted",
@@ -51,87 +59,27 @@ class Decisions(ServiceBase):
     def flag(self, finding_id: str, *, reason: str) -> Finding:
         self._require_write("flag findings")
         with self.store.lock.hold():
-            finding = self.findings_book.flag(self.finding(finding_id).id, str(self.actor), reason)
+            finding = self.findings_book.flag(
+                self.finding(finding_id).id, str(self.actor), reason, now=self.clock()
+            )
             self._audit(
                 "finding.flagged", resource=finding_resource(finding), details={"reason": reason}
             )
         return finding
 
-    @refusal_recorded("finding.approve")
-    def approve(
-        self,
-        finding_id: str,
-        *,
-        justification: str,
-        owner: str,
-        ticket: str = "",
-        review_by: date | None = None,
-        mitigation: str = "",
-        requester: str | None = None,
-    ) -> Finding:
-        """Approve a finding's port: create an approval record and close the finding."""
-        self._require_write("approve findings")
-        # The content is checked in one place, ApprovalRegistry.validate (also for baselines).
+    @refusal_recorded("finding.close")
+    def close_finding(self, finding_id: str, *, cause: str) -> Finding:
+        """Close a finding with its root cause (meant for monitoring gaps; any open finding)."""
+        self._require_write("close findings")
         with self.store.lock.hold():
-            finding = self.finding(finding_id)
-            if not finding.is_open:
-                raise UserError(
-                    f"finding {finding.id} is {finding.status}: only open findings "
-                    "(new, acknowledged, flagged) can be approved"
-                )
-            if finding.port is None or finding.proto is None:
-                raise UserError(
-                    f"finding {finding.id} ({finding.kind}) is not about a port: flag or note it instead"
-                )
-            now = self.clock()
-            approval = self.approvals.add(
-                host=finding.host,
-                port=finding.port,
-                proto=finding.proto,
-                service=finding.service,
-                justification=justification,
-                owner=owner,
-                requester=(requester or "").strip(),
-                approver=self.actor.person,
-                actor=str(self.actor),
-                ticket=ticket,
-                approved_at=now,
-                review_by=_review_datetime(review_by) if review_by else None,
-                mitigation=mitigation,
-                source=self.origin,
-                now=now,
-            )
-            for retired_id in approval.supersedes:
-                self._audit(
-                    "approval.retired",
-                    resource={"approval_id": retired_id},
-                    details={"superseded_by": approval.id},
-                )
-            self._audit(
-                "approval.added",
-                resource={
-                    "host": approval.host,
-                    "port": approval.port,
-                    "proto": approval.proto,
-                    "approval_id": approval.id,
-                },
-                details={
-                    "justification": justification,
-                    "owner": owner,
-                    "ticket": ticket,
-                    "review_by": iso(approval.review_by),
-                    "finding_id": finding.id,
-                },
-            )
-            finding = self.findings_book.approve(
-                finding.id, str(self.actor), approval.id, justification, ticket=ticket
+            finding = self.findings_book.close(
+                self.finding(finding_id).id, str(self.actor), cause, now=self.clock()
             )
             self._audit(
-                "finding.approved",
+                "finding.closed",
                 resource=finding_resource(finding),
-                details={"approval_id": approval.id},
+                details={"cause": finding.details["cause"], "kind": finding.kind},
             )
-            # Other open findings on the same port (e.g. insecure service) follow the decision.
         return finding
 
     def approvals_list(self, include_retired: bool = False) -> list[Approval]:
@@ -149,7 +97,7 @@ class Decisions(ServiceBase):
         self._require_write("import baselines")
         specs = load_baseline(path, self.settings)
         with self.store.lock.hold():
-            result = self.approvals.import_specs(specs, str(self.actor))
+            result = self.approvals.import_specs(specs, str(self.actor), now=self.clock())
             for approval in result.added:
                 self._audit(
                     "approval.added",
@@ -189,9 +137,3 @@ class Decisions(ServiceBase):
         counts = self.store.prune()
         self._audit("retention.prune", details=counts)
         return counts
-
-
-def _review_datetime(day: date) -> datetime:
-    from datetime import UTC
-
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
 from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
@@ -60,7 +59,7 @@ class WriteRefused(Message):
     text: str
 
 
-class DecisionDialog(ModalScreen[str | None]):
+class DialogBase(ModalScreen[str | None]):
     """Base for the dialogs: returns a one-line summary when written, None when cancelled."""
 
     BINDINGS = [
@@ -68,10 +67,13 @@ class DecisionDialog(ModalScreen[str | None]):
         Binding("ctrl+s", "submit", "Confirm", id="dialog.submit"),
     ]
 
-    def __init__(self, finding: Finding) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.finding = finding
         self.busy = False
+
+    def subject(self) -> Text:
+        """What the decision is about (a finding, an approval)."""
+        raise NotImplementedError
 
     @property
     def console(self) -> PortConsoleApp:
@@ -83,7 +85,7 @@ class DecisionDialog(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Static(Text(self.heading(), style="bold"), classes="dialog-title")
-            yield Static(describe_finding(self.finding), classes="dialog-finding")
+            yield Static(self.subject(), classes="dialog-finding")
             yield Static(who_line(self.console.monitor.actor), id="dialog-who")
             yield from self.compose_fields()
             yield Static(id="form-error")
@@ -162,6 +164,17 @@ class DecisionDialog(ModalScreen[str | None]):
             self.action_cancel()
 
 
+class DecisionDialog(DialogBase):
+    """A decision on one finding."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__()
+        self.finding = finding
+
+    def subject(self) -> Text:
+        return describe_finding(self.finding)
+
+
 def field_row(label: str, field_id: str, value: str = "", placeholder: str = "") -> Horizontal:
     return Horizontal(
         Label(label, classes="field-label"),
@@ -171,126 +184,52 @@ def field_row(label: str, field_id: str, value: str = "", placeholder: str = "")
     )
 
 
-class ApproveForm(DecisionDialog):
-    """Approve the finding's port: an approval record with justification, owner, review date."""
-
-    def __init__(self, finding: Finding) -> None:
-        super().__init__(finding)
-        self.insecure = False
-        self.needs_requester = True
-
-    def heading(self) -> str:
-        return "Approve this port"
-
-    def confirm_label(self) -> str:
-        return "Approve"
-
-    def compose_fields(self) -> ComposeResult:
-        monitor = self.console.monitor
-        # Both are pure computations on settings: cheap enough for the event loop.
-        self.insecure = monitor.is_insecure(self.finding.service)
-        review_default = monitor.default_review_by()
-        yield field_row("Justification*", "justification", placeholder="why this port is needed")
-        yield field_row("Owner*", "owner", placeholder="team or person responsible")
-        self.needs_requester = monitor.settings.approval.separation_of_duties
-        requester_label = "Requested by*" if self.needs_requester else "Requested by"
-        yield field_row(
-            requester_label, "requester", placeholder="who asked for this port (not you)"
-        )
-        yield field_row("Ticket", "ticket", placeholder="change ticket, optional")
-        yield field_row("Review by", "review_by", review_default.isoformat(), "YYYY-MM-DD")
-        if self.insecure:
-            yield field_row(
-                "Mitigation*",
-                "mitigation",
-                placeholder="insecure service: how the risk is contained",
-            )
-
-    def hint(self) -> str:
-        return "enter: approve · tab: next field · esc: cancel"
-
-    def prepare(self) -> Callable[[], str] | None:
-        justification = self.value("justification")
-        owner = self.value("owner")
-        ticket = self.value("ticket")
-        requester = self.value("requester")
-        mitigation = self.value("mitigation") if self.insecure else ""
-        if not justification:
-            self.show_error(
-                "A justification is required: say why this port may stay open.", "justification"
-            )
-            return None
-        if not owner:
-            self.show_error("An owner is required: who answers for this port.", "owner")
-            return None
-        if self.needs_requester and not requester:
-            self.show_error(
-                "Name who requested this port: separation of duties needs a requester who is not you.",
-                "requester",
-            )
-            return None
-        review_text = self.value("review_by")
-        try:
-            review_by = date.fromisoformat(review_text) if review_text else None
-        except ValueError:
-            self.show_error("Review by must be a date such as 2026-11-27.", "review_by")
-            return None
-        if review_by is not None and review_by <= self.console.now().date():
-            self.show_error("Review by must be in the future.", "review_by")
-            return None
-        if self.insecure and not mitigation:
-            self.show_error(
-                f"{clean(self.finding.service, 30)} is insecure: describe the mitigation.",
-                "mitigation",
-            )
-            return None
-        monitor = self.console.monitor
-        finding_id = self.finding.id
-
-        def write() -> str:
-            done = monitor.approve(
-                finding_id,
-                justification=justification,
-                owner=owner,
-                ticket=ticket,
-                review_by=review_by,
-                mitigation=mitigation,
-                requester=requester or None,
-            )
-            return f"Approved {done.id} ({clean(done.host, 45)}:{done.port}/{done.proto})"
-
-        return write
-
-
 class TextDecision(DecisionDialog):
     """Flag (reason required) or note (text required)."""
 
+    # kind: (heading, confirm label, field label, placeholder, what is missing)
+    KINDS = {
+        "flag": ("Flag this finding", "Flag", "Reason*", "why this needs attention", "A reason"),
+        "note": ("Add a note", "Add note", "Note*", "what you found or did", "The note"),
+        "close": (
+            "Close this finding with its root cause (final)",
+            "Close",
+            "Cause*",
+            "what caused it, e.g. scanner VM rebooted",
+            "The cause",
+        ),
+    }
+
     def __init__(self, finding: Finding, kind: str) -> None:
-        if kind not in ("flag", "note"):
+        if kind not in self.KINDS:
             raise ValueError(kind)
         super().__init__(finding)
         self.kind = kind
 
     def heading(self) -> str:
-        return "Flag this finding" if self.kind == "flag" else "Add a note"
+        return self.KINDS[self.kind][0]
 
     def confirm_label(self) -> str:
-        return "Flag" if self.kind == "flag" else "Add note"
+        return self.KINDS[self.kind][1]
 
     def compose_fields(self) -> ComposeResult:
-        if self.kind == "flag":
-            yield field_row("Reason*", "text", placeholder="why this needs attention")
-        else:
-            yield field_row("Note*", "text", placeholder="what you found or did")
+        _heading, _label, field, placeholder, _missing = self.KINDS[self.kind]
+        yield field_row(field, "text", placeholder=placeholder)
 
     def prepare(self) -> Callable[[], str] | None:
         text = self.value("text")
         if not text:
-            what = "A reason" if self.kind == "flag" else "The note"
-            self.show_error(f"{what} is required.", "text")
+            self.show_error(f"{self.KINDS[self.kind][4]} is required.", "text")
             return None
         monitor = self.console.monitor
         finding_id = self.finding.id
+        if self.kind == "close":
+
+            def close() -> str:
+                done = monitor.close_finding(finding_id, cause=text)
+                return f"Closed {done.id}"
+
+            return close
         if self.kind == "flag":
 
             def flag() -> str:

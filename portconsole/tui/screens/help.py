@@ -17,9 +17,8 @@ INTRO = (
 
 
 def bindings_table(screen: Screen[object]) -> Table:
-    table = Table(box=None, show_header=False, padding=(0, 1), expand=True)
-    table.add_column("key", style="bold", no_wrap=True)
-    table.add_column("action")
+    """The keys in two columns of (key, action) pairs, so a screen's keys fit 80x24."""
+    rows: list[tuple[Text, Text]] = []
     seen: set[str] = set()
     for _key, active in sorted(
         screen.active_bindings.items(), key=lambda kv: kv[1].binding.description
@@ -36,10 +35,16 @@ def bindings_table(screen: Screen[object]) -> Table:
             continue
         seen.add(signature)
         state = "" if active.enabled else " (not available here)"
-        table.add_row(Text(label), Text(binding.description + state))
-    table.add_row(Text("ctrl+p"), Text("Command palette: jump to host, scan, pause, export, theme"))
-    table.add_row(Text("j / k"), Text("Down / up in tables (arrows work too)"))
-    table.add_row(Text("esc"), Text("Back out: clear the filter, close, or return to the overview"))
+        rows.append((Text(label), Text(binding.description + state)))
+    rows.append((Text("ctrl+p"), Text("Command palette")))
+    rows.append((Text("j / k"), Text("Down / up (arrows too)")))
+    table = Table(box=None, show_header=False, padding=(0, 1), expand=True)
+    for _ in range(2):
+        table.add_column("key", style="bold", no_wrap=True)
+        table.add_column("action", ratio=1)
+    half = (len(rows) + 1) // 2
+    for left, right in zip(rows[:half], [*rows[half:], (Text(""), Text(""))], strict=False):
+        table.add_row(*left, *right)
     return table
 
 

@@ -1,4 +1,7 @@
-"""The triage queue: open findings, worst and oldest first, and the decisions on them."""
+"""The triage queue: open findings, worst and oldest first, and the decisions on them.
+
+Decided findings (approved, resolved, risk accepted, closed with a cause) leave the queue;
+`portconsole findings --all` lists them with their status."""
 
 from __future__ import annotations
 
@@ -11,8 +14,9 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from portconsole.tui.safe import age, clean, safe_text, short_time
+from portconsole.tui.screens.approval_forms import ApproveForm, RequestForm, ReviewForm
 from portconsole.tui.screens.base import ConsoleScreen, filtered
-from portconsole.tui.screens.forms import ApproveForm, ConfirmDecision, TextDecision
+from portconsole.tui.screens.forms import ConfirmDecision, TextDecision
 from portconsole.tui.widgets import KeyedTable
 
 if TYPE_CHECKING:
@@ -31,13 +35,20 @@ FINDING_COLUMNS = [
     ("status", "Status"),
 ]
 
-DECISIONS = ("approve", "flag", "ack", "note", "rescan")
+DECISIONS = ("approve", "request", "review", "flag", "ack", "note", "close", "rescan")
 
 
 def finding_target(finding: Finding) -> str:
     if finding.port is None:
         return clean(finding.host, 45)
     return f"{clean(finding.host, 45)}:{finding.port}/{finding.proto}"
+
+
+def reviewed_approval(finding: Finding) -> str:
+    """The approval an approval_expired finding asks to review ("" for other findings)."""
+    if finding.kind != "approval_expired":
+        return ""
+    return clean(finding.details.get("approval_id") or "", 20)
 
 
 def queue_order(findings: Sequence[Finding]) -> list[Finding]:
@@ -50,9 +61,12 @@ class TriageScreen(ConsoleScreen):
 
     BINDINGS = [
         Binding("a", "approve", "Approve", id="triage.approve"),
+        Binding("e", "request", "Request", id="triage.request"),
+        Binding("v", "review", "Review", id="triage.review"),
         Binding("f", "flag", "Flag", id="triage.flag"),
         Binding("c", "ack", "Ack", id="triage.ack"),
         Binding("n", "note", "Note", id="triage.note"),
+        Binding("x", "close", "Close", show=False, id="triage.close"),
         Binding("r", "rescan", "Rescan", id="triage.rescan"),
         Binding("o", "open_host", "Host", show=False, id="triage.host"),
     ]
@@ -152,8 +166,11 @@ class TriageScreen(ConsoleScreen):
         finding = self.selected()
         if finding is None:
             return None
-        if action == "approve" and finding.port is None:
+        if action in ("approve", "request") and finding.port is None:
             return None
+        # A review answers an overdue one: offered on the finding it raised.
+        if action == "review" and not reviewed_approval(finding):
+            return False
         if action == "rescan" and finding.port is None and finding.kind == "monitoring_gap":
             return None
         return self.console.can_write()
@@ -162,6 +179,22 @@ class TriageScreen(ConsoleScreen):
         finding = self.selected()
         if finding is not None:
             self.app.push_screen(ApproveForm(finding), self.after_decision)
+
+    def action_request(self) -> None:
+        finding = self.selected()
+        if finding is not None:
+            self.app.push_screen(RequestForm(finding), self.after_decision)
+
+    def action_review(self) -> None:
+        finding = self.selected()
+        approval_id = reviewed_approval(finding) if finding is not None else ""
+        if finding is not None and approval_id:
+            self.app.push_screen(ReviewForm(approval_id, finding), self.after_decision)
+
+    def action_close(self) -> None:
+        finding = self.selected()
+        if finding is not None:
+            self.app.push_screen(TextDecision(finding, "close"), self.after_decision)
 
     def action_flag(self) -> None:
         finding = self.selected()

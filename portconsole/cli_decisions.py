@@ -1,0 +1,216 @@
+"""CLI commands for approvals with four eyes, their reviews, and closing findings with a cause.
+
+`request` (the requester's step), `approve` (the approver's: a finding or a request),
+`requests`, `approvals`, `review` and `close`. The identity behind each is the Actor: the OS
+user, the sudo user behind root, the SSH client and key; the shell types none of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from portconsole.cli import _date_arg, _emit_json, _monitor, _table, _when
+from portconsole.core.domain.approval import REVIEW_OUTCOMES
+
+Handler = Callable[[argparse.Namespace], int]
+AddCommand = Callable[[str, Handler, str], argparse.ArgumentParser]
+
+
+def cmd_request(args: argparse.Namespace) -> int:
+    monitor = _monitor(args)
+    made = monitor.request(
+        args.id,
+        justification=args.justification,
+        owner=args.owner,
+        ticket=args.ticket or "",
+        review_by=args.review_by,
+        mitigation=args.mitigation or "",
+        on_behalf_of=args.on_behalf_of or "",
+    )
+    print(
+        f"{made.id} requested by {made.requested_by} for {made.finding_id} "
+        f"({made.host}:{made.port}/{made.proto}); another person approves it with "
+        f"`portconsole approve {made.id}`"
+    )
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    monitor = _monitor(args)
+    finding = monitor.approve(
+        args.id,
+        justification=args.justification or "",
+        owner=args.owner or "",
+        ticket=args.ticket or "",
+        review_by=args.review_by,
+        mitigation=args.mitigation or "",
+        requester=args.requester,
+    )
+    approval = next(a for a in monitor.approvals_list() if a.id == finding.approval_id)
+    eyes = "four eyes met" if approval.four_eyes else "four eyes NOT met"
+    print(
+        f"{finding.id} approved ({finding.host}:{finding.port}/{finding.proto}) as "
+        f"{approval.id}: {eyes} ({approval.four_eyes_basis_text()})"
+    )
+    return 0
+
+
+def cmd_requests(args: argparse.Namespace) -> int:
+    requests = _monitor(args, reads_only=True).requests_list(include_done=args.all)
+    if args.json:
+        _emit_json({"requests": [r.to_json() for r in requests]})
+        return 0
+    rows = [
+        [
+            r.id,
+            r.finding_id,
+            f"{r.host}:{r.port}/{r.proto}",
+            r.requester_person,
+            _when(r.requested_at),
+            r.justification,
+            r.status + (f" {r.approval_id}" if r.approval_id else ""),
+        ]
+        for r in requests
+    ]
+    headers = ["id", "finding", "where", "requested by", "at", "justification", "status"]
+    print(_table(rows, headers))
+    return 0
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    monitor = _monitor(args, reads_only=True)
+    approvals = monitor.approvals_list(include_retired=args.all)
+    if args.json:
+        _emit_json({"approvals": [a.to_json() for a in approvals]})
+        return 0
+    rows = []
+    for a in approvals:
+        last = a.last_review()
+        rows.append(
+            [
+                a.id,
+                f"{a.host}:{a.port}/{a.proto}",
+                a.service,
+                a.owner,
+                a.requester or "-",
+                a.approver,
+                "yes" if a.four_eyes else "no",
+                _when(a.review_by),
+                f"{last.at.date().isoformat()} {last.outcome}" if last else "never",
+                a.status,
+            ]
+        )
+    headers = [
+        "id",
+        "where",
+        "service",
+        "owner",
+        "requester",
+        "approver",
+        "4 eyes",
+        "review by",
+        "last review",
+        "status",
+    ]
+    print(_table(rows, headers))
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    reviewed = _monitor(args).review(
+        args.id, outcome=args.outcome, note=args.note, next_review=args.next_review
+    )
+    done = reviewed.reviews[-1]
+    after = (
+        f"next review by {done.next_review_by.date().isoformat()}"
+        if done.next_review_by
+        else "approval retired"
+    )
+    print(f"{reviewed.id} reviewed by {done.reviewer}: {done.outcome}; {after}")
+    return 0
+
+
+def cmd_close(args: argparse.Namespace) -> int:
+    finding = _monitor(args).close_finding(args.id, cause=args.cause)
+    print(f"{finding.id} closed: {finding.details['cause']}")
+    return 0
+
+
+def add_decision_commands(add: AddCommand) -> None:
+    """Add request, approve, requests, approvals, review and close to the parser."""
+    p = add(
+        "request",
+        cmd_request,
+        "request approval of a finding's port (the first of the four eyes; another person "
+        "approves it)",
+    )
+    p.add_argument("id", metavar="FINDING")
+    p.add_argument("--justification", required=True, help="the business need (required)")
+    p.add_argument("--owner", required=True, help="who owns the service")
+    p.add_argument("--ticket", help="change ticket reference")
+    p.add_argument(
+        "--review-by", type=_date_arg, help="review date, YYYY-MM-DD (default: six months)"
+    )
+    p.add_argument("--mitigation", help="required for insecure services (telnet, ftp, ...)")
+    p.add_argument(
+        "--on-behalf-of",
+        metavar="TEXT",
+        help="whom you ask for (recorded as text; the requester is you, as the system knows you)",
+    )
+
+    p = add(
+        "approve",
+        cmd_approve,
+        "approve a finding's port (F-...) or a request (R-...); a pending request on the "
+        "finding is used",
+    )
+    p.add_argument("id", metavar="FINDING|REQUEST")
+    p.add_argument("--justification", help="the business need (required when there is no request)")
+    p.add_argument("--owner", help="who owns the service (required when there is no request)")
+    p.add_argument("--ticket", help="change ticket reference")
+    p.add_argument(
+        "--review-by", type=_date_arg, help="review date, YYYY-MM-DD (default: six months)"
+    )
+    p.add_argument("--mitigation", help="required for insecure services (telnet, ftp, ...)")
+    p.add_argument(
+        "--requester",
+        help="who asked for the port, as text: recorded but not four eyes (with separation of "
+        "duties on, the request must be recorded by its requester: `portconsole request`)",
+    )
+
+    p = add("requests", cmd_requests, "list pending approval requests (--all for approved ones)")
+    p.add_argument("--all", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+    p = add("approvals", cmd_approvals, "list approval records, with four eyes and last review")
+    p.add_argument("--all", action="store_true", help="include retired approvals")
+    p.add_argument("--json", action="store_true")
+
+    p = add(
+        "review",
+        cmd_review,
+        "record a review of an approval (PCI DSS 1.2.7): keep it, ask for a change, or retire it",
+    )
+    p.add_argument("id", metavar="APPROVAL")
+    p.add_argument(
+        "--outcome",
+        required=True,
+        choices=REVIEW_OUTCOMES,
+        help="keep: still needed as it is; change: stays in force, but a change was asked for "
+        "(request it as a new approval); retire: no longer needed, the approval is retired",
+    )
+    p.add_argument("--note", required=True, help="what was checked and concluded")
+    p.add_argument(
+        "--next-review",
+        type=_date_arg,
+        help="next review date, YYYY-MM-DD (keep/change; default: six months from now)",
+    )
+
+    p = add(
+        "close",
+        cmd_close,
+        "close a finding with its root cause (e.g. a monitoring gap); it stays in the record",
+    )
+    p.add_argument("id", metavar="FINDING")
+    p.add_argument("--cause", required=True, help="what caused it, e.g. 'scanner VM rebooted'")
