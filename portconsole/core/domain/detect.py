@@ -6,7 +6,11 @@ the scan's port list. A failed or cancelled scan judges nothing.
 
 Kinds raised (one candidate per problem, keyed by kind + host[:port/proto]):
 
-- ``unapproved_port``: an open port no active approval covers. When its service is insecure
+Approvals are judged as they stood when the scan finished (Approval.in_force, the one rule
+for "approved at T"): an approval recorded after a scan does not cover what that scan saw,
+live or imported late, and one retired since still covers what an older report saw.
+
+- ``unapproved_port``: an open port no approval in force covers. When its service is insecure
   (telnet, ftp, ...) the candidate says so in ``details.insecure`` and its severity is raised
   to the insecure_service severity; it is not raised twice as insecure_service.
 - ``approval_expired``: an active approval past its review date (PCI DSS 1.2.7), on a
@@ -28,19 +32,22 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from portconsole.core.domain.approval import Approval, is_insecure
+from portconsole.core.domain.approval import (
+    Approval,
+    approval_in_force,
+    approval_status,
+    approvals_in_force,
+    is_insecure,
+)
 from portconsole.core.domain.coverage import Coverage
 from portconsole.core.domain.finding import FindingCandidate
 from portconsole.core.domain.model import ScanResult, most_severe
 from portconsole.core.settings import Settings
 from portconsole.core.timeutil import iso
-
-APPROVED = "approved"
-UNAPPROVED = "unapproved"
-EXPIRED = "expired"
 
 # nmap names one service differently with and without -sV, and by port: `https` and
 # `http-proxy` from the port table are `http` (tunnel ssl) once fingerprinted.
@@ -73,6 +80,29 @@ class PortView(Protocol):
     def product(self) -> str: ...
     @property
     def version(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedPort:
+    """An open port as one scan saw it (a PortView without the store)."""
+
+    host: str
+    port: int
+    proto: str
+    service: str
+    product: str
+    version: str
+
+
+def scan_open_ports(scan: ScanResult) -> list[ObservedPort]:
+    """The open ports a scan itself saw. Detection of a backfilled scan judges these: the
+    store's current state is newer than such a scan and says nothing of its time."""
+    return [
+        ObservedPort(host.address, p.port, p.proto, p.service, p.product, p.version)
+        for host in scan.hosts
+        if host.status == "up"
+        for p in host.open_ports()
+    ]
 
 
 def canonical_service(name: str) -> str:
@@ -117,20 +147,6 @@ def product_matches(pattern: str, product: str, version: str = "") -> bool:
     )
 
 
-def _index(approvals: Iterable[Approval]) -> dict[tuple[str, int, str], Approval]:
-    index: dict[tuple[str, int, str], Approval] = {}
-    for approval in approvals:
-        if not approval.active:
-            continue
-        current = index.get(approval.key)
-        if current is None or (approval.approved_at, approval.id) > (
-            current.approved_at,
-            current.id,
-        ):
-            index[approval.key] = approval
-    return index
-
-
 def classify_port(
     host: str,
     port: int,
@@ -139,16 +155,14 @@ def classify_port(
     approvals: Iterable[Approval],
     at: datetime,
 ) -> str:
-    """`approved`, `unapproved` or `expired` for one port (scan --json and the TUI).
+    """`approved`, `unapproved` or `expired` for one port at `at` (scan --json and the TUI),
+    by the approval in force then (approval_in_force).
 
     Classification is by host/port/proto; `service` does not change it (a different
     service on an approved port is a service_changed finding, not an unapproved port).
     """
     del service  # part of the call shape for callers; see the docstring
-    approval = _index(approvals).get((host, port, proto))
-    if approval is None:
-        return UNAPPROVED
-    return EXPIRED if approval.is_expired(at) else APPROVED
+    return approval_status(approval_in_force(approvals, host, port, proto, at), at)
 
 
 def severity_for(kind: str, port: int | None, settings: Settings) -> str:
@@ -179,14 +193,15 @@ def detect(
 
     open_ports: the store's open ports after ingesting this scan (all hosts; only those
     the scan covered are judged). known_hosts: hosts the store had seen up before this
-    scan. approvals: the active approvals. baseline_hosts: every address a baseline
+    scan. approvals: every approval record (active and retired); those in force at `now`,
+    the scan's finish, are the ones that count. baseline_hosts: every address a baseline
     selector names (hosts expected even without an approved port).
     """
     coverage = Coverage.of_scan(scan)
     if not coverage.hosts:
         return []
     insecure_names = settings.approval.insecure_services
-    index = _index(approvals)
+    index = approvals_in_force(approvals, now)
     up_hosts = coverage.hosts - coverage.down
     known = set(known_hosts)
     expected_hosts = set(baseline_hosts) | {key[0] for key in index}
@@ -284,7 +299,7 @@ def detect(
                 approval.service,
                 {
                     "approval_id": approval.id,
-                    "review_by": iso(approval.review_by),
+                    "review_by": iso(approval.review_by_at(now)),
                     "open": key in open_keys,
                 },
             )

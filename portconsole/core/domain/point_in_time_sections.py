@@ -18,6 +18,7 @@ from portconsole.core.domain.report_layout import (
     port_text,
     yes_no,
 )
+from portconsole.core.domain.scope_sections import scope_section
 
 
 def point_in_time_sections(doc: dict[str, Any]) -> list[Section]:
@@ -33,6 +34,23 @@ def point_in_time_sections(doc: dict[str, Any]) -> list[Section]:
             "closed, so what no scan covered is listed separately."
         )
     )
+    intro.paragraphs.append(
+        Prose(
+            "An approval counts at that time when it was recorded at or before it and not yet "
+            "retired (one recorded later does not count, whatever date it names); detection "
+            "judged each scan by the same rule. The finding is the one open for the port then, "
+            "or else the one that approved it."
+        )
+    )
+    backfilled = sum(1 for p in doc["ports"] if p.get("backfilled"))
+    if backfilled:
+        intro.paragraphs.append(
+            Prose(
+                f"{backfilled} of these ports were last seen by a backfilled scan: an nmap "
+                "report imported after newer history, evidence recorded after the fact "
+                "(marked BACKFILLED)."
+            )
+        )
     if not doc["history_complete"]:
         intro.paragraphs.append(
             Prose(
@@ -56,11 +74,16 @@ def point_in_time_sections(doc: dict[str, Any]) -> list[Section]:
             "Covered",
             "Approval",
             "Approval id",
+            "Approval recorded",
+            "Approved by",
             "Owner",
             "Justification",
             "Review by",
             "Ticket",
             "Mitigation",
+            "Finding",
+            "Finding status",
+            "Backfilled",
         ],
         empty="No port was open.",
     )
@@ -70,6 +93,8 @@ def point_in_time_sections(doc: dict[str, Any]) -> list[Section]:
             attention = p["approval"].upper()
         if not p["covered"]:
             attention = (attention + " NOT COVERED").strip()
+        if p.get("backfilled"):
+            attention = (attention + " BACKFILLED").strip()
         ports.add(
             [
                 p["host"],
@@ -84,11 +109,16 @@ def point_in_time_sections(doc: dict[str, Any]) -> list[Section]:
                 yes_no(p["covered"]),
                 p["approval"],
                 p["approval_id"],
+                p.get("approval_recorded_at"),
+                p.get("approved_by"),
                 p["owner"],
                 p["justification"],
                 p["review_by"],
                 p["ticket"],
                 p["mitigation"],
+                p.get("finding_id"),
+                p.get("finding_status"),
+                yes_no(p.get("backfilled")),
             ],
             attention,
         )
@@ -123,7 +153,7 @@ def point_in_time_sections(doc: dict[str, Any]) -> list[Section]:
         "uncovered",
         "Not covered",
         ["Host", "Port", "What", "Last covered", "Last scan"],
-        empty="Everything was covered.",
+        empty="Everything was covered." if doc["history_complete"] else "No scan yet by then.",
     )
     for u in doc["uncovered"]:
         gaps.add(
@@ -148,4 +178,4 @@ def point_in_time_sections(doc: dict[str, Any]) -> list[Section]:
             ]
         )
     uncovered.tables.append(approved)
-    return [intro, hosts, uncovered, chain_section(doc)]
+    return [scope_section(doc), intro, hosts, uncovered, chain_section(doc)]

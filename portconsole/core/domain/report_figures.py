@@ -1,7 +1,8 @@
 """The small rules behind every report figure: as-of views, statistics, the figures' hash.
 
 Shared by the point-in-time report, the evidence pack and their renderers, so a median, a
-severity order or "the approval in force at T" means the same in every figure and format.
+severity order or a finding's status at T means the same in every figure and format ("the
+approval in force at T" is one rule too: domain/approval.py approval_in_force).
 
 - **Median** is the middle value (mean of the two middle values for an even count); **p90** is
   the nearest-rank 90th percentile (the value at rank ceil(0.9 n) of the sorted values).
@@ -17,7 +18,6 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from portconsole.core.domain.approval import Approval
 from portconsole.core.domain.chain import canonical_json
 from portconsole.core.domain.finding import Finding, TimelineEntry
 from portconsole.core.domain.model import SEVERITIES as LEAST_SEVERE_FIRST
@@ -70,25 +70,36 @@ def severity_order(found: Iterable[str]) -> list[str]:
     return [*SEVERITIES, *extra]
 
 
+# What describes the moment of generation, not the period: left out of `figures_sha256`.
+GENERATION_KEYS = ("generated", "audit_chain", "figures_sha256")
+SCOPE_GENERATION_KEYS = ("generated_at", "clock", "generator")
+# Journal events a report's own making writes (the export, and the anchor published after
+# it): a period that includes now must give the same figures before and after an export.
+REPORT_OWN_ACTIONS = frozenset({"export"})
+
+
+def report_own_event(action: str, details: dict[str, Any]) -> bool:
+    """Whether a journal event was written by making a report (never counted as a figure)."""
+    return action in REPORT_OWN_ACTIONS or (
+        action == "audit.anchor" and details.get("reason") == "export"
+    )
+
+
+def figures_body(document: dict[str, Any]) -> dict[str, Any]:
+    """The document as `figures_sha256` hashes it (see GENERATION_KEYS)."""
+    body = {k: v for k, v in document.items() if k not in GENERATION_KEYS}
+    scope = body.get("scope")
+    if isinstance(scope, dict):
+        body["scope"] = {k: v for k, v in scope.items() if k not in SCOPE_GENERATION_KEYS}
+    return body
+
+
 def figures_sha256(document: dict[str, Any]) -> str:
-    """sha256 of the figures alone: the document without its generation block and the
-    audit chain's verification (both describe the moment of generation, not the period)."""
-    body = {k: v for k, v in document.items() if k not in ("generated", "audit_chain")}
-    return hashlib.sha256(canonical_json(body)).hexdigest()
-
-
-def approval_at(
-    approvals: Iterable[Approval], host: str, port: int, proto: str, at: datetime
-) -> Approval | None:
-    """The approval in force for host:port/proto at `at` (as ApprovalRegistry.match)."""
-    found = [a for a in approvals if a.key == (host, port, proto) and a.in_force(at)]
-    return max(found, key=lambda a: (a.approved_at, a.id)) if found else None
-
-
-def approval_status(approval: Approval | None, at: datetime) -> str:
-    if approval is None:
-        return "unapproved"
-    return "expired" if approval.is_expired(at) else "approved"
+    """sha256 of the figures alone: the document without what describes its generation
+    (the generation block, the audit chain's verification then, and the scope's generation
+    time, clock and generator), as canonical JSON. Equal for every format and for every
+    regeneration of the same period from the same records."""
+    return hashlib.sha256(canonical_json(figures_body(document))).hexdigest()
 
 
 def steps_until(finding: Finding, end: datetime) -> list[TimelineEntry]:
@@ -116,6 +127,8 @@ def status_from_steps(finding: Finding, steps: list[TimelineEntry]) -> str:
                 status = "flagged"
             elif text.startswith("risk accepted"):
                 status = "risk_accepted"
+        elif entry.step == "closed":
+            status = "closed"
         elif entry.step in ("remediated", "verified"):
             if status != "resolved":
                 before_resolved = status

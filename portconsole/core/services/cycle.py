@@ -5,6 +5,12 @@
 
 One cycle's ingest, detection, findings, outbox and events are one journal transaction.
 Imports of reports made elsewhere go through the same path.
+
+A scan is judged against the approvals in force when it finished (Approval.in_force: recorded
+by then, not retired by then), live or imported. A backfilled import (older than what is
+known, see adapters/store.py) is history: detection judges what that scan saw, its findings
+say `backfilled`, it never resolves a finding, and it leaves alone any problem the book has
+already seen at a later time.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 from portconsole.core.adapters.dns import resolve_host_name
 from portconsole.core.adapters.journal import AuditEntry
 from portconsole.core.domain.coverage import Coverage
-from portconsole.core.domain.detect import classify_port, detect
+from portconsole.core.domain.detect import classify_port, detect, scan_open_ports
 from portconsole.core.domain.finding import Finding, FindingCandidate
 from portconsole.core.domain.model import (
     Change,
@@ -237,15 +243,7 @@ class ScanCycle(Probing):
         if progress:
             progress(Progress(len(scan.hosts), len(addresses), scan.open_port_count(), "ingest"))
         changes, new_findings, gaps = self._ingest_and_detect(scan, label, len(addresses))
-        now = self.clock()
-        active = self.approvals.active()
-        status = {
-            f"{h.address}:{p.port}/{p.proto}": classify_port(
-                h.address, p.port, p.proto, p.service, active, now
-            )
-            for h in scan.hosts
-            for p in h.ports
-        }
+        status = self._approval_status(scan)
         if progress:
             progress(Progress(len(scan.hosts), len(addresses), scan.open_port_count(), "done"))
         return CycleResult(scan, changes, new_findings, status, unconfirmed, gaps)
@@ -363,20 +361,27 @@ class ScanCycle(Probing):
         now = scan.finished_at
         candidates = detect(
             scan,
-            self.store.current_ports(),
+            scan_open_ports(scan) if scan.backfill else self.store.current_ports(),
             known_hosts,
-            self.approvals.active(),
+            self.approvals.all(),  # judged as they stood at `now` (see the module docstring)
             self.settings,
             now,
             self._baseline_hosts(),
         )
+        if scan.backfill:
+            self._backfilled(candidates, now)
         candidates += [self._gap_candidate(gap, scan.scan_id) for gap in gaps]
         outcome = self.findings_book.ingest_candidates(
             candidates, now, self.settings.scan.flap_window
         )
-        # A host that answered nothing (powered off, filtered) proves no port closed.
-        resolved = self.findings_book.resolve_missing(
-            {c.key for c in candidates}, Coverage.of_scan(scan).covers, now, scan.scan_id
+        # A host that answered nothing (powered off, filtered) proves no port closed; a
+        # backfilled scan is older than what the book knows and resolves nothing.
+        resolved = (
+            []
+            if scan.backfill
+            else self.findings_book.resolve_missing(
+                {c.key for c in candidates}, Coverage.of_scan(scan).covers, now, scan.scan_id
+            )
         )
         entries = [
             self._entry(
@@ -394,6 +399,30 @@ class ScanCycle(Probing):
             for finding in findings
         ]
         return outcome.new + outcome.lapsed, entries
+
+    def _approval_status(self, scan: ScanResult) -> dict[str, str]:
+        """Each port's approval status when the scan finished ("host:port/proto" keys)."""
+        approvals = self.approvals.all()
+        return {
+            f"{h.address}:{p.port}/{p.proto}": classify_port(
+                h.address, p.port, p.proto, p.service, approvals, scan.finished_at
+            )
+            for h in scan.hosts
+            for p in h.ports
+        }
+
+    def _backfilled(self, candidates: list[FindingCandidate], at: datetime) -> None:
+        """Keep a backfilled scan's candidates that add to history, marked as backfilled:
+        a problem whose finding has any step at or after `at` (seen, triaged, resolved) is
+        left as the book tells it."""
+        later = {
+            f.key
+            for f in self.findings_book.all()
+            if f.last_seen >= at or any(step.at >= at for step in f.timeline)
+        }
+        candidates[:] = [c for c in candidates if c.key not in later]
+        for candidate in candidates:
+            candidate.details["backfilled"] = True
 
     def _baseline_hosts(self) -> set[str]:
         hosts = {a.host for a in self.approvals.all()}
@@ -425,13 +454,5 @@ class ScanCycle(Probing):
         # Bounded: regular files only (a FIFO or /dev/zero is refused), size-capped.
         scan = import_report(Path(path), self.scope)
         changes, alerts, gaps = self._ingest_and_detect(scan, scan.group, len(scan.addresses))
-        now = self.clock()
-        active = self.approvals.active()
-        status = {
-            f"{h.address}:{p.port}/{p.proto}": classify_port(
-                h.address, p.port, p.proto, p.service, active, now
-            )
-            for h in scan.hosts
-            for p in h.ports
-        }
+        status = self._approval_status(scan)
         return CycleResult(scan, changes, alerts, status, [], gaps)

@@ -3,7 +3,10 @@
 Open ports with their approval status at that time and the scan that last saw each, the
 hosts, what no scan covered within the coverage window (not scanned is not closed), and the
 approvals in force whose port was not open. The state comes from the store's replay as of
-that moment; approvals are judged as they stood then.
+that moment; approvals are judged as they stood then, by the rule detection judged each scan
+by (Approval.in_force: recorded at or before the time, not retired by then). Each port row
+carries the pack's population row (domain/population.py): the approval's recording, the
+finding that covered the port then, and whether its evidence was backfilled.
 """
 
 from __future__ import annotations
@@ -11,13 +14,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from portconsole.core.domain.approval import is_insecure
-from portconsole.core.domain.report_figures import (
-    approval_at,
-    approval_status,
-    iso_or_none,
-    utc,
-)
+from portconsole.core.domain.approval import approval_status, approvals_in_force, is_insecure
+from portconsole.core.domain.population import population_at
+from portconsole.core.domain.report_figures import iso_or_none, utc
+from portconsole.core.services.population import PopulationReader
 from portconsole.core.services.report_sources import (
     DOCUMENT_FORMAT,
     Progress,
@@ -39,10 +39,16 @@ def build_point_in_time(
     each, hosts, and what no scan covered within the coverage window."""
     at = utc(at)
     report_progress(progress, "reading the state at the time", 0.1)
-    state = sources.store.state_at(at, coverage_window=coverage_window)
+    state = sources.store.state_at(
+        at, coverage_window=coverage_window, host_windows=sources.coverage_windows
+    )
     report_progress(progress, "matching approvals", 0.4)
-    approvals = sources.approvals.all()
-    in_force = [a for a in approvals if a.in_force(at)]
+    reader = PopulationReader(sources, at)
+    by_key = approvals_in_force(reader.approvals, at)
+    in_force = [a for a in reader.approvals if a.in_force(at)]
+    population = population_at(
+        state.open_ports, reader.approvals, reader.findings, reader.backfilled, at
+    )["ports"]
     scan_times: dict[str, str | None] = {}
 
     def scan_finished(scan_id: str) -> str | None:
@@ -54,12 +60,13 @@ def build_point_in_time(
     hostnames = {h.address: h.hostname for h in state.hosts}
     ports: list[dict[str, Any]] = []
     open_keys: set[tuple[str, int, str]] = set()
-    for item in state.open_ports:
-        approval = approval_at(in_force, item.host, item.port, item.proto, at)
-        status = approval_status(approval, at)
+    for item, row in zip(state.open_ports, population, strict=True):
+        approval = by_key.get((item.host, item.port, item.proto))
+        status = row["approval"]
         open_keys.add((item.host, item.port, item.proto))
         ports.append(
             {
+                **row,
                 "host": item.host,
                 "hostname": hostnames.get(item.host, ""),
                 "port": item.port,
@@ -82,6 +89,7 @@ def build_point_in_time(
                 "insecure": is_insecure(item.service, sources.settings.approval.insecure_services),
             }
         )
+    backfilled = sum(1 for p in ports if p["backfilled"])
     report_progress(progress, "hosts and coverage", 0.7)
     hosts = [
         {
@@ -127,6 +135,7 @@ def build_point_in_time(
         "unapproved": sum(1 for p in ports if p["approval"] == "unapproved"),
         "expired": sum(1 for p in ports if p["approval"] == "expired"),
         "approved": sum(1 for p in ports if p["approval"] == "approved"),
+        "backfilled": backfilled,
         "uncovered": len(uncovered),
         "approvals_in_force": len(in_force),
         "approved_not_open": len(not_open),
