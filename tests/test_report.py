@@ -39,7 +39,7 @@ from portconsole.core.domain.coverage import Coverage
 from portconsole.core.domain.detect import detect
 from portconsole.core.domain.finding import Finding, FindingCandidate
 from portconsole.core.domain.model import HostObservation, PortObservation, ScanResult
-from portconsole.core.domain.report_figures import p90
+from portconsole.core.domain.report_figures import figures_body, p90
 from portconsole.core.errors import UserError
 from portconsole.core.identity import Actor
 from portconsole.core.services.report import export_report, manifest_path, verify_manifest
@@ -351,15 +351,38 @@ def test_scan_cadence_lists_every_scan_and_both_gaps(pack: dict[str, Any]) -> No
     }
 
 
+def test_continuity_of_a_journal_without_group_definitions(pack: dict[str, Any]) -> None:
+    # This history has no settings events: the ledger starts at the group's first scan and
+    # says so, and the scope says the groups come from the settings file.
+    (web,) = pack["continuity"]["groups"]
+    assert web["configured_at"] == "2026-02-28T12:00:00Z"
+    assert "first scan" in web["configured_basis"]
+    assert web["from"] == iso(START) and web["window_seconds"] == 21720
+    gaps = [(e["start"], e["end"], e["cause"]) for e in web["entries"] if e["kind"] == "gap"]
+    assert gaps == [
+        # The late gap as recorded (from when the 18:00 scan was due) to the next success.
+        ("2026-03-01T17:59:30Z", "2026-03-02T06:00:00Z",
+         "late: the scheduled scan did not start on time"),
+        # The failed run at 12:00 is why coverage lapsed until the 18:00 scan.
+        ("2026-03-04T11:59:30Z", "2026-03-04T18:00:00Z",
+         "failed: a scan run failed, was cancelled or never finished"),
+    ]  # fmt: skip
+    assert pack["counts"]["gaps"] == 2 and pack["counts"]["recorded_gaps"] == 2
+    assert web["covered_seconds"] + web["gap_seconds"] == (END - START).total_seconds()
+    assert any("no group definitions" in text for text in pack["scope"]["limits"])
+    assert pack["scope"]["groups_source"].startswith("the current settings file")
+
+
 def test_every_finding_with_time_to_detect_and_respond(pack: dict[str, Any]) -> None:
     expected = {
         # key: (severity, ttd, ttr, status at end, breach, carried over)
         ("unapproved_port", H3, 6379): ("high", 6 * HOUR, None, "new",
                                         "no response by the period's end", True),
         ("unapproved_port", H2, 6379): ("high", 6 * HOUR, 2 * HOUR, "resolved", "", False),
-        ("unapproved_port", H3, 8080): ("medium", 6 * HOUR, None, "resolved", "", False),
-        ("monitoring_gap", "web", None): ("high", 12 * HOUR + 30, 28 * HOUR, "flagged",
-                                          "responded after the SLA", False),
+        # Remediation (the port gone at a later scan) and acknowledgement are responses.
+        ("unapproved_port", H3, 8080): ("medium", 6 * HOUR, 18 * HOUR, "resolved", "", False),
+        ("monitoring_gap", "web", None): ("high", 12 * HOUR + 30, 1 * HOUR, "flagged", "",
+                                          False),
         ("unapproved_port", H3, 22): ("high", 18 * HOUR, 1.5 * HOUR, "approved", "", False),
         ("unapproved_port", H2, 5900): ("critical", 6 * HOUR, 5 * HOUR, "approved",
                                         "responded after the SLA", False),
@@ -406,21 +429,39 @@ def test_response_metrics_per_severity(pack: dict[str, Any]) -> None:
     def stats(count: int, med: float | None, p: float | None, top: float | None) -> dict[str, Any]:
         return {"count": count, "median_seconds": med, "p90_seconds": p, "max_seconds": top}
 
+    # The headline counts port findings only: the gap and the expired approval are apart.
     # critical: .2 vnc 6h, .3 vnc 12h
     assert ttd["critical"] == stats(2, 9 * HOUR, 12 * HOUR, 12 * HOUR)
-    # high: .2 redis 6h, gap 12h00m30s, .3 ssh 18h (the carried-over finding is not counted)
-    assert ttd["high"] == stats(3, 12 * HOUR + 30, 18 * HOUR, 18 * HOUR)
-    assert ttd["medium"] == stats(2, 6 * HOUR, 6 * HOUR, 6 * HOUR)
+    # high: .2 redis 6h, .3 ssh 18h (the carried-over finding is not counted)
+    assert ttd["high"] == stats(2, 12 * HOUR, 18 * HOUR, 18 * HOUR)
+    assert ttd["medium"] == stats(1, 6 * HOUR, 6 * HOUR, 6 * HOUR)
     assert ttd["low"] == stats(0, None, None, None)
-    assert ttd["all"] == stats(7, 6 * HOUR, 18 * HOUR, 18 * HOUR)
+    # all: 6h, 6h, 6h, 12h, 18h -> p90 rank ceil(4.5) = 5
+    assert ttd["all"] == stats(5, 6 * HOUR, 18 * HOUR, 18 * HOUR)
     assert ttr["critical"] == stats(1, 5 * HOUR, 5 * HOUR, 5 * HOUR)
-    # high: 1.5h, 2h, 28h
-    assert ttr["high"] == stats(3, 2 * HOUR, 28 * HOUR, 28 * HOUR)
-    assert ttr["medium"] == stats(0, None, None, None)
-    # all: 1.5h, 2h, 5h, 28h -> median (2h + 5h) / 2, p90 rank 4
-    assert ttr["all"] == stats(4, 3.5 * HOUR, 28 * HOUR, 28 * HOUR)
-    assert pack["metrics"]["findings_counted"] == 7
+    # high: 1.5h, 2h
+    assert ttr["high"] == stats(2, 1.75 * HOUR, 2 * HOUR, 2 * HOUR)
+    # medium: .3 8080 gone at the scan 18h after detection (remediated is a response)
+    assert ttr["medium"] == stats(1, 18 * HOUR, 18 * HOUR, 18 * HOUR)
+    # all: 1.5h, 2h, 5h, 18h -> median (2h + 5h) / 2, p90 rank 4
+    assert ttr["all"] == stats(4, 3.5 * HOUR, 18 * HOUR, 18 * HOUR)
+    assert pack["metrics"]["findings_counted"] == 5
+    assert pack["metrics"]["findings_detected"] == 7
     assert len(pack["metrics"]["undecided_at_end"]) == 3
+    assert pack["metrics"]["port_kinds"] == [
+        "unapproved_port", "insecure_service", "service_changed", "approved_port_gone"
+    ]  # fmt: skip
+    by_kind = pack["metrics"]["by_kind"]
+    assert set(by_kind) == {"unapproved_port", "monitoring_gap", "approval_expired"}
+    # The gap was acknowledged an hour after detection: that is its first response.
+    assert by_kind["monitoring_gap"]["time_to_respond"]["all"] == stats(1, HOUR, HOUR, HOUR)
+    assert by_kind["monitoring_gap"]["time_to_detect"]["high"] == stats(
+        1, 12 * HOUR + 30, 12 * HOUR + 30, 12 * HOUR + 30
+    )
+    assert by_kind["approval_expired"]["time_to_detect"]["all"] == stats(
+        1, 6 * HOUR, 6 * HOUR, 6 * HOUR
+    )
+    assert by_kind["unapproved_port"]["time_to_detect"] == ttd
 
 
 def test_sla_breaches(pack: dict[str, Any]) -> None:
@@ -428,13 +469,13 @@ def test_sla_breaches(pack: dict[str, Any]) -> None:
         (b["kind"], b["host"], b["port"]): (b["sla_hours"], b["response_seconds"], b["breach"])
         for b in pack["metrics"]["sla_breaches"]
     }
+    # The gap was acknowledged within its SLA (an acknowledgement is a response).
     assert breaches == {
         ("unapproved_port", H3, 6379): (24.0, None, "no response by the period's end"),
-        ("monitoring_gap", "web", None): (24.0, 28 * HOUR, "responded after the SLA"),
         ("unapproved_port", H2, 5900): (4.0, 5 * HOUR, "responded after the SLA"),
         ("unapproved_port", H3, 5900): (4.0, None, "no response by the period's end"),
     }
-    assert pack["counts"]["sla_breaches"] == 4
+    assert pack["counts"]["sla_breaches"] == 3
     assert pack["parameters"]["sla_hours"] == {"critical": 4.0, "high": 24.0, "low": 168.0,
                                                "medium": 72.0}  # fmt: skip
 
@@ -492,7 +533,10 @@ def test_compliance_mapping_and_no_claim_to_replace_vulnerability_scans(
     assert "replaces vulnerability scanning" not in text
     figures = {c["control"]: c["figures"] for c in pack["compliance"]}
     assert figures["10.7"] == "26 scans, 1 not successful, 2 gaps."
-    assert figures["1.2.7"] == "1 overdue, 1 due within 30 days."
+    assert figures["1.2.7"] == (
+        "0 reviews recorded; 1 reviews missed in the period; 1 overdue and 1 due within 30 "
+        "days at the end."
+    )
 
 
 # --------------------------------------------------------------------------- point in time
@@ -589,9 +633,10 @@ def test_regenerating_later_gives_the_same_figures(history: History, tmp_path: P
     history.export(two, "json", start=START, end=END, now=at(20, 9))
     first, second = json.loads(one.read_bytes()), json.loads(two.read_bytes())
     assert first["generated"]["at"] != second["generated"]["at"]
-    for doc in (first, second):
-        del doc["generated"], doc["audit_chain"]  # generation time, chain length then
-    assert first == second
+    assert first["scope"]["generated_at"] != second["scope"]["generated_at"]
+    # Only the generation block, the chain then, and the scope's generation time differ.
+    assert figures_body(first) == figures_body(second)
+    assert first["figures_sha256"] == second["figures_sha256"]
 
 
 def test_html_is_self_contained_and_prints(history: History, tmp_path: Path) -> None:
@@ -603,9 +648,10 @@ def test_html_is_self_contained_and_prints(history: History, tmp_path: Path) -> 
     assert "src=" not in text and "@import" not in text and "url(" not in text
     assert all(h.startswith("#") for h in re.findall(r'href="([^"]*)"', text))
     assert "default-src &#x27;none&#x27;" in text or "default-src 'none'" in text
-    # The figures appear: the high TTR median (2h) and both gaps, highlighted.
+    # The figures appear: the high TTR max (2h) and both gaps, highlighted in the cadence
+    # and in the continuity ledger.
     assert "Time to respond" in text and ">2h 0m<" in text
-    assert text.count('<td class="flag">GAP</td>') == 2
+    assert text.count('<td class="flag">GAP</td>') == 4
     assert "does NOT replace vulnerability scanning" in text
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -268,16 +268,33 @@ class HistoryReader:
                     best = (line.at, line.scan_id)
         return best[1] if best else None
 
+    def first_scan_at(self) -> datetime | None:
+        """When the oldest scan record finished (an imported backfill included), or None."""
+        hot = self._snapshot()
+        found = [parse_time(text) for text in (hot.meta.get("late") or {}).values()]
+        for month in self._months(hot):
+            times = [
+                line.at
+                for line in self._segment(hot, month).lines
+                if line.kind == SCAN and line.at is not None
+            ]
+            if times:
+                found.append(min(times))
+                break
+        return min(found, default=None)
+
     def state_at(
         self,
         at: datetime,
         host: str | None = None,
         coverage_window: timedelta | None = None,
+        host_windows: Mapping[str, timedelta] | None = None,
     ) -> PointInTime:
         """What was open at `at`: the month's checkpoint plus its events up to `at`, each
-        port with the scan that last saw it, and what no scan covered within the window."""
+        port with the scan that last saw it, and what no scan covered within the window
+        (`host_windows`: a host's own window, e.g. its group's interval, over the default)."""
         with no_gc():
-            return self._state_at(at, host, coverage_window)
+            return self._state_at(at, host, coverage_window, host_windows=host_windows)
 
     def _state_at(
         self,
@@ -286,9 +303,11 @@ class HistoryReader:
         coverage_window: timedelta | None = None,
         *,
         hot: HotTables | None = None,
+        host_windows: Mapping[str, timedelta] | None = None,
     ) -> PointInTime:
         at = as_utc(at)
         window = coverage_window or DEFAULT_COVERAGE_WINDOW
+        windows = host_windows or {}
         hot = hot if hot is not None else self._snapshot()
         months = self._months(hot)
         chosen = [m for m in months if m <= month_key(at)]
@@ -334,11 +353,11 @@ class HistoryReader:
                 keys.difference_update(found)
                 if not keys:
                     del need_ports[address]
-        cutoff = at - window
         open_ports: list[PortAt] = []
         uncovered: list[Uncovered] = []
         host_states: list[HostState] = []
         for address in sorted(set(ports) | set(hosts), key=address_sort_key):
+            cutoff = at - windows.get(address, window)
             rows = ports.get(address, {})
             host_uncovered: list[Uncovered] = []
             for key in sorted(rows, key=proto_port):

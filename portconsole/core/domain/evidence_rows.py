@@ -4,12 +4,14 @@ Pure: the pack's builder (services/evidence_pack.py) reads the store, the audit 
 registers, and these functions turn what it read into rows and metrics. Time to detect needs
 the scan history, so it comes in through `measure` (the builder's detection clock).
 
-- **Time to respond (TTR)**: the first `decided` step (approved, flagged or risk accepted)
-  minus detected. Findings with no decision by the period's end are not in the statistics.
-- **SLA breach**: no response within `report.sla_hours[severity]` of detection, where a
-  response is a decision or the condition being gone (a later scan verified it remediated),
-  whichever came first; a finding with neither by the period's end breaches once its
-  deadline has passed by then.
+- **Responded**: the earliest step among acknowledged, decided, remediated, verified and
+  closed at or before the period's end (an acknowledgement is the first response).
+  **Time to respond (TTR)** = responded - detected; no response: not in the statistics.
+- **SLA breach**: deadline = detected + `report.sla_hours[severity]`; "responded after the
+  SLA" if responded > deadline, "no response by the period's end" if none and the deadline
+  passed by then; a finding whose deadline had not passed by the period's end never breaches.
+- **Headline metrics** count port findings (compliance.PORT_KINDS) detected in the period;
+  `by_kind` gives the same statistics for every kind, expired approvals and gaps included.
 - Figures are as of the period's end: timeline steps after it are left out.
 """
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from portconsole.core.domain.compliance import PORT_KINDS, RESPONSE_STEPS
 from portconsole.core.domain.finding import Finding
 from portconsole.core.domain.report_figures import (
     first_step,
@@ -77,18 +80,16 @@ def finding_row(
     decided = first_step(steps, "decided")
     remediated = first_step(steps, "remediated") or first_step(steps, "verified")
     detection = measure(finding, detected)
-    respond = seconds(decided.at - detected) if decided else None
-    responded_at = min(
-        (e.at for e in (decided, remediated) if e is not None),
-        default=None,
-    )
+    response = min((e for e in steps if e.step in RESPONSE_STEPS), key=lambda e: e.at, default=None)
+    responded_at = response.at if response is not None else None
+    respond = seconds(responded_at - detected) if responded_at is not None else None
     sla = sla_seconds(settings, finding.severity)
     breach = ""
     if sla is not None:
         deadline = detected + timedelta(seconds=sla)
         if responded_at is not None and responded_at > deadline:
             breach = "responded after the SLA"
-        elif responded_at is None and end > deadline:
+        elif responded_at is None and deadline < end:
             breach = "no response by the period's end"
     return {
         "id": finding.id,
@@ -113,6 +114,8 @@ def finding_row(
         "baseline_scan_finished": detection.baseline_finished,
         "time_to_respond_seconds": respond,
         "responded": iso_or_none(responded_at),
+        "response_step": response.step if response is not None else None,
+        "port_finding": finding.kind in PORT_KINDS,
         "sla_hours": sla / 3600.0 if sla is not None else None,
         "sla_breach": breach,
         "flap_count": finding.flap_count,
@@ -123,24 +126,37 @@ def finding_row(
     }
 
 
+def _stats(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """Per-severity statistics of `key` (seconds) over `rows`, plus "all"."""
+    out: dict[str, Any] = {}
+    for severity in severity_order(r["severity"] for r in rows):
+        values = [r[key] for r in rows if r["severity"] == severity and r[key] is not None]
+        out[severity] = summarise(values)
+    out["all"] = summarise([r[key] for r in rows if r[key] is not None])
+    return out
+
+
 def response_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Headline TTD/TTR over port findings detected in the period; every kind apart."""
     counted = [r for r in rows if r["detected_in_period"]]
-    order = severity_order(r["severity"] for r in counted)
-
-    def table(key: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for severity in order:
-            values = [r[key] for r in counted if r["severity"] == severity and r[key] is not None]
-            out[severity] = summarise(values)
-        out["all"] = summarise([r[key] for r in counted if r[key] is not None])
-        return out
-
-    pending = [r["id"] for r in counted if r["decided"] is None]
+    ports = [r for r in counted if r["kind"] in PORT_KINDS]
+    by_kind = {
+        kind: {
+            "time_to_detect": _stats(mine, "time_to_detect_seconds"),
+            "time_to_respond": _stats(mine, "time_to_respond_seconds"),
+        }
+        for kind in sorted({r["kind"] for r in counted})
+        for mine in [[r for r in counted if r["kind"] == kind]]
+    }
     return {
-        "findings_counted": len(counted),
-        "time_to_detect": table("time_to_detect_seconds"),
-        "time_to_respond": table("time_to_respond_seconds"),
-        "undecided_at_end": pending,
+        "findings_counted": len(ports),
+        "findings_detected": len(counted),
+        "port_kinds": list(PORT_KINDS),
+        "time_to_detect": _stats(ports, "time_to_detect_seconds"),
+        "time_to_respond": _stats(ports, "time_to_respond_seconds"),
+        "by_kind": by_kind,
+        "undecided_at_end": [r["id"] for r in counted if r["decided"] is None],
+        "no_response_at_end": [r["id"] for r in counted if r["responded"] is None],
     }
 
 
@@ -210,25 +226,46 @@ def group_rows(
     settings: Settings,
     start: datetime,
     end: datetime,
+    ledger: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    names = sorted({s["group"] for s in scans} | set(settings.groups) | {g.group for g in gaps})
+    """Per group: scans, outcomes and the longest stretch without a successful scan, counted
+    from when the group was configured (its continuity ledger's start), never before."""
+    ledger = ledger or {}
+    names = sorted(
+        {s["group"] for s in scans} | set(settings.groups) | {g.group for g in gaps} | set(ledger)
+    )
     rows = []
     for name in names:
         mine = [s for s in scans if s["group"] == name]
         ok = [parse_iso(s["finished_at"]) for s in mine if s["outcome"] == "success"]
-        marks = [start, *sorted(ok), end]
-        longest = max((b - a for a, b in zip(marks, marks[1:], strict=False)), default=None)
-        conf = settings.groups.get(name)
-        allowed = conf.interval + conf.jitter + settings.daemon.gap_grace_seconds if conf else None
-        longest_s = seconds(longest) if longest is not None else None
+        own = ledger.get(name)
+        if own is not None:
+            lo = parse_iso(own["from"]) if own["from"] else None
+            hi = parse_iso(own["to"]) if own["to"] else end
+            allowed: float | None = own["window_seconds"]
+            interval = own["interval_seconds"]
+            gap_count = own["gaps"]
+        else:
+            conf = settings.groups.get(name)
+            lo, hi = start, end
+            allowed = (
+                conf.interval + conf.jitter + settings.daemon.gap_grace_seconds if conf else None
+            )
+            interval = conf.interval if conf else None
+            gap_count = sum(1 for g in gaps if g.group == name)
+        longest_s = None
+        if lo is not None and name:
+            marks = [lo, *sorted(t for t in ok if lo <= t <= hi), hi]
+            longest = max((b - a for a, b in zip(marks, marks[1:], strict=False)), default=None)
+            longest_s = seconds(longest) if longest is not None else None
         rows.append(
             {
                 "group": name,
                 "scans": len(mine),
                 "successful": len(ok),
                 "not_successful": len(mine) - len(ok),
-                "gaps": sum(1 for g in gaps if g.group == name),
-                "interval_seconds": conf.interval if conf else None,
+                "gaps": gap_count,
+                "interval_seconds": interval,
                 "allowed_seconds": allowed,
                 "longest_without_success_seconds": longest_s,
                 "exceeded": bool(

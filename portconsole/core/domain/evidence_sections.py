@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from portconsole.core.domain.evidence_register import approvals_section
+from portconsole.core.domain.population_sections import population_sections
 from portconsole.core.domain.report_figures import severity_order
 from portconsole.core.domain.report_layout import (
     Cell,
@@ -17,9 +18,11 @@ from portconsole.core.domain.report_layout import (
     Section,
     Table,
     chain_section,
+    human_duration,
     port_text,
     yes_no,
 )
+from portconsole.core.domain.scope_sections import scope_section
 
 
 def _stats_table(name: str, title: str, figures: dict[str, Any]) -> Table:
@@ -39,10 +42,80 @@ def _stats_table(name: str, title: str, figures: dict[str, Any]) -> Table:
     return table
 
 
+def continuity_section(doc: dict[str, Any]) -> Section:
+    """Per group, every stretch covered or a gap, from when the group was configured."""
+    ledger = doc["continuity"]
+    section = Section("continuity", "Continuity")
+    section.paragraphs.append(
+        Prose(
+            f"{ledger['gaps']} gaps in the period, {human_duration(ledger['gap_seconds'])} in "
+            "all. Each group is followed from when it was configured: a successful scan covers "
+            "its group for one window (interval + jitter + grace); any other time is a gap, "
+            "with its cause, the finding raised for it and the root cause it was closed with."
+        )
+    )
+    groups = Table(
+        "continuity_groups",
+        "Per target group",
+        ["Group", "Configured", "Basis", "From", "To", "Window", "Covered", "Gaps", "Gap time"],
+    )
+    entries = Table(
+        "continuity",
+        "Coverage ledger",
+        ["Group", "Kind", "Start", "End", "Duration", "Scans", "Cause", "Finding", "Closed cause"],
+        empty="No group was configured in the period.",
+    )
+    for g in ledger["groups"]:
+        groups.add(
+            [
+                g["group"],
+                g["configured_at"],
+                Prose(g["configured_basis"]),
+                g["from"],
+                g["to"],
+                Duration(g["window_seconds"]),
+                Duration(g["covered_seconds"]),
+                g["gaps"],
+                Duration(g["gap_seconds"]),
+            ],
+            "GAPS" if g["gaps"] else "",
+        )
+        if g["from"] is None:
+            entries.add(
+                [g["group"], "not configured", None, None, None, None,
+                 Prose("the group was not configured in the period"), None, None]
+            )  # fmt: skip
+        for e in g["entries"]:
+            entries.add(
+                [
+                    g["group"],
+                    e["kind"],
+                    e["start"],
+                    e["end"],
+                    Duration(e["seconds"]),
+                    e.get("scans"),
+                    Prose(e["cause"]),
+                    e["finding_id"],
+                    e["closed_cause"],
+                ],
+                "GAP" if e["kind"] == "gap" else "",
+            )
+    section.tables.append(groups)
+    section.tables.append(entries)
+    if ledger["ad_hoc_scans"]:
+        section.paragraphs.append(
+            Prose(
+                "Scans attached to no group (they did not cover all of any group's addresses, "
+                f"ports and protocols): {', '.join(ledger['ad_hoc_scans'])}."
+            )
+        )
+    return section
+
+
 def evidence_pack_sections(doc: dict[str, Any]) -> list[Section]:
     """Every section of the pack, the audit chain and definitions included."""
     cadence = doc["cadence"]
-    sections: list[Section] = []
+    sections: list[Section] = [scope_section(doc), continuity_section(doc)]
 
     scans = Section("cadence", "Scan cadence")
     scans.paragraphs.append(
@@ -150,6 +223,7 @@ def evidence_pack_sections(doc: dict[str, Any]) -> list[Section]:
         timeline.add(row, attention)
     scans.tables.append(timeline)
     sections.append(scans)
+    sections += population_sections(doc)
 
     findings = Section("findings", "Findings")
     findings.paragraphs.append(
@@ -175,6 +249,7 @@ def evidence_pack_sections(doc: dict[str, Any]) -> list[Section]:
             "TTD basis",
             "Decided",
             "Decision",
+            "Responded",
             "Time to respond",
             "Remediated",
             "SLA (h)",
@@ -205,6 +280,7 @@ def evidence_pack_sections(doc: dict[str, Any]) -> list[Section]:
                 f["time_to_detect_basis"],
                 f["decided"],
                 f["decision"],
+                f["responded"],
                 Duration(f["time_to_respond_seconds"]),
                 f["remediated"],
                 f["sla_hours"],
@@ -223,16 +299,44 @@ def evidence_pack_sections(doc: dict[str, Any]) -> list[Section]:
     response = Section("metrics", "Response metrics")
     response.paragraphs.append(
         Prose(
-            f"Over the {metrics['findings_counted']} findings detected in the period. "
-            f"{len(metrics['undecided_at_end'])} had no decision by the period's end."
+            f"Over the {metrics['findings_counted']} port findings "
+            f"({', '.join(metrics['port_kinds'])}) detected in the period; expired approvals "
+            "and monitoring gaps are measured apart, per kind, below. "
+            f"{len(metrics['no_response_at_end'])} of all findings detected in the period had "
+            "no response (an acknowledgement counts) by the period's end."
         )
     )
     response.tables.append(
-        _stats_table("time_to_detect", "Time to detect", metrics["time_to_detect"])
+        _stats_table("time_to_detect", "Time to detect (port findings)", metrics["time_to_detect"])
     )
     response.tables.append(
-        _stats_table("time_to_respond", "Time to respond", metrics["time_to_respond"])
+        _stats_table(
+            "time_to_respond", "Time to respond (port findings)", metrics["time_to_respond"]
+        )
     )
+    kinds = Table(
+        "metrics_by_kind",
+        "By finding kind (all severities)",
+        ["Kind", "Measure", "Count", "Median", "p90", "Max"],
+        empty="No finding detected in the period.",
+    )
+    for kind, figures in metrics["by_kind"].items():
+        for label, key in (
+            ("time to detect", "time_to_detect"),
+            ("time to respond", "time_to_respond"),
+        ):
+            f = figures[key]["all"]
+            kinds.add(
+                [
+                    kind,
+                    Prose(label),
+                    f["count"],
+                    Duration(f["median_seconds"]),
+                    Duration(f["p90_seconds"]),
+                    Duration(f["max_seconds"]),
+                ]
+            )
+    response.tables.append(kinds)
     sla = Table(
         "sla_breaches",
         "SLA breaches",

@@ -17,6 +17,13 @@ Time to detect needs the scan history, so the detection clock that reads it live
   history). Only the generation block and the audit chain's verification (which checks the
   chain as it is at generation time) differ.
 
+- **Continuity**: per group, from when it was configured, every stretch covered or a gap
+  with its cause and closing root cause (`continuity`, laid out by domain/ledger.py); the
+  headline `counts.gaps` counts those gap rows. The pack opens with its scope and
+  parameters (`scope`, services/report_scope.py).
+- The period's journal events leave out those a report's own making wrote (the export and
+  the anchor after it), so an export never changes the figures.
+
 Every definition is also printed in every pack, under "definitions" (domain/compliance.py).
 """
 
@@ -33,7 +40,7 @@ from portconsole.core.domain.compliance import (
     NOT_VULNERABILITY_SCANNING,
     compliance_mapping,
 )
-from portconsole.core.domain.evidence_register import approval_row
+from portconsole.core.domain.evidence_register import approval_row, review_rows
 from portconsole.core.domain.evidence_rows import (
     Detection,
     collect_gaps,
@@ -43,9 +50,24 @@ from portconsole.core.domain.evidence_rows import (
     scan_row,
 )
 from portconsole.core.domain.finding import Finding
-from portconsole.core.domain.report_figures import DUE_SOON, seconds, utc
+from portconsole.core.domain.ledger import (
+    ScanMark,
+    attach_scans,
+    configured,
+    group_ledger,
+    recorded_gaps,
+)
+from portconsole.core.domain.report_figures import DUE_SOON, report_own_event, seconds, utc
 from portconsole.core.domain.schedule import Gap
+from portconsole.core.domain.settings_history import settings_records
 from portconsole.core.domain.state import ChangeEvent
+from portconsole.core.services.population import build_population
+from portconsole.core.services.report_scope import (
+    build_scope,
+    definitions_at,
+    gap_grace,
+    window_of,
+)
 from portconsole.core.services.report_sources import (
     DOCUMENT_FORMAT,
     Progress,
@@ -56,9 +78,9 @@ from portconsole.core.services.report_sources import (
 )
 from portconsole.core.timeutil import iso, parse_iso
 
-# Audit events this long before the period are read too: a gap is audited when it is found,
-# which may be well after it started.
-GAP_LOOKBACK = timedelta(days=92)
+# A group whose definition is not known at all (scanned under a name no settings event or
+# file defines) is held to a day.
+DEFAULT_WINDOW_SECONDS = 86400
 _TICK = timedelta(microseconds=1)
 # Widening searches for the newest covering scan before a finding: most are minutes back,
 # so the first window reads one or two monthly segments.
@@ -70,12 +92,23 @@ _HOST_KINDS = frozenset({"unknown_host", "host_gone"})
 class _DetectionClock:
     """Time to detect per finding, reading scan coverage from the store (cached)."""
 
-    def __init__(self, store: Store, end: datetime, gaps: Sequence[Gap] = ()) -> None:
+    def __init__(
+        self,
+        store: Store,
+        end: datetime,
+        gaps: Sequence[Gap] = (),
+        records: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
         self.store = store
         self.end = end
         self.gaps = list(gaps)
         self._opened: dict[tuple[str, int, str], list[datetime]] | None = None
-        self._finished: dict[str, str] | None = None
+        # The scan records up to `end`, when the caller has read them already.
+        self._finished: dict[str, str] | None = (
+            {str(r["scan_id"]): str(r["finished_at"]) for r in records}
+            if records is not None
+            else None
+        )
 
     def _finished_at(self, scan_id: str) -> datetime | None:
         # One pass over the scan records: Store.scan(id) searches months newest first,
@@ -151,20 +184,84 @@ class _DetectionClock:
         return Detection(seconds(detected - finished), basis, scan_id, iso(finished))
 
 
+def continuity(
+    sources: ReportSources,
+    events: Sequence[Any],
+    records: Sequence[dict[str, Any]],
+    recorded: Sequence[Gap],
+    findings: Sequence[Finding],
+    start: datetime,
+    end: datetime,
+) -> dict[str, Any]:
+    """The continuity ledger of every group over [start, end] (domain/ledger.py)."""
+    settings_events = settings_records(events)
+    definitions, _ = definitions_at(settings_events, sources, end)
+    grace = gap_grace(settings_events, sources, end)
+    marks = [ScanMark.of_record(r) for r in records]
+    per_group, ad_hoc = attach_scans(marks, definitions)
+    known = {d for r in settings_events if r.groups for d in r.groups}
+    names = sorted(set(definitions) | known | {m.group for m in marks if m.group})
+    causes = recorded_gaps(recorded, findings, end)
+    groups = []
+    for name in names:
+        mine = per_group.get(name, [])
+        first = min((m.finished for m in mine), default=None)
+        configured_at, removed_at, basis = configured(name, settings_events, first)
+        definition = definitions.get(name) or next(
+            (r.groups[name] for r in reversed(settings_events) if r.groups and name in r.groups),
+            None,
+        )
+        window = (
+            window_of(definition, grace)
+            if definition is not None
+            else timedelta(seconds=DEFAULT_WINDOW_SECONDS)
+        )
+        groups.append(
+            group_ledger(
+                name,
+                configured_at=configured_at,
+                removed_at=removed_at,
+                basis=basis
+                + ("" if definition is not None else "; no definition known: a 24 h window"),
+                interval=definition.interval if definition is not None else None,
+                window=window,
+                successes=sorted(m.finished for m in mine if m.success),
+                gaps=[c for c in causes if c.gap.group == name],
+                start=start,
+                end=end,
+            )
+        )
+    in_period = {m.scan_id for m in marks if start <= m.finished <= end}
+    return {
+        "groups": groups,
+        "ad_hoc_scans": [s for s in ad_hoc if s in in_period],
+        "gaps": sum(g["gaps"] for g in groups),
+        "gap_seconds": seconds(timedelta(seconds=sum(g["gap_seconds"] for g in groups))),
+    }
+
+
 def build_evidence_pack(
     sources: ReportSources,
     start: datetime,
     end: datetime,
     progress: Progress | None = None,
+    samples: Sequence[datetime] = (),
 ) -> dict[str, Any]:
-    """The evidence pack for [start, end]: cadence, findings, metrics, approvals, audit."""
+    """The evidence pack for [start, end]: scope, continuity, cadence, findings, metrics,
+    approvals, the open-port population (at the end and at each of `samples`), audit."""
     start, end = utc(start), utc(end)
     settings = sources.settings
     report_progress(progress, "reading scans", 0.05)
-    scans = [scan_row(r) for r in sources.store.scans(start, end)]
+    records = sources.store.scans(None, end)
+    scans = [scan_row(r) for r in records if start <= parse_iso(str(r["finished_at"])) <= end]
     report_progress(progress, "reading the audit chain", 0.2)
-    audit_events = sources.audit.events(start - GAP_LOOKBACK, None)
-    in_period = [e for e in audit_events if start <= e.at <= end]
+    audit_events = sources.audit.events()
+    # A report's own events (its export, the anchor after it) are never a figure.
+    in_period = [
+        e
+        for e in audit_events
+        if start <= e.at <= end and not report_own_event(e.action, e.details)
+    ]
     all_findings = sources.findings.all()
     recorded = collect_gaps(audit_events, all_findings, sources.extra_gaps)
     gaps = [g for g in recorded if g.start <= end and g.end >= start]
@@ -176,8 +273,10 @@ def build_evidence_pack(
         }
         for gap in gaps
     ]
+    report_progress(progress, "continuity ledger", 0.3)
+    ledger = continuity(sources, audit_events, records, recorded, all_findings, start, end)
     report_progress(progress, "measuring findings", 0.35)
-    clock = _DetectionClock(sources.store, end, recorded)
+    clock = _DetectionClock(sources.store, end, recorded, records)
     rows: list[dict[str, Any]] = []
     total = max(len(all_findings), 1)
     for number, finding in enumerate(all_findings):
@@ -217,13 +316,17 @@ def build_evidence_pack(
         and (a.active or a.retired_at is None or a.retired_at >= start)
     ]
     register.sort(key=lambda r: (r["host"], r["proto"], r["port"], r["id"]))
+    reviews_done, reviews_overdue = review_rows(sources.approvals.all(), start, end)
     report_progress(progress, "verifying the audit chain", 0.85)
     chain = audit_chain(sources.audit)
     actions = Counter(e.action for e in in_period)
     counts = {
         "scans": len(scans),
         "scans_not_successful": sum(1 for s in scans if s["outcome"] != "success"),
-        "gaps": len(gaps),
+        "gaps": ledger["gaps"],
+        "gap_seconds": ledger["gap_seconds"],
+        "recorded_gaps": len(gaps),
+        "ad_hoc_scans": len(ledger["ad_hoc_scans"]),
         "findings": len(rows),
         "findings_detected": sum(1 for r in rows if r["detected_in_period"]),
         "findings_carried_over": sum(1 for r in rows if r["carried_over"]),
@@ -235,10 +338,14 @@ def build_evidence_pack(
         "approvals": len(register),
         "approvals_overdue": sum(1 for r in register if r["review"] == "overdue"),
         "approvals_due": sum(1 for r in register if r["review"] == "due"),
+        "approvals_four_eyes": sum(1 for r in register if r["four_eyes"]),
+        "reviews": len(reviews_done),
+        "reviews_overdue": len(reviews_overdue),
         "insecure_approvals": sum(1 for r in register if r["insecure"] and r["in_force_at_end"]),
         "audit_events": len(in_period),
     }
     document: dict[str, Any] = {
+        "scope": build_scope(sources, audit_events, start=start, end=end),
         "report": "evidence_pack",
         "document_format": DOCUMENT_FORMAT,
         "title": f"Evidence pack {iso(start)} to {iso(end)}",
@@ -254,14 +361,19 @@ def build_evidence_pack(
         "cadence": {
             "scans": scans,
             "gaps": gap_rows,
-            "groups": group_rows(scans, gaps, settings, start, end),
+            "groups": group_rows(
+                scans, gaps, settings, start, end, {g["group"]: g for g in ledger["groups"]}
+            ),
         },
+        "continuity": ledger,
         "findings": rows,
         "metrics": {**metrics, "sla_breaches": breaches},
         "approvals": {
             "register": register,
             "overdue": [r["id"] for r in register if r["review"] == "overdue"],
             "due": [r["id"] for r in register if r["review"] == "due"],
+            "reviews": reviews_done,
+            "reviews_overdue": reviews_overdue,
             "insecure": [
                 {
                     "id": r["id"],
@@ -283,5 +395,6 @@ def build_evidence_pack(
         "audit_chain": chain,
         "statement": NOT_VULNERABILITY_SCANNING,
     }
+    document["population"] = build_population(sources, start, end, samples, progress)
     document["compliance"] = compliance_mapping(document)
     return document

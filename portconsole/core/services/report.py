@@ -3,7 +3,8 @@
 `export_report` is the one entry point (Monitor.export_report calls it):
 
 - `at=T`: the exposure of every host at T (point_in_time.build_point_in_time);
-- `start=D1, end=D2`: the evidence pack for the period (evidence_pack.build_evidence_pack).
+- `start=D1, end=D2`: the evidence pack for the period (evidence_pack.build_evidence_pack),
+  with the open-port population at its end and at each of `samples` (population.py).
 
 Output layout, decided here so every caller gets the same:
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,17 +39,26 @@ from portconsole.core.adapters.findings import FindingBook
 from portconsole.core.adapters.journal import AuditLog
 from portconsole.core.adapters.storage import atomic_write_bytes, ensure_private_dir
 from portconsole.core.adapters.store import Store
+from portconsole.core.domain.compliance import NOT_VULNERABILITY_SCANNING
 from portconsole.core.domain.report_figures import figures_sha256, utc
 from portconsole.core.domain.report_render import render_csv, render_html, render_markdown
 from portconsole.core.domain.schedule import Gap
+from portconsole.core.domain.settings_history import settings_records
 from portconsole.core.errors import UserError
 from portconsole.core.identity import Actor
 from portconsole.core.services.evidence_pack import build_evidence_pack
 from portconsole.core.services.pack import write_pack
 from portconsole.core.services.point_in_time import build_point_in_time
+from portconsole.core.services.report_scope import (
+    build_scope,
+    definitions_at,
+    gap_grace,
+    host_windows,
+    window_of,
+)
 from portconsole.core.services.report_sources import ReportSources
 from portconsole.core.settings import Settings
-from portconsole.core.timeutil import iso, utcnow
+from portconsole.core.timeutil import iso, parse_iso, utcnow
 
 FORMATS = ("html", "md", "csv", "json")
 MANIFEST_FORMAT = 1
@@ -111,14 +121,37 @@ def build_report(
     end: datetime | None = None,
     coverage_window: timedelta | None = None,
     progress: Callable[[str, float], None] | None = None,
+    samples: Sequence[datetime] = (),
 ) -> dict[str, Any]:
     """The report's document (figures), with its `figures_sha256`."""
     at, start, end = _check_parameters("json", at, start, end, sources.generated_at)
+    if at is not None and samples:
+        raise UserError(
+            "--sample goes with --from/--to (an evidence pack); a point-in-time report "
+            "(--at) is itself the population at one time"
+        )
     if at is not None:
-        document = build_point_in_time(sources, at, coverage_window, progress)
+        events = sources.audit.events()
+        scope = build_scope(sources, events, at=at)
+        records = settings_records(events)
+        if coverage_window is None:
+            # Each host is judged by its group's window (a weekly group is not "uncovered"
+            # a day after its scan); hosts in no group by the default.
+            sources.coverage_windows = host_windows(sources, records, at)
+        document = {"scope": scope, **build_point_in_time(sources, at, coverage_window, progress)}
+        if coverage_window is None:
+            definitions, _ = definitions_at(records, sources, at)
+            grace = gap_grace(records, sources, at)
+            document["parameters"]["group_coverage_window_seconds"] = {
+                name: window_of(d, grace).total_seconds() for name, d in sorted(definitions.items())
+            }
+        # History starts at the first scan on record, not the first of its month.
+        starts = scope["history_starts"]
+        document["history_starts"] = starts
+        document["history_complete"] = starts is not None and parse_iso(starts) <= at
     else:
         assert start is not None and end is not None
-        document = build_evidence_pack(sources, start, end, progress)
+        document = build_evidence_pack(sources, start, end, progress, samples)
     document["figures_sha256"] = figures_sha256(document)
     return document
 
@@ -136,6 +169,12 @@ def render_report(document: dict[str, Any], fmt: str) -> dict[str, bytes]:
     if fmt == "csv":
         return render_csv(document, fmt)
     raise UserError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def notices(document: dict[str, Any]) -> list[str]:
+    """The scope's limits particular to this report (not the standing statement)."""
+    scope = document.get("scope") or {}
+    return [text for text in scope.get("limits", []) if text != NOT_VULNERABILITY_SCANNING]
 
 
 def manifest_path(out: Path, fmt: str) -> Path:
@@ -177,6 +216,8 @@ def _manifest(
         "parameters": document["parameters"],
         "counts": document["counts"],
         "figures_sha256": document["figures_sha256"],
+        # What the CLI says beside the files (e.g. a time before history starts).
+        "notices": notices(document),
         "audit_chain": {
             "ok": document["audit_chain"]["ok"],
             "head": document["audit_chain"].get("head"),
@@ -227,6 +268,7 @@ def export_report(
     now: datetime | None = None,
     with_raw: bool = False,
     sign_key: Path | None = None,
+    samples: Sequence[datetime] = (),
 ) -> list[Path]:
     """Write a point-in-time report (`at`) or an evidence pack (`start`..`end`, `end`
     defaulting to now) to `out` in `fmt`, plus its manifest; audit the export.
@@ -254,6 +296,7 @@ def export_report(
         "at": iso(utc(at)) if at else None,
         "from": iso(utc(start)) if start else None,
         "to": iso(utc(end)) if end else None,
+        "samples": [iso(utc(s)) for s in samples],
     }
     try:
         document = build_report(
@@ -263,6 +306,7 @@ def export_report(
             end=end,
             coverage_window=coverage_window,
             progress=progress,
+            samples=samples,
         )
         if progress is not None:
             progress("rendering", 0.9)
@@ -285,6 +329,7 @@ def export_report(
                 audit=audit,
                 start=start or at,
                 end=end or at,
+                figures=rendered[""] if fmt == "json" else render_report(document, "json")[""],
                 with_raw=with_raw,
                 sign_key=sign_key,
             )

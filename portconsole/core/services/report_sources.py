@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from portconsole import __version__
@@ -41,6 +41,9 @@ class ReportSources:
     actor: Actor
     generated_at: datetime
     extra_gaps: list[Gap] = field(default_factory=list)
+    # Per host: how long a scan covers it (its group's interval + jitter + grace); a host
+    # not listed uses the point-in-time report's default window.
+    coverage_windows: dict[str, timedelta] = field(default_factory=dict)
 
 
 def report_progress(progress: Progress | None, stage: str, fraction: float) -> None:
