@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -74,9 +75,13 @@ def test_a_pack_verifies_without_portconsole_and_catches_one_changed_byte(pack: 
     ok = checker(pack)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "OK" in ok.stdout
-    # The excerpt starts after the anchor published before the period, not at event 1.
+    # The whole journal from event 1 (the replay needs it); the anchor published before the
+    # period is named in pack.json, and the checker found it on the chain.
     first = (pack / "journal").glob("*.jsonl").__next__().read_text().splitlines()[0]
-    assert '"seq":1,' not in first
+    assert '"seq":1,' in first
+    previous = json.loads((pack / "pack.json").read_text())["previous_anchor"]
+    assert previous is not None and previous["seq"] >= 1
+    assert "figures.json" in names
 
     report = pack / "report.html"
     good = report.read_bytes()

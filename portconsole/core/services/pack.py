@@ -2,14 +2,20 @@
 
 A pack folder (`report ... -o DIR`) holds, besides the report and its manifest:
 
-- `journal/*.jsonl`: the journal's events from the last anchor published before the period
-  (or from the first event) to the newest, each line byte for byte as recorded;
-- `pack.json`: where that excerpt starts (the anchor's seq and hash) and the head it ends at;
+- `figures.json`: the report's document as `--format json` renders it, whatever the format
+  of the pack's report: the figures the checker recomputes;
+- `journal/*.jsonl`: the whole journal from its first event to the head, each segment byte
+  for byte as recorded (replaying every event's effects rebuilds the findings and approvals
+  the figures come from, so the excerpt must start at the genesis);
+- `pack.json`: the head the journal ends at, the newest anchor published before the period
+  (`previous_anchor`, the one a third party compares with the copy they hold) and the period;
 - `raw_xml_sha256.txt`: the sha256 of every raw nmap report of the period (and, with
   `--with-raw`, the reports themselves under `raw/`);
-- `anchors.txt`: the anchors published during the period;
-- `verify_pack.py`: a standard-library-only checker (the journal's own chain rules,
-  domain/chain.py, copied in) that checks the sums and the chain; exit 0 or 1;
+- `anchors.txt`: the anchors published during the period (`SEQ:HASH  PUBLISHED_AT`);
+- `verify_pack.py`: a standard-library-only checker: the journal's chain rules
+  (domain/chain.py) and the figures' recomputation (domain/pack_figures.py), both copied in
+  verbatim, and a main that checks the sums, the chain from the genesis, that every anchor
+  is on the chain and that every figure follows from the events; exit 0 or 1;
 - `SHA256SUMS`: every file above, in the format `sha256sum -c` reads; with `--sign-key`,
   `SHA256SUMS.sig` made by `ssh-keygen -Y sign -n portconsole`.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from datetime import datetime
@@ -29,13 +36,19 @@ from portconsole.core.adapters.journal import AuditLog
 from portconsole.core.adapters.storage import atomic_write_bytes, ensure_private_dir
 from portconsole.core.adapters.store import Store
 from portconsole.core.domain.chain import GENESIS_HASH
+from portconsole.core.domain.report_figures import utc
 from portconsole.core.errors import UserError
-from portconsole.core.timeutil import iso
+from portconsole.core.timeutil import iso, parse_iso
 
 SUMS = "SHA256SUMS"
 SIGNATURE = "SHA256SUMS.sig"
 SIGN_NAMESPACE = "portconsole"
 CHECKER = "verify_pack.py"
+FIGURES = "figures.json"
+# The domain modules verify_pack.py is made of, in this order, each copied verbatim.
+_CHECKER_MODULES = ("chain.py", "pack_figures.py", "pack_checks.py")
+# pack_checks.py imports pack_figures.py by name: in the checker they are one file.
+_SIBLING_IMPORT = re.compile(r"^from portconsole\.core\.domain\.\w+ import \([^)]*\)\n", re.M)
 
 _CHECKER_MAIN = """
 
@@ -65,26 +78,82 @@ def _check_sums(folder: Path) -> list[str]:
     return problems
 
 
-def _check_chain(folder: Path) -> list[str]:
+def _anchors(folder: Path, pack: dict) -> tuple[dict[int, str], list[str]]:
+    \"\"\"The anchors to find on the chain: pack.json's previous anchor and anchors.txt.\"\"\"
+    found: dict[int, str] = {}
+    problems = []
+    previous = pack.get("previous_anchor")
+    if previous is not None:
+        try:
+            found[int(previous["seq"])] = str(previous["hash"])
+        except (KeyError, TypeError, ValueError):
+            problems.append("pack.json: previous_anchor is malformed")
+    path = folder / "anchors.txt"
+    text = path.read_text("utf-8") if path.exists() else ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        seq, _, rest = line.partition(":")
+        digest = rest.split()[0] if rest.split() else ""
+        if not seq.isdigit() or len(digest) != 64:
+            problems.append(f"anchors.txt line {number} is malformed")
+        elif found.get(int(seq), digest) != digest:
+            problems.append(f"anchors.txt line {number}: anchor {seq} has two hashes")
+        else:
+            found[int(seq)] = digest
+    return found, problems
+
+
+def _check_chain(folder: Path) -> tuple[list[str], list[dict], int]:
+    \"\"\"The chain from the genesis to pack.json's head, every anchor on it; the events.\"\"\"
     try:
         pack = json.loads((folder / "pack.json").read_bytes())
-        start = (int(pack["journal_starts_after"]["seq"]), str(pack["journal_starts_after"]["hash"]))
         head = canonical_json(pack["journal_head"])
     except (OSError, ValueError, KeyError, TypeError) as error:
-        return [f"pack.json is unreadable ({error})"]
-    segments = sorted((folder / "journal").glob("*.jsonl"))
-    raw = [(p.name, p.read_bytes()) for p in segments]
-    result = verify_chain(raw, head, {}, start=start)
-    return list(result.problems)
+        return [f"pack.json is unreadable ({error})"], [], 0
+    anchors, problems = _anchors(folder, pack)
+    raw = [(p.name, p.read_bytes()) for p in sorted((folder / "journal").glob("*.jsonl"))]
+    result = verify_chain(raw, head, anchors)
+    events = []
+    for _, data in raw:
+        for line in data.splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+    return problems + list(result.problems), events, len(anchors)
+
+
+def _check_figures(folder: Path, events: list[dict]) -> list[str]:
+    try:
+        figures = json.loads((folder / "figures.json").read_bytes())
+    except (OSError, ValueError) as error:
+        return [f"figures.json is unreadable ({error})"]
+    problems = []
+    for manifest in sorted(folder.glob("*manifest.json")):
+        try:
+            claimed = json.loads(manifest.read_bytes()).get("figures_sha256")
+        except (OSError, ValueError, AttributeError):
+            problems.append(f"{manifest.name} is unreadable")
+            continue
+        if claimed != figures.get("figures_sha256"):
+            problems.append(
+                f"{manifest.name}: figures_sha256 {claimed}, figures.json says "
+                f"{figures.get('figures_sha256')} (the report is not these figures)"
+            )
+    return problems + check_figures(figures, events)
 
 
 def main() -> int:
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
-    problems = _check_sums(folder) + _check_chain(folder)
+    chain_problems, events, anchors = _check_chain(folder)
+    problems = _check_sums(folder) + chain_problems + _check_figures(folder, events)
     for problem in problems:
         print(f"FAILED: {problem}")
     if not problems:
-        print("OK: every file matches SHA256SUMS and the journal excerpt is an unbroken chain")
+        print(
+            f"OK: every file matches SHA256SUMS; the journal is an unbroken chain of "
+            f"{len(events)} events from the genesis to the head with every anchor "
+            f"({anchors}) on it; every figure in figures.json follows from the events"
+        )
     return 1 if problems else 0
 
 
@@ -94,19 +163,27 @@ if __name__ == "__main__":
 
 
 def checker_source() -> str:
-    """verify_pack.py: the chain rules module verbatim, plus the checker's main."""
-    rules = resources.files("portconsole.core.domain").joinpath("chain.py").read_text("utf-8")
+    """verify_pack.py: the chain rules and the figures' recomputation and checks verbatim
+    (less pack_checks' import of pack_figures, defined just above it), plus a main."""
     header = (
         "#!/usr/bin/env python3\n"
         '"""Check a PortConsole evidence pack without PortConsole (Python 3.11+, standard '
-        "library only).\n\n    python3 verify_pack.py [PACK_DIR]\n\nExit 0 when every file matches "
-        "SHA256SUMS and the journal excerpt is an unbroken hash chain\nfrom the anchor named in "
-        'pack.json to the head it names; else exit 1, one line per problem.\n"""\n'
+        "library only).\n\n    python3 verify_pack.py [PACK_DIR]\n\nExit 0 when every file "
+        "matches SHA256SUMS, the journal is an unbroken hash chain from\nits first event to "
+        "the head named in pack.json, every anchor (pack.json's previous\nanchor, anchors.txt) "
+        "is on that chain, and every figure in figures.json follows from\nthe journal's "
+        'events; else exit 1, one line per problem.\n"""\n'
+        "\nfrom __future__ import annotations\n\nimport sys\nfrom pathlib import Path\n"
     )
-    body = rules.split('"""', 2)[2]  # drop the module docstring, keep the rules
-    body = body.replace("from __future__ import annotations\n", "", 1)
-    imports = "\nfrom __future__ import annotations\n\nimport sys\nfrom pathlib import Path\n"
-    return header + imports + body + _CHECKER_MAIN
+    bodies = []
+    package = resources.files("portconsole.core.domain")
+    for name in _CHECKER_MODULES:
+        text = package.joinpath(name).read_text("utf-8")
+        body = text.split('"""', 2)[2]  # drop the module docstring, keep the rules
+        body = body.replace("from __future__ import annotations\n", "", 1)
+        body = _SIBLING_IMPORT.sub("", body)
+        bodies.append(f"\n# {'-' * 60} {name}, verbatim\n{body}")
+    return header + "".join(bodies) + _CHECKER_MAIN
 
 
 def write_pack(
@@ -116,37 +193,45 @@ def write_pack(
     audit: AuditLog,
     start: datetime | None,
     end: datetime | None,
+    figures: bytes,
     with_raw: bool = False,
     sign_key: Path | None = None,
 ) -> list[Path]:
     """Write the pack's own files into `folder` (which already holds the report and its
-    manifest); returns every file written, SHA256SUMS (and its signature) last."""
-    written: list[Path] = []
-    records = list(audit.records())
-    anchor = _anchor_before(records, start)
+    manifest); `figures` is the document rendered as JSON. Returns every file written,
+    SHA256SUMS (and its signature) last."""
+    start, end = (utc(start) if start else None), (utc(end) if end else None)
+    written = [_write(folder / FIGURES, figures)]
     journal_dir = folder / "journal"
     if journal_dir.exists():
         shutil.rmtree(journal_dir)
-    for segment in audit.segments():
-        # Each event's line byte for byte, in the journal's own files and order.
-        kept = [
-            line + b"\n"
-            for line in segment.read_bytes().splitlines()
-            if line.strip() and _seq_of(line) > anchor[0]
-        ]
-        if kept:
-            path = journal_dir / segment.name
-            atomic_write_bytes(path, b"".join(kept))
-            written.append(path)
-    last = records[-1] if records else None
+    # Read under the lock, as `audit verify` does: no transaction is half written.
+    with audit.lock.hold(transaction=False):
+        segments = [(path.name, path.read_bytes()) for path in audit.segments()]
+    head: tuple[int, str, str] = (0, GENESIS_HASH, "")
+    records: list[dict[str, Any]] = []
+    for name, data in segments:
+        if data and not data.endswith(b"\n"):
+            data = data[: data.rfind(b"\n") + 1]  # a torn last line: the next write cuts it
+        if not data:
+            continue
+        written.append(_write(journal_dir / name, data))  # byte for byte
+        for line in data.splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue  # kept in the segment: the checker names it
+        if records:
+            head = (int(records[-1]["seq"]), str(records[-1]["hash"]), name)
+    anchors = _anchors(records)
+    previous = _anchor_before(anchors, start)
     pack = {
-        "journal_starts_after": {"seq": anchor[0], "hash": anchor[1]},
-        "journal_head": {
-            "format": 1,
-            "seq": int(last["seq"]) if last else 0,
-            "hash": str(last["hash"]) if last else GENESIS_HASH,
-            "segment": "",
+        "journal": {
+            "from": "genesis",
+            "segments": [f"journal/{name}" for name, data in segments if data],
         },
+        "journal_head": {"format": 1, "seq": head[0], "hash": head[1], "segment": head[2]},
+        "previous_anchor": previous,
         "period": {"from": iso(start) if start else None, "to": iso(end) if end else None},
     }
     written.append(_write(folder / "pack.json", json.dumps(pack, indent=2).encode() + b"\n"))
@@ -161,12 +246,13 @@ def write_pack(
             if source.exists():
                 written.append(_write(folder / "raw" / source.name, source.read_bytes()))
     written.append(_write(folder / "raw_xml_sha256.txt", "".join(lines).encode()))
-    anchors = [
-        f"{r['details'].get('seq')}:{r['details'].get('hash')}  {r['details'].get('recorded_at')}\n"
-        for r in records
-        if r.get("action") == "audit.anchor" and _in_period(r, start, end)
+    in_period = [
+        f"{a['seq']}:{a['hash']}  {a['published_at']}\n"
+        for a in anchors
+        if (start is None or parse_iso(a["published_at"]) >= start)
+        and (end is None or parse_iso(a["published_at"]) <= end)
     ]
-    written.append(_write(folder / "anchors.txt", "".join(anchors).encode()))
+    written.append(_write(folder / "anchors.txt", "".join(in_period).encode()))
     written.append(_write(folder / CHECKER, checker_source().encode()))
     sums = _sums(folder)
     written.append(_write(folder / SUMS, sums))
@@ -175,11 +261,24 @@ def write_pack(
     return written
 
 
-def _seq_of(line: bytes) -> int:
-    try:
-        return int(json.loads(line)["seq"])
-    except (ValueError, KeyError, TypeError):
-        return 1 << 62  # a torn line: kept, so the checker reports it
+def _anchors(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every anchor the journal records publishing: {"seq", "hash", "published_at"}.
+
+    Published at the anchor's own `recorded_at` (the clock that published it), else the
+    event's time."""
+    found = []
+    for record in records:
+        if record.get("action") != "audit.anchor":
+            continue
+        details = record.get("details") or {}
+        if isinstance(details.get("seq"), int) and isinstance(details.get("hash"), str):
+            published = details.get("recorded_at") or record.get("at")
+            try:
+                stamp = iso(parse_iso(str(published)))
+            except ValueError:
+                continue  # no time it was published: not an anchor of any period
+            found.append({"seq": details["seq"], "hash": details["hash"], "published_at": stamp})
+    return found
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -188,24 +287,12 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
-def _anchor_before(records: list[dict[str, Any]], start: datetime | None) -> tuple[int, str]:
-    """The newest anchor published before the period: the excerpt continues from it."""
-    chosen = (0, GENESIS_HASH)
+def _anchor_before(anchors: list[dict[str, Any]], start: datetime | None) -> dict[str, Any] | None:
+    """The newest anchor published before the period (what a third party holds from then)."""
     if start is None:
-        return chosen
-    start_text = iso(start)
-    for record in records:
-        if record.get("action") != "audit.anchor" or str(record.get("at")) >= start_text:
-            continue
-        details = record.get("details") or {}
-        if isinstance(details.get("seq"), int) and isinstance(details.get("hash"), str):
-            chosen = (details["seq"], details["hash"])
-    return chosen
-
-
-def _in_period(record: dict[str, Any], start: datetime | None, end: datetime | None) -> bool:
-    at = str(record.get("at"))
-    return (start is None or at >= iso(start)) and (end is None or at <= iso(end))
+        return None
+    before = [a for a in anchors if parse_iso(a["published_at"]) < start]
+    return before[-1] if before else None
 
 
 def _sums(folder: Path) -> bytes:
