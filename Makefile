@@ -5,7 +5,7 @@ VENV    := .venv
 PYTHON  ?= python3
 BIN     := $(VENV)/bin
 APT_PKGS_RUN  := nmap
-APT_PKGS_TEST := nmap tmux
+APT_PKGS_TEST := nmap tmux chromium
 
 .PHONY: demo test check lint typecheck unit apt-run apt-test clean
 

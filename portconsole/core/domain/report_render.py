@@ -3,6 +3,10 @@
 Each format escapes every value that is not our own prose with the matching function of
 textsafe.py (HTML, Markdown, formula-safe CSV); the sections themselves come from
 point_in_time_sections.py or evidence_sections.py, so every format shows the same rows.
+
+An evidence pack opens with its verdict (report_verdict.py: four sentences, each linking to
+the rows behind it) and, in HTML, its charts (report_charts.py, inline SVG). Every section
+and table has a stable id (`#<section anchor>`, `#t-<table name>`) for those links.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 from portconsole.core.domain.evidence_sections import evidence_pack_sections
 from portconsole.core.domain.point_in_time_sections import point_in_time_sections
+from portconsole.core.domain.report_charts import Chart, charts
 from portconsole.core.domain.report_layout import (
     Cell,
     Duration,
@@ -23,6 +28,7 @@ from portconsole.core.domain.report_layout import (
     header_table,
     human_duration,
 )
+from portconsole.core.domain.report_verdict import Verdict, verdicts
 from portconsole.core.textsafe import csv_safe, html_safe, markdown_safe
 
 
@@ -55,11 +61,26 @@ tr.attention td { background: var(--alert); }
 td.flag { color: var(--bad); font-weight: 600; white-space: nowrap; }
 .statement { border-left: 4px solid var(--bad); padding: 6px 10px; background: #fff5f5; }
 .empty { color: var(--muted); font-style: italic; }
+.verdict ol { list-style: none; padding: 0; margin: 10px 0; }
+.verdict li { border-left: 6px solid var(--line); padding: 6px 12px; margin: 0 0 10px;
+              max-width: 120ch; }
+.verdict li.attention { border-left-color: var(--fg); border-left-style: double; }
+.verdict .mark { display: inline-block; min-width: 9ch; font-weight: 700; letter-spacing: .04em; }
+.verdict .figure { font-weight: 700; }
+.verdict .rows { white-space: nowrap; }
+figure { margin: 12px 0 22px; }
+figure svg { display: block; width: 100%; max-width: 960px; height: auto; }
+figcaption { color: var(--muted); max-width: 120ch; }
 @media print {
   @page { size: A4 landscape; margin: 12mm; }
   body { margin: 0; max-width: none; font-size: 9pt; }
   nav { display: none; }
-  h2 { break-after: avoid; page-break-after: avoid; }
+  a { color: inherit; text-decoration: none; }
+  .verdict { break-after: page; page-break-after: always; }
+  #charts { break-after: page; page-break-after: always; }
+  figure { break-inside: avoid; page-break-inside: avoid; }
+  figure svg { max-width: 250mm; max-height: 120mm; }
+  h2, h3 { break-after: avoid; page-break-after: avoid; }
   table { page-break-inside: auto; }
   thead { display: table-header-group; }
   tr { break-inside: avoid; page-break-inside: avoid; }
@@ -81,8 +102,9 @@ def _html_cell(value: Cell) -> tuple[str, str]:
     return html_safe(value), ""
 
 
-def _html_table(table: Table) -> list[str]:
-    out = [f"<h3>{html_safe(table.title)}</h3>"]
+def _html_table(table: Table, ident: str = "") -> list[str]:
+    heading = f' id="{html_safe(ident)}"' if ident else ""
+    out = [f"<h3{heading}>{html_safe(table.title)}</h3>"]
     if not table.rows:
         out.append(f'<p class="empty">{html_safe(table.empty)}</p>')
         return out
@@ -105,9 +127,85 @@ def _html_table(table: Table) -> list[str]:
     return out
 
 
+def _table_ids(sections: list[Section]) -> dict[int, str]:
+    """A stable id per table (`t-<name>`; a repeated name gets `-2`, `-3`), by table identity."""
+    ids: dict[int, str] = {}
+    seen: dict[str, int] = {}
+    for table in (t for s in sections for t in s.tables):
+        seen[table.name] = seen.get(table.name, 0) + 1
+        number = seen[table.name]
+        ids[id(table)] = f"t-{table.name}" + (f"-{number}" if number > 1 else "")
+    return ids
+
+
+def _link_targets(sections: list[Section], ids: dict[int, str]) -> dict[str, tuple[str, str]]:
+    """Table names and section anchors -> (element id, title) for the verdict's links."""
+    targets: dict[str, tuple[str, str]] = {}
+    for section in sections:
+        for table in section.tables:
+            targets.setdefault(table.name, (ids[id(table)], table.title))
+    for section in sections:  # a section's anchor names it when no table has that name
+        targets.setdefault(section.anchor, (section.anchor, section.title))
+    return targets
+
+
+def _rows_link(names: tuple[str, ...], targets: dict[str, tuple[str, str]]) -> str:
+    """A link to the first of `names` the page holds (tables before their section)."""
+    found = next((targets[n] for n in names if n in targets), None)
+    if found is None:
+        return ""
+    ident, title = found
+    return f' <a class="rows" href="#{html_safe(ident)}">Rows: {html_safe(title)}</a>'
+
+
+def _html_verdict(
+    doc: dict[str, Any], found: list[Verdict], targets: dict[str, tuple[str, str]]
+) -> list[str]:
+    chart_of = {"continuity": "coverage", "exposure": "ports", "response": "response"}
+    period = doc["parameters"]
+    out = [
+        '<section id="verdict" class="verdict"><h2>Verdict</h2>',
+        f'<p class="meta">Period {html_safe(period["from"])} to {html_safe(period["to"])}. '
+        "Each line gives its figure and links to the rows it comes from; ATTENTION marks "
+        "what an assessor should read first.</p>",
+        "<ol>",
+    ]
+    for verdict in found:
+        css = "attention" if verdict.attention else "ok"
+        chart = chart_of.get(verdict.key)
+        chart_link = f' · <a href="#chart-{chart}">Chart</a>' if chart else ""
+        out.append(
+            f'<li class="{css}" id="verdict-{verdict.key}"><p>'
+            f'<span class="mark">{"ATTENTION" if verdict.attention else "OK"}</span> '
+            f"<strong>{html_safe(verdict.label)}:</strong> "
+            f'<span class="figure">{html_safe(verdict.figure)}.</span> '
+            f"{html_safe(verdict.text)}{_rows_link(verdict.targets, targets)}{chart_link}"
+            "</p></li>"
+        )
+    out.append("</ol></section>")
+    return out
+
+
+def _html_charts(found: list[Chart], targets: dict[str, tuple[str, str]]) -> list[str]:
+    out = ['<section id="charts"><h2>Charts</h2>']
+    for chart in found:
+        out.append(f'<figure id="chart-{chart.key}">')
+        out.append(f"<h3>{html_safe(chart.title)}</h3>")
+        if chart.svg is not None:
+            out.append(chart.svg)
+        out.append(
+            f"<figcaption>{html_safe(chart.caption)}{_rows_link(chart.targets, targets)}"
+            "</figcaption></figure>"
+        )
+    out.append("</section>")
+    return out
+
+
 def render_html(doc: dict[str, Any], fmt: str = "html") -> bytes:
     """One self-contained page: inline CSS, no script, no external resource (the CSP says so)."""
     sections = sections_for(doc)
+    ids = _table_ids(sections)
+    pack = doc["report"] == "evidence_pack"
     generated = doc["generated"]
     out = [
         "<!DOCTYPE html>",
@@ -124,7 +222,14 @@ def render_html(doc: dict[str, Any], fmt: str = "html") -> bytes:
     ]
     if doc.get("statement"):
         out.append(f'<p class="statement">{html_safe(doc["statement"])}</p>')
-    out.append('<nav><ol><li><a href="#about">About this report</a></li>')
+    if pack:
+        targets = _link_targets(sections, ids)
+        out += _html_verdict(doc, verdicts(doc), targets)
+        out += _html_charts(charts(doc), targets)
+    out.append("<nav><ol>")
+    if pack:
+        out.append('<li><a href="#verdict">Verdict</a></li><li><a href="#charts">Charts</a></li>')
+    out.append('<li><a href="#about">About this report</a></li>')
     out.extend(
         f'<li><a href="#{html_safe(s.anchor)}">{html_safe(s.title)}</a></li>' for s in sections
     )
@@ -136,7 +241,7 @@ def render_html(doc: dict[str, Any], fmt: str = "html") -> bytes:
         out.append(f'<section id="{html_safe(section.anchor)}"><h2>{html_safe(section.title)}</h2>')
         out.extend(f"<p>{html_safe(p)}</p>" for p in section.paragraphs)
         for table in section.tables:
-            out.extend(_html_table(table))
+            out.extend(_html_table(table, ids[id(table)]))
         out.append("</section>")
     out.append("</body></html>")
     return ("\n".join(out) + "\n").encode("utf-8")
@@ -162,6 +267,15 @@ def _md_cell(value: Cell) -> str:
 
 def _md_text(value: str) -> str:
     return value if isinstance(value, Prose) else markdown_safe(value)
+
+
+def _md_verdict(found: list[Verdict]) -> list[str]:
+    out = ["## Verdict", ""]
+    for verdict in found:
+        sentence = "".join(p if isinstance(p, Prose) else markdown_safe(p) for p in verdict.parts)
+        mark = "ATTENTION" if verdict.attention else "OK"
+        out.append(f"- **{mark} — {verdict.label}: {verdict.figure}.** {sentence}")
+    return [*out, ""]
 
 
 def _md_table(table: Table, level: str = "###") -> list[str]:
@@ -193,6 +307,8 @@ def render_markdown(doc: dict[str, Any], fmt: str = "md") -> bytes:
     ]
     if doc.get("statement"):
         out += [f"> **{doc['statement']}**", ""]
+    if doc["report"] == "evidence_pack":
+        out += _md_verdict(verdicts(doc))
     out += _md_table(header_table(doc, fmt), "##")
     for section in sections:
         out += [f"## {section.title}", ""]
