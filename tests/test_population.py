@@ -104,7 +104,8 @@ class PopulationHistory:
 
     def report(self, name: str, **kwargs: Any) -> dict[str, Any]:
         out = self.root / f"{name}.json"
-        self.as_(Actor(user="auditor", host="qsa", origin="cli"), END)
+        # Generated at the history's clock (never before the period's end).
+        self.as_(Actor(user="auditor", host="qsa", origin="cli"), max(self.now[0], END))
         self.monitor.export_report(out, fmt="json", **kwargs)
         return dict(json.loads(out.read_text()))
 

@@ -317,6 +317,7 @@ class Monitor(Queries, Decisions, ScanCycle):
             with_raw=with_raw,
             sign_key=sign_key,
             samples=samples,
+            now=self.clock(),
         )
         self.publish_anchor(force=True, reason="export")
         return written

@@ -64,6 +64,8 @@ class _Check:
         self.problems: list[str] = []
         parameters = figures.get("parameters") or {}
         start, end = parse_time(parameters.get("from")), parse_time(parameters.get("to"))
+        if figures.get("report") == "point_in_time":  # the exposure at one time
+            start = end = parse_time(parameters.get("at"))
         if start is None or end is None:
             self.problems.append("figures.json parameters: no period (from, to) to check")
             start = end = datetime.min.replace(tzinfo=UTC)
@@ -353,32 +355,36 @@ def _check_population(check: _Check) -> None:
         (f"population.samples[{s.get('at')}]", s) for s in population.get("samples") or []
     ]
     for where, snapshot in snapshots:
-        at = parse_time(snapshot.get("at"))
-        if at is None:
-            check.missing(where, "no time")
-            continue
-        open_ports = open_ports_at(check.events, at)
-        rows = {
-            (r.get("host"), r.get("port"), r.get("proto")): r for r in snapshot.get("ports") or []
-        }
-        for key in sorted(set(open_ports) - set(rows), key=str):
-            check.missing(where, f"{key[0]}:{key[1]}/{key[2]} was open then and is missing")
-        for key in sorted(set(rows) - set(open_ports), key=str):
-            check.missing(where, f"{key[0]}:{key[1]}/{key[2]} is listed, but was not open then")
-        for key in sorted(set(rows) & set(open_ports), key=str):
-            approval = approval_at(check.approvals.values(), key, at)
+        _check_snapshot(check, where, snapshot)
+
+
+def _check_snapshot(check: _Check, where: str, snapshot: Mapping[str, Any]) -> None:
+    """The open ports listed at one time against the change events, each with the approval
+    in force then."""
+    at = parse_time(snapshot.get("at"))
+    if at is None:
+        check.missing(where, "no time")
+        return
+    open_ports = open_ports_at(check.events, at)
+    rows = {(r.get("host"), r.get("port"), r.get("proto")): r for r in snapshot.get("ports") or []}
+    for key in sorted(set(open_ports) - set(rows), key=str):
+        check.missing(where, f"{key[0]}:{key[1]}/{key[2]} was open then and is missing")
+    for key in sorted(set(rows) - set(open_ports), key=str):
+        check.missing(where, f"{key[0]}:{key[1]}/{key[2]} is listed, but was not open then")
+    for key in sorted(set(rows) & set(open_ports), key=str):
+        approval = approval_at(check.approvals.values(), key, at)
+        check.differs(
+            f"{where}[{key[0]}:{key[1]}/{key[2]}].approval_id",
+            rows[key].get("approval_id"),
+            approval.get("id") if approval else None,
+        )
+        if approval is not None and "approval_recorded_at" in rows[key]:
+            recorded = parse_time(approval.get("created_at") or approval.get("approved_at"))
             check.differs(
-                f"{where}[{key[0]}:{key[1]}/{key[2]}].approval_id",
-                rows[key].get("approval_id"),
-                approval.get("id") if approval else None,
+                f"{where}[{key[0]}:{key[1]}/{key[2]}].approval_recorded_at",
+                rows[key]["approval_recorded_at"],
+                recorded,
             )
-            if approval is not None and "approval_recorded_at" in rows[key]:
-                recorded = parse_time(approval.get("created_at") or approval.get("approved_at"))
-                check.differs(
-                    f"{where}[{key[0]}:{key[1]}/{key[2]}].approval_recorded_at",
-                    rows[key]["approval_recorded_at"],
-                    recorded,
-                )
 
 
 def _check_continuity(check: _Check) -> None:
@@ -443,11 +449,14 @@ def _check_gap_finding(
 
 def check_figures(figures: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> list[str]:
     """Every figure of an evidence pack document that the events do not give, one line each."""
-    if figures.get("report") != "evidence_pack":
-        return [
-            f"figures.json: a {figures.get('report')!r} document; only evidence packs are recomputed"
-        ]
+    report = figures.get("report")
+    if report not in ("evidence_pack", "point_in_time"):
+        return [f"figures.json: a {report!r} document, which this checker does not know"]
     check = _Check(figures, events)
+    if report == "point_in_time":
+        at = (figures.get("parameters") or {}).get("at")
+        _check_snapshot(check, "ports", {"at": at, "ports": figures.get("ports") or []})
+        return check.problems
     _check_findings(check)
     findings = list(figures.get("findings") or [])
     scans = _check_scans(check)

@@ -279,7 +279,8 @@ def export_report(
     """
     moment = utc(now) if now is not None else utcnow()
     out = Path(out)
-    _check_parameters(fmt, at, start, end, moment)
+    # The period as reported (`--to TODAY` ends it now), for the pack's own files.
+    period_at, period_start, period_end = _check_parameters(fmt, at, start, end, moment)
     sources = ReportSources(
         store=store,
         findings=findings,
@@ -327,8 +328,8 @@ def export_report(
                 out,
                 store=store,
                 audit=audit,
-                start=start or at,
-                end=end or at,
+                start=period_start or period_at,
+                end=period_end or period_at,
                 figures=rendered[""] if fmt == "json" else render_report(document, "json")[""],
                 with_raw=with_raw,
                 sign_key=sign_key,
