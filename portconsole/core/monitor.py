@@ -39,6 +39,21 @@ from portconsole.core.services.schedule import Scheduler
 from portconsole.core.settings import Paths, Settings, load_settings, warn_if_world_readable
 from portconsole.core.timeutil import iso, parse_iso, utcnow
 
+
+def settings_fingerprint(settings: Settings) -> str:
+    """sha256 of the effective settings, notification secrets masked, data dir left out."""
+    from portconsole.core.secrets import mask_url
+
+    data = settings.model_dump(mode="json")
+    data["notify"]["urls"] = [
+        {**t.model_dump(mode="json"), "url": mask_url(t.url)} for t in settings.notify.targets()
+    ]
+    data.pop("data_dir", None)
+    return hashlib.sha256(
+        json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
 if TYPE_CHECKING:
     from portconsole.core.adapters.scanning import ScannerLike
 
@@ -92,9 +107,18 @@ class Monitor(Queries, Decisions, ScanCycle):
             grace=settings.daemon.gap_grace_seconds,
             lock=self.store.lock,
         )
+        self.settings_sha256 = settings_fingerprint(settings)
         self.leader = LeaderElection(
-            paths.data_dir, self.actor, stale_after=settings.daemon.leader_stale_seconds
+            paths.data_dir,
+            self.actor,
+            settings.daemon.lease_seconds,
+            fingerprint=self.settings_sha256,
         )
+        # Why this process may not lead ("" when it may); see `lead_refusal`.
+        self.follow_reason = ""
+        # Set by the supervisor: the event that stops this process. A scheduled run it
+        # cancels is handed over to the next leader, not a gap (ScanCycle._settle_run).
+        self.stopping = None
         # Tests and replays pass their own scanner; by default the real nmap is used.
         self._scanner: ScannerLike | None = scanner
         self._scan_lock = threading.Lock()
@@ -115,24 +139,27 @@ class Monitor(Queries, Decisions, ScanCycle):
         the audit chain shows that and when the configuration changed, never a token. The
         event also carries the non-secret definitions (scope, groups, retention, gap grace)
         so a report knows when each group was configured and what changed.
-        """
-        from portconsole.core.secrets import mask_url
 
-        data = self.settings.model_dump(mode="json")
-        data["notify"]["urls"] = [
-            {**t.model_dump(mode="json"), "url": mask_url(t.url)}
-            for t in self.settings.notify.targets()
-        ]
-        data.pop("data_dir", None)
-        fingerprint = hashlib.sha256(
-            json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-        ).hexdigest()
+        The data dir's settings are the last recorded. A process records its own over them
+        only when it has a config file, is not a console, and no live leader runs other
+        settings: a console opened without the data dir's config (or with another copy)
+        follows and says why (`lead_refusal`) instead of rewriting what the data dir is.
+        """
+        fingerprint = self.settings_sha256
         with self.store.lock.hold():
             table = self.store.hot.table(SETTINGS_TABLE)
             known = table.all()
             previous = known[0].get("sha256") if known else None
             if previous == fingerprint:
                 return
+            if previous is not None:
+                holder = self.leader.current()
+                if (
+                    not self.paths.config_exists
+                    or self.origin == "tui"
+                    or (holder is not None and holder.alive and holder.fingerprint != fingerprint)
+                ):
+                    return
             moment = self.clock()
             record = {
                 "sha256": fingerprint,
@@ -172,7 +199,22 @@ class Monitor(Queries, Decisions, ScanCycle):
 
     def close(self) -> None:
         self.stop_delivery()
-        self.leader.release()
+        self.hand_over()
+
+    def hand_over(self) -> bool:
+        """Quit leading: runs this process left unfinished are due again at once (not gaps),
+        and the lease is released for a follower's next try (`leader.handover`)."""
+        if self.readonly or not self.leader.holds:
+            return False
+        self.scheduler.hand_back_unfinished(self.clock())
+        term = self.leader.current()
+        if not self.leader.release():
+            return False
+        self._audit(
+            "leader.handover",
+            details={"term": term.term if term else None, "lease": "released"},
+        )
+        return True
 
     def start_delivery(self, interval: float = 5.0) -> None:
         """Deliver the outbox in a background thread until `close()` (not in read-only mode).
@@ -258,15 +300,67 @@ class Monitor(Queries, Decisions, ScanCycle):
     def resume(self) -> None:
         self._set_paused(False)
 
+    def lead_refusal(self, holder_fingerprint: str = "") -> str:
+        """Why this process may not lead ("" if it may).
+
+        Only a process with the data dir's settings (the fingerprint of the last settings
+        event, or the live lease holder's) may lead: one opened with other groups, or none,
+        would scan the wrong things, or nothing, while showing "leading".
+        """
+        if self.readonly:
+            return "read-only"
+        with self.store.lock.hold(transaction=False):
+            known = self.store.hot.table(SETTINGS_TABLE).all()
+        recorded = str(known[0].get("sha256") or "") if known else ""
+        if self.settings_sha256 in (recorded, holder_fingerprint) or not recorded:
+            return ""
+        # Short enough for the console's header at 80 columns ("following: " + this).
+        return f"settings differ from the data dir's (fingerprint {recorded[:8]})"
+
     def try_lead(self) -> bool:
+        """Keep or take the lease (see adapters/leader.py); True while this process leads."""
         if self.readonly:
             return False
         if self.leader.is_leader:
             return True
-        if not self.leader.try_acquire():
+        if self.leader.holds and self.leader.try_acquire():
+            return True
+        displaced, lost = self.leader.take_lost()
+        if displaced:
+            # Stopped or hung past the lease, and someone took over (noticed here or by the
+            # renewal thread): step down at once, before any scan.
+            self._audit(
+                "leader.stepped_down",
+                outcome="failure",
+                details={"taken_by": lost.describe() if lost else None},
+            )
             return False
-        # Beat in the background: a long scan must not make the leader look dead.
-        self.leader.start_heartbeat(self.settings.daemon.leader_stale_seconds / 3)
+        holder = self.leader.current()
+        live = holder.fingerprint if holder is not None and holder.alive else ""
+        self.follow_reason = self.lead_refusal(live)
+        if self.follow_reason:
+            return False
+
+        def eligible(_record: dict[str, Any] | None) -> bool:
+            # Asked again under the lease's lock: the settings may have changed since.
+            return not self.lead_refusal()
+
+        if not self.leader.try_acquire(eligible):
+            return False
+        lapsed = self.leader.took_over
+        if lapsed is not None:
+            self._audit(
+                "leader.takeover",
+                details={
+                    "previous": {
+                        k: lapsed.get(k)
+                        for k in ("user", "host", "pid", "tty", "origin", "term", "renewed_at")
+                    },
+                    "lease_seconds": self.leader.lease_seconds,
+                },
+            )
+        # Renew in the background: a long scan must not lose the lease.
+        self.leader.start_heartbeat()
         return True
 
     def due_groups(self) -> list[str]:

@@ -1,18 +1,33 @@
-"""One scan leader per data dir: whoever holds an flock on `<data_dir>/leader.lock`.
+"""One scan leader per data dir: a lease in `<data_dir>/leader.json` that the leader renews.
 
 Several processes share a data dir (a daemon, consoles over SSH). Only the leader runs
-scheduled scans; the others show who leads. The kernel releases an flock when its holder
-dies (even on SIGKILL), so a follower that calls `try_acquire()` once per tick takes over
-within one tick of the leader's death, with no lease arithmetic that clocks could break.
+scheduled scans; the others follow and show who leads. The rule:
 
-The leader describes itself in `<data_dir>/leader.json` (pid, user, host, origin, since,
-heartbeat), written atomically. Only the flock holder writes that file, so it needs no
-other lock. The heartbeat cannot detect a hung leader and take over from it (the kernel
-keeps its lock); it lets followers *show* that the leader stopped responding (`stale`).
+- The lease names one holder (a random id per election object, with its pid, user, host,
+  tty, origin and settings fingerprint), a `term` that grows with each new holder, a
+  `renewals` counter, and `renewed_at` / `expires_at` for people to read.
+- Every read-check-write of the lease happens under an flock on `<data_dir>/leader.lock`,
+  held only for that (milliseconds), so two processes never both write themselves in: the
+  file names exactly one holder at any moment. A process stopped inside that window holds
+  the flock until continued, as with the store's data lock.
+- The holder renews every `lease_seconds / 3` (from a background thread, so a long scan
+  does not lose the lease). A holder that stops renewing (stopped with SIGSTOP, hung on a
+  dead disk, killed) loses the lease `lease_seconds` after its last renewal, and the next
+  follower that tries takes over (a new term). A holder that quits releases the lease at
+  once (`released_at`), so a follower takes over at its next try.
+- Expiry is judged on the follower's monotonic clock, never by comparing wall clocks: a
+  follower takes over only after it has seen the same lease (holder, term, renewals)
+  unchanged for `lease_seconds`. A wall-clock step on either side cannot shorten that. On
+  one host, a holder whose pid no longer exists has lost the lease at once (kill -9).
+- The leader trusts its own lead only until `lease_seconds` after it *started* its last
+  successful renewal (monotonic). Past that (it was stopped, or renewals failed), it must
+  renew under the flock before acting; if the lease names someone else it steps down at
+  once (`lost` says to whom), before any scan. Since a follower's clock starts after that
+  renewal was written, the leader's trust always ends before a follower may take over.
 
-flock belongs to an open file description, so two LeaderElection objects, even in one
-process, never both lead. The lock fd is not inherited by children (os.open makes it
-non-inheritable), so an nmap child cannot keep a dead leader's lock alive.
+Who may *take* a free lease is the caller's rule (`eligible`, see Monitor.try_lead: only a
+process with the data dir's settings fingerprint). The file never blocks a reader: a
+damaged lease is treated as free (the flock still serialises who writes the next one).
 """
 
 from __future__ import annotations
@@ -23,23 +38,44 @@ import fcntl
 import json
 import os
 import threading
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from portconsole.core.adapters.storage import FILE_MODE, atomic_write_bytes, ensure_private_dir
+from portconsole.core.adapters.storage import (
+    FILE_MODE,
+    atomic_write_bytes,
+    ensure_private_dir,
+    keep_owner,
+)
 from portconsole.core.identity import Actor
 from portconsole.core.timeutil import iso, parse_iso, utcnow
 
 LOCK_NAME = "leader.lock"
 INFO_NAME = "leader.json"
+# How long to wait for the lease's flock before giving up this try (it is held for
+# milliseconds; longer means a process was stopped inside the window).
+LOCK_WAIT = 2.0
+
+
+def this_tty() -> str | None:
+    """The controlling terminal of this process as `pts/3`, or None (a daemon)."""
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            if os.isatty(fd):
+                name = os.ttyname(fd)
+                return name.removeprefix("/dev/")
+    return None
 
 
 @dataclass(frozen=True, slots=True)
 class LeaderInfo:
-    """Who leads. `alive`: the lock is held right now. `stale`: its heartbeat is old."""
+    """Who holds the lease. `alive`: not expired by this process's judgement. `stale`: its
+    renewal is overdue by the wall clock (shown, never acted upon)."""
 
     pid: int
     user: str
@@ -52,182 +88,272 @@ class LeaderInfo:
     is_self: bool = False
     sudo_user: str | None = None
     ssh_client: str | None = None
+    tty: str | None = None
+    fingerprint: str = ""
+    term: int = 0
+    expires_at: datetime | None = None
+
+    def who(self) -> str:
+        """`alice@db1 pid 4242 tty pts/3` (`no tty` for a daemon)."""
+        tty = f"tty {self.tty}" if self.tty else "no tty"
+        return f"{self.user}@{self.host} pid {self.pid} {tty}"
 
     def describe(self) -> str:
-        """One line for a status bar: "pid 4242 alice@db1 (daemon) since 2026-05-27T10:00:00Z"."""
-        text = f"pid {self.pid} {self.user}@{self.host} ({self.origin}) since {iso(self.since)}"
+        """One line: "alice@db1 pid 4242 tty pts/3 (daemon) since 2026-05-27T10:00:00Z"."""
+        text = f"{self.who()} ({self.origin}) since {iso(self.since)}"
         if not self.alive:
-            text += " [gone]"
+            text += f" [lease lapsed: last renewed {iso(self.heartbeat)}]"
         elif self.stale:
-            text += f" [not responding since {iso(self.heartbeat)}]"
+            text += f" [not renewing since {iso(self.heartbeat)}]"
         return text
 
 
 class LeaderElection:
-    """Leader election for one process over one data dir.
+    """The lease for one process over one data dir.
 
-    `try_acquire()` never blocks; call it once per tick. While leading, call `heartbeat()`
-    (or `start_heartbeat()`) more often than `stale_after` seconds.
+    Call `try_acquire()` once per tick (never blocks for long); it takes a free lease,
+    renews one already held, or says False. `start_heartbeat()` renews in the background.
     """
 
     def __init__(
         self,
         data_dir: Path,
         actor: Actor,
-        stale_after: float,
+        lease_seconds: float,
         *,
+        fingerprint: str = "",
         now_fn: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+        tty: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.lock_path = self.data_dir / LOCK_NAME
         self.info_path = self.data_dir / INFO_NAME
         self.actor = actor
-        self.stale_after = float(stale_after)
+        self.lease_seconds = float(lease_seconds)
+        self.fingerprint = fingerprint
+        self.holder_id = uuid.uuid4().hex
+        self.tty = tty if tty is not None else this_tty()
         self._now = now_fn
-        self._fd: int | None = None
+        self._mono = monotonic
+        self._mutex = threading.RLock()
+        self._term: int | None = None
+        self._valid_until = 0.0
         self._since: datetime | None = None
-        self._mutex = threading.Lock()
+        # What a follower last saw of someone else's lease, and since when (monotonic).
+        self._seen: tuple[str, int, int] | None = None
+        self._seen_at = 0.0
+        self.lost: LeaderInfo | None = None  # set when this process was displaced
+        self._lost_pending = False
+        self.took_over: dict[str, Any] | None = None  # the lapsed lease replaced, once
         self._beat_stop: threading.Event | None = None
         self._beat_thread: threading.Thread | None = None
 
+    # -- state -------------------------------------------------------------------------
+
     @property
     def is_leader(self) -> bool:
-        return self._since is not None
+        """Holding the lease and trusted to (renewed within `lease_seconds`, monotonic)."""
+        return self._term is not None and self._mono() < self._valid_until
 
-    def try_acquire(self) -> bool:
-        """Take the lead if nobody holds it; True if this object leads (already or now)."""
+    @property
+    def holds(self) -> bool:
+        """Believes it holds the lease (maybe past its trust: renew before acting)."""
+        return self._term is not None
+
+    def try_acquire(self, eligible: Callable[[dict[str, Any] | None], bool] | None = None) -> bool:
+        """Keep (renew) or take the lease; True if this object leads now.
+
+        `eligible(lapsed_record_or_None)` is asked only before taking a free lease.
+        """
         with self._mutex:
-            if self._since is not None:
+            started = self._mono()
+            if self._term is not None and started < self._valid_until - self.lease_seconds * 2 / 3:
+                return True  # renewed less than a third of a lease ago
+            try:
+                with self._locked():
+                    return self._acquire_locked(started, eligible)
+            except TimeoutError:
+                return self.is_leader
+
+    def _acquire_locked(
+        self, started: float, eligible: Callable[[dict[str, Any] | None], bool] | None
+    ) -> bool:
+        record = _read_record(self.info_path)
+        if self._term is not None:
+            if (
+                record is not None
+                and record.get("holder") == self.holder_id
+                and record.get("released_at") is None
+            ):
+                self._write(record, renew=True)
+                self._valid_until = started + self.lease_seconds
                 return True
-            ensure_private_dir(self.data_dir)
-            for _attempt in range(3):
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError as error:
-                    os.close(fd)
-                    if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                        return False
-                    raise
-                # Someone may have replaced the lock file between open and flock; a lock on
-                # an unlinked inode excludes nobody, so retry on the current file.
-                try:
-                    same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
-                except FileNotFoundError:
-                    same = False
-                if same:
-                    self._fd = fd
-                    break
-                os.close(fd)
-            else:
-                return False
-            self._since = self._now()
-            self._write_info()
+            # Someone else holds it now: this process was stopped or hung past its lease.
+            self._step_down(record)
+            return False
+        if record is not None and not self._free(record, started):
+            return False
+        if eligible is not None and not eligible(record):
+            return False
+        previous = record if record is not None and record.get("released_at") is None else None
+        self.took_over = previous
+        term = int(record.get("term", 0)) + 1 if record is not None else 1
+        self._since = self._now()
+        self._term = term
+        self.lost = None
+        self._write({"term": term, "renewals": 0}, renew=False)
+        self._valid_until = started + self.lease_seconds
+        return True
+
+    def _free(self, record: dict[str, Any], now_mono: float) -> bool:
+        """Is someone else's lease free for the taking (released, dead or lapsed)?"""
+        if record.get("released_at") is not None:
             return True
-
-    def heartbeat(self) -> None:
-        """Refresh leader.json's heartbeat (no-op unless leading)."""
-        with self._mutex:
-            if self._since is not None:
-                self._write_info()
-
-    def start_heartbeat(self, every: float) -> None:
-        """Beat from a background thread, so a long scan does not make the leader look hung."""
-        if self._beat_thread is not None:
-            return
-        stop = threading.Event()
-
-        def beat() -> None:
-            while not stop.wait(every):
-                with contextlib.suppress(OSError):
-                    self.heartbeat()
-
-        self._beat_stop = stop
-        self._beat_thread = threading.Thread(target=beat, name="leader-heartbeat", daemon=True)
-        self._beat_thread.start()
-
-    def release(self) -> None:
-        """Give up the lead (idempotent). leader.json is marked released while still held."""
-        if self._beat_stop is not None and self._beat_thread is not None:
-            self._beat_stop.set()
-            self._beat_thread.join(timeout=2)
-            self._beat_stop = self._beat_thread = None
-        with self._mutex:
-            if self._fd is None:
-                return
-            if self._since is not None:
-                with contextlib.suppress(OSError):
-                    self._write_info(released=True)
-            self._since = None
-            fd, self._fd = self._fd, None
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-
-    def current(self) -> LeaderInfo | None:
-        """Who leads now, or None if nobody does (no live holder of the lock)."""
-        if self.is_leader:
-            alive = True
-        else:
-            alive = self._lock_held_elsewhere()
-        if not alive:
-            # The kernel dropped a dead leader's lock; any leader.json left is history.
-            return None
-        info = _read_info(self.info_path)
-        if info is None:
-            return None
-        try:
-            since = parse_iso(str(info["since"]))
-            heartbeat = parse_iso(str(info.get("heartbeat") or info["since"]))
-            pid = int(info["pid"])
-        except (KeyError, TypeError, ValueError):
-            return None
-        age = (self._now() - heartbeat).total_seconds()
-        return LeaderInfo(
-            pid=pid,
-            user=str(info.get("user", "?")),
-            host=str(info.get("host", "?")),
-            origin=str(info.get("origin", "?")),
-            since=since,
-            heartbeat=heartbeat,
-            alive=alive,
-            stale=age > self.stale_after,
-            is_self=self.is_leader,
-            sudo_user=info.get("sudo_user"),
-            ssh_client=info.get("ssh_client"),
+        if record.get("host") == self.actor.host and not _pid_exists(record.get("pid")):
+            return True
+        key = (
+            str(record.get("holder")),
+            int(record.get("term", 0)),
+            int(record.get("renewals", 0)),
         )
-
-    def _lock_held_elsewhere(self) -> bool:
-        try:
-            fd = os.open(self.lock_path, os.O_RDONLY)
-        except FileNotFoundError:
+        if key != self._seen:
+            self._seen, self._seen_at = key, now_mono
             return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                return True
-            raise
-        else:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return False
-        finally:
-            os.close(fd)
+        return now_mono - self._seen_at >= self.lease_seconds
 
-    def _write_info(self, released: bool = False) -> None:
+    def _step_down(self, record: dict[str, Any] | None) -> None:
+        self._term = None
+        self._since = None
+        self._valid_until = 0.0
+        self.lost = _info(record, self, now_mono=self._mono()) if record else None
+        self._lost_pending = True
+
+    def take_lost(self) -> tuple[bool, LeaderInfo | None]:
+        """(True, who took over) once after this process was displaced, else (False, None)."""
+        with self._mutex:
+            pending, self._lost_pending = self._lost_pending, False
+            return pending, self.lost if pending else None
+
+    def _write(self, base: dict[str, Any], *, renew: bool) -> None:
+        now = self._now()
         assert self._since is not None
         record: dict[str, Any] = {
+            "holder": self.holder_id,
+            "term": int(base.get("term", self._term or 0)),
+            "renewals": int(base.get("renewals", 0)) + (1 if renew else 0),
             "pid": os.getpid(),
             "user": self.actor.user,
             "sudo_user": self.actor.sudo_user,
             "ssh_client": self.actor.ssh_client,
             "host": self.actor.host,
+            "tty": self.tty,
             "origin": self.actor.origin,
+            "fingerprint": self.fingerprint,
             "since": iso(self._since),
-            "heartbeat": iso(self._now()),
+            "renewed_at": iso(now),
+            "expires_at": iso(now + timedelta(seconds=self.lease_seconds)),
+            "lease_seconds": self.lease_seconds,
         }
-        if released:
-            record["released_at"] = iso(self._now())
         atomic_write_bytes(self.info_path, json.dumps(record, sort_keys=True).encode("utf-8"))
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        ensure_private_dir(self.data_dir)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        keep_owner(fd, self.data_dir)
+        try:
+            deadline = time.monotonic() + LOCK_WAIT
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as error:
+                    if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError("the lease lock is held") from None
+                    time.sleep(0.005)
+            yield
+        finally:
+            os.close(fd)  # closing the description drops the flock
+
+    # -- renewal and release -----------------------------------------------------------
+
+    def heartbeat(self) -> bool:
+        """Renew now if holding the lease; True while still leading."""
+        with self._mutex:
+            if self._term is None:
+                return False
+            started = self._mono()
+            try:
+                with self._locked():
+                    return self._acquire_locked(started, lambda _record: False)
+            except TimeoutError:
+                return self.is_leader
+
+    def start_heartbeat(self, every: float | None = None) -> None:
+        """Renew from a background thread every `every` s (default a third of the lease)."""
+        if self._beat_thread is not None:
+            return
+        stop = threading.Event()
+        period = every if every is not None else self.lease_seconds / 3
+
+        def beat() -> None:
+            while not stop.wait(period):
+                with contextlib.suppress(OSError):
+                    if not self.heartbeat():
+                        return
+
+        self._beat_stop = stop
+        self._beat_thread = threading.Thread(target=beat, name="leader-lease", daemon=True)
+        self._beat_thread.start()
+
+    def _stop_heartbeat(self) -> None:
+        if self._beat_stop is not None and self._beat_thread is not None:
+            self._beat_stop.set()
+            if self._beat_thread is not threading.current_thread():
+                self._beat_thread.join(timeout=2)
+        self._beat_stop = self._beat_thread = None
+
+    def release(self) -> bool:
+        """Give the lease up (idempotent); True if this object held it until now."""
+        self._stop_heartbeat()
+        with self._mutex:
+            if self._term is None:
+                return False
+            released = False
+            with contextlib.suppress(OSError, TimeoutError), self._locked():
+                record = _read_record(self.info_path)
+                if record is not None and record.get("holder") == self.holder_id:
+                    record["released_at"] = iso(self._now())
+                    atomic_write_bytes(
+                        self.info_path, json.dumps(record, sort_keys=True).encode("utf-8")
+                    )
+                    released = True
+            self._term = None
+            self._since = None
+            self._valid_until = 0.0
+            return released
+
+    # -- reading -----------------------------------------------------------------------
+
+    def current(self) -> LeaderInfo | None:
+        """Who holds the lease, or None when nobody does (released or never taken)."""
+        record = _read_record(self.info_path)
+        if record is None or record.get("released_at") is not None:
+            return None
+        with self._mutex:
+            if record.get("holder") != self.holder_id:
+                # Watching counts as seeing: a console's header also times a lapse.
+                key = (
+                    str(record.get("holder")),
+                    int(record.get("term", 0)),
+                    int(record.get("renewals", 0)),
+                )
+                if key != self._seen:
+                    self._seen, self._seen_at = key, self._mono()
+            return _info(record, self, now_mono=self._mono())
 
     def __enter__(self) -> LeaderElection:
         return self
@@ -236,10 +362,62 @@ class LeaderElection:
         self.release()
 
 
-def _read_info(path: Path) -> dict[str, Any] | None:
-    # Not load_json_file: leader.json is advisory, a damaged one is ignored, not quarantined.
+def _pid_exists(pid: object) -> bool:
+    try:
+        os.kill(int(pid), 0)  # type: ignore[call-overload]
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _info(
+    record: dict[str, Any], election: LeaderElection, *, now_mono: float
+) -> LeaderInfo | None:
+    try:
+        since = parse_iso(str(record["since"]))
+        renewed = parse_iso(str(record.get("renewed_at") or record["since"]))
+        expires = parse_iso(str(record["expires_at"])) if record.get("expires_at") else None
+        pid = int(record["pid"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    is_self = record.get("holder") == election.holder_id
+    if is_self:
+        alive = election.is_leader
+    elif record.get("host") == election.actor.host and not _pid_exists(pid):
+        alive = False
+    else:
+        key = (
+            str(record.get("holder")),
+            int(record.get("term", 0)),
+            int(record.get("renewals", 0)),
+        )
+        alive = key != election._seen or now_mono - election._seen_at < election.lease_seconds
+    stale = expires is not None and election._now() > expires
+    return LeaderInfo(
+        pid=pid,
+        user=str(record.get("user", "?")),
+        host=str(record.get("host", "?")),
+        origin=str(record.get("origin", "?")),
+        since=since,
+        heartbeat=renewed,
+        alive=alive,
+        stale=stale,
+        is_self=is_self,
+        sudo_user=record.get("sudo_user"),
+        ssh_client=record.get("ssh_client"),
+        tty=record.get("tty"),
+        fingerprint=str(record.get("fingerprint") or ""),
+        term=int(record.get("term", 0)),
+        expires_at=expires,
+    )
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    # Not load_json_file: the lease is advisory, a damaged one is free, not quarantined.
     try:
         data = json.loads(path.read_bytes())
     except (FileNotFoundError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    return data if isinstance(data, dict) and data.get("holder") else None

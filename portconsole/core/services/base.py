@@ -48,6 +48,10 @@ class ServiceBase:
     notifier: Notifier
     scheduler: Scheduler
     leader: LeaderElection
+    # Why this process may not lead ("" if it may), and the event that stops it (see
+    # Monitor.lead_refusal and Supervisor.step).
+    follow_reason: str
+    stopping: threading.Event | None
     _scanner: ScannerLike | None
     _scan_lock: threading.Lock
     _delivery: DeliveryWorker | None

@@ -31,6 +31,7 @@ from portconsole.core.domain.model import (
     Change,
     Progress,
     ScanResult,
+    port_key,
 )
 from portconsole.core.domain.schedule import Gap
 from portconsole.core.domain.targets import PortSpec, expand_targets, parse_ports
@@ -262,9 +263,7 @@ class ScanCycle(Probing):
             now = scan.finished_at
             gaps: list[Gap] = []
             if label in self.settings.groups:
-                self.scheduler.mark_finished(
-                    label, now, scan.outcome, planned, len(scan.hosts), error=scan.error
-                )
+                self._settle_run(scan, label, planned)
                 gaps = self.scheduler.find_gaps(self.clock())
             entries = [
                 self._entry(
@@ -305,13 +304,31 @@ class ScanCycle(Probing):
             self.audit.append_many(entries + finding_entries)
             # Queued in the same hold as the findings: a crash cannot leave a raised
             # finding that no one was told about (the next scan only refreshes it).
-            self._enqueue(alerts, scan.scan_id)
+            self._enqueue(alerts, scan.scan_id, scan)
         return changes, alerts, gaps
 
-    def _enqueue(self, alerts: list[Finding], scan_id: str) -> None:
+    def _settle_run(self, scan: ScanResult, label: str, planned: int) -> None:
+        """Mark a group's run finished; one cancelled because this process is quitting
+        (the supervisor's `stopping` event) is handed back to the next leader instead: due
+        again at once, a gap only if that run starts late (Scheduler.hand_back)."""
+        stopping = self.stopping
+        if scan.outcome == "cancelled" and stopping is not None and stopping.is_set():
+            self.scheduler.hand_back(label, scan.finished_at)
+            return
+        self.scheduler.mark_finished(
+            label, scan.finished_at, scan.outcome, planned, len(scan.hosts), error=scan.error
+        )
+
+    def _enqueue(self, alerts: list[Finding], scan_id: str, scan: ScanResult | None = None) -> None:
         if not alerts:
             return
-        self.notifier.enqueue(alerts, scan_id)
+        # What answered on each port (a finding keeps neither product nor version).
+        observed = {
+            port_key(h.address, p.port, p.proto): (p.product, p.version)
+            for h in (scan.hosts if scan else [])
+            for p in h.ports
+        }
+        self.notifier.enqueue(alerts, scan_id, observed)
         if self._delivery is not None:
             self._delivery.wake()
 
@@ -329,8 +346,14 @@ class ScanCycle(Probing):
 
     def record_gaps(self) -> list[Finding]:
         """Raise the monitoring gaps found outside a completed cycle (a run that failed,
-        a scheduled run that is late) as findings, audited and notified. Returns them."""
-        if self.readonly:
+        a scheduled run that is late) as findings, audited and notified. Returns them.
+
+        Whoever notices a gap raises it, leader or follower, console or daemon: under the
+        data lock `find_gaps` returns each gap to one caller only, and the findings book
+        folds a gap's later reports into its one finding (same key). A process without the
+        data dir's settings does not judge (its groups and intervals are not the data dir's).
+        """
+        if self.readonly or self.follow_reason:
             return []
         with self.store.lock.hold():
             now = self.clock()

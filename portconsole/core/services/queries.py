@@ -32,6 +32,7 @@ class Overview:
     next_scan: datetime | None
     next_group: str | None
     paused: bool
+    follow_reason: str = ""  # why this process may not lead ("" if it may)
 
 
 @dataclass(slots=True)
@@ -177,6 +178,7 @@ class Queries(ServiceBase):
             next_scan=next_due[1] if next_due else None,
             next_group=next_due[0] if next_due else None,
             paused=self.paused,
+            follow_reason=self.follow_reason,
         )
 
     def is_insecure(self, service: str) -> bool:

@@ -13,7 +13,10 @@ described in domain/schedule.py). While a "late" gap is still open, `find_gaps` 
 once with `ongoing=True` (so a daemon starting after a long stop, or a console watching a hung
 leader, can raise it at once) and once more, closed, when the run starts.
 
-Only the leader should call `find_gaps` (it records what it returns); others use `overdue`.
+Any process with the data dir's settings may call `find_gaps`, leader or follower: it runs
+under the data lock and returns each gap to one caller only, who records it. A run cut short
+because its leader quit is handed back (`hand_back`): due again at once, and a gap only if the
+next leader starts it after the deadline counted from the run before.
 """
 
 from __future__ import annotations
@@ -279,6 +282,7 @@ class Scheduler:
                 )
             jitter = self.rng.uniform(0, timing.jitter) if timing.jitter else 0.0
             record.update(
+                previous_started=record.get("last_started"),
                 last_started=iso(moment),
                 running_since=iso(moment),
                 requested_at=None,
@@ -326,6 +330,39 @@ class Scheduler:
                 hosts_planned=hosts_planned,
                 hosts_covered=hosts_covered,
             )
+
+    def hand_back(self, group: str, at: datetime | None = None) -> None:
+        """A run stopped because its process quit leading: not a failure of monitoring.
+
+        The group is due again at once (for whoever leads next), and its deadline counts
+        from the start before this run, so a gap is raised only if the next run is late.
+        """
+        self._check_group(group)
+        moment = at or self.now()
+        with self._mutating() as state:
+            record = state["groups"][group]
+            record.update(
+                running_since=None,
+                runner=None,
+                last_started=record.get("previous_started"),
+                next_due=None,
+                requested_at=record.get("requested_at") or iso(moment),
+                handed_over_at=iso(moment),
+            )
+
+    def hand_back_unfinished(self, at: datetime | None = None) -> list[str]:
+        """Hand back every run this process marked started and never finished (a quit
+        that did not wait for its scan thread); returns those groups."""
+        mine = {"pid": os.getpid(), "host": socket.gethostname()}
+        groups = [
+            name
+            for name in self.groups
+            if self._view()["groups"][name].get("running_since")
+            and self._view()["groups"][name].get("runner") == mine
+        ]
+        for name in groups:
+            self.hand_back(name, at)
+        return groups
 
     @staticmethod
     def _queue(state: dict[str, Any], gap: Gap) -> None:

@@ -6,6 +6,13 @@ each calls `Supervisor.step` on its own clock (the daemon every second in a thre
 own, the console from a worker after each tick) and the rules live here: `run_due` runs
 what is due one group at a time and settles a run the cycle left unmarked or unfinished.
 `run_loop` repeats `run_due` until stopped, for a caller without a facade.
+
+Leadership is a lease (adapters/leader.py): `step` renews it or takes it over, and asks
+again before each run, so a leader that was stopped past its lease steps down before it
+scans. Gaps are raised by whoever notices them: a follower with the data dir's settings
+records them too (a stopped leader cannot), and `find_gaps` hands each to one process.
+The `stop` event given to `step` is the one that stops this process: a scheduled run it
+cancels is handed over to the next leader, not recorded as a failed run.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ class Supervised(Protocol):
 
     readonly: bool
     scheduler: Scheduler
+    stopping: threading.Event | None
 
     @property
     def paused(self) -> bool: ...
@@ -70,16 +78,16 @@ class Supervisor:
         result = StepResult(leading=False)
         if monitor.readonly:
             return result
+        monitor.stopping = stop
         try:
             result.leading = monitor.try_lead()
         except UserError as error:
             result.errors.append(str(error))
             return result
-        if not result.leading:
-            return result
-        if not monitor.paused:
+        if result.leading and not monitor.paused:
             result.ran = run_due(monitor.scheduler, run_cycle, stop, self.is_leader)
-        for action in (self._gaps, self._anchor):
+        actions = (self._gaps, self._anchor) if result.leading else (self._gaps,)
+        for action in actions:
             try:
                 action(result)
             except UserError as error:
@@ -148,12 +156,14 @@ def run_due(
             log.exception("could not read the schedule")
         if group is None or stop.is_set():
             break
-        _run_one(scheduler, group, run_cycle)
+        _run_one(scheduler, group, run_cycle, stop)
         ran.append(group)
     return ran
 
 
-def _run_one(scheduler: Scheduler, group: str, run_cycle: Callable[[str], object]) -> None:
+def _run_one(
+    scheduler: Scheduler, group: str, run_cycle: Callable[[str], object], stop: threading.Event
+) -> None:
     before = scheduler.group_status(group).last_started
     error = ""
     try:
@@ -164,6 +174,12 @@ def _run_one(scheduler: Scheduler, group: str, run_cycle: Callable[[str], object
     except BaseException:
         _settle(scheduler, group, before, "cancelled", "interrupted")
         raise
+    if stop.is_set():
+        # Stopped because this process quits: the run goes to the next leader, whole
+        # (the cycle may have handed it back already; one it never started is still due).
+        if scheduler.group_status(group).running_since is not None:
+            scheduler.hand_back(group)
+        return
     _settle(scheduler, group, before, "failed", error)
 
 
