@@ -38,7 +38,13 @@ from portconsole.core.errors import UserError
 
 DEMO_NETWORK = "127.77.0.0/24"
 DEMO_PORT_OFFSET = 10000
-DEMO_INTERVAL_SECONDS = 60
+# Short enough that a port opened by the drift reaches every console (the leader scans,
+# a follower re-reads) within interval + 10 s: up to 1 s of jitter and 1 s until the
+# leader's next scheduler tick, nmap's 6 s wait for a banner while fingerprinting the new
+# port, and up to 1 s until a follower's next look at the store (`[tui] refresh_seconds`).
+DEMO_INTERVAL_SECONDS = 15
+DEMO_JITTER_SECONDS = 1
+DEMO_REFRESH_SECONDS = 1.0
 IDLE_SECONDS = 30.0
 MAX_REQUEST_BYTES = 16384
 
@@ -159,7 +165,7 @@ def _toml_str(text: str) -> str:
 
 
 def demo_config_toml(data_dir: Path | str, port_offset: int = 0) -> str:
-    """A config for the demo: loopback scope, the five groups, a one-minute interval.
+    """A config for the demo: loopback scope, the five groups, a 15-second interval.
 
     Every group watches the same ports (all the demo uses, drift included) so that a port
     opened on any host is seen, which is also how a real baseline scan is usually set up.
@@ -186,6 +192,10 @@ def demo_config_toml(data_dir: Path | str, port_offset: int = 0) -> str:
         "[approval]",
         "separation_of_duties = false",
         "",
+        "# Every console looks for new data each second, so alerts reach them all promptly.",
+        "[tui]",
+        f"refresh_seconds = {DEMO_REFRESH_SECONDS}",
+        "",
     ]
     for name, (targets, description) in DEMO_GROUPS.items():
         lines += [
@@ -193,7 +203,7 @@ def demo_config_toml(data_dir: Path | str, port_offset: int = 0) -> str:
             f"targets = [{_toml_str(targets)}]",
             f"ports = {_toml_str(ports)}",
             f"interval = {DEMO_INTERVAL_SECONDS}",
-            "jitter = 5",
+            f"jitter = {DEMO_JITTER_SECONDS}",
             f"description = {_toml_str(description)}",
             "",
         ]

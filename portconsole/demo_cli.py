@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
 
 from portconsole.core.errors import UserError
-from portconsole.core.settings import builtin_themes_dir, default_data_dir
+from portconsole.core.package_data import sample_baselines_dir
+from portconsole.core.settings import default_data_dir
 from portconsole.demo import DEMO_NETWORK, run_demo_fleet
-
-
-def sample_baselines_dir() -> Path:
-    """The repository's sample_baselines/ folder (beside themes/)."""
-    return builtin_themes_dir().parent / "sample_baselines"
 
 
 def demo_baseline(port_offset: int) -> Path:
     name = "demo.yaml" if port_offset == 0 else "demo-offset.yaml"
     path = sample_baselines_dir() / name
     if not path.is_file():
-        raise UserError(
-            f"demo baseline {path} is missing: run the demo from a PortConsole checkout"
-        )
+        raise UserError(f"demo baseline {path} is missing: reinstall PortConsole (pipx install .)")
     return path
 
 
@@ -31,7 +26,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from portconsole.core.monitor import Monitor
 
     default_dir = default_data_dir() / "demo"
-    data_dir = Path(args.data_dir) if args.data_dir else default_dir
+    # --data-dir, then PORTCONSOLE_DATA_DIR (as every other command), then the demo's own.
+    named = args.data_dir or os.environ.get("PORTCONSOLE_DATA_DIR")
+    data_dir = Path(named).expanduser().absolute() if named else default_dir
     # A fresh demo each time tells the story from the start; only the demo's own default
     # folder is ever wiped, never a folder the user named.
     if data_dir == default_dir and data_dir.exists() and not args.keep:

@@ -3,19 +3,22 @@
 The drifted port must show up highlighted within one scheduled cycle, and the operator
 approves it with a justification from the triage queue; the finding leaves the queue.
 
-The drift opens as the demo starts, so the first scheduled cycle finds it: opening it
-later meant waiting a whole demo interval (a minute) for the second. That a port opening
-between two scheduled scans is marked is proven without the wait by
-tests/tui/test_background.py (test_a_port_opened_between_scheduled_scans_is_marked).
+The drift opens as the demo starts, so the first scheduled cycle finds it. A port opening
+between two scheduled scans is tested below with a second console: the drift opens later,
+and the follower (which never scans) must show the alert within the interval + 10 s.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from portconsole.demo import DEMO_INTERVAL_SECONDS
+from portconsole.demo import DEMO_INTERVAL_SECONDS, DEMO_PORT_OFFSET, DRIFT
 
 pytestmark = [
     pytest.mark.e2e,
@@ -75,11 +78,7 @@ def demo(tmp_path: Path) -> Iterator[tuple[Tmux, Path]]:
     env.pop("NO_COLOR", None)
     env["TERM"] = "xterm-256color"
     command = f"{sys.executable} -m portconsole.cli demo --drift 0 --data-dir {data_dir}"
-    subprocess.run(
-        ["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", command],
-        check=True,
-        env=env,
-    )
+    _start_demo(["-s", session], command, env, data_dir)
     tmux = Tmux(session)
     try:
         yield tmux, data_dir
@@ -92,17 +91,67 @@ def demo(tmp_path: Path) -> Iterator[tuple[Tmux, Path]]:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False, capture_output=True)
 
 
+# What a console run here may see of the environment (everything else is dropped).
+_PASSED = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM")
+
+
+def _with_env(command: str, env: dict[str, str]) -> str:
+    """`command` run with exactly `env`'s PATH, HOME... and its XDG_ and PORTCONSOLE_ vars.
+
+    A tmux session started while the tmux server already runs (another test's session)
+    gets the server's environment, not the one tmux was called with: without this, a
+    second console would read the first test's XDG dirs, or no PORTCONSOLE_DATA_DIR.
+    """
+    chosen = {
+        k: v for k, v in env.items() if k in _PASSED or k.startswith(("XDG_", "PORTCONSOLE_"))
+    }
+    assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(chosen.items()))
+    return f"env -i {assignments} {command}"
+
+
+def _start_demo(session_args: list[str], command: str, env: dict[str, str], data: Path) -> None:
+    """Start a demo in a new 80x24 tmux session, one demo at a time until its fleet is up.
+
+    Two demos starting at once (the two tests here, under `-n 2`) race for the same ports
+    and can both lose, on the real ports and on the offset ones. A demo writes its config
+    only once its fleet listens, so the lock is held until that file exists.
+    """
+    config = data / "demo-config.toml"
+    with open(Path(tempfile.gettempdir()) / "portconsole-e2e-demo.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run(
+            ["tmux", "new-session", "-d", *session_args, "-x", "80", "-y", "24"]
+            + [_with_env(command, env)],
+            check=True,
+            env=env,
+        )
+        deadline = time.monotonic() + 20
+        while not config.is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    if not config.is_file():
+        shown = subprocess.run(
+            ["tmux", "capture-pane", "-p", "-t", session_args[1]], capture_output=True, text=True
+        )
+        raise AssertionError(f"the demo did not write {config}; its screen:\n{shown.stdout}")
+
+
 def _session_alive(session: str) -> bool:
     found = subprocess.run(["tmux", "has-session", "-t", session], capture_output=True)
     return found.returncode == 0
 
 
 def _host_row(screen: str, address: str = "127.77.0.21") -> str | None:
-    """The overview row of `address` (by default the host that drifts)."""
+    """The overview row of `address` (by default the host that drifts), not the banner."""
     for line in screen.splitlines():
-        if address in line:
+        if address in line and not line.lstrip().startswith("▲"):
             return line
     return None
+
+
+def _shows(screen: str, address: str, port: int) -> bool:
+    """`address:port/` is on screen, at the demo's port or its offset one (when another
+    demo, say the test beside this one, holds the real ports)."""
+    return any(f"{address}:{p}/" in screen for p in (port, port + DEMO_PORT_OFFSET))
 
 
 def _marked(screen: str, address: str) -> bool:
@@ -124,12 +173,18 @@ def test_drift_is_seen_and_approved_with_keys_only(demo: tuple[Tmux, Path]) -> N
     row = _host_row(tmux.screen())
     assert row is not None and row.split()[3:5] == ["2", "1"], row
 
-    tmux.keys("2")
-    tmux.wait_for(lambda s: "8081" in s and "Triage" in s, 10, "the triage queue")
+    # The findings the demo's scans raised are alerts: `!` opens them in triage.
+    tmux.wait_for(lambda s: "! to view" in s and "unseen" in s, 10, "the alert banner")
+    tmux.keys("!")
+    tmux.wait_for(
+        lambda s: "8081" in s and "Triage" in s and "! to view" not in s, 10, "the triage queue"
+    )
     tmux.keys("/")
     tmux.keys("8081", "Enter")
     screen = tmux.wait_for(
-        lambda s: "127.77.0.21:8081" in s and "127.77.0.50:23" not in s, 10, "the filter"
+        lambda s: _shows(s, "127.77.0.21", 8081) and not _shows(s, "127.77.0.50", 23),
+        10,
+        "the filter",
     )
     tmux.keys("a")
     tmux.wait_for(lambda s: "Justification" in s, 10, "the approve form")
@@ -152,7 +207,7 @@ def test_drift_is_seen_and_approved_with_keys_only(demo: tuple[Tmux, Path]) -> N
     tmux.wait_for(lambda s: "Justification" not in s, 15, "the form to close")
     tmux.keys("Escape")
     tmux.wait_for(
-        lambda s: "127.77.0.50:23" in s and "127.77.0.21:8081" not in s,
+        lambda s: _shows(s, "127.77.0.50", 23) and not _shows(s, "127.77.0.21", 8081),
         15,
         "the approved finding to leave the queue",
     )
@@ -196,3 +251,122 @@ def test_drift_is_seen_and_approved_with_keys_only(demo: tuple[Tmux, Path]) -> N
         check=False,
     )
     assert verify.returncode == 0, verify.stdout
+
+
+DRIFT_AFTER = 45.0  # the demo's first round (five groups, -sV on every port) is done by then
+
+
+def _port_open(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _ended(target: str) -> bool:
+    """The window running `target` has gone (its program quit)."""
+    found = subprocess.run(
+        ["tmux", "list-windows", "-a", "-F", "#{session_name}:#{window_name}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return target not in found.stdout.split()
+
+
+@pytest.fixture
+def two_consoles(tmp_path: Path) -> Iterator[tuple[Tmux, Tmux, Path]]:
+    """`demo` in one window (the data dir given by PORTCONSOLE_DATA_DIR only), and a
+    second console on the same config and data dir in another: a follower."""
+    session = f"pc-e2e-{uuid.uuid4().hex[:8]}"
+    data_dir = tmp_path / "demo-data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTCONSOLE_")}
+    env |= {
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
+        "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
+        "TERM": "xterm-256color",
+        "PORTCONSOLE_DATA_DIR": str(data_dir),
+    }
+    env.pop("NO_COLOR", None)
+    demo_command = f"{sys.executable} -m portconsole.cli demo --drift {DRIFT_AFTER}"
+    config = data_dir / "demo-config.toml"
+    try:
+        # Named by PORTCONSOLE_DATA_DIR only: the demo must honour it.
+        _start_demo(["-s", session, "-n", "demo"], demo_command, env, data_dir)
+        follower_command = (
+            f"{sys.executable} -m portconsole.cli --config {config} --data-dir {data_dir} console"
+        )
+        subprocess.run(
+            ["tmux", "new-window", "-d", "-t", session, "-n", "follower"]
+            + [_with_env(follower_command, env)],
+            check=True,
+            env=env,
+        )
+        yield Tmux(f"{session}:demo"), Tmux(f"{session}:follower"), data_dir
+    finally:
+        for window in ("follower", "demo"):
+            subprocess.run(["tmux", "send-keys", "-t", f"{session}:{window}", "q"], check=False)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _session_alive(session):
+            time.sleep(0.1)
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False, capture_output=True)
+
+
+def test_a_follower_shows_the_drift_alert_within_interval_plus_10s(
+    two_consoles: tuple[Tmux, Tmux, Path],
+) -> None:
+    demo, follower, data_dir = two_consoles
+    size = subprocess.run(
+        ["tmux", "display", "-p", "-t", follower.session, "#{window_width}x#{window_height}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert size == "80x24"
+    # The demo leads and scans; the follower shows its findings as alerts too. Dismiss
+    # them (`!`), so that the banner below can only be the drift's.
+    screen = follower.wait_for(
+        lambda s: _marked(s, "127.77.0.50") and "! to view" in s,
+        60,
+        "the follower to alert on the legacy host's findings",
+    )
+    assert "● leading" not in screen
+    follower.keys("!")
+    follower.wait_for(lambda s: "Triage" in s and "! to view" not in s, 10, "alerts seen")
+    follower.keys("1")
+    # The demo's own drift port: the offset one when another demo holds the real ports.
+    ports = (data_dir / "demo-config.toml").read_text(encoding="utf-8")
+    shifted = str(DRIFT.port + DEMO_PORT_OFFSET) in ports
+    drift = (DRIFT.address, DRIFT.port + (DEMO_PORT_OFFSET if shifted else 0))
+    assert not _port_open(*drift), "the drift opened before the test was ready for it"
+
+    deadline = time.monotonic() + DRIFT_AFTER + 30
+    while not _port_open(*drift) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _port_open(*drift), "the demo's drift never opened"
+    opened_at = time.monotonic()
+    target = f"{drift[0]}:{drift[1]}/tcp"
+    budget = DEMO_INTERVAL_SECONDS + 10
+    screen = follower.wait_for(
+        lambda s: "! to view" in s and target in s, budget + 5, "the drift's banner"
+    )
+    took = time.monotonic() - opened_at
+    print(f"port open -> banner on the follower: {took:.1f} s (budget {budget} s)")
+    assert took <= budget, f"the alert took {took:.1f} s, over {budget} s:\n{screen}"
+    assert "▲ 1 unseen" in screen and "NEW" in screen
+
+    # Ctrl-C quits: the follower at once, the leading demo after a y/n.
+    follower.keys("C-c")
+    deadline = time.monotonic() + 5
+    while not _ended(follower.session) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _ended(follower.session), "Ctrl-C did not quit the follower"
+    demo.keys("C-c")
+    demo.wait_for(lambda s: "leads the scheduled scans" in s, 10, "the quit question")
+    demo.keys("y")
+    deadline = time.monotonic() + 10
+    while not _ended(demo.session) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _ended(demo.session), "the demo did not quit after y"
+    assert (data_dir / "journal").is_dir()  # the demo used PORTCONSOLE_DATA_DIR

@@ -422,7 +422,8 @@ def test_demo_config_is_valid_and_covers_the_fleet(tmp_path: Path) -> None:
                 covered |= {(address, p) for p in spec.ports()}
         wanted = {(s.address, s.port) for s in demo_services(offset, include_drift=True)}
         assert wanted <= covered
-        assert settings.groups["legacy"].interval == 60
+        assert settings.groups["legacy"].interval == 15  # alerts within 25 s in the demo
+        assert settings.tui.refresh_seconds == 1.0
 
 
 def test_auto_batches_spread_hosts_over_the_workers() -> None:

@@ -2,9 +2,13 @@
 
 Every store read and every scan runs in a thread worker; results come back as typed
 messages (messages.py). Two self-rescheduling polls keep it live: one re-reads the store
-when `Monitor.data_version()` changes (so another console's decisions appear within a few
-seconds), one asks to lead and runs the scheduled scans that are due. Each poll schedules
-the next only after it has finished, so a slow store never piles polls up.
+when `Monitor.data_version()` changes (a file stat every `[tui] refresh_seconds`, so another
+console's scans and decisions appear within a few seconds), one asks to lead and runs the
+scheduled scans that are due. Each poll schedules the next only after it has finished, so
+a slow store never piles polls up.
+
+Every snapshot, whoever wrote it, goes through an `AlertTracker` (alerts.py): new and
+reopened findings raise a banner, a bell and a counter on every console, leading or not.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.style import Style
@@ -25,10 +30,12 @@ from textual.binding import Binding, BindingType
 from textual.color import Color, ColorParseError
 from textual.screen import ModalScreen
 from textual.theme import Theme
+from textual.widgets import Input
 
 from portconsole.core.errors import UserError
 from portconsole.core.services.supervisor import Supervisor
 from portconsole.core.timeutil import utcnow
+from portconsole.tui.alerts import AlertTracker, rings_bell
 from portconsole.tui.commands import ConsoleCommands
 from portconsole.tui.messages import (
     ActionDone,
@@ -56,8 +63,11 @@ from portconsole.tui.themes import (
     choose_theme,
     load_themes,
     load_ui_prefs,
+    migrate_ui_prefs,
+    prefs_dir,
     remember_theme,
 )
+from portconsole.tui.widgets import KeyedTable
 from portconsole.tui.widgets.status import HeaderState, ScanState
 
 if TYPE_CHECKING:
@@ -68,8 +78,9 @@ log = logging.getLogger(__name__)
 # Even when nothing changes, re-read the header this often: leadership lives outside the
 # store (the leader lock), so data_version() does not move when another console takes over.
 FULL_RELOAD_SECONDS = 15.0
-# How often the scheduler asks to lead and looks for due groups.
-SCHEDULE_TICK_SECONDS = 2.0
+# How often the scheduler asks to lead and looks for due groups (a due scan starts within
+# this; it is part of the time from a port opening to the alert).
+SCHEDULE_TICK_SECONDS = 1.0
 
 
 # The four views share one footer slot ("1234 Views"): 80 columns hold little else.
@@ -103,11 +114,17 @@ class PortConsoleApp(App[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", id="app.quit"),
+        # Ctrl-C quits, as in any terminal program (Textual's default only shows a hint).
+        Binding("ctrl+c", "interrupt", "Quit", show=False, priority=True, id="app.interrupt"),
+        Binding("exclamation_mark", "alerts", "Alerts", show=False, id="app.alerts"),
         Binding("question_mark", "help", "Help", id="app.help"),
-        Binding("1", "go('overview')", "Hosts", id="app.overview", group=VIEWS),
-        Binding("2,t", "go('triage')", "Triage", id="app.triage", group=VIEWS),
-        Binding("3", "go('history')", "History", id="app.history", group=VIEWS),
-        Binding("4", "go('audit')", "Audit", id="app.audit", group=VIEWS),
+        # Not priority keys: a digit sent with `/` or `a` is text for the field that opens
+        # (a priority key jumps the queue); tables run keys in order (tui/keys.py), and
+        # action_view completes the switch before the next key is read.
+        Binding("1", "view('overview')", "Hosts", id="app.overview", group=VIEWS),
+        Binding("2,t", "view('triage')", "Triage", id="app.triage", group=VIEWS),
+        Binding("3", "view('history')", "History", id="app.history", group=VIEWS),
+        Binding("4", "view('audit')", "Audit", id="app.audit", group=VIEWS),
         Binding("s", "scan_now", "Scan", id="app.scan"),
         Binding("p", "pause", "Pause", id="app.pause"),
         Binding("p", "resume", "Resume", id="app.resume"),
@@ -122,6 +139,7 @@ class PortConsoleApp(App[None]):
         schedule: bool = True,
         clock: Callable[[], datetime] | None = None,
         environ: Mapping[str, str] | None = None,
+        preferences: Path | None = None,
     ) -> None:
         super().__init__()
         self.monitor = monitor
@@ -142,13 +160,26 @@ class PortConsoleApp(App[None]):
         self._seen_version = ""
         self._last_load = 0.0
         self._schedule_error = ""
+        # New and reopened findings this operator has not seen yet (every console).
+        self.alerts = AlertTracker()
+        self.bell_threshold = monitor.settings.tui.bell
+        self._quit_asked = False
         # Set on quit: running scans stop (nmap killed) instead of finishing.
         self.cancel_event = threading.Event()
         self._scan_guard = threading.Lock()
         self.theme_catalog: ThemeCatalog = load_themes(monitor.paths.themes_dirs)
         for loaded in self.theme_catalog.themes.values():
             self.register_theme(loaded)
-        prefs = load_ui_prefs(monitor.paths.data_dir)
+        # Preferences are the operator's: in their config dir, not the shared data dir.
+        self.preferences = prefs_dir() if preferences is None else preferences
+        if not monitor.readonly:
+            try:
+                migrate_ui_prefs(self.preferences, monitor.paths.data_dir)
+            except OSError as error:
+                log.warning("could not move ui.json to %s: %s", self.preferences, error)
+        prefs = load_ui_prefs(self.preferences)
+        if not prefs:
+            prefs = load_ui_prefs(monitor.paths.data_dir)  # read-only: read where it was
         chosen, self._theme_warning = choose_theme(
             self.theme_catalog,
             requested=theme,
@@ -181,6 +212,26 @@ class PortConsoleApp(App[None]):
         self.cancel_event.set()
         self.exit()
 
+    def action_interrupt(self) -> None:
+        """Ctrl-C: quit; a leading console asks first (a second Ctrl-C does not ask)."""
+        if not self.leading or self._quit_asked:
+            self.action_quit()
+            return
+        self._quit_asked = True
+
+        def answered(yes: bool | None) -> None:
+            self._quit_asked = False
+            if yes:
+                self.action_quit()
+
+        self.push_screen(
+            ConfirmScreen(
+                "This console leads the scheduled scans. Quit? (Ctrl-C again quits.)",
+                self.monitor.actor,
+            ),
+            answered,
+        )
+
     # ----- shared helpers for screens --------------------------------------------------
     def now(self) -> datetime:
         return self._clock()
@@ -203,7 +254,13 @@ class PortConsoleApp(App[None]):
 
     def header_state(self, title: str) -> HeaderState:
         overview = self.snapshot.overview if self.snapshot else None
-        return HeaderState(title, overview, self.scan, self.monitor.readonly)
+        return HeaderState(
+            title, overview, self.scan, self.monitor.readonly, self.alerts.unseen(), self.now()
+        )
+
+    def is_unseen(self, finding_id: str) -> bool:
+        """True while the finding's alert is unseen: its row is marked new."""
+        return self.alerts.is_unseen(finding_id)
 
     def report_error(self, text: str) -> None:
         """Thread-safe: show a one-line error."""
@@ -283,6 +340,9 @@ class PortConsoleApp(App[None]):
         self._last_load = time.monotonic()
         self.snapshot = snapshot
         self.generation += 1
+        raised = self.alerts.observe(snapshot.findings)
+        if raised and rings_bell(raised, self.bell_threshold):
+            self.bell()
         if snapshot.overview.paused != was_paused:
             # Pause/Resume swap in the footer; recomposing it on every snapshot is costly.
             self.refresh_bindings()
@@ -448,6 +508,10 @@ class PortConsoleApp(App[None]):
             return self.can_write() if paused else False
         if action in ("scan_now", "export"):
             return self.can_write()
+        if action == "view" and (
+            isinstance(self.screen, ModalScreen) or isinstance(self.focused, Input)
+        ):
+            return False  # typed into a dialog or the filter: text, not a view switch
         return True
 
     def action_go(self, mode: str) -> None:
@@ -457,8 +521,33 @@ class PortConsoleApp(App[None]):
         else:
             self.switch_mode(mode)
 
+    async def action_view(self, mode: str) -> None:
+        """A view key: the switch is complete before the next key is read."""
+        if self.current_mode == mode:
+            self.action_go(mode)
+        else:
+            await self.switch_mode(mode)
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.screen))
+
+    def action_alerts(self) -> None:
+        """`!`: open triage on the most severe unseen finding and mark every alert seen."""
+        if isinstance(self.screen, ModalScreen):
+            return  # a dialog is open: answer it first
+        unseen = self.alerts.unseen()
+        self.alerts.mark_seen()
+        self.generation += 1  # the rows lose their "new" mark
+        self.action_go("triage")
+
+        def select() -> None:
+            screen = self.screen
+            if isinstance(screen, TriageScreen) and screen.is_mounted:
+                screen.refresh_view()
+                if unseen:
+                    screen.query_one("#findings", KeyedTable).select_key(unseen[0].finding_id)
+
+        self.call_after_refresh(select)
 
     def action_scan_now(self) -> None:
         self.start_scan(None)
@@ -521,7 +610,7 @@ class PortConsoleApp(App[None]):
     @work(thread=True, exit_on_error=False, group="prefs", description="remember theme")
     def save_theme(self, name: str) -> None:
         try:
-            remember_theme(self.monitor.paths.data_dir, name)
+            remember_theme(self.preferences, name)
         except OSError as error:
             self.report_error(f"could not remember the theme: {error.strerror}")
 

@@ -24,6 +24,7 @@ from textual.theme import Theme
 
 from portconsole.core.adapters.storage import atomic_write_bytes, load_json_file
 from portconsole.core.errors import StoreError
+from portconsole.core.settings import default_config_file
 
 DEFAULT_THEME = "portconsole-dark"
 MONO_THEME = "portconsole-mono"
@@ -247,19 +248,47 @@ def choose_theme(
     return DEFAULT_THEME, warning
 
 
-def load_ui_prefs(data_dir: Path) -> dict[str, Any]:
+def prefs_dir() -> Path:
+    """Where the operator's console preferences live: their config dir (XDG_CONFIG_HOME).
+
+    Preferences belong to a person, not to a data dir: a data dir is shared by everyone
+    who watches it, and the demo's is wiped by every `make demo`.
+    """
+    return default_config_file().parent
+
+
+def load_ui_prefs(folder: Path) -> dict[str, Any]:
     """The console's remembered preferences; a damaged file is ignored (it is kept aside)."""
     try:
-        data = load_json_file(data_dir / UI_PREFS_FILE)
+        data = load_json_file(folder / UI_PREFS_FILE)
     except StoreError:
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def remember_theme(data_dir: Path, name: str) -> None:
-    """Store the chosen theme in `<data_dir>/ui.json`, atomically."""
-    prefs = load_ui_prefs(data_dir)
+def migrate_ui_prefs(folder: Path, data_dir: Path) -> bool:
+    """Copy preferences kept in a data dir (before they moved) into `folder`, once.
+
+    Nothing happens when `folder` already has its own file or the data dir has none; the
+    old file is left where it was (a data dir is not this console's to tidy). True if copied.
+    """
+    if (folder / UI_PREFS_FILE).exists():
+        return False
+    old = load_ui_prefs(data_dir)
+    if not old:
+        return False
+    _write_prefs(folder, old)
+    return True
+
+
+def remember_theme(folder: Path, name: str) -> None:
+    """Store the chosen theme in `<folder>/ui.json`, atomically."""
+    prefs = load_ui_prefs(folder)
     prefs["theme"] = name
+    _write_prefs(folder, prefs)
+
+
+def _write_prefs(folder: Path, prefs: dict[str, Any]) -> None:
     atomic_write_bytes(
-        data_dir / UI_PREFS_FILE, json.dumps(prefs, indent=2, sort_keys=True).encode("utf-8")
+        folder / UI_PREFS_FILE, json.dumps(prefs, indent=2, sort_keys=True).encode("utf-8")
     )

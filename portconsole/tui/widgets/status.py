@@ -1,8 +1,13 @@
-"""The two-line monitoring header shown on every main screen."""
+"""The monitoring header shown on every main screen: two lines, and an alert banner.
+
+The banner (a third line) shows only while this console has unseen alerts
+(tui/alerts.py): the most severe first, styled by its severity with the theme's colours.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -11,7 +16,8 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Static
 
-from portconsole.core.domain.model import Progress
+from portconsole.core.domain.model import SEVERITIES, Progress
+from portconsole.tui.alerts import Alert, banner_text
 from portconsole.tui.safe import clean, short_time
 
 if TYPE_CHECKING:
@@ -32,6 +38,9 @@ class HeaderState:
     overview: Overview | None
     scan: ScanState | None
     readonly: bool
+    # Unseen alerts, most severe first, and the time their ages are counted to.
+    alerts: list[Alert] = field(default_factory=list)
+    now: datetime | None = None
 
 
 def monitoring_line(state: HeaderState) -> Text:
@@ -49,10 +58,16 @@ def monitoring_line(state: HeaderState) -> Text:
         line.append("‖ PAUSED", style="bold reverse")
     elif overview.is_leader:
         line.append("● leading")
+    elif overview.follow_reason:
+        line.append(f"○ following: {clean(overview.follow_reason, 62)}", style="bold")
     elif overview.leader is not None:
+        # user@host pid N tty T: enough to find the leader's terminal and ask.
         leader = overview.leader
-        who = clean(f"{leader.user}@{leader.host}", 28)
-        line.append(f"○ {who} ({clean(leader.origin, 8)}) leads")
+        who = clean(leader.who(), 48)
+        if not leader.alive:
+            line.append(f"○ no leader: {who} stopped renewing", style="bold")
+        else:
+            line.append(f"○ {who} leads" + (" (late renewing)" if leader.stale else ""))
     else:
         line.append("○ no scan leader")
     if state.readonly:
@@ -65,14 +80,27 @@ def monitoring_line(state: HeaderState) -> Text:
     return line
 
 
-def counts_line(state: HeaderState) -> Text:
+def counts_line(state: HeaderState, width: int = 78) -> Text:
+    overview = state.overview
+    if overview is None:
+        return Text()
+    # While a scan's progress bar shares the line, or the unseen counter would push the
+    # counts past `width`, they use short labels so that all of them still fit.
+    line = _counts(state, short=state.scan is not None)
+    if not state.alerts:
+        return line
+    counter = Text(f"▲ {len(state.alerts)} unseen", style="bold reverse")
+    counter.append(" · ")
+    if state.scan is None and len(counter) + len(line) > width:
+        line = _counts(state, short=True)
+    return counter + line
+
+
+def _counts(state: HeaderState, *, short: bool) -> Text:
     overview = state.overview
     line = Text()
     if overview is None:
         return line
-    # While a scan's progress bar shares the line, the counts use short labels so that
-    # all four still fit at 80 columns.
-    short = state.scan is not None
     line.append(
         f"{overview.hosts} hosts · {overview.open_ports} ports · "
         if short
@@ -112,16 +140,35 @@ def progress_bar(scan: ScanState, width: int = 14) -> Text:
     return bar
 
 
-class StatusHeader(Widget):
-    """Who leads, last and next scan, paused or not, the counts, and scan progress."""
+def alert_line(state: HeaderState) -> Text:
+    """The banner: `▲ 3 new findings · HIGH 10.0.0.5:23/tcp telnet · 12s ago · ! to view`."""
+    if not state.alerts or state.now is None:
+        return Text()
+    return Text("▲ " + banner_text(state.alerts, state.now), style="bold", no_wrap=True)
 
+
+SEVERITY_CLASSES = tuple(f"-alert-{name}" for name in SEVERITIES)
+
+
+class StatusHeader(Widget):
+    """Who leads, last and next scan, paused or not, the counts, scan progress, alerts."""
+
+    # Severity decides the banner's colours, from the theme: critical and high on the
+    # theme's error colour, medium on its warning colour, low on its accent. The mono
+    # theme maps them all to white: the banner still says the severity in words.
     DEFAULT_CSS = """
-    StatusHeader { height: 2; }
+    StatusHeader { height: auto; }
     StatusHeader > Horizontal { height: 1; }
     StatusHeader #status-line { width: 1fr; height: 1; }
     StatusHeader #status-counts { width: 1fr; height: 1; }
     StatusHeader #status-progress { width: auto; height: 1; display: none; }
     StatusHeader.-scanning #status-progress { display: block; }
+    StatusHeader #status-alert { height: 1; display: none; padding: 0 1; margin: 0 -1; }
+    StatusHeader.-alerting #status-alert { display: block; }
+    StatusHeader #status-alert.-alert-critical { background: $error; color: auto; }
+    StatusHeader #status-alert.-alert-high { background: $error; color: auto; }
+    StatusHeader #status-alert.-alert-medium { background: $warning; color: auto; }
+    StatusHeader #status-alert.-alert-low { background: $accent; color: auto; }
     """
 
     def compose(self) -> ComposeResult:
@@ -129,6 +176,7 @@ class StatusHeader(Widget):
         with Horizontal():
             yield Static(id="status-counts")
             yield Static(id="status-progress")
+        yield Static(id="status-alert")
 
     def show(self, state: HeaderState) -> None:
         # A snapshot can land before this header has composed its lines or after they were
@@ -136,7 +184,15 @@ class StatusHeader(Widget):
         if not self.is_mounted or not self.query("#status-line"):
             return
         self.query_one("#status-line", Static).update(monitoring_line(state))
-        self.query_one("#status-counts", Static).update(counts_line(state))
+        width = self.content_size.width or 78
+        self.query_one("#status-counts", Static).update(counts_line(state, width))
         self.set_class(state.scan is not None, "-scanning")
         if state.scan is not None:
             self.query_one("#status-progress", Static).update(progress_bar(state.scan))
+        self.set_class(bool(state.alerts), "-alerting")
+        banner = self.query_one("#status-alert", Static)
+        if state.alerts:
+            banner.update(alert_line(state))
+            severity = f"-alert-{state.alerts[0].severity}"
+            for name in SEVERITY_CLASSES:
+                banner.set_class(name == severity, name)
