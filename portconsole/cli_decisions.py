@@ -1,7 +1,9 @@
-"""CLI commands for approvals with four eyes, their reviews, and closing findings with a cause.
+"""CLI commands for approvals with four eyes, their reviews and revocation, and closing and
+reopening findings.
 
 `request` (the requester's step), `approve` (the approver's: a finding or a request),
-`requests`, `approvals`, `review` and `close`. The identity behind each is the Actor: the OS
+`requests`, `approvals`, `review`, `revoke` (a mistaken approval), `close` (one or more
+findings, with a cause) and `reopen` (a flagged or closed finding). The identity behind each is the Actor: the OS
 user, the sudo user behind root, the SSH client and key; the shell types none of it.
 """
 
@@ -10,7 +12,16 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from portconsole.cli import _date_arg, _emit_json, _monitor, _table, _when
+from portconsole.cli import (
+    _add_json,
+    _date_arg,
+    _emit_json,
+    _findings_json,
+    _monitor,
+    _result,
+    _table,
+    _when,
+)
 from portconsole.core.domain.approval import REVIEW_OUTCOMES
 
 Handler = Callable[[argparse.Namespace], int]
@@ -28,11 +39,12 @@ def cmd_request(args: argparse.Namespace) -> int:
         mitigation=args.mitigation or "",
         on_behalf_of=args.on_behalf_of or "",
     )
-    print(
+    text = (
         f"{made.id} requested by {made.requested_by} for {made.finding_id} "
         f"({made.host}:{made.port}/{made.proto}); another person approves it with "
         f"`portconsole approve {made.id}`"
     )
+    _result(args, text, {"request": made.to_json()})
     return 0
 
 
@@ -49,10 +61,11 @@ def cmd_approve(args: argparse.Namespace) -> int:
     )
     approval = next(a for a in monitor.approvals_list() if a.id == finding.approval_id)
     eyes = "four eyes met" if approval.four_eyes else "four eyes NOT met"
-    print(
+    text = (
         f"{finding.id} approved ({finding.host}:{finding.port}/{finding.proto}) as "
         f"{approval.id}: {eyes} ({approval.four_eyes_basis_text()})"
     )
+    _result(args, text, {"finding": finding.to_json(), "approval": approval.to_json()})
     return 0
 
 
@@ -127,25 +140,51 @@ def cmd_review(args: argparse.Namespace) -> int:
         if done.next_review_by
         else "approval retired"
     )
-    print(f"{reviewed.id} reviewed by {done.reviewer}: {done.outcome}; {after}")
+    text = f"{reviewed.id} reviewed by {done.reviewer}: {done.outcome}; {after}"
+    _result(args, text, {"approval": reviewed.to_json()})
     return 0
 
 
 def cmd_close(args: argparse.Namespace) -> int:
-    finding = _monitor(args).close_finding(args.id, cause=args.cause)
-    print(f"{finding.id} closed: {finding.details['cause']}")
+    # Several ids: one transaction, refused whole if any cannot be closed.
+    findings = _monitor(args).close_many(args.id, cause=args.cause)
+    text = "\n".join(f"{f.id} closed: {f.details['cause']}" for f in findings)
+    _result(args, text, _findings_json(findings))
+    return 0
+
+
+def cmd_reopen(args: argparse.Namespace) -> int:
+    finding = _monitor(args).reopen(args.id, reason=args.reason)
+    _result(args, f"{finding.id} reopened: new again", {"finding": finding.to_json()})
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    done = _monitor(args).revoke(args.id, reason=args.reason)
+    after = (
+        f"{done.finding.id} is back in the queue"
+        if done.finding is not None
+        else "the next scan that sees the port open raises it as unapproved"
+    )
+    where = f"{done.approval.host}:{done.approval.port}/{done.approval.proto}"
+    data = {
+        "approval": done.approval.to_json(),
+        "finding": done.finding.to_json() if done.finding is not None else None,
+    }
+    _result(args, f"{done.approval.id} revoked ({where}); {after}", data)
     return 0
 
 
 def add_decision_commands(add: AddCommand) -> None:
-    """Add request, approve, requests, approvals, review and close to the parser."""
+    """Add request, approve, requests, approvals, review, revoke, close and reopen."""
     p = add(
         "request",
         cmd_request,
         "request approval of a finding's port (the first of the four eyes; another person "
         "approves it)",
     )
-    p.add_argument("id", metavar="FINDING")
+    p.add_argument("id", metavar="FINDING", help="a finding id, e.g. F-0001")
+    _add_json(p, "the request")
     p.add_argument("--justification", required=True, help="the business need (required)")
     p.add_argument("--owner", required=True, help="who owns the service")
     p.add_argument("--ticket", help="change ticket reference")
@@ -165,7 +204,8 @@ def add_decision_commands(add: AddCommand) -> None:
         "approve a finding's port (F-...) or a request (R-...); a pending request on the "
         "finding is used",
     )
-    p.add_argument("id", metavar="FINDING|REQUEST")
+    p.add_argument("id", metavar="FINDING|REQUEST", help="e.g. F-0001 or R-0001")
+    _add_json(p, "the finding and its approval")
     p.add_argument("--justification", help="the business need (required when there is no request)")
     p.add_argument("--owner", help="who owns the service (required when there is no request)")
     p.add_argument("--ticket", help="change ticket reference")
@@ -180,19 +220,20 @@ def add_decision_commands(add: AddCommand) -> None:
     )
 
     p = add("requests", cmd_requests, "list pending approval requests (--all for approved ones)")
-    p.add_argument("--all", action="store_true")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--all", action="store_true", help="include approved and withdrawn requests")
+    _add_json(p, "the requests")
 
     p = add("approvals", cmd_approvals, "list approval records, with four eyes and last review")
     p.add_argument("--all", action="store_true", help="include retired approvals")
-    p.add_argument("--json", action="store_true")
+    _add_json(p, "the approvals")
 
     p = add(
         "review",
         cmd_review,
         "record a review of an approval (PCI DSS 1.2.7): keep it, ask for a change, or retire it",
     )
-    p.add_argument("id", metavar="APPROVAL")
+    p.add_argument("id", metavar="APPROVAL", help="an approval id, e.g. A-0001")
+    _add_json(p, "the approval")
     p.add_argument(
         "--outcome",
         required=True,
@@ -212,5 +253,20 @@ def add_decision_commands(add: AddCommand) -> None:
         cmd_close,
         "close a finding with its root cause (e.g. a monitoring gap); it stays in the record",
     )
-    p.add_argument("id", metavar="FINDING")
+    p.add_argument("id", nargs="+", metavar="FINDING", help="finding ids, e.g. F-0001 F-0002")
+    _add_json(p, "the finding")
     p.add_argument("--cause", required=True, help="what caused it, e.g. 'scanner VM rebooted'")
+
+    p = add("reopen", cmd_reopen, "reopen a flagged or closed finding: it is new again")
+    p.add_argument("id", metavar="FINDING", help="a finding id, e.g. F-0001")
+    _add_json(p, "the finding")
+    p.add_argument("--reason", required=True, help="why it needs attention again")
+
+    p = add(
+        "revoke",
+        cmd_revoke,
+        "revoke a mistaken approval: it is retired, and the port it allowed is a finding again",
+    )
+    p.add_argument("id", metavar="APPROVAL", help="an approval id, e.g. A-0001")
+    _add_json(p, "the approval and the finding back in the queue")
+    p.add_argument("--reason", required=True, help="what was wrong with the approval")

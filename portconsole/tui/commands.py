@@ -1,5 +1,5 @@
-"""The command palette (ctrl+p): jump to a host, scan, pause or resume, export, review an
-approval, switch theme."""
+"""The command palette (ctrl+p): jump to a host, scan, pause or resume, export, review or
+revoke an approval, reopen a finding, switch theme."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
 from textual.content import Content
+from textual.screen import ModalScreen
 
 from portconsole.tui.safe import clean
 
@@ -39,11 +40,17 @@ def open_review(app: PortConsoleApp) -> None:
     """The review dialog, the approval's id typed (any approval in force, due or not)."""
     from portconsole.tui.screens.approval_forms import ReviewForm
 
+    open_dialog(app, ReviewForm)
+
+
+def open_dialog(app: PortConsoleApp, dialog: Callable[[], ModalScreen[str | None]]) -> None:
+    """A decision dialog whose summary, once written, is shown as any decision's."""
+
     def written(message: str | None) -> None:
         if message:
             app.decision_written(message)
 
-    app.push_screen(ReviewForm(), written)
+    app.push_screen(dialog(), written)
 
 
 def console_commands(app: PortConsoleApp) -> list[PaletteCommand]:
@@ -83,6 +90,22 @@ def console_commands(app: PortConsoleApp) -> list[PaletteCommand]:
                 "Review an approval…",
                 partial(open_review, app),
                 "Keep, change or retire an approval, with a note (PCI DSS 1.2.7)",
+            )
+        )
+        from portconsole.tui.screens.undo_forms import ReopenForm, RevokeForm
+
+        commands.append(
+            PaletteCommand(
+                "Revoke an approval…",
+                partial(open_dialog, app, RevokeForm),
+                "A mistaken approval: retired, and its port is a finding again",
+            )
+        )
+        commands.append(
+            PaletteCommand(
+                "Reopen a finding…",
+                partial(open_dialog, app, ReopenForm),
+                "A flagged or closed finding becomes new again, with a reason",
             )
         )
     for mode, label in (

@@ -145,7 +145,9 @@ async def test_flag_with_a_reason(site: Site, scanned: Monitor) -> None:
         fresh.close()
 
 
-async def test_ack_asks_yes_or_no(site: Site, scanned: Monitor) -> None:
+async def test_ack_asks_enter_or_esc_and_typed_text_does_not_answer(
+    site: Site, scanned: Monitor
+) -> None:
     finding = finding_on(scanned, site.web, site.ports["ssh"])
     app = PortConsoleApp(scanned, schedule=False)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -153,13 +155,17 @@ async def test_ack_asks_yes_or_no(site: Site, scanned: Monitor) -> None:
         await pilot.press("c")
         await settle(pilot)
         assert isinstance(app.screen, ConfirmDecision)
-        await pilot.press("n")
+        # A sentence typed at the dialog neither answers it nor runs as hotkeys (`a`, `e`).
+        await type_text(pilot, "not yet, approve it")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmDecision)
+        await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, TriageScreen)
         assert scanned.finding(finding.id).status == "new"
         await pilot.press("c")
         await settle(pilot)
-        await pilot.press("y")
+        await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, TriageScreen)
     assert site.open_monitor().finding(finding.id).status == "acknowledged"

@@ -10,7 +10,8 @@ Status:
     new ─► acknowledged ─► approved | flagged | risk_accepted | resolved | closed
     (flagged and risk_accepted may still be approved; any open status may be resolved by a
     later scan; resolved reopens within the flap window; a lapsed risk acceptance reopens;
-    closed, with a root cause, is final: the same problem again is a new finding)
+    closed, with a root cause: the same problem again is a new finding; a person may
+    reopen a flagged or closed finding, and a revoked approval reopens the one it approved)
 
 The book lives in the `findings` table of the hot TinyDB file. It writes no audit events:
 each method returns the finding it changed and the caller audits the transition.
@@ -31,6 +32,7 @@ from portconsole.core.domain.finding import (
     ACKNOWLEDGED,
     APPROVED,
     CLOSED,
+    DECISION_STATUSES,
     FLAGGED,
     NEW,
     OPEN_STATUSES,
@@ -44,6 +46,7 @@ from portconsole.core.domain.finding import (
     FindingCandidate,
     RaiseOutcome,
     TimelineEntry,
+    refusal,
 )
 from portconsole.core.domain.model import severity_rank
 from portconsole.core.errors import NotFoundError, UserError
@@ -299,13 +302,19 @@ class FindingBook:
     def _transition(
         self,
         finding_id: str,
-        allowed: Collection[str],
+        allowed: Collection[str] | None,
         action: str,
         change: Callable[[Finding], None],
     ) -> Finding:
+        """Apply `change` if the finding's status allows `action` (by DECISION_STATUSES
+        when `allowed` is None)."""
         with self.lock.hold():
             finding = self.get(finding_id)
-            if finding.status not in allowed:
+            if allowed is None:
+                refused = refusal(finding, action)
+                if refused:
+                    raise UserError(refused)
+            elif finding.status not in allowed:
                 raise UserError(
                     f"cannot {action} {finding.id}: it is {finding.status.replace('_', ' ')} "
                     f"(allowed when {', '.join(s.replace('_', ' ') for s in sorted(allowed))})"
@@ -322,7 +331,7 @@ class FindingBook:
             f.status = ACKNOWLEDGED
             f.timeline.append(TimelineEntry("acknowledged", moment, actor))
 
-        return self._transition(finding_id, {NEW}, "acknowledge", change)
+        return self._transition(finding_id, None, "acknowledge", change)
 
     def note(self, finding_id: str, actor: str, text: str, now: datetime | None = None) -> Finding:
         """Add a note to the timeline; allowed in every status, never changes it."""
@@ -334,7 +343,7 @@ class FindingBook:
         def change(f: Finding) -> None:
             f.timeline.append(TimelineEntry("noted", moment, actor, cleaned))
 
-        return self._transition(finding_id, set(STATUSES), "note", change)
+        return self._transition(finding_id, None, "note", change)
 
     def approve(
         self,
@@ -359,9 +368,7 @@ class FindingBook:
             text = f"approved: {cleaned}" + (f" (approval {approval_id})" if approval_id else "")
             f.timeline.append(TimelineEntry("decided", moment, actor, text))
 
-        return self._transition(
-            finding_id, {NEW, ACKNOWLEDGED, FLAGGED, RISK_ACCEPTED}, "approve", change
-        )
+        return self._transition(finding_id, DECISION_STATUSES["approve"], "approve", change)
 
     def close(
         self, finding_id: str, actor: str, cause: str, now: datetime | None = None
@@ -375,7 +382,41 @@ class FindingBook:
             f.details = {**f.details, "cause": cleaned}
             f.timeline.append(TimelineEntry("closed", moment, actor, cleaned))
 
-        return self._transition(finding_id, OPEN_STATUSES, "close", change)
+        return self._transition(finding_id, None, "close", change)
+
+    def reopen(
+        self,
+        finding_id: str,
+        actor: str,
+        reason: str,
+        now: datetime | None = None,
+        *,
+        revoked: bool = False,
+    ) -> Finding:
+        """Back to new, wanting attention again: a flag or a close undone (`revoked`: an
+        approval revoked, the finding it approved). The reason lands on the timeline; a
+        finding whose problem was raised again since (a newer finding) is not reopened."""
+        cleaned = _required(reason, "reason", "say why it needs attention again")
+        moment = now or utcnow()
+
+        def change(f: Finding) -> None:
+            f.status = NEW
+            f.reason = ""
+            if revoked:
+                f.approval_id = ""
+                f.justification = ""
+            f.details = {k: v for k, v in f.details.items() if k != "cause"}
+            f.timeline.append(TimelineEntry("reopened", moment, actor, cleaned))
+
+        with self.lock.hold():
+            current = self.get(finding_id)
+            newer = [f for f in self.all() if f.key == current.key and f.id > current.id]
+            if newer:
+                raise UserError(
+                    f"cannot reopen {current.id}: the same problem was raised again as "
+                    f"{newer[-1].id} ({newer[-1].status}); work on that one"
+                )
+            return self._transition(current.id, {APPROVED} if revoked else None, "reopen", change)
 
     def resolve_by_decision(
         self, finding_id: str, actor: str, text: str, now: datetime | None = None
@@ -403,7 +444,7 @@ class FindingBook:
             f.reason = cleaned
             f.timeline.append(TimelineEntry("decided", moment, actor, f"flagged: {cleaned}"))
 
-        return self._transition(finding_id, {NEW, ACKNOWLEDGED, RISK_ACCEPTED}, "flag", change)
+        return self._transition(finding_id, None, "flag", change)
 
     def risk_accept(
         self,
@@ -429,9 +470,7 @@ class FindingBook:
                 )
             )
 
-        return self._transition(
-            finding_id, {NEW, ACKNOWLEDGED, FLAGGED}, "accept the risk of", change
-        )
+        return self._transition(finding_id, None, "accept the risk of", change)
 
     def record_notification(
         self, finding_id: str, result: dict[str, Any], now: datetime | None = None

@@ -4,8 +4,9 @@ Status:
     new ─► acknowledged ─► approved | flagged | risk_accepted | resolved | closed
     (flagged and risk_accepted may still be approved; any open status may be resolved by a
     later scan; resolved reopens within the flap window; a lapsed risk acceptance reopens;
-    closed is a person's verdict with a root cause, final like approved: the same problem
-    seen again is a new finding)
+    closed is a person's verdict with a root cause: the same problem seen again is a new
+    finding; a person may reopen a flagged or closed finding, and revoking an approval
+    reopens the finding it approved)
 
 The book that stores them and applies the lifecycle is adapters/findings.py.
 """
@@ -33,6 +34,37 @@ STATUSES = (NEW, ACKNOWLEDGED, APPROVED, FLAGGED, RISK_ACCEPTED, RESOLVED, CLOSE
 OPEN_STATUSES = frozenset({NEW, ACKNOWLEDGED, FLAGGED})
 # Statuses a later scan may resolve because the condition went away.
 RESOLVABLE_STATUSES = frozenset({NEW, ACKNOWLEDGED, FLAGGED, RISK_ACCEPTED})
+
+# Where each person's decision may start from: the book enforces it, the console offers
+# only these (and says why not, before any dialog). Reopen undoes a flag or a close.
+DECISION_STATUSES: dict[str, frozenset[str]] = {
+    "acknowledge": frozenset({NEW}),
+    "note": frozenset(STATUSES),
+    "flag": frozenset({NEW, ACKNOWLEDGED, RISK_ACCEPTED}),
+    "accept the risk of": frozenset({NEW, ACKNOWLEDGED, FLAGGED}),
+    "approve": frozenset({NEW, ACKNOWLEDGED, FLAGGED, RISK_ACCEPTED}),
+    "close": OPEN_STATUSES,
+    "reopen": frozenset({FLAGGED, CLOSED}),
+}
+# Findings an approval answers: a port open without one, or open otherwise than approved.
+APPROVABLE_KINDS = frozenset({"unapproved_port", "service_changed", "insecure_service"})
+
+
+def refusal(finding: Finding, decision: str) -> str:
+    """Why `decision` (a DECISION_STATUSES key) cannot be taken on `finding` ("" if it can)."""
+    allowed = DECISION_STATUSES[decision]
+    if finding.status not in allowed:
+        return (
+            f"cannot {decision} {finding.id}: it is {finding.status.replace('_', ' ')} "
+            f"(allowed when {', '.join(s.replace('_', ' ') for s in sorted(allowed))})"
+        )
+    if decision == "approve" and finding.kind not in APPROVABLE_KINDS:
+        return (
+            f"cannot approve {finding.id}: a {finding.kind.replace('_', ' ')} finding is not "
+            "an open port to approve (note or close it; review an approval that is due)"
+        )
+    return ""
+
 
 STEPS = (
     "detected",

@@ -5,10 +5,16 @@ under the approver's. Four eyes are met when the two recorded persons (Actor.per
 user, or the sudo user behind root) differ. A name typed by the approver is kept, never
 counted. With `[approval] separation_of_duties` on, an approval without four eyes is refused
 and the refusal is in the journal. Each decision is one journal transaction with its events.
+
+Revoking a mistaken approval retires it (`approval.revoked`, with the reason). When the port
+is known open (the store's current state), the finding it approved is reopened at once
+(`finding.reopened`); otherwise, or for an approval with no finding (a baseline rule), the
+next scan that sees the port open raises it as unapproved.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from portconsole.core.adapters.approval_requests import is_request_id
@@ -18,7 +24,7 @@ from portconsole.core.domain.approval import (
     ApprovalRequest,
     four_eyes,
 )
-from portconsole.core.domain.finding import RESOLVABLE_STATUSES, Finding
+from portconsole.core.domain.finding import APPROVED, RESOLVABLE_STATUSES, Finding, refusal
 from portconsole.core.domain.model import FindingKind
 from portconsole.core.errors import PermissionRefused, UserError
 from portconsole.core.services.base import ServiceBase, finding_resource, refusal_recorded
@@ -42,6 +48,14 @@ def _approval_resource(approval: Approval) -> dict[str, object]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """A revoked approval, and the finding it approved when that is back in the queue."""
+
+    approval: Approval
+    finding: Finding | None
+
+
 def _port_finding(finding: Finding, what: str) -> None:
     """Only an open finding about a port can be requested or approved."""
     if not finding.is_open:
@@ -53,6 +67,9 @@ def _port_finding(finding: Finding, what: str) -> None:
         raise UserError(
             f"finding {finding.id} ({finding.kind}) is not about a port: flag, note or close it"
         )
+    refused = refusal(finding, "approve")
+    if refused:
+        raise UserError(refused)
 
 
 class ApprovalDecisions(ServiceBase):
@@ -269,6 +286,15 @@ class ApprovalDecisions(ServiceBase):
             )
         return finding
 
+    @refusal_recorded("approval.revoke")
+    def revoke(self, approval_id: str, *, reason: str) -> Revocation:
+        """Revoke a mistaken approval (see the module docstring): a reason is required."""
+        self._require_write("revoke approvals")
+        if not reason.strip():
+            raise UserError("a reason is required to revoke an approval: say what was wrong")
+        with self.store.lock.hold():
+            return _revoke(self, approval_id, reason)
+
     @refusal_recorded("approval.review")
     def review(
         self, approval_id: str, *, outcome: str, note: str, next_review: date | None = None
@@ -329,6 +355,45 @@ class ApprovalDecisions(ServiceBase):
                         details={"kind": resolved.kind, "severity": resolved.severity},
                     )
         return reviewed
+
+
+def _revoke(self: ApprovalDecisions, approval_id: str, reason: str) -> Revocation:
+    """The revocation's writes, inside the caller's transaction."""
+    now = self.clock()
+    revoked = self.approvals.retire(approval_id, str(self.actor), f"revoked: {reason}", now=now)
+    self._audit(
+        "approval.revoked",
+        resource=_approval_resource(revoked),
+        details={"reason": reason.strip()},
+    )
+    known_open = any(
+        p.port == revoked.port and p.proto == revoked.proto
+        for p in self.store.current_ports(revoked.host)
+    )
+    approved = [
+        f for f in self.findings_book.all() if f.status == APPROVED and f.approval_id == revoked.id
+    ]
+    if not known_open or not approved:
+        return Revocation(revoked, None)
+    finding = self.findings_book.reopen(
+        approved[-1].id,
+        str(self.actor),
+        f"approval {revoked.id} revoked: {reason.strip()}",
+        now=now,
+        revoked=True,
+    )
+    self._audit(
+        "finding.reopened",
+        resource=finding_resource(finding),
+        details={
+            "kind": finding.kind,
+            "severity": finding.severity,
+            "from": APPROVED,
+            "reason": reason.strip(),
+            "approval_id": revoked.id,
+        },
+    )
+    return Revocation(revoked, finding)
 
 
 def _same_terms(

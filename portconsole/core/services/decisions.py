@@ -1,15 +1,19 @@
 """Decisions on findings and approvals: acknowledge, note, flag, accept a risk, close with a
-cause; request, approve and review (services/approval_decisions.py); baselines in and out.
-Each is one journal transaction with its events."""
+cause, reopen; request, approve, review and revoke (services/approval_decisions.py);
+baselines in and out. Each is one journal transaction with its events; a decision on
+several findings at once (`ack_many`...) is one transaction with one event per finding,
+refused whole (naming every finding that cannot take it) before anything is written."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from portconsole.core.domain.approval import Approval
-from portconsole.core.domain.finding import Finding
+from portconsole.core.domain.finding import Finding, refusal
+from portconsole.core.errors import UserError
 from portconsole.core.services.approval_decisions import ApprovalDecisions, review_datetime
 from portconsole.core.services.base import finding_resource, refusal_recorded
 
@@ -81,6 +85,58 @@ class Decisions(ApprovalDecisions):
                 details={"cause": finding.details["cause"], "kind": finding.kind},
             )
         return finding
+
+    @refusal_recorded("finding.reopen")
+    def reopen(self, finding_id: str, *, reason: str) -> Finding:
+        """Undo a flag or a close: the finding is new again, with the reason on its timeline."""
+        self._require_write("reopen findings")
+        with self.store.lock.hold():
+            before = self.finding(finding_id)
+            finding = self.findings_book.reopen(
+                before.id, str(self.actor), reason, now=self.clock()
+            )
+            self._audit(
+                "finding.reopened",
+                resource=finding_resource(finding),
+                details={
+                    "kind": finding.kind,
+                    "severity": finding.severity,
+                    "from": before.status,
+                    "reason": finding.timeline[-1].text,
+                },
+            )
+        return finding
+
+    def _each(
+        self, finding_ids: Sequence[str], decision: str, decide: Callable[[str], Finding]
+    ) -> list[Finding]:
+        """One decision on several findings: one transaction, or nothing if any refuses."""
+        self._require_write(f"{decision} findings")
+        wanted = list(dict.fromkeys(i.strip() for i in finding_ids if i.strip()))
+        if not wanted:
+            raise UserError(f"name the findings to {decision} (F-000123 ...)")
+        with self.store.lock.hold():
+            findings = [self.finding(i) for i in wanted]
+            refused = [r for r in (refusal(f, decision) for f in findings) if r]
+            if refused:
+                whole = f" (nothing done to the {len(findings)})" if len(findings) > 1 else ""
+                raise UserError("; ".join(refused) + whole)
+            return [decide(f.id) for f in findings]
+
+    @refusal_recorded("finding.ack")
+    def ack_many(self, finding_ids: Sequence[str]) -> list[Finding]:
+        """Acknowledge several findings at once (one `finding.ack` event each)."""
+        return self._each(finding_ids, "acknowledge", self.ack)
+
+    @refusal_recorded("finding.note")
+    def note_many(self, finding_ids: Sequence[str], text: str) -> list[Finding]:
+        """The same note on several findings at once (one `finding.note` event each)."""
+        return self._each(finding_ids, "note", lambda i: self.note(i, text))
+
+    @refusal_recorded("finding.close")
+    def close_many(self, finding_ids: Sequence[str], *, cause: str) -> list[Finding]:
+        """Close several findings with one root cause (one `finding.closed` event each)."""
+        return self._each(finding_ids, "close", lambda i: self.close_finding(i, cause=cause))
 
     def approvals_list(self, include_retired: bool = False) -> list[Approval]:
         return self.approvals.all() if include_retired else self.approvals.active()

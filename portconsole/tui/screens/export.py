@@ -1,4 +1,5 @@
-"""Export a report from the console (the same export as `portconsole report`)."""
+"""Export a report from the console (the same export as `portconsole report`). A file (or,
+for csv, a folder) that exists already is overwritten only after a y/n."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -18,8 +19,9 @@ from textual.widgets import Input, Static
 
 from portconsole.core.errors import UserError
 from portconsole.core.timeutil import parse_iso
+from portconsole.tui.keys import FieldInput, forward_to_focus
 from portconsole.tui.safe import clean
-from portconsole.tui.screens.forms import field_row, who_line
+from portconsole.tui.screens.forms import ConfirmScreen, field_row, who_line
 
 if TYPE_CHECKING:
     from portconsole.tui.app import PortConsoleApp
@@ -66,6 +68,13 @@ class ExportForm(ModalScreen[None]):
             yield Static(id="form-error")
             yield Static("enter: export · esc: cancel", classes="dialog-hint")
 
+    def on_mount(self) -> None:
+        # The file field takes the focus before any key reaches the dialog.
+        self.set_focus(self.query_one("#path", FieldInput))
+
+    def on_key(self, event: events.Key) -> None:
+        forward_to_focus(self, event)
+
     def default_for(self, fmt: str) -> Path:
         stamp = self.console.now().strftime("%Y%m%d")
         suffix = {"html": ".html", "json": ".json", "md": ".md", "csv": ""}.get(fmt, "")
@@ -96,9 +105,29 @@ class ExportForm(ModalScreen[None]):
         except ValueError as problem:
             error.update(Text(clean(problem, 200), style="bold"))
             return
+        path = Path(path_text).expanduser()
+        if path.exists():
+
+            def answered(yes: bool | None) -> None:
+                if yes:
+                    self.start_export(path, fmt, at)
+                else:
+                    error.update(Text("Not overwritten: name another file.", style="bold"))
+                    self.query_one("#path", Input).focus()
+
+            self.app.push_screen(
+                ConfirmScreen(
+                    f"{clean(path, 120)} exists. Overwrite it?", self.console.monitor.actor
+                ),
+                answered,
+            )
+            return
+        self.start_export(path, fmt, at)
+
+    def start_export(self, path: Path, fmt: str, at: Any) -> None:
         self.busy = True
-        error.update(Text("exporting…", style="italic"))
-        self.run_export(Path(path_text).expanduser(), fmt, at)
+        self.query_one("#form-error", Static).update(Text("exporting…", style="italic"))
+        self.run_export(path, fmt, at)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="export", description="export")
     def run_export(self, path: Path, fmt: str, at: Any) -> None:

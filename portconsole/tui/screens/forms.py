@@ -1,16 +1,22 @@
 """Decision dialogs. Each one names who you are before you confirm, because every decision
 is recorded under that identity in the audit chain; each writes through Monitor in a thread
-and shows a refusal inline (the form keeps what was typed)."""
+and shows a refusal inline (the form keeps what was typed).
+
+Typed text is never a hotkey: the first field has the focus before the dialog takes a key
+(on mount, not after a refresh), keys that arrive together keep their order (tui/keys.py),
+the acknowledge dialog answers only to enter and esc, and a y/n question ignores keys typed
+before it was on screen. Note, close and acknowledge take several findings (rows marked in
+triage): one transaction, one event per finding."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
-from textual import work
+from textual import _time, events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -19,6 +25,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from portconsole.core.errors import UserError
+from portconsole.tui.keys import FieldInput, forward_to_focus
 from portconsole.tui.safe import clean
 
 if TYPE_CHECKING:
@@ -97,6 +104,17 @@ class DialogBase(ModalScreen[str | None]):
     def compose_fields(self) -> ComposeResult:
         yield from ()
 
+    def on_mount(self) -> None:
+        # The first field takes the focus now, before any key reaches the dialog.
+        fields = [f for f in self.query(FieldInput) if f.display]
+        if fields:
+            self.set_focus(fields[0])
+        else:
+            self.set_focus(self.query_one("#confirm", Button))
+
+    def on_key(self, event: events.Key) -> None:
+        forward_to_focus(self, event)
+
     def hint(self) -> str:
         return "enter: confirm · tab: next field · esc: cancel"
 
@@ -165,27 +183,37 @@ class DialogBase(ModalScreen[str | None]):
 
 
 class DecisionDialog(DialogBase):
-    """A decision on one finding."""
+    """A decision on one finding, or on several (`more`: the other rows marked)."""
 
-    def __init__(self, finding: Finding) -> None:
+    def __init__(self, finding: Finding, more: Sequence[Finding] = ()) -> None:
         super().__init__()
         self.finding = finding
+        self.findings = [finding, *(f for f in more if f.id != finding.id)]
+
+    @property
+    def ids(self) -> list[str]:
+        return [f.id for f in self.findings]
 
     def subject(self) -> Text:
-        return describe_finding(self.finding)
+        if len(self.findings) == 1:
+            return describe_finding(self.finding)
+        shown = ", ".join(self.ids[:6]) + (" …" if len(self.ids) > 6 else "")
+        text = Text(f"{len(self.findings)} marked findings: ", style="bold")
+        text.append(shown)
+        return text
 
 
 def field_row(label: str, field_id: str, value: str = "", placeholder: str = "") -> Horizontal:
     return Horizontal(
         Label(label, classes="field-label"),
-        Input(value=value, placeholder=placeholder, id=field_id, compact=True),
+        FieldInput(value=value, placeholder=placeholder, id=field_id, compact=True),
         classes="field",
         id=f"row-{field_id}",
     )
 
 
 class TextDecision(DecisionDialog):
-    """Flag (reason required) or note (text required)."""
+    """Flag or reopen (reason required), note (text required), close (cause required)."""
 
     # kind: (heading, confirm label, field label, placeholder, what is missing)
     KINDS = {
@@ -198,15 +226,25 @@ class TextDecision(DecisionDialog):
             "what caused it, e.g. scanner VM rebooted",
             "The cause",
         ),
+        "reopen": (
+            "Reopen this finding (new again)",
+            "Reopen",
+            "Reason*",
+            "why it needs attention again",
+            "A reason",
+        ),
     }
+    MANY = {"note": "Add a note to each", "close": "Close each with the same root cause (final)"}
 
-    def __init__(self, finding: Finding, kind: str) -> None:
-        if kind not in self.KINDS:
+    def __init__(self, finding: Finding, kind: str, more: Sequence[Finding] = ()) -> None:
+        if kind not in self.KINDS or (more and kind not in self.MANY):
             raise ValueError(kind)
-        super().__init__(finding)
+        super().__init__(finding, more)
         self.kind = kind
 
     def heading(self) -> str:
+        if len(self.findings) > 1:
+            return self.MANY[self.kind]
         return self.KINDS[self.kind][0]
 
     def confirm_label(self) -> str:
@@ -223,13 +261,21 @@ class TextDecision(DecisionDialog):
             return None
         monitor = self.console.monitor
         finding_id = self.finding.id
+        ids = self.ids
         if self.kind == "close":
 
             def close() -> str:
-                done = monitor.close_finding(finding_id, cause=text)
-                return f"Closed {done.id}"
+                done = monitor.close_many(ids, cause=text)
+                return f"Closed {', '.join(f.id for f in done)}"
 
             return close
+        if self.kind == "reopen":
+
+            def reopen() -> str:
+                done = monitor.reopen(finding_id, reason=text)
+                return f"Reopened {done.id}: new again"
+
+            return reopen
         if self.kind == "flag":
 
             def flag() -> str:
@@ -239,59 +285,68 @@ class TextDecision(DecisionDialog):
             return flag
 
         def note() -> str:
-            done = monitor.note(finding_id, text)
-            return f"Noted on {done.id}"
+            done = monitor.note_many(ids, text)
+            return f"Noted on {', '.join(f.id for f in done)}"
 
         return note
 
 
 class ConfirmDecision(DecisionDialog):
-    """A y/n decision with no fields: acknowledge."""
+    """A decision with no fields: acknowledge. Enter confirms, esc cancels: no letter
+    answers it, so text typed into it (meant for a field) cannot."""
 
-    BINDINGS = [
-        Binding("y", "submit", "Yes", id="dialog.yes"),
-        Binding("n,escape", "cancel", "No", id="dialog.no"),
-    ]
-
-    def __init__(self, finding: Finding, kind: str = "ack") -> None:
-        super().__init__(finding)
+    def __init__(self, finding: Finding, kind: str = "ack", more: Sequence[Finding] = ()) -> None:
+        super().__init__(finding, more)
         self.kind = kind
 
     def heading(self) -> str:
+        if len(self.findings) > 1:
+            return f"Acknowledge these {len(self.findings)} findings? (you are looking into them)"
         return "Acknowledge this finding? (you are looking into it)"
 
     def hint(self) -> str:
-        return "y: yes · n or esc: no"
+        return "enter: acknowledge · esc: cancel"
 
     def confirm_label(self) -> str:
-        return "Yes, acknowledge"
+        return "Acknowledge"
 
     def prepare(self) -> Callable[[], str] | None:
         monitor = self.console.monitor
-        finding_id = self.finding.id
+        ids = self.ids
 
         def ack() -> str:
-            done = monitor.ack(finding_id)
-            return f"Acknowledged {done.id}"
+            done = monitor.ack_many(ids)
+            return f"Acknowledged {', '.join(f.id for f in done)}"
 
         return ack
 
-    def on_mount(self) -> None:
-        self.query_one("#confirm", Button).focus()
-
 
 class ConfirmScreen(ModalScreen[bool]):
-    """A plain y/n question (pause monitoring...), naming who is asking."""
+    """A plain y/n question (pause monitoring, quit, overwrite a file), naming who is asking.
+
+    y and n answer it only when typed after the question was on screen: keys that arrived
+    with the one that asked it (a paste, a burst over SSH) are not answers."""
 
     BINDINGS = [
-        Binding("y", "answer(True)", "Yes", id="confirm.yes"),
-        Binding("n,escape", "answer(False)", "No", id="confirm.no"),
+        Binding("escape", "answer(False)", "No", id="confirm.no"),
     ]
 
     def __init__(self, question: str, actor: object) -> None:
         super().__init__()
         self.question = question
         self.actor = actor
+        self.shown_at = float("inf")
+
+    def on_mount(self) -> None:
+        self.shown_at = _time.get_time()
+
+    def on_key(self, event: events.Key) -> None:
+        if event.key not in ("y", "n"):
+            return
+        event.stop()
+        event.prevent_default()
+        if event.time >= self.shown_at:
+            self.action_answer(event.key == "y")
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -300,4 +355,5 @@ class ConfirmScreen(ModalScreen[bool]):
             yield Static("y: yes · n or esc: no", classes="dialog-hint")
 
     def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
+        if self.is_current:  # one answer: a second key finds the question gone
+            self.dismiss(yes)

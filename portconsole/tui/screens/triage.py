@@ -1,7 +1,11 @@
 """The triage queue: open findings, worst and oldest first, and the decisions on them.
 
 Decided findings (approved, resolved, risk accepted, closed with a cause) leave the queue;
-`portconsole findings --all` lists them with their status."""
+`portconsole findings --all` lists them with their status.
+
+Only the decisions a finding's state allows are offered (domain/finding.py `refusal`); the
+key of one that is not says why in a notice, before any dialog. Space marks rows: acknowledge,
+note and close then act on every marked row at once."""
 
 from __future__ import annotations
 
@@ -9,10 +13,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from portconsole.core.domain.finding import refusal
+from portconsole.tui.alerts import new_mark
 from portconsole.tui.safe import age, clean, safe_text, short_time
 from portconsole.tui.screens.approval_forms import ApproveForm, RequestForm, ReviewForm
 from portconsole.tui.screens.base import ConsoleScreen, filtered
@@ -35,7 +42,19 @@ FINDING_COLUMNS = [
     ("status", "Status"),
 ]
 
-DECISIONS = ("approve", "request", "review", "flag", "ack", "note", "close", "rescan")
+DECISIONS = ("approve", "request", "review", "flag", "ack", "note", "close", "reopen", "rescan")
+# Each decision's name in domain/finding.py (what its state must allow).
+DECISION_OF = {
+    "approve": "approve",
+    "request": "approve",
+    "flag": "flag",
+    "ack": "acknowledge",
+    "note": "note",
+    "close": "close",
+    "reopen": "reopen",
+}
+# Decisions taken on every marked row at once.
+BULK = ("ack", "note", "close")
 
 
 def finding_target(finding: Finding) -> str:
@@ -49,6 +68,15 @@ def reviewed_approval(finding: Finding) -> str:
     if finding.kind != "approval_expired":
         return ""
     return clean(finding.details.get("approval_id") or "", 20)
+
+
+def severity_rank(cell: str) -> int:
+    """How the Sev column sorts: worst first (cells read `!CRIT`, `!high`, ` med`...)."""
+    label = cell.strip("! ")
+    for severity, shown in SEVERITY_LABEL.items():
+        if shown == label:
+            return SEVERITY_ORDER[severity]
+    return 9
 
 
 def queue_order(findings: Sequence[Finding]) -> list[Finding]:
@@ -67,16 +95,19 @@ class TriageScreen(ConsoleScreen):
         Binding("c", "ack", "Ack", id="triage.ack"),
         Binding("n", "note", "Note", id="triage.note"),
         Binding("x", "close", "Close", show=False, id="triage.close"),
+        Binding("u", "reopen", "Reopen", show=False, id="triage.reopen"),
+        Binding("space", "mark", "Mark row", show=False, id="triage.mark"),
         Binding("r", "rescan", "Rescan", id="triage.rescan"),
-        Binding("o", "open_host", "Host", show=False, id="triage.host"),
+        Binding("h", "open_host", "Host", show=False, id="triage.host"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self._availability: tuple[bool | None, ...] = ()
+        self.marked: set[str] = set()
 
     def compose_body(self) -> ComposeResult:
-        yield KeyedTable(FINDING_COLUMNS, id="findings")
+        yield KeyedTable(FINDING_COLUMNS, id="findings", sort_keys={"severity": severity_rank})
         yield Static(id="finding-detail")
 
     # ----- drawing ---------------------------------------------------------------------
@@ -86,26 +117,36 @@ class TriageScreen(ConsoleScreen):
             return {}
         now = self.console.now()
         rows: dict[str, Sequence[Text]] = {}
-        for finding in queue_order([f for f in snapshot.findings if f.is_open]):
+        queue = queue_order([f for f in snapshot.findings if f.is_open])
+        self.marked &= {f.id for f in queue}  # a decided finding is no longer marked
+        for finding in queue:
             severe = finding.severity in ("critical", "high")
             style = self.console.alert_style() if severe else ""
+            severity = Text(
+                ("!" if severe else " ")
+                + SEVERITY_LABEL.get(finding.severity, finding.severity[:4]),
+                style=style,
+            )
+            if finding.id in self.marked:
+                severity = Text("+", style="bold reverse") + severity
             rows[finding.id] = (
-                Text(
-                    ("!" if severe else " ")
-                    + SEVERITY_LABEL.get(finding.severity, finding.severity[:4]),
-                    style=style,
-                ),
+                severity,
                 Text(age(finding.first_seen, now), justify="right"),
                 safe_text(finding.kind, limit=24),
                 safe_text(finding_target(finding), style, limit=50),
                 safe_text(finding.service or "-", limit=20),
-                Text(finding.status),
+                new_mark(finding.status)
+                if self.console.is_unseen(finding.id)
+                else Text(finding.status),
             )
         return rows
 
     def show_data(self) -> None:
         self.query_one("#findings", KeyedTable).sync(
-            filtered(self.finding_rows(), self.filter_text)
+            filtered(self.finding_rows(), self.filter_text),
+            self.empty_hint(
+                "No open findings: new ones appear here after each scan (s scans now)."
+            ),
         )
         self.show_detail()
 
@@ -118,6 +159,11 @@ class TriageScreen(ConsoleScreen):
                 "No open findings." if snapshot is not None else "Loading…", style="italic"
             )
         else:
+            if self.marked:
+                detail.append(
+                    f"{len(self.marked)} marked (space): c, n and x act on all of them\n",
+                    style="bold",
+                )
             detail.append(f"{finding.id} ", style="bold")
             detail.append(f"{clean(finding.kind, 30)} on {finding_target(finding)}")
             if finding.service:
@@ -148,7 +194,11 @@ class TriageScreen(ConsoleScreen):
             self.refresh_bindings()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.action_open_host()
+        # Enter opens the whole finding; `h` opens its host.
+        from portconsole.tui.screens.finding import FindingScreen
+
+        if event.row_key.value:
+            self.app.push_screen(FindingScreen(event.row_key.value))
 
     # ----- decisions -------------------------------------------------------------------
     def selected(self) -> Finding | None:
@@ -158,22 +208,64 @@ class TriageScreen(ConsoleScreen):
             return None
         return snapshot.finding(key)
 
+    def targets(self, action: str) -> list[Finding]:
+        """What `action` acts on: the marked rows (for a bulk decision), else the cursor's."""
+        snapshot = self.console.snapshot
+        if action in BULK and self.marked and snapshot is not None:
+            marked = [snapshot.finding(i) for i in self.marked]
+            return queue_order([f for f in marked if f is not None])
+        finding = self.selected()
+        return [finding] if finding is not None else []
+
+    def refused(self, action: str) -> str:
+        """Why `action` cannot be taken on its findings now ("" if it can)."""
+        targets = self.targets(action)
+        if not targets:
+            return "No finding is selected."
+        finding = targets[0]
+        if action in ("approve", "request") and finding.port is None:
+            return f"{finding.id} is not about a port: note, flag or close it."
+        # A review answers an overdue one: offered on the finding it raised.
+        if action == "review" and not reviewed_approval(finding):
+            return f"{finding.id} is not an overdue review (the command palette reviews any)."
+        if action == "rescan" and finding.port is None and finding.kind == "monitoring_gap":
+            return "A monitoring gap is not about one host: s scans every group."
+        decision = DECISION_OF.get(action)
+        if decision is None:
+            return ""
+        return "; ".join(r for r in (refusal(f, decision) for f in targets) if r)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action not in DECISIONS:
+        if action not in DECISIONS and action != "mark":
             return True
         if not self.is_mounted:
             return True
+        if self.selected() is None:
+            return None
+        if action == "mark":
+            return True
+        if self.refused(action):
+            return False  # not offered: the key says why (on_key)
+        return self.console.can_write()
+
+    def on_key(self, event: events.Key) -> None:
+        """A decision key the finding's state does not allow explains itself."""
+        for binding in self._bindings.key_to_bindings.get(event.key, ()):
+            action = binding.action
+            if action in DECISIONS and self.is_mounted and self.selected() is not None:
+                why = self.refused(action)
+                if why:
+                    event.stop()
+                    self.notify(why, title="Not available", severity="warning", markup=False)
+                    return
+
+    def action_mark(self) -> None:
         finding = self.selected()
         if finding is None:
-            return None
-        if action in ("approve", "request") and finding.port is None:
-            return None
-        # A review answers an overdue one: offered on the finding it raised.
-        if action == "review" and not reviewed_approval(finding):
-            return False
-        if action == "rescan" and finding.port is None and finding.kind == "monitoring_gap":
-            return None
-        return self.console.can_write()
+            return
+        self.marked ^= {finding.id}
+        self.show_data()
+        self.refresh_availability()
 
     def action_approve(self) -> None:
         finding = self.selected()
@@ -192,9 +284,7 @@ class TriageScreen(ConsoleScreen):
             self.app.push_screen(ReviewForm(approval_id, finding), self.after_decision)
 
     def action_close(self) -> None:
-        finding = self.selected()
-        if finding is not None:
-            self.app.push_screen(TextDecision(finding, "close"), self.after_decision)
+        self.decide_many("close")
 
     def action_flag(self) -> None:
         finding = self.selected()
@@ -202,14 +292,26 @@ class TriageScreen(ConsoleScreen):
             self.app.push_screen(TextDecision(finding, "flag"), self.after_decision)
 
     def action_note(self) -> None:
-        finding = self.selected()
-        if finding is not None:
-            self.app.push_screen(TextDecision(finding, "note"), self.after_decision)
+        self.decide_many("note")
 
     def action_ack(self) -> None:
+        self.decide_many("ack")
+
+    def decide_many(self, action: str) -> None:
+        """Acknowledge, note or close the marked rows (or the cursor's row)."""
+        targets = self.targets(action)
+        if not targets:
+            return
+        first, more = targets[0], targets[1:]
+        if action == "ack":
+            self.app.push_screen(ConfirmDecision(first, "ack", more), self.after_decision)
+        else:
+            self.app.push_screen(TextDecision(first, action, more), self.after_decision)
+
+    def action_reopen(self) -> None:
         finding = self.selected()
         if finding is not None:
-            self.app.push_screen(ConfirmDecision(finding, "ack"), self.after_decision)
+            self.app.push_screen(TextDecision(finding, "reopen"), self.after_decision)
 
     def action_rescan(self) -> None:
         finding = self.selected()
@@ -223,4 +325,5 @@ class TriageScreen(ConsoleScreen):
 
     def after_decision(self, message: str | None) -> None:
         if message:
+            self.marked.clear()
             self.console.decision_written(message)
