@@ -16,6 +16,7 @@ from datetime import datetime
 from rich.style import Style
 from rich.text import Text
 
+from portconsole.core.textsafe import escape_invisible
 from portconsole.core.timeutil import iso
 
 # C0 and C1 controls, DEL, and the Unicode bidi overrides that can reorder what a reader sees.
@@ -34,7 +35,7 @@ def clean(value: object, limit: int = 200) -> str:
         return text if len(text) <= limit else text[: limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
     # Tabs and newlines become spaces so a banner never breaks the table layout.
     text = text.replace("\t", " ").replace("\r\n", " ").replace("\n", " ")
-    text = _CONTROL.sub(_PLACEHOLDER, text)
+    text = _CONTROL.sub(_PLACEHOLDER, escape_invisible(text))
     text = "".join(_PLACEHOLDER if unicodedata.category(ch) in ("Cc", "Cs") else ch for ch in text)
     if len(text) > limit:
         text = text[: limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
@@ -75,3 +76,14 @@ def table_time(moment: datetime | str | None) -> str:
     """A table-width UTC time without the year: `05-27 12:03`."""
     text = short_time(moment)
     return text[5:-1] if len(text) == 17 else text
+
+
+def exact_time(moment: datetime | str | None) -> str:
+    """A UTC time to the second, where the order of close events matters (the audit log, a
+    finding's timeline): `2026-05-27 12:03:45Z`."""
+    if moment is None or moment == "":
+        return "-"
+    text = moment if isinstance(moment, str) else iso(moment)
+    if len(text) >= 19 and text[10] == "T":
+        return f"{text[:10]} {text[11:19]}Z"
+    return clean(text, 40)

@@ -8,10 +8,11 @@ from portconsole.core.domain.model import port_key
 from portconsole.core.monitor import Monitor
 from portconsole.tui.app import PortConsoleApp
 from portconsole.tui.screens.audit import AuditScreen
+from portconsole.tui.screens.audit_event import AuditEventScreen
 from portconsole.tui.screens.help import HelpScreen
 from portconsole.tui.screens.history import HistoryScreen
 from portconsole.tui.screens.host import HostScreen
-from portconsole.tui.themes import load_ui_prefs
+from portconsole.tui.themes import load_ui_prefs, prefs_dir
 from portconsole.tui.widgets import KeyedTable
 from tests.tui.conftest import Site, screen_text, settle, type_text, wait_for
 
@@ -51,10 +52,11 @@ async def test_history_rejects_a_bad_time(site: Site, scanned: Monitor) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press("3", "a")
-        await type_text(pilot, "yesterday")
+        await type_text(pilot, "the day before")
         await pilot.press("enter")
         await settle(pilot)
-        assert any("bad time" in n.message for n in app._notifications)
+        # The message lists what is understood.
+        assert any("bad time" in n.message and "1h ago" in n.message for n in app._notifications)
 
 
 async def test_a_bad_time_with_markup_characters_does_not_crash(
@@ -91,8 +93,10 @@ async def test_audit_log_shows_events_and_verification(site: Site, scanned: Moni
         # Enter shows the whole selected event (the pane below holds two lines).
         await pilot.press("enter")
         await settle(pilot)
-        titles = [n.title for n in app._notifications]
-        assert f"Audit event #{count}" in titles
+        assert isinstance(app.screen, AuditEventScreen)
+        assert f"Audit event #{count}" in screen_text(app)
+        await pilot.press("escape")
+        await settle(pilot)
         # A new event appears on the next refresh; without one, nothing is re-read.
         scanned.pause()
         app.request_refresh()
@@ -138,7 +142,7 @@ async def test_palette_jumps_to_a_host_and_switches_theme(site: Site, scanned: M
         await pilot.press("enter")
         await settle(pilot)
         assert app.theme == "portconsole-light"
-    assert load_ui_prefs(site.data_dir)["theme"] == "portconsole-light"
+    assert load_ui_prefs(prefs_dir())["theme"] == "portconsole-light"  # the config dir
     # The next console starts with the remembered theme.
     again = PortConsoleApp(site.open_monitor(), schedule=False, environ={})
     assert again.theme == "portconsole-light"

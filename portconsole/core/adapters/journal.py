@@ -58,6 +58,7 @@ from portconsole.core.adapters.storage import (
     atomic_write_bytes,
     ensure_private_dir,
     fsync_dir,
+    keep_owner,
 )
 from portconsole.core.domain.chain import (
     GENESIS_HASH,
@@ -176,6 +177,16 @@ def parse_anchor(text: str) -> tuple[int, str]:
     ):
         raise StoreError(f"anchor {text!r} is not SEQ:HASH (e.g. 42:{'ab' * 32})")
     return int(seq_text), digest
+
+
+def _first_seq(path: Path) -> int:
+    """The seq of a segment's first event (0 when it has none yet)."""
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline()
+        return int(json.loads(first)["seq"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return 0
 
 
 class AuditLog:
@@ -334,6 +345,7 @@ class AuditLog:
         path = self.folder / f"{max(month, newest)}{SEGMENT_SUFFIX}"
         created = created or not path.exists()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        keep_owner(fd, self.folder)
         before = os.fstat(fd).st_size
         try:
             written = os.write(fd, data)
@@ -448,6 +460,17 @@ class AuditLog:
         """Every stored event record, in chain order (a torn last line is skipped)."""
         for path in self.segments():
             yield from read_records(path)
+
+    def records_backwards(self, before: int | None = None) -> Iterator[dict[str, Any]]:
+        """Stored event records newest first, from the one before seq `before` (the head
+        when None), reading each segment from its end: the newest page costs what it
+        holds, not the size of the journal."""
+        for path in reversed(self.segments()):
+            if before is not None and _first_seq(path) >= before:
+                continue  # a newer segment than the page asked for: not read at all
+            for record in records_backwards(path):
+                if before is None or int(record["seq"]) < before:
+                    yield record
 
     def records_after(self, seq: int) -> list[dict[str, Any]]:
         """The events after `seq`, oldest first, reading only from the end of the journal

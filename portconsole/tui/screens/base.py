@@ -9,9 +9,11 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Input
+from textual.widgets import Input
 
+from portconsole.tui.keys import FieldInput
 from portconsole.tui.widgets import KeyedTable, StatusHeader
+from portconsole.tui.widgets.footer import FittingFooter
 
 if TYPE_CHECKING:
     from portconsole.tui.app import PortConsoleApp
@@ -51,8 +53,10 @@ class ConsoleScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield StatusHeader()
         yield from self.compose_body()
-        yield Input(placeholder="filter rows (esc clears)", id="filter", compact=True)
-        yield Footer()
+        # Keys typed into it and the enter that ends them run in order (tui/keys.py).
+        yield FieldInput(placeholder="filter rows (esc clears)", id="filter", compact=True)
+        # Compact, and what does not fit (ctrl+p too) is under `?`.
+        yield FittingFooter(compact=True, show_command_palette=False)
 
     def compose_body(self) -> ComposeResult:
         yield from ()
@@ -68,6 +72,12 @@ class ConsoleScreen(Screen[None]):
             self.generation_shown = self.console.generation
             self.show_data()
             self.reload()
+
+    def empty_hint(self, what_next: str) -> str:
+        """What an empty table says: the filter's doing, or `what_next` (how to fill it)."""
+        if self.filter_text:
+            return f"No rows match {self.filter_text!r}: esc clears the filter."
+        return what_next
 
     def update_header(self) -> None:
         for header in self.query(StatusHeader):
@@ -89,7 +99,7 @@ class ConsoleScreen(Screen[None]):
     def action_start_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.add_class("-active")
-        box.focus()
+        self.set_focus(box)  # at once: the keys typed right after `/` are the filter's
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "filter":
@@ -106,7 +116,7 @@ class ConsoleScreen(Screen[None]):
     def focus_main(self) -> None:
         tables = self.query(KeyedTable)
         if tables:
-            tables.first().focus()
+            self.set_focus(tables.first())
 
     def action_back(self) -> None:
         box = self.query_one("#filter", Input)

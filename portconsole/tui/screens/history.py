@@ -17,8 +17,8 @@ from textual.widgets import DataTable, Input, Label, Static
 
 from portconsole.core.domain.model import port_key
 from portconsole.core.errors import UserError
-from portconsole.core.timeutil import parse_iso
-from portconsole.tui.safe import clean, safe_text, short_time
+from portconsole.core.timeutil import parse_when
+from portconsole.tui.safe import clean, exact_time, safe_text
 from portconsole.tui.screens.base import ConsoleScreen, filtered
 from portconsole.tui.screens.host import describe_state
 from portconsole.tui.widgets import KeyedTable
@@ -80,15 +80,18 @@ class HistoryScreen(ConsoleScreen):
         with Horizontal(id="asof-bar"):
             yield Label("As of (UTC) ", classes="field-label")
             yield Input(
-                placeholder="now, or 2026-05-27T12:00Z, then enter", id="asof", compact=True
+                placeholder="now, 15:06, 1h ago, yesterday 14:00, 2026-11-20; enter",
+                id="asof",
+                compact=True,
             )
         yield Static(id="asof-summary", classes="title")
-        yield KeyedTable(ASOF_COLUMNS, id="asof-ports")
+        yield KeyedTable(ASOF_COLUMNS, id="asof-ports", pinned=2, flex="product")
         yield Static(id="timeline-title", classes="title")
-        yield KeyedTable(TIMELINE_COLUMNS, id="timeline")
+        yield KeyedTable(TIMELINE_COLUMNS, id="timeline", flex="change")
 
     def on_mount(self) -> None:
-        self.query_one("#asof-ports", KeyedTable).focus()
+        # At once (not after a refresh): a view key sent right after must not meet the input.
+        self.set_focus(self.query_one("#asof-ports", KeyedTable))
 
     def reload(self) -> None:
         self.load_state(self.asked_at)
@@ -146,7 +149,7 @@ class HistoryScreen(ConsoleScreen):
                 safe_text(host, limit=45),
                 Text(f"{port}/{proto}"),
                 safe_text(_field(item, "service") or "-", limit=20),
-                safe_text(product or "-", limit=40),
+                safe_text(product or "-", limit=120),
                 safe_text(
                     str(_field(item, "last_seen_scan_id") or _field(item, "last_scan_id"))
                     + ("" if _field(item, "covered", True) else " ?"),
@@ -160,12 +163,12 @@ class HistoryScreen(ConsoleScreen):
         for index, event in enumerate(sorted(self.timeline, key=lambda e: e.at, reverse=True)):
             where = f"{event.port}/{event.proto}" if event.port is not None else "host"
             rows[f"{index}"] = (
-                Text(short_time(event.at)),
+                Text(exact_time(event.at)),
                 safe_text(event.host, limit=45),
                 Text(where),
                 safe_text(event.kind, limit=24),
                 safe_text(
-                    f"{describe_state(event.before)} → {describe_state(event.after)}", limit=80
+                    f"{describe_state(event.before)} → {describe_state(event.after)}", limit=200
                 ),
             )
         return rows
@@ -176,13 +179,18 @@ class HistoryScreen(ConsoleScreen):
             summary.append("loading…", style="italic")
         else:
             hosts = {str(_field(i, "host")) for i in self.state.open_ports}
-            summary.append(f"As of {short_time(self.state.at)}: ", style="bold")
+            summary.append(f"As of {exact_time(self.state.at)}: ", style="bold")
             summary.append(f"{len(self.state.open_ports)} open ports on {len(hosts)} hosts")
             uncovered = len(self.state.uncovered or [])
             if uncovered:
                 summary.append(f" · ! {uncovered} not covered by a scan", style="bold")
         self.query_one("#asof-summary", Static).update(summary)
-        self.query_one("#asof-ports", KeyedTable).sync(filtered(self.asof_rows(), self.filter_text))
+        self.query_one("#asof-ports", KeyedTable).sync(
+            filtered(self.asof_rows(), self.filter_text),
+            "Loading…"
+            if self.state is None
+            else self.empty_hint("No open ports at that time: a asks for another time."),
+        )
         title = Text("Timeline", style="bold")
         if self.timeline_label:
             title.append(f" of {self.timeline_label} ({len(self.timeline)} events)")
@@ -190,7 +198,10 @@ class HistoryScreen(ConsoleScreen):
             title.append(" (enter on a port above)")
         self.query_one("#timeline-title", Static).update(title)
         # Timeline rows are positional: rebuild them when the subject changes.
-        self.query_one("#timeline", KeyedTable).sync(self.timeline_rows())
+        self.query_one("#timeline", KeyedTable).sync(
+            self.timeline_rows(),
+            f"No changes recorded for {self.timeline_label}." if self.timeline_label else "",
+        )
 
     def action_focus_asof(self) -> None:
         self.query_one("#asof", Input).focus()
@@ -205,7 +216,7 @@ class HistoryScreen(ConsoleScreen):
             self.asked_at = None
         else:
             try:
-                self.asked_at = parse_iso(text)
+                self.asked_at = parse_when(text, self.console.now())
             except ValueError as error:
                 # The message quotes what was typed: never read it as markup.
                 self.app.notify(str(error), title="As of", severity="error", markup=False)

@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Static
 from portconsole.core.domain.model import port_key
 from portconsole.core.errors import UserError
 from portconsole.core.timeutil import iso
-from portconsole.tui.safe import clean, safe_text, short_time, table_time
+from portconsole.tui.safe import clean, exact_time, safe_text, short_time, table_time
 from portconsole.tui.screens.base import ConsoleScreen, filtered
 from portconsole.tui.widgets import KeyedTable
 
@@ -68,10 +68,10 @@ def history_rows(
         while key in rows:
             key += "+"
         rows[key] = (
-            Text(short_time(event.at)),
+            Text(exact_time(event.at)),
             safe_text(event.kind, limit=30),
             Text(where),
-            safe_text(f"{describe_state(event.before)} → {describe_state(event.after)}", limit=80),
+            safe_text(f"{describe_state(event.before)} → {describe_state(event.after)}", limit=200),
         )
     return rows
 
@@ -103,9 +103,9 @@ class HostScreen(ConsoleScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Static(id="host-title", classes="title")
-        yield KeyedTable(PORT_COLUMNS, id="ports")
+        yield KeyedTable(PORT_COLUMNS, id="ports", pinned=2, flex="justification")
         yield Static(id="history-title", classes="title")
-        yield KeyedTable(HISTORY_COLUMNS, id="history")
+        yield KeyedTable(HISTORY_COLUMNS, id="history", flex="change")
 
     def reload(self) -> None:
         self.load_host()
@@ -135,7 +135,9 @@ class HostScreen(ConsoleScreen):
         for port in self.ports:
             flagged = port.approval != "approved"
             style = alert if flagged else ""
-            who = " — ".join(p for p in (clean(port.justification, 60), clean(port.owner, 30)) if p)
+            who = " — ".join(
+                p for p in (clean(port.justification, 200), clean(port.owner, 60)) if p
+            )
             product = " ".join(p for p in (port.product, port.version) if p)
             rows[port_key(port.host, port.port, port.proto)] = (
                 Text("!" if flagged else " ", style=style),
@@ -144,7 +146,7 @@ class HostScreen(ConsoleScreen):
                 safe_text(product or "-", style, limit=40),
                 safe_text(port.state, style, limit=12),
                 Text(port.approval, style=style),
-                safe_text(who or "-", style, limit=60),
+                safe_text(who or "-", style, limit=300),
                 Text(table_time(port.first_seen), style=style),
                 Text(table_time(port.last_seen), style=style),
             )
@@ -166,7 +168,12 @@ class HostScreen(ConsoleScreen):
         elif not self.loaded:
             title.append(" · loading…")
         self.query_one("#host-title", Static).update(title)
-        self.query_one("#ports", KeyedTable).sync(filtered(self.port_rows(), self.filter_text))
+        self.query_one("#ports", KeyedTable).sync(
+            filtered(self.port_rows(), self.filter_text),
+            self.empty_hint("No open ports seen on this host: r rescans it now.")
+            if self.loaded
+            else "Loading…",
+        )
         label = Text("History", style="bold")
         label.append(
             f" of {self.port_filter} (enter on another port to switch)"
@@ -174,7 +181,10 @@ class HostScreen(ConsoleScreen):
             else " (enter on a port for its timeline)"
         )
         self.query_one("#history-title", Static).update(label)
-        self.query_one("#history", KeyedTable).sync(history_rows(self.events, self.port_filter))
+        self.query_one("#history", KeyedTable).sync(
+            history_rows(self.events, self.port_filter),
+            "No changes recorded yet: they appear after the next scans." if self.loaded else "",
+        )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id != "ports" or not event.row_key.value:

@@ -35,13 +35,14 @@ class OverviewScreen(ConsoleScreen):
         self._row_cache: dict[str, tuple[tuple[object, ...], Sequence[Text]]] = {}
 
     def compose_body(self) -> ComposeResult:
-        yield KeyedTable(HOST_COLUMNS, id="hosts")
+        yield KeyedTable(HOST_COLUMNS, id="hosts", pinned=2, flex="name")
 
     def host_rows(self) -> dict[str, Sequence[Text]]:
         snapshot = self.console.snapshot
         if snapshot is None:
             return {}
         alert = self.console.alert_style()
+        fresh_hosts = self.console.alerts.unseen_hosts()  # marked until their alert is seen
         rows: dict[str, Sequence[Text]] = {}
         cache = self._row_cache
         fresh: dict[str, tuple[tuple[object, ...], Sequence[Text]]] = {}
@@ -53,6 +54,7 @@ class OverviewScreen(ConsoleScreen):
                 host.last_seen,
                 host.status,
                 alert,
+                host.address in fresh_hosts,
             )
             cached = cache.get(host.address)
             if cached is not None and cached[0] == source:
@@ -62,9 +64,12 @@ class OverviewScreen(ConsoleScreen):
             style = alert if host.unapproved else ""
             status_style = "bold" if host.status == "down" else ""
             rows[host.address] = (
-                Text(UNAPPROVED_MARK if host.unapproved else " ", style=style),
+                Text(
+                    UNAPPROVED_MARK if host.unapproved else " ",
+                    style=f"{style} reverse" if host.address in fresh_hosts else style,
+                ),
                 safe_text(host.address, style, limit=45),
-                safe_text(host.name, style, limit=30),
+                safe_text(host.name, style, limit=120),
                 Text(str(host.open_ports), style=style, justify="right"),
                 Text(
                     str(host.unapproved) if host.unapproved else "-", style=style, justify="right"
@@ -77,7 +82,16 @@ class OverviewScreen(ConsoleScreen):
         return rows
 
     def show_data(self) -> None:
-        self.query_one("#hosts", KeyedTable).sync(filtered(self.host_rows(), self.filter_text))
+        if self.console.snapshot is None:
+            empty = "Loading…"
+        else:
+            empty = self.empty_hint(
+                "No hosts yet: s scans now; the targets are the [groups] in the config "
+                "(portconsole paths shows where it is)."
+            )
+        self.query_one("#hosts", KeyedTable).sync(
+            filtered(self.host_rows(), self.filter_text), empty
+        )
 
     def action_open_host(self) -> None:
         key = self.query_one("#hosts", KeyedTable).selected_key
