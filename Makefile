@@ -5,7 +5,8 @@ VENV    := .venv
 PYTHON  ?= python3
 BIN     := $(VENV)/bin
 APT_PKGS_RUN  := nmap
-APT_PKGS_TEST := nmap tmux chromium
+# systemd: tests/test_packaging.py checks docs/portconsole.service with systemd-analyze
+APT_PKGS_TEST := nmap tmux chromium systemd
 
 .PHONY: demo test check lint typecheck unit apt-run apt-test clean
 

@@ -1,10 +1,14 @@
-"""`portconsole daemon` as real processes: signals, one leader, take-over, gaps."""
+"""`portconsole daemon` as real processes: signals, one leader, take-over, gaps, reloads,
+logs (levels, JSON, journald, masking) and systemd's notify socket."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from portconsole import logs
+from portconsole.core.settings import Settings
 from tests.conftest import write_config
 from tests.fleet import TestFleet
 
@@ -26,7 +32,10 @@ def _env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def _start(tmp_path: Path, log: Path) -> subprocess.Popen[bytes]:
+def _start(
+    tmp_path: Path, log: Path, *options: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """The daemon with `options` before the command (e.g. --log-level debug), stderr to `log`."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -36,12 +45,23 @@ def _start(tmp_path: Path, log: Path) -> subprocess.Popen[bytes]:
             str(tmp_path / "config.toml"),
             "--data-dir",
             str(tmp_path / "data"),
+            *options,
             "daemon",
         ],
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
-        env=_env(tmp_path),
+        env=_env(tmp_path) | (env or {}),
     )
+
+
+def _stop(daemon: subprocess.Popen[bytes]) -> None:
+    if daemon.poll() is None:
+        daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait()
 
 
 def _config(tmp_path: Path, host: str, port: int, extra: str = "") -> None:
@@ -204,3 +224,154 @@ def test_daemon_stopped_longer_than_interval_leaves_a_gap(tmp_path: Path) -> Non
     assert any(e["action"] == "monitoring.gap" for e in events)
     raised = [e for e in events if e["action"] == "finding.raised"]
     assert any(e["details"]["kind"] == "monitoring_gap" for e in raised)  # type: ignore[index]
+
+
+# A notification URL whose password must never reach a log (loopback, port 9: nothing
+# listens, so a delivery fails without leaving this machine).
+PASSWORD = "Xq7sEcr3tPassw0rd"
+NOTIFY_URL = f"json://alerts:{PASSWORD}@127.0.0.1:9/hook"
+
+
+def test_sighup_reloads_valid_settings_and_refuses_invalid_ones(tmp_path: Path) -> None:
+    with TestFleet() as fleet:
+        host = fleet.new_address()
+        port = fleet.listen(host, "http")
+        _config(tmp_path, host, port)
+        config = tmp_path / "config.toml"
+        log = tmp_path / "daemon.log"
+        daemon = _start(tmp_path, log)
+        try:
+            assert _wait_for(log, "scan web: success", 60), log.read_text()
+            # A second group: valid, so the daemon takes it and schedules it.
+            good = config.read_text() + (
+                f'\n[groups.api]\ntargets = ["{host}"]\nports = "{port}"\n'
+                "interval = 10\njitter = 0\n"
+            )
+            config.write_text(good)
+            daemon.send_signal(signal.SIGHUP)
+            assert _wait_for(log, "settings reloaded from", 15), log.read_text()
+            assert _wait_for(log, "scan api: success", 60), log.read_text()
+            # An unknown key: refused with the reason, the daemon keeps the settings it has.
+            config.write_text("no_such_key = 1\n" + good)
+            daemon.send_signal(signal.SIGHUP)
+            assert _wait_for(log, "settings not reloaded", 15), log.read_text()
+            time.sleep(1.5)
+            assert daemon.poll() is None, log.read_text()
+            assert "no_such_key: unknown key" in log.read_text()
+            config.write_text(good)
+        finally:
+            _stop(daemon)
+        assert daemon.returncode == 0, log.read_text()
+    events = _audit(tmp_path)
+    actions = [e["action"] for e in events]
+    reloads = [e for e in events if e["action"] == "settings.reloaded"]
+    assert [e["outcome"] for e in reloads] == ["success", "failure"]
+    assert reloads[0]["details"]["groups"] == ["api", "web"]  # type: ignore[index]
+    assert "no_such_key" in reloads[1]["details"]["reason"]  # type: ignore[index]
+    # The new settings became the data dir's, before the reload was reported.
+    assert actions.index("settings.changed") < actions.index("settings.reloaded")
+    # Still running after the refusal: SIGTERM stopped it, audited.
+    assert actions.index("daemon.stop") > len(actions) - 1 - actions[::-1].index(
+        "settings.reloaded"
+    )
+
+
+def test_debug_json_logs_show_each_nmap_command_and_never_a_secret(tmp_path: Path) -> None:
+    with TestFleet() as fleet:
+        host = fleet.new_address()
+        port = fleet.listen(host, "http")
+        _config(tmp_path, host, port, extra=f'[notify]\nurls = ["{NOTIFY_URL}"]\n')
+        (tmp_path / "config.toml").chmod(0o600)
+        log = tmp_path / "daemon.log"
+        daemon = _start(tmp_path, log, "--log-level", "debug", "--log-format", "json")
+        try:
+            assert _wait_for(log, "scan web: success", 60), log.read_text()
+        finally:
+            _stop(daemon)
+    text = log.read_text()
+    records = [json.loads(line) for line in text.splitlines()]  # every line is one object
+    assert {"time", "level", "logger", "message", "pid"} <= set(records[0])
+    commands = [r for r in records if r["message"].startswith("running: ")]
+    assert commands, text
+    assert all(r["level"] == "debug" for r in commands)
+    sweep = commands[0]["message"]
+    assert "nmap" in sweep and f"-- {host}" in sweep and str(port) in sweep
+    assert PASSWORD not in text
+    assert any(r["message"] == "daemon stopped" for r in records)
+
+
+def test_every_log_record_has_secrets_masked(capsys: pytest.CaptureFixture[str]) -> None:
+    """The handler's filter masks the settings' secrets in messages, arguments and tracebacks."""
+    settings = Settings.model_validate({"notify": {"urls": [NOTIFY_URL]}})
+    logs.configure("debug", "json")
+    logs.apply_settings(settings)
+    try:
+        try:
+            raise ConnectionError(f"refused by {NOTIFY_URL}")
+        except ConnectionError:
+            logging.getLogger("portconsole.test").exception(
+                "delivery failed, password %s", PASSWORD
+            )
+        logging.getLogger("portconsole.test").debug(
+            "posting to %s", "https://h.example/?hmac=Zz9Zz9Zz9Zz9"
+        )
+        logging.getLogger("portconsole.test").debug("not shown at info: %s", "after")
+        err = capsys.readouterr().err
+    finally:
+        logs.configure()
+        logs.mask_secrets((), replace=True)
+    first, second, third = (json.loads(line) for line in err.splitlines())
+    assert PASSWORD not in err
+    assert first["message"] == "delivery failed, password ****"
+    assert "ConnectionError" in first["exception"] and "****" in first["exception"]
+    assert "Zz9Zz9Zz9Zz9" not in second["message"]
+    assert third["level"] == "debug"
+
+
+def test_systemd_notify_socket_and_journald_lines(tmp_path: Path) -> None:
+    """READY=1 once scheduling, WATCHDOG=1 every WATCHDOG_USEC/2, STOPPING=1 on SIGTERM; with
+    JOURNAL_STREAM naming stderr, `<N>` priorities and no timestamps."""
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(tmp_path / "notify"))
+    receiver.settimeout(0.2)
+    messages: list[str] = []
+
+    def receive_until(wanted: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                messages.extend(receiver.recv(4096).decode().split("\n"))
+            except TimeoutError:
+                pass
+            if messages.count(wanted) >= (2 if wanted == "WATCHDOG=1" else 1):
+                return True
+        return False
+
+    with TestFleet() as fleet, receiver:
+        host = fleet.new_address()
+        port = fleet.listen(host, "http")
+        _config(tmp_path, host, port)
+        log = tmp_path / "daemon.log"
+        log.touch()
+        stat = log.stat()
+        env = {
+            "NOTIFY_SOCKET": str(tmp_path / "notify"),
+            "WATCHDOG_USEC": "400000",
+            "JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}",
+        }
+        daemon = _start(tmp_path, log, env=env)
+        try:
+            assert receive_until("READY=1", 30), messages
+            assert receive_until("WATCHDOG=1", 5), messages  # two pings, 0.2 s apart
+            assert _wait_for(log, "scan web: success", 60), log.read_text()
+            daemon.send_signal(signal.SIGTERM)
+            assert receive_until("STOPPING=1", 10), messages
+        finally:
+            _stop(daemon)
+    assert daemon.returncode == 0
+    assert messages.index("READY=1") < messages.index("WATCHDOG=1") < messages.index("STOPPING=1")
+    assert any(m.startswith("STATUS=") for m in messages)
+    lines = log.read_text().splitlines()
+    assert lines and all(re.match(r"<[0-7]>", line) for line in lines), lines
+    assert "<6>INFO daemon: daemon started: groups web" in "\n".join(lines)
+    assert not any(re.match(r"<\d>\d{4}-\d\d-\d\dT", line) for line in lines)

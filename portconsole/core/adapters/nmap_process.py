@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -33,6 +35,27 @@ POLL_SECONDS = 0.1
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # nmap needs nothing from our environment; a fixed one keeps its output stable (LC_ALL).
 NMAP_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
+
+log = logging.getLogger(__name__)
+
+CAP_NET_ADMIN, CAP_NET_RAW = 12, 13  # <linux/capability.h>
+
+
+def raw_sockets_allowed() -> bool:
+    """Root, or CAP_NET_RAW and CAP_NET_ADMIN in effect (a service's AmbientCapabilities=):
+    nmap can then send raw packets, told so by `--privileged` when not root."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        with open("/proc/self/status", encoding="ascii") as file:
+            status = file.read()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            effective = int(line.split()[1], 16)
+            return all(effective >> bit & 1 for bit in (CAP_NET_RAW, CAP_NET_ADMIN))
+    return False
 
 
 class Cancellable(Protocol):
@@ -67,6 +90,7 @@ def run_process(args: list[str], cancel: Cancellable | None, timeout: float) -> 
     """
     if cancel is not None and cancel.is_set():
         return ProcessResult(None, cancelled=True)
+    log.debug("running: %s", shlex.join(args))  # secrets are masked by the log handler
     proc = subprocess.Popen(
         args,
         stdin=subprocess.DEVNULL,

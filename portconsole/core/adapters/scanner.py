@@ -35,7 +35,13 @@ from dataclasses import dataclass, field
 import nmap
 
 from portconsole.core.adapters.nmap_parse import ReportRefused, parse_report
-from portconsole.core.adapters.nmap_process import AnyEvent, Cancellable, run_process, wait_all
+from portconsole.core.adapters.nmap_process import (
+    AnyEvent,
+    Cancellable,
+    raw_sockets_allowed,
+    run_process,
+    wait_all,
+)
 from portconsole.core.adapters.scanning import (
     Fingerprint,
     ScanCancelled,
@@ -101,7 +107,7 @@ class Scanner:
         self.settings = settings
         self.scope = scope
         self._nmap_path_hint = nmap_path
-        self.privileged = os.geteuid() == 0 and not settings.force_unprivileged
+        self.privileged = raw_sockets_allowed() and not settings.force_unprivileged
         self.scan_type = "syn" if self.privileged else "connect"
         self._analyser: nmap.PortScanner | None = None
         self._analyser_lock = threading.Lock()
@@ -169,6 +175,8 @@ class Scanner:
             # Make nmap behave as an unprivileged user would (no raw sockets at all), so
             # force_unprivileged really exercises the connect-scan path.
             args.append("--unprivileged")
+        elif os.geteuid() != 0:
+            args.append("--privileged")  # not root, but allowed raw sockets (capabilities)
         if any(ipaddress.ip_address(a).version == 6 for a in addresses):
             args.append("-6")
         return args

@@ -1,0 +1,32 @@
+"""Files shipped inside the package (themes, sample baselines), found through importlib.resources.
+
+The product keeps `themes/` and `sample_baselines/` at the top of the repository; the package
+reaches them through the symlinks `portconsole/_data/themes` and `portconsole/_data/sample_baselines`,
+which setuptools follows when it builds a wheel, so an installed PortConsole carries real copies
+and a checkout (or an editable install) reads the repository's folders directly.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from portconsole.core.errors import UserError
+
+
+def _folder(name: str) -> Path:
+    found = resources.files("portconsole").joinpath("_data", name)
+    if not isinstance(found, Path):
+        # Only a zipped install (zipimport) gives anything else; pip and pipx never do.
+        raise UserError(f"PortConsole must be installed unzipped to read its {name}/ folder")
+    return found
+
+
+def themes_dir() -> Path:
+    """The built-in themes (*.toml)."""
+    return _folder("themes")
+
+
+def sample_baselines_dir() -> Path:
+    """The sample baselines (*.yaml) and their format's README."""
+    return _folder("sample_baselines")
