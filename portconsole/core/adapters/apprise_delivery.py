@@ -5,14 +5,25 @@ is the only one that talks to apprise. A send runs in a helper thread and is aba
 little after its target's timeout (`SEND_GRACE_SECONDS`). Apprise's own log lines may echo
 a URL, so every record of the `apprise` logger has the configured secrets masked, and the
 warnings a failed send logs are collected (per thread) to explain the failure.
+
+Signed webhooks: with a key, a json:// or form:// send carries `X-PortConsole-Signature:
+sha256=HEX`, the HMAC-SHA256 of the exact body bytes sent. Apprise builds the body itself,
+so the signature is made where the request is: its webhook plugins call `requests.request`,
+and `_SigningRequests` stands in for their `requests` module, preparing the request, signing
+the prepared body and sending that same prepared request. The key is per sending thread, so
+unsigned targets and other plugins are untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from types import ModuleType
 from typing import Any
 
 from portconsole.core.domain.notification import DeliveryTarget
@@ -22,6 +33,68 @@ from portconsole.core.secrets import mask_text
 # (a server that trickles bytes resets socket read timeouts forever).
 SEND_GRACE_SECONDS = 0.5
 _APPRISE_TYPE = {"critical": "failure", "high": "failure", "medium": "warning", "low": "info"}
+SIGNATURE_HEADER = "X-PortConsole-Signature"
+_SEND_OPTIONS = ("timeout", "allow_redirects", "proxies", "stream", "verify", "cert")
+_signing = threading.local()
+
+
+def signature(key: bytes, body: bytes) -> str:
+    """The signature header's value: `sha256=` and the hex HMAC-SHA256 of `body`."""
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+class _SigningRequests:
+    """The `requests` module as apprise's webhook plugins see it: `request()` signs the body
+    when the calling thread has a key (`_signing.key`), and is plain `requests` otherwise."""
+
+    def __init__(self, real: ModuleType) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        key: bytes | None = getattr(_signing, "key", None)
+        if not key:
+            return self._real.request(method, url, **kwargs)
+        # What requests.request does (Session.request), with the signature added to the
+        # prepared request: the signed bytes are the bytes sent.
+        options = {name: kwargs.pop(name) for name in _SEND_OPTIONS if name in kwargs}
+        with self._real.Session() as session:
+            prepared = session.prepare_request(
+                self._real.Request(method=method.upper(), url=url, **kwargs)
+            )
+            body = prepared.body or b""
+            if isinstance(body, str):
+                body = body.encode("utf-8")
+                prepared.body = body
+                prepared.prepare_content_length(body)
+            prepared.headers[SIGNATURE_HEADER] = signature(key, body)
+            settings = session.merge_environment_settings(
+                prepared.url,
+                options.get("proxies") or {},
+                options.get("stream"),
+                options.get("verify"),
+                options.get("cert"),
+            )
+            return session.send(
+                prepared,
+                timeout=options.get("timeout"),
+                allow_redirects=options.get("allow_redirects", True),
+                **settings,
+            )
+
+
+def _signable(plugin: Any) -> bool:
+    """Make the plugin's `requests` the signing one; False if the plugin has none to wrap."""
+    module = sys.modules.get(type(plugin).__module__)
+    current = getattr(module, "requests", None)
+    if isinstance(current, _SigningRequests):
+        return True
+    if module is None or not isinstance(current, ModuleType):
+        return False
+    module.requests = _SigningRequests(current)  # type: ignore[attr-defined]
+    return True
 
 
 class _ThreadLogCapture(logging.Handler):
@@ -117,9 +190,15 @@ def _apprise_notify(plugin: Any, title: str, body: str, notify_type: str) -> str
 
 
 def send(
-    target: DeliveryTarget, title: str, body: str, severity: str, mask: Callable[[str], str]
+    target: DeliveryTarget,
+    title: str,
+    body: str,
+    severity: str,
+    mask: Callable[[str], str],
+    signing_key: bytes | None = None,
 ) -> str | None:
-    """Send through apprise in a helper thread bounded by the target's timeout.
+    """Send through apprise in a helper thread bounded by the target's timeout; with
+    `signing_key`, the request carries the signature header (webhook targets only).
 
     Returns None on success, else an error text (apprise's errors passed through `mask`).
     """
@@ -127,11 +206,17 @@ def send(
     plugin, error = _apprise_plugin(target.url, target.timeout)
     if plugin is None:
         return mask(error or "not a valid apprise URL")
+    if signing_key and not _signable(plugin):
+        return mask(f"cannot sign messages to {target.target_id}: not a webhook target")
     outcome: list[str | None] = []
     notify_type = _APPRISE_TYPE.get(severity, "failure")
 
     def run() -> None:
-        outcome.append(_apprise_notify(plugin, title, body, notify_type))
+        _signing.key = signing_key
+        try:
+            outcome.append(_apprise_notify(plugin, title, body, notify_type))
+        finally:
+            _signing.key = None
 
     sender = threading.Thread(target=run, name="portconsole-send", daemon=True)
     sender.start()

@@ -19,12 +19,17 @@ the URL.
 Delivery is at least once: a result that is lost after the server took the message (timeout
 after the request was received, crash before the result was written) means a second delivery.
 Every payload carries a stable `message_id` so a receiver can drop the duplicate.
+
+Webhook targets (json://, form://) are signed when `[notify] webhook_secret` (or the variable
+named by `webhook_secret_env`) is set: the key is read at each send, and a key that is named
+but missing fails the send (it is retried) rather than sending unsigned.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -44,6 +49,7 @@ from portconsole.core.adapters.apprise_delivery import (
     send,
 )
 from portconsole.core.adapters.storage import DataLock
+from portconsole.core.domain.model import port_key
 from portconsole.core.domain.notification import (
     DEAD,
     DELIVERED,
@@ -105,8 +111,11 @@ class Notifier:
         self.console_host = console_host or socket.gethostname()
         check_template("title_template", settings.title_template)
         check_template("body_template", settings.body_template)
+        webhook_key = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
         self._secrets = sorted(
-            set(config_secrets(settings)) | {s for url in anchor_urls for s in url_secrets(url)},
+            set(config_secrets(settings))
+            | {s for url in anchor_urls for s in url_secrets(url)}
+            | ({webhook_key} if webhook_key else set()),
             key=len,
             reverse=True,
         )
@@ -146,13 +155,29 @@ class Notifier:
         return [t.target_id for t in route(self.settings, self._targets, finding)]
 
     # ----- enqueue ------------------------------------------------------------------------
-    def enqueue(self, findings: Iterable[Any], scan_id: str) -> list[OutboxMessage]:
-        """Route, render and write messages to the outbox (pending, due now). No delivery."""
+    def enqueue(
+        self,
+        findings: Iterable[Any],
+        scan_id: str,
+        observed: Mapping[str, tuple[str, str]] | None = None,
+    ) -> list[OutboxMessage]:
+        """Route, render and write messages to the outbox (pending, due now). No delivery.
+
+        `observed` maps "host:port/proto" to the (product, version) the scan saw there: a
+        finding does not keep them, and a receiver wants to know what answered.
+        """
         items = []
         for obj in findings:
             finding = from_finding(obj)
             if not finding.scan_id:
                 finding = replace(finding, scan_id=scan_id)
+            seen = (
+                observed.get(port_key(finding.host, finding.port, finding.proto or ""))
+                if observed and finding.port is not None
+                else None
+            )
+            if seen and not (finding.product or finding.version):
+                finding = replace(finding, product=seen[0], version=seen[1])
             items.append(finding)
         if not items or not self._targets:
             return []
@@ -309,7 +334,24 @@ class Notifier:
 
     def _send(self, target: DeliveryTarget, title: str, body: str, severity: str) -> str | None:
         """Send through apprise, bounded by the target's timeout; None, or a masked error."""
-        return send(target, title, body, severity, self.mask)
+        key: bytes | None = None
+        if target.wants_document:
+            key, error = self._signing_key()
+            if error:
+                return error
+        return send(target, title, body, severity, self.mask, signing_key=key)
+
+    def _signing_key(self) -> tuple[bytes | None, str | None]:
+        """The webhook key (None: not signing), or the reason there is none to sign with."""
+        if self.settings.webhook_secret is not None:
+            return self.settings.webhook_secret.get_secret_value().encode("utf-8"), None
+        name = self.settings.webhook_secret_env
+        if not name:
+            return None, None
+        value = os.environ.get(name, "")
+        if not value:
+            return None, f"[notify] webhook_secret_env names {name}, which is not set: not sent"
+        return value.encode("utf-8"), None
 
     def _record(self, message: OutboxMessage, error: str | None, duration: float) -> DeliveryResult:
         now = self._clock()

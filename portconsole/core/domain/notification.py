@@ -20,7 +20,9 @@ from portconsole.core.secrets import mask_url
 from portconsole.core.settings import NotifySettings
 from portconsole.core.timeutil import iso, parse_iso
 
-PAYLOAD_SCHEMA = "portconsole.notification/1"
+# The version of the JSON document a message carries (docs/webhook.schema.json): a new key
+# keeps it; a key removed, renamed or changed in meaning makes it 2.
+PAYLOAD_SCHEMA = 1
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 STATUSES = (PENDING, DELIVERED, DEAD)
 # Targets that receive the JSON document (docs/notifications.md) as their message text.
