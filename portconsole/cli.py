@@ -1,6 +1,8 @@
 """The headless CLI: every console action has a twin here, for cron, systemd and scripts.
 
-User errors print one line on stderr and exit 2; `audit verify` exits 1 on a broken chain.
+Every command that prints a result takes `--json` (one JSON document on stdout). Exit codes
+follow one table (EXIT_CODES, shown in `--help` and docs/cli.md): 0 ok, 1 a check failed,
+2 a usage or input error (one line on stderr), 3 partial, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,21 +14,90 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from portconsole import __version__
+from portconsole import __version__, logs
 from portconsole.core.domain.model import location
 from portconsole.core.errors import UserError
 from portconsole.core.textsafe import terminal_safe
-from portconsole.core.timeutil import iso, parse_iso
+from portconsole.core.timeutil import TIME_FORMS_HELP, iso, parse_until, parse_when
 
 Handler = Callable[[argparse.Namespace], int]
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = """exit codes:
+  0    ok
+  1    a check failed: audit verify, store check, baseline lint found problems; a scan
+       failed; notify flush/test delivered nothing
+  2    usage or input error: bad option, target, port spec, file or config (one line on
+       stderr saying what to fix)
+  3    partial: a scan covered less than planned; notify flush/test delivered some
+  130  interrupted (Ctrl-C, SIGTERM)"""
+
+# Shown under each command's --help (argparse epilog); the main commands have examples.
+EXAMPLES: dict[str, str] = {
+    "scan": """examples:
+  portconsole scan 127.0.0.2-41 --ports 22,80,443
+  portconsole scan --group web-tier --json > scan.json
+  portconsole scan 10.0.0.0/24 --ports all --progress""",
+    "state": """examples:
+  portconsole state
+  portconsole state --host 127.0.0.2 --json
+  portconsole state --at 2026-05-27T00:00:00Z | head -20""",
+    "history": """examples:
+  portconsole history 127.0.0.2
+  portconsole history 127.0.0.2:22
+  portconsole history [::1]:8443/tcp --json""",
+    "import": """examples:
+  nmap -sV -p 1-1024 -oX scan.xml 10.0.0.0/24 && portconsole import scan.xml""",
+    "findings": """examples:
+  portconsole findings
+  portconsole findings --all --json | jq '.findings[] | select(.severity == "high")'""",
+    "report": """examples:
+  portconsole report --at 2026-05-27 -o state.html
+  portconsole report --from 2026-01-01 --to 2026-03-31 -o pack-2026-q1 --sign-key ~/.ssh/id_ed25519
+  portconsole report --from 2026-01-01 --to 2026-03-31 --format csv -o q1.csv""",
+    "audit": """examples:
+  portconsole audit verify
+  portconsole audit head            # publish the SEQ:HASH it prints
+  portconsole audit verify --anchor 42:3f0c... --json""",
+    "notify": """examples:
+  portconsole notify status --json
+  portconsole notify flush --wait 60
+  portconsole notify test --tag ops""",
+    "baseline": """examples:
+  portconsole baseline lint baseline.yaml
+  portconsole baseline import baseline.yaml
+  portconsole baseline export -o baseline.yaml""",
+    "completion": """examples:
+  portconsole completion bash > ~/.local/share/bash-completion/completions/portconsole
+  portconsole completion zsh > "${fpath[1]}/_portconsole"
+  portconsole completion fish > ~/.config/fish/completions/portconsole.fish
+  source <(portconsole completion bash)     # this shell only""",
+    "daemon": """examples:
+  portconsole daemon --log-format json
+  systemctl start portconsole   # the hardened unit in the README runs exactly this""",
+}
 
 
 def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _result(args: argparse.Namespace, text: str, data: Any) -> None:
+    """A command's result: `data` as JSON with --json, else `text` (one or more lines)."""
+    if getattr(args, "json", False):
+        _emit_json(data)
+    else:
+        print(text)
+
+
+def _add_json(parser: argparse.ArgumentParser, what: str = "the result") -> None:
+    parser.add_argument(
+        "--json", action="store_true", help=f"print {what} as one JSON document on stdout"
+    )
 
 
 def _json_default(value: object) -> object:
@@ -63,18 +134,19 @@ def _when(value: datetime | str | None) -> str:
 
 
 def _time_arg(text: str) -> datetime:
+    """A typed time (`15:06`, `1h ago`, `yesterday 14:00`, ISO), UTC unless it has an offset."""
     try:
-        return parse_iso(text)
+        return parse_when(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _end_time_arg(text: str) -> datetime:
-    """An end time; a date alone means the end of that day (`--to 2026-03-31` includes it)."""
-    moment = _time_arg(text)
-    if len(text.strip()) == 10:
-        moment += timedelta(days=1)
-    return moment
+    """An end time; a day alone means the end of that day (`--to 2026-03-31` includes it)."""
+    try:
+        return parse_until(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _date_arg(text: str) -> date:
@@ -91,6 +163,7 @@ def _monitor(args: argparse.Namespace, *, origin: str = "cli", reads_only: bool 
 
     readonly = reads_only or bool(getattr(args, "readonly", False))
     monitor = Monitor.open(args.config, args.data_dir, origin=origin, readonly=readonly)
+    logs.apply_settings(monitor.settings)
     for warning in monitor.warnings:
         print(f"portconsole: {warning}", file=sys.stderr)
     return monitor
@@ -189,9 +262,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     else:
         _print_cycle(result)
     if result.scan.outcome == "cancelled":
-        return 130
-    # cron and systemd must be able to tell: a scan that covered less than planned fails.
-    return 1 if result.scan.outcome in ("failed", "partial") else 0
+        return EXIT_INTERRUPTED
+    # cron and systemd must be able to tell: a scan that covered less than planned is partial.
+    if result.scan.outcome == "partial":
+        return EXIT_PARTIAL
+    return EXIT_CHECK_FAILED if result.scan.outcome == "failed" else EXIT_OK
 
 
 def cmd_state(args: argparse.Namespace) -> int:
@@ -290,6 +365,8 @@ def _describe(value: dict[str, Any] | None) -> str:
 def cmd_import(args: argparse.Namespace) -> int:
     monitor = _monitor(args)
     result = monitor.import_xml(args.file)
+    # Like `scan`: deliver what the import raised, bounded; the rest stays queued.
+    monitor.deliver(seconds=args.notify_wait)
     if args.json:
         _emit_json(result.to_json())
     else:
@@ -324,26 +401,35 @@ def cmd_findings(args: argparse.Namespace) -> int:
 
 
 def cmd_ack(args: argparse.Namespace) -> int:
-    finding = _monitor(args).ack(args.id)
-    print(f"{finding.id} acknowledged")
+    # Several ids: one transaction, refused whole if any cannot be acknowledged.
+    findings = _monitor(args).ack_many(args.id)
+    _result(args, "\n".join(f"{f.id} acknowledged" for f in findings), _findings_json(findings))
     return 0
 
 
 def cmd_note(args: argparse.Namespace) -> int:
-    finding = _monitor(args).note(args.id, args.text)
-    print(f"note added to {finding.id}")
+    findings = _monitor(args).note_many(args.id, args.text)
+    _result(args, "\n".join(f"note added to {f.id}" for f in findings), _findings_json(findings))
     return 0
+
+
+def _findings_json(findings: Sequence[Any]) -> dict[str, Any]:
+    """`finding` (one id given, as before) or `findings` (several)."""
+    if len(findings) == 1:
+        return {"finding": findings[0].to_json()}
+    return {"findings": [f.to_json() for f in findings]}
 
 
 def cmd_flag(args: argparse.Namespace) -> int:
     finding = _monitor(args).flag(args.id, reason=args.reason)
-    print(f"{finding.id} flagged as unauthorized")
+    _result(args, f"{finding.id} flagged as unauthorized", {"finding": finding.to_json()})
     return 0
 
 
 def cmd_accept_risk(args: argparse.Namespace) -> int:
     finding = _monitor(args).risk_accept(args.id, until=args.until, reason=args.reason)
-    print(f"{finding.id} risk accepted until {args.until.isoformat()}")
+    text = f"{finding.id} risk accepted until {args.until.isoformat()}"
+    _result(args, text, {"finding": finding.to_json()})
     return 0
 
 
@@ -351,23 +437,29 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     monitor = _monitor(args)
     if args.baseline_command == "lint":
         problems = monitor.baseline_lint(args.file)
-        for problem in problems:
-            print(str(problem))
-        if problems:
-            print(f"{len(problems)} problem(s) in {args.file}", file=sys.stderr)
-            return 2
-        print(f"{args.file}: OK")
-        return 0
+        if args.json:
+            _emit_json(
+                {"file": args.file, "ok": not problems, "problems": [str(p) for p in problems]}
+            )
+        else:
+            for problem in problems:
+                print(terminal_safe(str(problem), 500))
+            if problems:
+                print(f"{len(problems)} problem(s) in {args.file}", file=sys.stderr)
+            else:
+                print(f"{args.file}: OK")
+        return EXIT_CHECK_FAILED if problems else EXIT_OK
     if args.baseline_command == "import":
         added, unchanged = monitor.baseline_import(args.file)
-        print(f"{args.file}: {added} approval(s) added, {unchanged} already present")
+        text = f"{args.file}: {added} approval(s) added, {unchanged} already present"
+        _result(args, text, {"file": args.file, "added": added, "unchanged": unchanged})
         return 0
     text = monitor.baseline_export()
     if args.output:
         from portconsole.core.adapters.storage import atomic_write_bytes
 
         atomic_write_bytes(Path(args.output), text.encode("utf-8"))
-        print(f"wrote {args.output}")
+        _result(args, f"wrote {args.output}", {"wrote": [str(args.output)]})
     else:
         sys.stdout.write(text)
     monitor.baseline_exported(args.output or "-", len(monitor.approvals_list()))
@@ -387,7 +479,7 @@ def cmd_store(args: argparse.Namespace) -> int:
         return 1 if problems else 0
     monitor = _monitor(args)
     monitor.store_rebuild()
-    print("rebuilt the projections from the journal")
+    _result(args, "rebuilt the projections from the journal", {"rebuilt": True})
     return 0
 
 
@@ -453,23 +545,37 @@ def cmd_notify(args: argparse.Namespace) -> int:
     if args.notify_command == "test":
         results = monitor.notify_test(args.tag)
         if not results:
-            print("no notification targets configured ([notify] urls)")
-            return 2
-        failed = 0
-        for url, ok, error in results:
-            print(f"{'OK  ' if ok else 'FAIL'} {url}{'' if ok else '  ' + terminal_safe(error)}")
-            failed += 0 if ok else 1
-        return 1 if failed else 0
+            raise UserError("no notification targets configured ([notify] urls)")
+        failed = sum(0 if ok else 1 for _url, ok, _error in results)
+        if args.json:
+            _emit_json(
+                {
+                    "results": [
+                        {"target": url, "ok": ok, "error": None if ok else error}
+                        for url, ok, error in results
+                    ]
+                }
+            )
+        else:
+            for url, ok, error in results:
+                shown = f"{url}{'' if ok else '  ' + terminal_safe(error)}"
+                print(f"{'OK  ' if ok else 'FAIL'} {shown}")
+        if not failed:
+            return EXIT_OK
+        return EXIT_PARTIAL if failed < len(results) else EXIT_CHECK_FAILED
     flush_code = 0
     if args.notify_command == "flush":
         results = monitor.flush_outbox(seconds=args.wait)
         ok = sum(1 for r in results if r.ok)
-        print(f"{ok} delivered, {len(results) - ok} failed this round")
+        flushed = {"delivered": ok, "failed": len(results) - ok}
+        if not args.json:
+            print(f"{ok} delivered, {len(results) - ok} failed this round")
         if len(results) > ok:
-            flush_code = 3 if ok else 1  # some delivered: partial; none: failed
+            # some delivered: partial; none: failed
+            flush_code = EXIT_PARTIAL if ok else EXIT_CHECK_FAILED
     status = monitor.notifier.status()
     if getattr(args, "json", False):
-        _emit_json(status)
+        _emit_json({**status, "flush": flushed} if args.notify_command == "flush" else status)
         return flush_code
     counts = status.get("counts", {})
     print(", ".join(f"{counts.get(k, 0)} {k}" for k in ("pending", "delivered", "dead")))
@@ -497,7 +603,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
 def cmd_daemon(args: argparse.Namespace) -> int:
     from portconsole.daemon import run_daemon
 
-    return run_daemon(_monitor(args, origin="daemon"))
+    return run_daemon(_monitor(args, origin="daemon"), metrics=getattr(args, "metrics", None))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -528,19 +634,33 @@ def cmd_report(args: argparse.Namespace) -> int:
         sign_key=args.sign_key,
         samples=args.samples or (),
     )
+    notices: list[str] = []
     for path in paths:
         kind = "manifest" if path.name.endswith("manifest.json") else "wrote"
-        print(f"{kind} {path}")
+        if not args.json:
+            print(f"{kind} {path}")
         if kind == "manifest":
             # What the reader must know first (e.g. a time before history starts).
-            for notice in json.loads(path.read_bytes()).get("notices", []):
+            notices = list(json.loads(path.read_bytes()).get("notices", []))
+            for notice in notices:
                 print(f"note: {notice}", file=sys.stderr)
+    if args.json:
+        manifest = next((p for p in paths if p.name.endswith("manifest.json")), None)
+        _emit_json({"wrote": [str(p) for p in paths], "manifest": manifest, "notices": notices})
     return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
     counts = _monitor(args).prune()
-    print(", ".join(f"{k}: {v}" for k, v in counts.items()) or "nothing to prune")
+    text = ", ".join(f"{k}: {v}" for k, v in counts.items()) or "nothing to prune"
+    _result(args, text, {"pruned": counts})
+    return 0
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from portconsole.completion import completion_script
+
+    sys.stdout.write(completion_script(build_parser(), args.shell))
     return 0
 
 
@@ -564,22 +684,56 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--readonly", action="store_true", default=argparse.SUPPRESS, help="refuse every write"
     )
+    logs.add_options(common)
 
     parser = argparse.ArgumentParser(
         prog="portconsole",
-        description="Continuous port monitoring that proves compliance. Without a command, opens the console.",
+        description="Continuous port monitoring that proves compliance. Without a command, "
+        "opens the console.\nEvery command that prints a result takes --json; "
+        "`portconsole COMMAND --help` shows its options and examples.",
+        epilog="""examples:
+  portconsole demo                          # a loopback fleet and the console on it
+  portconsole scan 127.0.0.2-41 --ports 22,80
+  portconsole findings --json
+  portconsole audit verify
+  source <(portconsole completion bash)     # completion for bash, zsh or fish
+
+"""
+        + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"portconsole {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+        epilog = "\n\n".join(x for x in (EXAMPLES.get(name), EXIT_CODES) if x)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[common],
+        )
         p.set_defaults(handler=handler)
         return p
 
+    def action(
+        actions: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+    ) -> argparse.ArgumentParser:
+        """A second-level command (`audit verify`), with the exit codes under its --help."""
+        return actions.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[common],
+        )
+
     p = add("console", cmd_console, "open the operator console (the default)")
-    p.add_argument("--theme", help="theme name (see themes/); remembered for next time")
+    p.add_argument("--theme", help="theme name (see `portconsole paths`); remembered for next time")
 
     p = add("demo", cmd_demo, "start the loopback demo fleet and open the console on it")
     p.add_argument(
@@ -594,7 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="keep the demo data from an earlier run")
 
     p = add("paths", cmd_paths, "print every config and data path in use")
-    p.add_argument("--json", action="store_true")
+    _add_json(p, "the paths (the same names as the text)")
 
     p = add("scan", cmd_scan, "run one scan cycle over targets or the configured groups")
     p.add_argument(
@@ -602,7 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ports", help="ports, e.g. 22,80,443,8000-8100 or all")
     p.add_argument("--group", help="scan one configured target group")
-    p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    _add_json(p, "the scan, its changes and findings")
     p.add_argument("--progress", action="store_true", help="print progress on stderr")
     p.add_argument(
         "--notify-wait",
@@ -613,9 +767,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = add("state", cmd_state, "open ports now, or at a past time with --at")
-    p.add_argument("--at", type=_time_arg, help="UTC time, e.g. 2026-05-27T00:00:00Z")
-    p.add_argument("--host")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--at", type=_time_arg, help=f"when: {TIME_FORMS_HELP}")
+    p.add_argument("--host", metavar="ADDRESS", help="only this host, e.g. 127.0.0.2")
+    _add_json(p, "the open ports")
 
     p = add("history", cmd_history, "change events of a host or host:port")
     p.add_argument(
@@ -624,18 +778,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="e.g. 127.0.0.2, 127.0.0.2:22, 127.0.0.2:53/udp, [::1]:22 (an IPv6 address with "
         "a port goes in brackets; ::1 alone is a host)",
     )
-    p.add_argument("--json", action="store_true")
+    _add_json(p, "the events")
 
     p = add("import", cmd_import, "ingest an nmap XML report made elsewhere")
-    p.add_argument("file", type=Path, metavar="FILE.xml")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("file", type=Path, metavar="FILE.xml", help="an nmap XML report (nmap -oX)")
+    _add_json(p, "the imported scan, its changes and findings")
+    p.add_argument(
+        "--notify-wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="time to deliver notifications (default 10)",
+    )
 
     p = add("findings", cmd_findings, "list open findings (--all for closed ones too)")
-    p.add_argument("--all", action="store_true")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--all", action="store_true", help="include closed findings")
+    _add_json(p, "the findings")
 
-    p = add("ack", cmd_ack, "acknowledge a finding")
-    p.add_argument("id")
+    p = add("ack", cmd_ack, "acknowledge one or more findings (one transaction)")
+    p.add_argument("id", nargs="+", metavar="FINDING", help="finding ids, e.g. F-0001 F-0002")
+    _add_json(p, "the finding")
 
     from portconsole.cli_decisions import add_decision_commands
 
@@ -643,39 +805,40 @@ def build_parser() -> argparse.ArgumentParser:
     add_decision_commands(add)
 
     p = add("flag", cmd_flag, "flag a finding as unauthorized")
-    p.add_argument("id")
-    p.add_argument("--reason", required=True)
+    p.add_argument("id", metavar="FINDING", help="a finding id, e.g. F-0001")
+    p.add_argument("--reason", required=True, help="why it is unauthorized (required)")
+    _add_json(p, "the finding")
 
     p = add(
         "accept-risk", cmd_accept_risk, "accept a finding's risk until a date (it reopens after)"
     )
-    p.add_argument("id")
-    p.add_argument("--until", type=_date_arg, required=True, help="YYYY-MM-DD")
-    p.add_argument("--reason", required=True)
+    p.add_argument("id", metavar="FINDING", help="a finding id, e.g. F-0001")
+    p.add_argument(
+        "--until", type=_date_arg, required=True, help="YYYY-MM-DD; the finding reopens after"
+    )
+    p.add_argument("--reason", required=True, help="why the risk is accepted (required)")
+    _add_json(p, "the finding")
 
-    p = add("note", cmd_note, "add a note to a finding")
-    p.add_argument("id")
-    p.add_argument("text")
+    p = add("note", cmd_note, "add a note to one or more findings (one transaction)")
+    p.add_argument("id", nargs="+", metavar="FINDING", help="finding ids, e.g. F-0001 F-0002")
+    p.add_argument("text", help="the note, quoted")
+    _add_json(p, "the finding")
 
     p = add("baseline", cmd_baseline, "lint, import or export baseline files")
     bsub = p.add_subparsers(dest="baseline_command", required=True, metavar="ACTION")
-    b = bsub.add_parser("lint", help="report every problem with file:line", parents=[common])
-    b.add_argument("file", type=Path)
-    b = bsub.add_parser(
-        "import", help="turn a baseline file into approval records", parents=[common]
-    )
-    b.add_argument("file", type=Path)
-    b = bsub.add_parser(
-        "export", help="write the current approvals as a baseline file", parents=[common]
-    )
-    b.add_argument("-o", "--output")
+    b = action(bsub, "lint", "report every problem with file:line; exit 1 if there is one")
+    b.add_argument("file", type=Path, help="a baseline file (YAML)")
+    _add_json(b, "the problems")
+    b = action(bsub, "import", "turn a baseline file into approval records")
+    b.add_argument("file", type=Path, help="a baseline file (YAML)")
+    _add_json(b, "the counts")
+    b = action(bsub, "export", "write the current approvals as a baseline file")
+    b.add_argument("-o", "--output", help="write this file (default: stdout)")
+    _add_json(b, "the file written (with -o)")
 
     p = add("audit", cmd_audit, "verify or show the audit chain")
     asub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    asub.add_parser(
-        "verify", help="check every hash; exit 1 at the first broken event", parents=[common]
-    )
-    verify = asub.choices["verify"]
+    verify = action(asub, "verify", "check every hash; exit 1 at the first broken event")
     verify.add_argument(
         "--anchor",
         action="append",
@@ -683,45 +846,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="a head published earlier (from `audit head`); fails if the journal up to SEQ "
         "no longer has HASH, e.g. --anchor 42:3f0c...",
     )
-    verify.add_argument("--json", action="store_true", help="print the result as JSON")
-    a = asub.add_parser(
-        "head",
-        help="print the journal's newest event as SEQ:HASH (to publish as an anchor)",
-        parents=[common],
+    _add_json(verify, "the result")
+    a = action(
+        asub, "head", "print the journal's newest event as SEQ:HASH (to publish as an anchor)"
     )
-    a.add_argument("--json", action="store_true", help='print {"seq", "hash", "recorded_at"}')
-    a = asub.add_parser("show", help="list audit events", parents=[common])
-    a.add_argument("--since", type=_time_arg)
-    a.add_argument("--json", action="store_true")
+    _add_json(a, '{"seq", "hash", "recorded_at"}')
+    a = action(asub, "show", "list audit events")
+    a.add_argument("--since", type=_time_arg, help=f"from when: {TIME_FORMS_HELP}")
+    _add_json(a, "the events")
 
     p = add("store", cmd_store, "check or rebuild the projections (caches) from the journal")
     ssub = p.add_subparsers(dest="store_command", required=True, metavar="ACTION")
-    s = ssub.add_parser(
-        "check",
-        help="compare the cache with a replay of the journal; exit 1 on a difference",
-        parents=[common],
+    s = action(
+        ssub, "check", "compare the cache with a replay of the journal; exit 1 on a difference"
     )
-    s.add_argument("--json", action="store_true", help="print the differences as JSON")
-    ssub.add_parser(
-        "rebuild",
-        help="rebuild the cache from the journal (the old one is kept beside it)",
-        parents=[common],
+    _add_json(s, "the differences")
+    s = action(
+        ssub, "rebuild", "rebuild the cache from the journal (the old one is kept beside it)"
     )
+    _add_json(s, "the outcome")
 
     p = add("notify", cmd_notify, "notification outbox: status, flush, test")
     nsub = p.add_subparsers(dest="notify_command", required=True, metavar="ACTION")
-    n = nsub.add_parser("status", help="show the outbox", parents=[common])
-    n.add_argument("--json", action="store_true")
-    n = nsub.add_parser("flush", help="retry what is due in the outbox now", parents=[common])
-    n.add_argument("--wait", type=float, default=30.0, metavar="SECONDS")
-    n = nsub.add_parser("test", help="send a test message to each target", parents=[common])
-    n.add_argument("--tag")
+    n = action(nsub, "status", "show the outbox (secrets in target URLs masked)")
+    _add_json(n, "the outbox status")
+    n = action(nsub, "flush", "retry what is due in the outbox now; exit 1 none, 3 some failed")
+    n.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="time to spend delivering (default 30)",
+    )
+    _add_json(n, "the outbox status and this round's counts")
+    n = action(nsub, "test", "send a test message to each target; exit 1 none, 3 some failed")
+    n.add_argument("--tag", help="only the targets with this tag")
+    _add_json(n, "one result per target")
 
     p = add("daemon", cmd_daemon, "run scheduled scans until SIGTERM or Ctrl-C")
+    from portconsole.cli_ops import add_ops_commands
+
+    # metrics, events, export-xml, and the daemon's --metrics (portconsole/cli_ops.py)
+    add_ops_commands(add, daemon=p)
 
     p = add("report", cmd_report, "point-in-time report (--at) or evidence pack (--from/--to)")
-    p.add_argument("--at", type=_time_arg)
-    p.add_argument("--from", dest="start", type=_time_arg)
+    p.add_argument("--at", type=_time_arg, help=f"state report at: {TIME_FORMS_HELP}")
+    p.add_argument(
+        "--from", dest="start", type=_time_arg, help="start of an evidence pack's period"
+    )
     p.add_argument(
         "--to", dest="end", type=_end_time_arg, help="end; a date alone includes that day"
     )
@@ -734,7 +906,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also list every port open at this time, with its approval then (repeatable; "
         "a date alone means the end of that day)",
     )
-    p.add_argument("--format", choices=["html", "md", "csv", "json"], default="html")
+    p.add_argument(
+        "--format",
+        choices=["html", "md", "csv", "json"],
+        default="html",
+        help="report format (default html)",
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -752,14 +929,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="sign the pack's SHA256SUMS with this SSH private key (ssh-keygen -Y sign, "
         "namespace portconsole)",
     )
+    _add_json(p, "the files written")
 
-    add("prune", cmd_prune, "drop scan records and raw XML past retention")
+    p = add("prune", cmd_prune, "drop scan records and raw XML past retention")
+    _add_json(p, "the counts")
+
+    p = add("completion", cmd_completion, "print a shell completion script (bash, zsh or fish)")
+    p.add_argument("shell", choices=["bash", "zsh", "fish"], help="the shell to complete in")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logs.configure_from_args(args)
     for name in ("config", "data_dir", "readonly"):
         if not hasattr(args, name):
             setattr(args, name, None if name != "readonly" else False)

@@ -58,6 +58,7 @@ def config_path(tmp_path: Path) -> Iterator[Path]:
 # run the order changes nothing. A test missing here only costs time, never correctness.
 _LONGEST_FIRST = {
     "tests/test_crash_journal.py::test_kill_9_at_random_points_of_scan_import_and_approve": 55,
+    "tests/test_e2e_tmux.py::test_a_follower_shows_the_drift_alert_within_interval_plus_10s": 55,
     "tests/test_e2e_tmux.py::test_drift_is_seen_and_approved_with_keys_only": 34,
     "tests/test_store_crash.py::test_four_processes_writing_at_once_lose_nothing": 21,
     "tests/test_store_crash.py::test_kill_9_during_ingest_loses_no_acknowledged_scan": 13,
@@ -65,6 +66,7 @@ _LONGEST_FIRST = {
     "tests/test_scanner.py::test_demo_listeners_are_identified_by_nmap": 6,
     "tests/test_daemon.py::test_two_daemons_one_leader_and_takeover": 4,
     "tests/test_cli.py::test_scan_json_triage_and_audit": 3,
+    "tests/test_secrets_apprise.py::test_no_secret_in_any_output_or_file": 60,
 }
 
 

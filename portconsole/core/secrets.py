@@ -8,11 +8,19 @@ test output, error texts (apprise's log lines may echo the URL), results, the ou
 the audit chain. Only the config file holds the clear values.
 
 One function (`_analyse`) decides both what is masked and which substrings are secrets, so
-`mask_url` and `config_secrets` can never disagree.
+`mask_url` and `config_secrets` can never disagree. It asks apprise first: the plugin for the
+URL's schema knows which of its parts are private, and `url(privacy=True)` hides them, so
+every piece of the clear URL missing from the privacy URL is a secret (`_apprise_secrets`).
+Our own patterns then catch what apprise leaves visible: letters-only tokens (gotify),
+ntfy topics (anyone who knows one can read it), and signatures or keys in the query
+(`?hmac=`, `?s=`, `?h=`, `?token=`). The masked form shown is ours (scheme, host and port
+stay, in the order configured), because it names the target in the outbox and the status.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -103,15 +111,23 @@ TOKEN_HOST_SCHEMES = frozenset(
         "strmlabs",
         "threema",
         "mobilemessage",
+        "vapid",
     }
 )
+
+# Services whose path (or dotless host) is itself the secret: a gotify application token may
+# be letters only, and an ntfy topic is readable by anyone who knows its name.
+SECRET_PATH_SCHEMES = frozenset({"gotify", "gotifys", "ntfy", "ntfys"})
 
 # Query or header names whose values are secrets (matched as substrings, case-insensitive).
 _SECRET_KEY = re.compile(
     r"(pass|pwd|token|secret|key|auth|bearer|sig|cookie|credential|session|access|webhook|"
-    r"code|private|privkey|jwt|sid|apikey|api_key|client_id|client_secret|otp|pin)",
+    r"code|private|privkey|jwt|sid|apikey|api_key|client_id|client_secret|otp|pin|hmac|hash)",
     re.IGNORECASE,
 )
+# Short query names used for signatures and keys (`?s=`, `?h=`): whole names only.
+_SECRET_SHORT_KEY = frozenset({"s", "h", "k", "t", "p", "pw", "pk", "sk", "st"})
+_URL_PIECE = re.compile(r"[/:@?&=#,+]")
 
 _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]{1,20}://[^\s'\"<>]+")
 
@@ -142,8 +158,42 @@ def _variants(secret: str) -> set[str]:
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
 
 
-def _analyse(url: str) -> tuple[str, list[str]]:
-    """Return (masked url, secret substrings) for one apprise URL."""
+def _apprise_secrets(url: str) -> list[str]:
+    """The parts of `url` apprise's own privacy URL hides; [] if apprise cannot read it."""
+    try:
+        from apprise import Apprise
+    except ImportError:  # apprise is a dependency; without it our patterns still apply
+        return []
+    logger = logging.getLogger("apprise")
+    previous = logger.disabled
+    logger.disabled = True  # a URL apprise rejects is reported where it is delivered, not here
+    try:
+        plugin = Apprise.instantiate(url, suppress_exceptions=True)
+        if not plugin:
+            return []
+        clear, private = plugin.url(privacy=False), plugin.url(privacy=True)
+    except Exception:  # noqa: BLE001 - a plugin's own bug must not stop masking
+        return []
+    finally:
+        logger.disabled = previous
+    shown = set(_URL_PIECE.split(private)) | set(_URL_PIECE.split(unquote(private)))
+    pieces = set(_URL_PIECE.split(clear)) | set(_URL_PIECE.split(unquote(clear)))
+    return [piece for piece in pieces - shown if len(piece) >= MIN_SECRET_LENGTH]
+
+
+@functools.lru_cache(maxsize=512)
+def _analyse(url: str) -> tuple[str, tuple[str, ...]]:
+    """Return (masked url, secret substrings) for one apprise URL: our structural mask, then
+    every part apprise calls private masked wherever it still shows."""
+    masked, secrets = _analyse_structure(url)
+    extra = [s for s in _apprise_secrets(url.strip()) if s not in secrets]
+    for secret in sorted({v for s in extra for v in _variants(s)}, key=len, reverse=True):
+        masked = masked.replace(secret, MASK)
+    return masked, tuple(secrets + extra)
+
+
+def _analyse_structure(url: str) -> tuple[str, list[str]]:
+    """Return (masked url, secret substrings) by our patterns alone."""
     raw = url.strip()
     try:
         parts = urlsplit(raw)
@@ -156,6 +206,7 @@ def _analyse(url: str) -> tuple[str, list[str]]:
         return MASK, [raw]
     secrets: list[str] = []
     token_host = scheme in TOKEN_HOST_SCHEMES
+    secret_path = token_host or scheme in SECRET_PATH_SCHEMES
 
     netloc = parts.netloc
     userinfo, _, hostport = netloc.rpartition("@")
@@ -179,7 +230,11 @@ def _analyse(url: str) -> tuple[str, list[str]]:
     elif hostport.startswith("[") and "]:" in hostport:
         host, port = hostport.rsplit(":", 1)
     # A "host" that is really a bot token, key or topic (tgram://123:AA.../, discord://id/...).
-    dotless_token = "." not in host and host != "localhost" and _looks_like_token(host)
+    dotless_token = (
+        "." not in host
+        and host != "localhost"
+        and (_looks_like_token(host) or scheme in SECRET_PATH_SCHEMES)
+    )
     if host and (token_host or not _HOSTLIKE.match(host) or dotless_token):
         secrets.append(host)
         host = MASK
@@ -190,7 +245,7 @@ def _analyse(url: str) -> tuple[str, list[str]]:
 
     shown_segments: list[str] = []
     for segment in parts.path.split("/"):
-        if segment and (token_host or _looks_like_token(segment)):
+        if segment and (secret_path or _looks_like_token(segment)):
             secrets.append(segment)
             shown_segments.append(MASK)
         else:
@@ -204,8 +259,14 @@ def _analyse(url: str) -> tuple[str, list[str]]:
         name = unquote(key).lstrip("+-:")
         decoded = unquote_plus(value)
         secret_value = bool(value) and (
-            bool(_SECRET_KEY.search(name)) or (key.startswith("+") and _looks_like_token(decoded))
+            bool(_SECRET_KEY.search(name))
+            or name.lower() in _SECRET_SHORT_KEY
+            or (key.startswith("+") and _looks_like_token(decoded))
         )
+        if not has_value and _looks_like_token(decoded):  # a bare key in the query (`?abc...`)
+            secrets.append(key)
+            shown_query.append(MASK)
+            continue
         if secret_value:
             secrets.append(value)
             # Header values such as "Bearer abc...": the credential word is secret too.

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from portconsole.core.domain.targets import DEFAULT_SCOPE, Scope, parse_ports
+from portconsole.core.domain.targets import DEFAULT_SCOPE, Scope, check_in_scope, parse_ports
 from portconsole.core.errors import ConfigError, TargetError
 
 APP_NAME = "portconsole"
@@ -219,6 +219,16 @@ class NotifySettings(_Strict):
     )
     backoff_seconds: float = Field(5.0, gt=0, description="First retry delay; doubles per attempt.")
     backoff_max_seconds: float = Field(900.0, gt=0, description="Longest retry delay.")
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="Key for the X-PortConsole-Signature header (HMAC-SHA256 of the body) on "
+        "json:// and form:// targets; see docs/notifications.md.",
+    )
+    webhook_secret_env: str | None = Field(
+        None,
+        description="Name of an environment variable holding the webhook key instead "
+        "(keeps it out of the config file); unset at send time, nothing is sent unsigned.",
+    )
 
     def targets(self) -> list[NotifyTarget]:
         return [t if isinstance(t, NotifyTarget) else NotifyTarget(url=t) for t in self.urls]
@@ -228,6 +238,9 @@ class TuiSettings(_Strict):
     theme: str = Field("portconsole-dark", description="Theme name (a file in themes/).")
     refresh_seconds: float = Field(
         2.0, gt=0, le=60, description="How often the console re-reads the store."
+    )
+    bell: Literal["off", "low", "medium", "high", "critical"] = Field(
+        "high", description='Ring the terminal bell for new findings this severe or worse; "off".'
     )
 
 
@@ -242,6 +255,13 @@ class ReportSettings(_Strict):
 
 
 class DaemonSettings(_Strict):
+    lease_seconds: float = Field(
+        15.0,
+        ge=1,
+        le=3600,
+        description="The scan leader renews its lease every third of this; one that stops "
+        "renewing (stopped, hung, killed) is replaced by a follower after this many seconds.",
+    )
     leader_stale_seconds: float = Field(
         30.0,
         gt=0,
@@ -280,6 +300,17 @@ class AuditSettings(_Strict):
     )
 
 
+class LogSettings(_Strict):
+    level: Literal["debug", "info", "warning", "error", "critical"] | None = Field(
+        None,
+        description="Least severe log record written to stderr (unset: info for the daemon, "
+        "warning for other commands); debug adds every nmap command line.",
+    )
+    format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line per record; json: one JSON object per line."
+    )
+
+
 class Settings(_Strict):
     """Everything PortConsole reads from its TOML file."""
 
@@ -303,6 +334,7 @@ class Settings(_Strict):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
 
     @field_validator("scope")
     @classmethod
@@ -351,7 +383,12 @@ class Paths:
             ("store lock", str(self.lock_file)),
             ("leader lock", str(self.leader_lock)),
         ]
-        rows += [("themes dir", str(p)) for p in self.themes_dirs]
+        # Each row has its own name: `paths --json` keys by it and must lose none.
+        labels = ["themes dir (yours)", "themes dir (built in)"]
+        rows += [
+            (labels[i] if i < len(labels) else f"themes dir {i + 1}", str(p))
+            for i, p in enumerate(self.themes_dirs)
+        ]
         return rows
 
 
@@ -364,8 +401,10 @@ def default_data_dir() -> Path:
 
 
 def builtin_themes_dir() -> Path:
-    """The repository's themes/ folder (next to the package in a checkout)."""
-    return Path(__file__).resolve().parents[2] / "themes"
+    """The built-in themes, shipped as package data (see core/package_data.py)."""
+    from portconsole.core.package_data import themes_dir
+
+    return themes_dir()
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:
@@ -444,10 +483,19 @@ def load_settings(
         raise ConfigError(
             f"config {config_file if exists else '(environment)'}: {where}: {message}"
         ) from None
+    scope = settings.scope_obj()
     for name, group in settings.groups.items():
         for target in group.targets:
             if not target or any(ch.isspace() for ch in target) or target.startswith("-"):
                 raise ConfigError(f"config: groups.{name}.targets: bad target {target!r}")
+            # Refused now, not by every cycle of a daemon that would fail forever.
+            try:
+                check_in_scope(target, scope)
+            except TargetError as error:
+                raise ConfigError(
+                    f"config {config_file if exists else '(environment)'}: groups.{name}.targets: "
+                    f"target {target!r}: {error}; widen scope or remove the target"
+                ) from None
     resolved_data = (
         data_dir
         or (Path(env[f"{ENV_PREFIX}DATA_DIR"]) if env.get(f"{ENV_PREFIX}DATA_DIR") else None)

@@ -30,15 +30,40 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 
 
+def keep_owner(fd: int, folder: Path) -> None:
+    """Give a file root just created the owner of the folder it is in.
+
+    `sudo portconsole scan` writing into alice's data dir must not leave files alice can no
+    longer read (they are mode 0600): when running as root, a new file (or folder) takes
+    the uid and gid of its folder. Not root: the kernel gives our own ids, nothing to do.
+    """
+    if os.geteuid() != 0:
+        return
+    owner = os.stat(folder)
+    if (owner.st_uid, owner.st_gid) != (os.geteuid(), os.getegid()):
+        os.fchown(fd, owner.st_uid, owner.st_gid)
+
+
+def _keep_owner_of_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        keep_owner(fd, path.parent)
+    finally:
+        os.close(fd)
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Create `path` (and parents) with mode 0700 if missing; return it."""
     # Only a folder created here is made private: an existing one (say /tmp, for an
     # exported report) keeps the mode its owner gave it.
     if path.is_dir():
         return path
+    missing = [path, *(p for p in path.parents if not p.exists())]
     path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     with contextlib.suppress(PermissionError):
         path.chmod(DIR_MODE)
+    for created in reversed(missing):  # outermost first: each takes its parent's owner
+        _keep_owner_of_path(created)
     return path
 
 
@@ -57,6 +82,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         os.fchmod(fd, FILE_MODE)
+        keep_owner(fd, folder)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -251,6 +277,7 @@ class DataLock:
         ensure_private_dir(self.path.parent)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            keep_owner(fd, self.path.parent)
             mode = fcntl.LOCK_EX
         except PermissionError:
             # A read-only data dir (an assessor's snapshot): nobody can write, so a shared

@@ -78,6 +78,7 @@ from portconsole.core.adapters.storage import (
     atomic_write_bytes,
     ensure_private_dir,
     fsync_dir,
+    keep_owner,
     open_tinydb,
 )
 from portconsole.core.adapters.store_segment import (
@@ -493,6 +494,7 @@ class Store(HistoryReader, ProjectionKeeper):
         path = self._segments.path(month)
         created = created or not path.exists()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+        keep_owner(fd, path.parent)
         try:
             os.ftruncate(fd, offset)
             written = os.pwrite(fd, data, offset)

@@ -126,6 +126,13 @@ class Target:
     addresses: tuple[str, ...]
 
 
+def _outside(text: str, scope: Scope) -> TargetError:
+    return TargetError(
+        f"{text} is outside the configured scope "
+        f"({', '.join(str(n) for n in scope.networks)}); refusing to scan it"
+    )
+
+
 def parse_target(text: str, scope: Scope, resolve: Resolver = no_resolution) -> Target:
     """Parse one target and check it against scope. Raises TargetError, never runs anything."""
     if not isinstance(text, str) or not text:
@@ -151,10 +158,7 @@ def parse_target(text: str, scope: Scope, resolve: Resolver = no_resolution) -> 
         except ValueError:
             raise TargetError(f"target {_shown(text)} is not a valid CIDR block") from None
         if not scope.contains_network(network):
-            raise TargetError(
-                f"{text} is outside the configured scope "
-                f"({', '.join(str(n) for n in scope.networks)}); refusing to scan it"
-            )
+            raise _outside(text, scope)
         if network.num_addresses > MAX_TARGET_ADDRESSES:
             raise TargetError(f"{text} has {network.num_addresses} addresses; the limit is 65536")
         hosts = list(network.hosts()) if network.num_addresses > 2 else list(network)
@@ -175,6 +179,33 @@ def parse_target(text: str, scope: Scope, resolve: Resolver = no_resolution) -> 
         )
     scope.check_addresses(addresses)
     return Target(text=text, kind=kind, addresses=tuple(addresses))
+
+
+def check_in_scope(text: str, scope: Scope) -> None:
+    """Check a configured target against scope without expanding it (a /16 takes half a
+    second to expand, at every settings load). Names pass: they are resolved, and checked,
+    per scan. Raises TargetError naming the target."""
+    if "/" in text:
+        try:
+            network = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise TargetError(f"target {_shown(text)} is not a valid CIDR block") from None
+        if not scope.contains_network(network):
+            raise _outside(text, scope)
+        return
+    if _OCTET_RANGE.match(text) and "-" in text:
+        lows = ".".join(part.partition("-")[0] for part in text.split("."))
+        highs = ".".join(part.rpartition("-")[2] for part in text.split("."))
+        try:
+            low, high = ipaddress.IPv4Address(lows), ipaddress.IPv4Address(highs)
+            blocks = list(ipaddress.summarize_address_range(low, high))
+        except ValueError:
+            blocks = []
+        if blocks and all(scope.contains_network(block) for block in blocks):
+            return
+    # An address or a name is cheap to check exactly; so is a range straddling scope blocks
+    # (its size is checked before it is expanded).
+    parse_target(text, scope, resolve=lambda _name: [])
 
 
 def expand_targets(

@@ -1,0 +1,7 @@
+"""`python -m portconsole`: the same as the `portconsole` command."""
+
+import sys
+
+from portconsole.cli import main
+
+sys.exit(main())
