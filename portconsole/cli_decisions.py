@@ -1,7 +1,8 @@
-"""CLI commands for approvals with four eyes, their reviews and revocation, and closing and
+"""CLI commands that decide on findings: acknowledging, noting and flagging them,
+accepting their risk, approvals with four eyes, their reviews and revocation, and closing and
 reopening findings.
 
-`request` (the requester's step), `approve` (the approver's: a finding or a request),
+`ack` and `note` (one or more findings, one transaction), `flag`, `accept-risk`, `request` (the requester's step), `approve` (the approver's: a finding or a request),
 `requests`, `approvals`, `review`, `revoke` (a mistaken approval), `close` (one or more
 findings, with a cause) and `reopen` (a flagged or closed finding). The identity behind each is the Actor: the OS
 user, the sudo user behind root, the SSH client and key; the shell types none of it.
@@ -10,13 +11,14 @@ user, the sudo user behind root, the SSH client and key; the shell types none of
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
 
-from portconsole.cli import (
+from portconsole.cli_common import (
+    AddCommand,
     _add_json,
     _date_arg,
     _emit_json,
-    _findings_json,
     _monitor,
     _result,
     _table,
@@ -24,8 +26,38 @@ from portconsole.cli import (
 )
 from portconsole.core.domain.approval import REVIEW_OUTCOMES
 
-Handler = Callable[[argparse.Namespace], int]
-AddCommand = Callable[[str, Handler, str], argparse.ArgumentParser]
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    # Several ids: one transaction, refused whole if any cannot be acknowledged.
+    findings = _monitor(args).ack_many(args.id)
+    _result(args, "\n".join(f"{f.id} acknowledged" for f in findings), _findings_json(findings))
+    return 0
+
+
+def cmd_note(args: argparse.Namespace) -> int:
+    findings = _monitor(args).note_many(args.id, args.text)
+    _result(args, "\n".join(f"note added to {f.id}" for f in findings), _findings_json(findings))
+    return 0
+
+
+def _findings_json(findings: Sequence[Any]) -> dict[str, Any]:
+    """`finding` (one id given, as before) or `findings` (several)."""
+    if len(findings) == 1:
+        return {"finding": findings[0].to_json()}
+    return {"findings": [f.to_json() for f in findings]}
+
+
+def cmd_flag(args: argparse.Namespace) -> int:
+    finding = _monitor(args).flag(args.id, reason=args.reason)
+    _result(args, f"{finding.id} flagged as unauthorized", {"finding": finding.to_json()})
+    return 0
+
+
+def cmd_accept_risk(args: argparse.Namespace) -> int:
+    finding = _monitor(args).risk_accept(args.id, until=args.until, reason=args.reason)
+    text = f"{finding.id} risk accepted until {args.until.isoformat()}"
+    _result(args, text, {"finding": finding.to_json()})
+    return 0
 
 
 def cmd_request(args: argparse.Namespace) -> int:
@@ -176,7 +208,12 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def add_decision_commands(add: AddCommand) -> None:
-    """Add request, approve, requests, approvals, review, revoke, close and reopen."""
+    """Add ack, request, approve, requests, approvals, review, close, reopen, revoke, flag,
+    accept-risk and note (in that order: the order of `portconsole --help`)."""
+    p = add("ack", cmd_ack, "acknowledge one or more findings (one transaction)")
+    p.add_argument("id", nargs="+", metavar="FINDING", help="finding ids, e.g. F-0001 F-0002")
+    _add_json(p, "the finding")
+
     p = add(
         "request",
         cmd_request,
@@ -270,3 +307,23 @@ def add_decision_commands(add: AddCommand) -> None:
     p.add_argument("id", metavar="APPROVAL", help="an approval id, e.g. A-0001")
     _add_json(p, "the approval and the finding back in the queue")
     p.add_argument("--reason", required=True, help="what was wrong with the approval")
+
+    p = add("flag", cmd_flag, "flag a finding as unauthorized")
+    p.add_argument("id", metavar="FINDING", help="a finding id, e.g. F-0001")
+    p.add_argument("--reason", required=True, help="why it is unauthorized (required)")
+    _add_json(p, "the finding")
+
+    p = add(
+        "accept-risk", cmd_accept_risk, "accept a finding's risk until a date (it reopens after)"
+    )
+    p.add_argument("id", metavar="FINDING", help="a finding id, e.g. F-0001")
+    p.add_argument(
+        "--until", type=_date_arg, required=True, help="YYYY-MM-DD; the finding reopens after"
+    )
+    p.add_argument("--reason", required=True, help="why the risk is accepted (required)")
+    _add_json(p, "the finding")
+
+    p = add("note", cmd_note, "add a note to one or more findings (one transaction)")
+    p.add_argument("id", nargs="+", metavar="FINDING", help="finding ids, e.g. F-0001 F-0002")
+    p.add_argument("text", help="the note, quoted")
+    _add_json(p, "the finding")

@@ -14,12 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from portconsole.cli import _monitor, _time_arg
+from portconsole.cli_common import AddCommand, _monitor, _time_arg
 from portconsole.core.errors import UserError
-
-Handler = Callable[[argparse.Namespace], int]
-AddCommand = Callable[[str, Handler, str], argparse.ArgumentParser]
-
 
 # ----- metrics --------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """`portconsole daemon`: scheduled scan cycles until SIGTERM or Ctrl-C; SIGHUP reloads settings.
 
 Only the scan leader scans; a daemon that is not the leader waits and takes over when the
-leader dies (its flock is released by the kernel). Every event is a log record of the
+leader's lease lapses: it stopped renewing it (stopped, hung or dead; see
+core/adapters/leader.py). Every event is a log record of the
 `portconsole.daemon` logger (portconsole/logs.py: journald priorities under systemd).
 
 Under systemd (`Type=notify`, portconsole/sd_notify.py) the daemon says READY=1 once it is

@@ -49,7 +49,7 @@ def run_demo(args: argparse.Namespace) -> int:
         if added:
             print(f"imported {added} approvals from {baseline.name}", file=sys.stderr)
         if args.no_tui:
-            from portconsole.cli import _print_cycle
+            from portconsole.cli_scan import _print_cycle
 
             if args.drift is not None:
                 run.open_drift()

@@ -9,15 +9,17 @@ a slow store never piles polls up.
 
 Every snapshot, whoever wrote it, goes through an `AlertTracker` (alerts.py): new and
 reopened findings raise a banner, a bell and a counter on every console, leading or not.
+
+The app is split by concern into mixins: store reads and the data-version poll
+(store_reads.py), scheduled and manual scans and quitting (scanning.py), themes and
+preferences (preferences.py). This module holds the state, the bindings, the helpers the
+screens call and the actions.
 """
 
 from __future__ import annotations
 
 import gc
-import logging
-import os
 import threading
-import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -29,26 +31,16 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.color import Color, ColorParseError
 from textual.screen import ModalScreen
-from textual.theme import Theme
 from textual.widgets import Input
 
 from portconsole.core.errors import UserError
 from portconsole.core.services.supervisor import Supervisor
 from portconsole.core.timeutil import utcnow
-from portconsole.tui.alerts import AlertTracker, rings_bell
+from portconsole.tui.alerts import AlertTracker
 from portconsole.tui.commands import ConsoleCommands
-from portconsole.tui.messages import (
-    ActionDone,
-    ActionFailed,
-    FleetSnapshot,
-    PollFinished,
-    RefreshWanted,
-    ScanFinished,
-    ScanProgress,
-    ScanStarted,
-    ScheduleChecked,
-    SnapshotLoaded,
-)
+from portconsole.tui.messages import ActionDone, ActionFailed, FleetSnapshot
+from portconsole.tui.preferences import PreferencesMixin
+from portconsole.tui.scanning import SCHEDULE_TICK_SECONDS, ScanningMixin, summarise
 from portconsole.tui.screens.audit import AuditScreen
 from portconsole.tui.screens.base import ConsoleScreen
 from portconsole.tui.screens.export import ExportForm
@@ -58,47 +50,19 @@ from portconsole.tui.screens.history import HistoryScreen
 from portconsole.tui.screens.host import HostScreen
 from portconsole.tui.screens.overview import OverviewScreen
 from portconsole.tui.screens.triage import TriageScreen
-from portconsole.tui.themes import (
-    ThemeCatalog,
-    choose_theme,
-    load_themes,
-    load_ui_prefs,
-    migrate_ui_prefs,
-    prefs_dir,
-    remember_theme,
-)
+from portconsole.tui.store_reads import FULL_RELOAD_SECONDS, StoreReadsMixin
 from portconsole.tui.widgets import KeyedTable
 from portconsole.tui.widgets.status import HeaderState, ScanState
 
 if TYPE_CHECKING:
-    from portconsole.core.monitor import CycleResult, Monitor
-
-log = logging.getLogger(__name__)
-
-# Even when nothing changes, re-read the header this often: leadership lives outside the
-# store (the leader lock), so data_version() does not move when another console takes over.
-FULL_RELOAD_SECONDS = 15.0
-# How often the scheduler asks to lead and looks for due groups (a due scan starts within
-# this; it is part of the time from a port opening to the alert).
-SCHEDULE_TICK_SECONDS = 1.0
+    from portconsole.core.monitor import Monitor
 
 
 # The four views share one footer slot ("1234 Views"): 80 columns hold little else.
 VIEWS = Binding.Group("Views", compact=True)
 
 
-def summarise(label: str, result: CycleResult) -> str:
-    scan = result.scan
-    text = (
-        f"Scan {label or 'all'} {scan.outcome}: {len(scan.hosts)} hosts, "
-        f"{scan.open_port_count()} open ports, {len(result.changes)} changes"
-    )
-    if result.findings:
-        text += f", {len(result.findings)} new findings"
-    return text
-
-
-class PortConsoleApp(App[None]):
+class PortConsoleApp(StoreReadsMixin, ScanningMixin, PreferencesMixin, App[None]):
     """The console. `monitor` is owned by the caller (it closes it)."""
 
     TITLE = "PortConsole"
@@ -167,35 +131,15 @@ class PortConsoleApp(App[None]):
         # Set on quit: running scans stop (nmap killed) instead of finishing.
         self.cancel_event = threading.Event()
         self._scan_guard = threading.Lock()
-        self.theme_catalog: ThemeCatalog = load_themes(monitor.paths.themes_dirs)
-        for loaded in self.theme_catalog.themes.values():
-            self.register_theme(loaded)
-        # Preferences are the operator's: in their config dir, not the shared data dir.
-        self.preferences = prefs_dir() if preferences is None else preferences
-        if not monitor.readonly:
-            try:
-                migrate_ui_prefs(self.preferences, monitor.paths.data_dir)
-            except OSError as error:
-                log.warning("could not move ui.json to %s: %s", self.preferences, error)
-        prefs = load_ui_prefs(self.preferences)
-        if not prefs:
-            prefs = load_ui_prefs(monitor.paths.data_dir)  # read-only: read where it was
-        chosen, self._theme_warning = choose_theme(
-            self.theme_catalog,
-            requested=theme,
-            remembered=prefs.get("theme") if isinstance(prefs.get("theme"), str) else None,
-            configured=monitor.settings.tui.theme,
-            environ=os.environ if environ is None else environ,
-        )
-        self.theme = chosen
-        self._remembered_theme = chosen
+        # Themes and the operator's preferences (preferences.py).
+        self._load_preferences(theme, environ, preferences)
 
     # ----- lifecycle -------------------------------------------------------------------
     def on_mount(self) -> None:
         # Notifications raised by this console's scans (or left in the outbox by others)
         # are delivered in the background; the monitor stops it on close.
         self.monitor.start_delivery()
-        problems = [p for p in (self.theme_catalog.error_summary(), self._theme_warning) if p]
+        problems = self.theme_problems()
         if problems:
             # One toast for every broken file: reported once, at start.
             self.notify(
@@ -206,31 +150,6 @@ class PortConsoleApp(App[None]):
         self.set_timer(self.refresh_seconds, self.poll_data_version)
         if self.schedule_enabled:
             self.scheduler_tick()
-
-    def action_quit(self) -> None:  # type: ignore[override]
-        # Stop scans first so no worker thread (or nmap) outlives the console.
-        self.cancel_event.set()
-        self.exit()
-
-    def action_interrupt(self) -> None:
-        """Ctrl-C: quit; a leading console asks first (a second Ctrl-C does not ask)."""
-        if not self.leading or self._quit_asked:
-            self.action_quit()
-            return
-        self._quit_asked = True
-
-        def answered(yes: bool | None) -> None:
-            self._quit_asked = False
-            if yes:
-                self.action_quit()
-
-        self.push_screen(
-            ConfirmScreen(
-                "This console leads the scheduled scans. Quit? (Ctrl-C again quits.)",
-                self.monitor.actor,
-            ),
-            answered,
-        )
 
     # ----- shared helpers for screens --------------------------------------------------
     def now(self) -> datetime:
@@ -290,215 +209,6 @@ class PortConsoleApp(App[None]):
         if isinstance(self.screen, ConsoleScreen):
             self.screen.update_header()
 
-    # ----- store reads -----------------------------------------------------------------
-    def request_refresh(self) -> None:
-        """Re-read the store soon (after a write, or on ctrl+r).
-
-        Reads are coalesced: while one is running, further requests only mark the data
-        dirty and the running reader goes round once more. Two big reads in parallel
-        would double the GIL pressure on the UI thread for no newer answer.
-        """
-        with self._read_lock:
-            self._dirty = True
-            if self._reading:
-                return
-            self._reading = True
-        self.load_snapshot()
-
-    def read_snapshot(self, request: int) -> FleetSnapshot:
-        """Blocking: call from a thread."""
-        monitor = self.monitor
-        version = monitor.data_version()
-        overview, hosts, findings = monitor.snapshot()
-        return FleetSnapshot(version, overview, hosts, findings, request)
-
-    @work(thread=True, exit_on_error=False, group="refresh", description="read the store")
-    def load_snapshot(self) -> None:
-        while True:
-            with self._read_lock:
-                if not self._dirty or self.cancel_event.is_set():
-                    self._reading = False
-                    return
-                self._dirty = False
-                self._requested += 1
-                request = self._requested
-            try:
-                self.post_message(SnapshotLoaded(self.read_snapshot(request)))
-            except UserError as error:
-                self.report_error(str(error))
-            except Exception as error:  # noqa: BLE001 - a bug must not stop future refreshes
-                log.exception("store read failed")
-                self.report_error(f"internal error while reading the store: {error}")
-
-    def on_snapshot_loaded(self, message: SnapshotLoaded) -> None:
-        snapshot = message.snapshot
-        if snapshot.request < self._applied:
-            return  # an older read finished after a newer one
-        was_paused = self.snapshot.overview.paused if self.snapshot else None
-        self._applied = snapshot.request
-        self._seen_version = snapshot.version
-        self._last_load = time.monotonic()
-        self.snapshot = snapshot
-        self.generation += 1
-        raised = self.alerts.observe(snapshot.findings)
-        if raised and rings_bell(raised, self.bell_threshold):
-            self.bell()
-        if snapshot.overview.paused != was_paused:
-            # Pause/Resume swap in the footer; recomposing it on every snapshot is costly.
-            self.refresh_bindings()
-        self._redraw_current()
-
-    @work(thread=True, exit_on_error=False, group="poll", description="watch the store")
-    def poll_data_version(self) -> None:
-        error = ""
-        try:
-            version = self.monitor.data_version()
-            stale = time.monotonic() - self._last_load > FULL_RELOAD_SECONDS
-            # While this console scans, the cycle's end triggers the read: reading the
-            # half-ingested store meanwhile would only compete with it for the GIL.
-            if (version != self._seen_version or stale) and self.scan is None:
-                self.post_message(RefreshWanted())
-        except UserError as caught:
-            error = str(caught)
-        except Exception as caught:  # noqa: BLE001 - the poll must survive a bug to keep the UI live
-            log.exception("store poll failed")
-            error = f"internal error while reading the store: {caught}"
-        finally:
-            self.post_message(PollFinished(error))
-
-    def on_refresh_wanted(self, message: RefreshWanted) -> None:
-        self.request_refresh()
-
-    def on_poll_finished(self, message: PollFinished) -> None:
-        if message.error:
-            self.notify(message.error, title="Store", severity="error", markup=False)
-        if not self.cancel_event.is_set():
-            self.set_timer(self.refresh_seconds, self.poll_data_version)
-
-    def action_reload(self) -> None:
-        self.request_refresh()
-        if isinstance(self.screen, ConsoleScreen):
-            self.screen.reload()
-
-    # ----- scheduled scans -------------------------------------------------------------
-    @work(thread=True, exit_on_error=False, group="scheduler", description="scheduled scans")
-    def scheduler_tick(self) -> None:
-        leading = False
-        error = ""
-        try:
-            # The daemon's rules: failed or unstarted runs are gaps, anchors when due.
-            result = self.supervisor.step(
-                lambda group: self._run_cycle(group=group, quiet=True), self.cancel_event
-            )
-            leading = result.leading
-            error = "; ".join(result.errors)
-            if result.gaps:
-                self.call_from_thread(self.request_refresh)
-        except UserError as caught:
-            error = str(caught)
-        except Exception as caught:  # noqa: BLE001 - keep scheduling; report the bug once
-            log.exception("scheduler tick failed")
-            error = f"internal error in the scheduler: {caught}"
-        finally:
-            self.post_message(ScheduleChecked(leading, error))
-
-    def on_schedule_checked(self, message: ScheduleChecked) -> None:
-        changed = message.leading != self.leading
-        self.leading = message.leading
-        if message.error and message.error != self._schedule_error:
-            self.notify(message.error, title="Scheduler", severity="error", markup=False)
-        self._schedule_error = message.error
-        if changed:
-            self.request_refresh()
-        if not self.cancel_event.is_set():
-            self.set_timer(SCHEDULE_TICK_SECONDS, self.scheduler_tick)
-
-    # ----- scans -----------------------------------------------------------------------
-    def _run_cycle(
-        self, *, group: str | None = None, address: str | None = None, quiet: bool = False
-    ) -> None:
-        """Blocking: one cycle with progress and the quit cancel. Call from a thread."""
-        label = address or group or "all"
-        # A scheduled run waits for a manual scan to end (skipping it would be a gap).
-        if not self._scan_guard.acquire(blocking=quiet):
-            if not quiet:
-                self.report_error("A scan is already running: wait for it to finish.")
-            return
-        try:
-            self.post_message(ScanStarted(label))
-
-            def progress(report: object) -> None:
-                self.post_message(ScanProgress(label, report))  # type: ignore[arg-type]
-
-            try:
-                if address is not None:
-                    result = self.monitor.rescan_host(
-                        address, progress=progress, cancel=self.cancel_event
-                    )
-                else:
-                    result = self.monitor.run_cycle(
-                        group, progress=progress, cancel=self.cancel_event
-                    )
-            except UserError as error:
-                self.post_message(ScanFinished(label, error=str(error)))
-                return
-            # Scheduled cycles that changed nothing stay quiet: at 80x24 a toast per
-            # group per minute would hide the table an operator is watching.
-            eventful = bool(result.changes or result.findings or result.scan.error)
-            self.post_message(
-                ScanFinished(
-                    label,
-                    summary=summarise(label, result) if eventful or not quiet else "",
-                    cancelled=result.scan.outcome == "cancelled",
-                )
-            )
-        finally:
-            self._scan_guard.release()
-
-    @work(thread=True, exit_on_error=False, group="scan", description="scan now")
-    def scan_worker(self, group: str | None, address: str | None) -> None:
-        try:
-            self._run_cycle(group=group, address=address)
-        except Exception as caught:  # noqa: BLE001 - show the bug, keep the console up
-            log.exception("scan failed")
-            self.post_message(
-                ScanFinished(address or group or "all", error=f"internal error: {caught}")
-            )
-
-    def start_scan(self, group: str | None = None) -> None:
-        if self.monitor.readonly:
-            self.notify("Read-only mode: scans are disabled.", severity="warning")
-            return
-        self.scan_worker(group, None)
-
-    def start_rescan(self, address: str) -> None:
-        if self.monitor.readonly:
-            self.notify("Read-only mode: scans are disabled.", severity="warning")
-            return
-        self.scan_worker(None, address)
-
-    def on_scan_started(self, message: ScanStarted) -> None:
-        self.scan = ScanState(message.label)
-        self._redraw_header()
-
-    def on_scan_progress(self, message: ScanProgress) -> None:
-        if self.scan is None:
-            self.scan = ScanState(message.label)
-        self.scan.progress = message.progress
-        if not isinstance(self.screen, ModalScreen):
-            self._redraw_header()
-
-    def on_scan_finished(self, message: ScanFinished) -> None:
-        self.scan = None
-        if message.error:
-            self.notify(message.error, title="Scan failed", severity="error", markup=False)
-        elif message.cancelled:
-            self.notify(f"Scan {message.label} cancelled", title="Scan", markup=False)
-        elif message.summary:
-            self.notify(message.summary, title="Scan finished", markup=False)
-        self._redraw_header()
-        self.request_refresh()
-
     # ----- actions ---------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         paused = bool(self.snapshot and self.snapshot.overview.paused)
@@ -549,9 +259,6 @@ class PortConsoleApp(App[None]):
 
         self.call_after_refresh(select)
 
-    def action_scan_now(self) -> None:
-        self.start_scan(None)
-
     def action_pause(self) -> None:
         def answered(yes: bool | None) -> None:
             if yes:
@@ -591,29 +298,6 @@ class PortConsoleApp(App[None]):
     def on_action_failed(self, message: ActionFailed) -> None:
         self.notify(message.text, title="Refused", severity="error", markup=False)
 
-    # ----- themes ----------------------------------------------------------------------
-    def switch_theme(self, name: str) -> None:
-        if name not in self.available_themes:
-            self.notify(f"No theme {name!r}.", severity="error", markup=False)
-            return
-        self.theme = name
-
-    def _on_theme_changed(self, theme: Theme) -> None:
-        # Cell colours come from the theme: other screens redraw when they are next shown.
-        self.generation += 1
-        if not isinstance(self.screen, ModalScreen) and isinstance(self.screen, ConsoleScreen):
-            self.screen.refresh_view()
-        if theme.name != self._remembered_theme and not self.monitor.readonly:
-            self._remembered_theme = theme.name
-            self.save_theme(theme.name)
-
-    @work(thread=True, exit_on_error=False, group="prefs", description="remember theme")
-    def save_theme(self, name: str) -> None:
-        try:
-            remember_theme(self.preferences, name)
-        except OSError as error:
-            self.report_error(f"could not remember the theme: {error.strerror}")
-
 
 def tune_gc() -> None:
     """Make garbage-collector pauses short enough for a live console.
@@ -639,4 +323,11 @@ def run_console(monitor: Monitor, *, theme: str | None = None) -> int:
     return 0
 
 
-__all__ = ["PortConsoleApp", "run_console"]
+__all__ = [
+    "FULL_RELOAD_SECONDS",
+    "SCHEDULE_TICK_SECONDS",
+    "PortConsoleApp",
+    "run_console",
+    "summarise",
+    "tune_gc",
+]

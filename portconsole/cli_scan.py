@@ -1,0 +1,292 @@
+"""CLI commands that scan and look: `scan`, `state`, `history`, `import` and `findings`."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from portconsole.cli_common import (
+    EXIT_CHECK_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    AddCommand,
+    _add_json,
+    _emit_json,
+    _monitor,
+    _table,
+    _time_arg,
+    _when,
+)
+from portconsole.core.domain.model import location
+from portconsole.core.textsafe import terminal_safe
+from portconsole.core.timeutil import TIME_FORMS_HELP, iso
+
+
+def _print_cycle(result: Any) -> None:
+    scan = result.scan
+    print(
+        f"scan {scan.scan_id}  {scan.scan_type} scan  {_when(scan.started_at)} -> "
+        f"{_when(scan.finished_at)}  outcome {scan.outcome}"
+    )
+    if scan.error:
+        print(f"  note: {terminal_safe(scan.error, 300)}")
+    rows = []
+    for host in scan.hosts:
+        if not host.ports:
+            rows.append([host.address, host.status, "-", "", "", ""])
+        for port in host.ports:
+            key = f"{host.address}:{port.port}/{port.proto}"
+            product = " ".join(x for x in (port.product, port.version) if x)
+            rows.append(
+                [
+                    host.address,
+                    host.status,
+                    f"{port.port}/{port.proto}",
+                    port.service,
+                    product,
+                    result.approval_status.get(key, "unapproved"),
+                ]
+            )
+    print(_table(rows, ["host", "status", "port", "service", "product", "approval"]))
+    if result.changes:
+        print(f"\n{len(result.changes)} change(s):")
+        for change in result.changes:
+            where = location(change.host, change.port, change.proto)
+            print(f"  {change.kind:16} {terminal_safe(where)}")
+    if result.findings:
+        print(f"\n{len(result.findings)} new finding(s):")
+        for finding in result.findings:
+            where = location(finding.host, finding.port, finding.proto)
+            print(f"  {finding.id}  {finding.severity:8} {finding.kind:20} {terminal_safe(where)}")
+
+
+def _cancel_on_signals() -> threading.Event:
+    """SIGINT/SIGTERM set an event the scanner polls, so nmap is stopped, not orphaned."""
+    cancel = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        cancel.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return cancel
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    monitor = _monitor(args)
+    cancel = _cancel_on_signals()
+    progress = None
+    if args.progress:
+
+        def progress(p: Any) -> None:
+            print(
+                f"[{p.phase}] {p.hosts_done}/{p.hosts_total} hosts, {p.open_ports} open",
+                file=sys.stderr,
+            )
+
+    result = monitor.run_cycle(
+        group=args.group,
+        targets=args.targets or None,
+        ports=args.ports,
+        progress=progress,
+        cancel=cancel,
+    )
+    # Deliver what this cycle raised, bounded by the targets' timeouts; the rest stays queued.
+    monitor.deliver(seconds=args.notify_wait)
+    if args.json:
+        _emit_json(result.to_json())
+    else:
+        _print_cycle(result)
+    if result.scan.outcome == "cancelled":
+        return EXIT_INTERRUPTED
+    # cron and systemd must be able to tell: a scan that covered less than planned is partial.
+    if result.scan.outcome == "partial":
+        return EXIT_PARTIAL
+    return EXIT_CHECK_FAILED if result.scan.outcome == "failed" else EXIT_OK
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    monitor = _monitor(args, reads_only=True)
+    if args.at is None:
+        rows = []
+        items = []
+        for host in monitor.host_rows():
+            if args.host and host.address != args.host:
+                continue
+            for port in monitor.host_ports(host.address):
+                items.append(
+                    {
+                        "host": port.host,
+                        "port": port.port,
+                        "proto": port.proto,
+                        "service": port.service,
+                        "product": port.product,
+                        "version": port.version,
+                        "approval": port.approval,
+                        "first_seen": iso(port.first_seen) if port.first_seen else None,
+                        "last_seen": iso(port.last_seen) if port.last_seen else None,
+                    }
+                )
+                rows.append(
+                    [
+                        port.host,
+                        f"{port.port}/{port.proto}",
+                        port.service,
+                        port.approval,
+                        _when(port.last_seen),
+                    ]
+                )
+        if args.json:
+            _emit_json({"at": None, "open_ports": items})
+        else:
+            print(_table(rows, ["host", "port", "service", "approval", "last seen"]))
+        return 0
+    point = monitor.state_at(args.at, args.host)
+    if args.json:
+        _emit_json(point.to_json())
+        return 0
+    print(f"fleet as of {_when(point.at)}")
+    rows = [
+        [
+            p.host,
+            f"{p.port}/{p.proto}",
+            p.service,
+            " ".join(x for x in (p.product, p.version) if x),
+            p.last_scan_id,
+        ]
+        for p in point.open_ports
+    ]
+    print(_table(rows, ["host", "port", "service", "product", "seen by scan"]))
+    if point.uncovered:
+        print(f"\nnot covered near that time ({len(point.uncovered)}):")
+        for item in point.uncovered:
+            where = location(item.host, item.port, item.proto)
+            print(f"  {terminal_safe(where)}  last covered {_when(item.last_covered)}")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    monitor = _monitor(args, reads_only=True)
+    from portconsole.core.domain.targets import parse_location
+
+    host, port, proto = parse_location(args.target)
+    events = monitor.history(host, port, proto)
+    if args.json:
+        _emit_json(
+            {"host": host, "port": port, "proto": proto, "events": [e.to_json() for e in events]}
+        )
+        return 0
+    rows = [
+        [
+            _when(e.at),
+            e.kind,
+            f"{e.port}/{e.proto}" if e.port else "-",
+            _describe(e.after or e.before),
+            e.scan_id,
+        ]
+        for e in events
+    ]
+    print(_table(rows, ["time", "event", "port", "detail", "scan"]))
+    return 0
+
+
+def _describe(value: dict[str, Any] | None) -> str:
+    if not value:
+        return ""
+    return " ".join(
+        str(value.get(k, "")) for k in ("service", "product", "version", "status") if value.get(k)
+    )
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    monitor = _monitor(args)
+    result = monitor.import_xml(args.file)
+    # Like `scan`: deliver what the import raised, bounded; the rest stays queued.
+    monitor.deliver(seconds=args.notify_wait)
+    if args.json:
+        _emit_json(result.to_json())
+    else:
+        _print_cycle(result)
+    return 0
+
+
+def _finding_json(finding: Any) -> dict[str, Any]:
+    return finding.to_json()
+
+
+def cmd_findings(args: argparse.Namespace) -> int:
+    monitor = _monitor(args, reads_only=True)
+    findings = monitor.findings(include_closed=args.all)
+    if args.json:
+        _emit_json({"findings": [_finding_json(f) for f in findings]})
+        return 0
+    rows = [
+        [
+            f.id,
+            f.severity,
+            f.kind,
+            location(f.host, f.port, f.proto),
+            f.service,
+            f.status,
+            _when(f.first_seen),
+        ]
+        for f in findings
+    ]
+    print(_table(rows, ["id", "severity", "kind", "where", "service", "status", "first seen"]))
+    return 0
+
+
+# ----- parser -------------------------------------------------------------------------
+
+
+def add_scan_commands(add: AddCommand) -> None:
+    """Add `scan`, `state`, `history`, `import` and `findings`."""
+    p = add("scan", cmd_scan, "run one scan cycle over targets or the configured groups")
+    p.add_argument(
+        "targets", nargs="*", metavar="TARGET", help="address, CIDR, range (127.0.0.2-41) or name"
+    )
+    p.add_argument("--ports", help="ports, e.g. 22,80,443,8000-8100 or all")
+    p.add_argument("--group", help="scan one configured target group")
+    _add_json(p, "the scan, its changes and findings")
+    p.add_argument("--progress", action="store_true", help="print progress on stderr")
+    p.add_argument(
+        "--notify-wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="time to deliver notifications (default 10)",
+    )
+
+    p = add("state", cmd_state, "open ports now, or at a past time with --at")
+    p.add_argument("--at", type=_time_arg, help=f"when: {TIME_FORMS_HELP}")
+    p.add_argument("--host", metavar="ADDRESS", help="only this host, e.g. 127.0.0.2")
+    _add_json(p, "the open ports")
+
+    p = add("history", cmd_history, "change events of a host or host:port")
+    p.add_argument(
+        "target",
+        metavar="HOST[:PORT[/PROTO]]",
+        help="e.g. 127.0.0.2, 127.0.0.2:22, 127.0.0.2:53/udp, [::1]:22 (an IPv6 address with "
+        "a port goes in brackets; ::1 alone is a host)",
+    )
+    _add_json(p, "the events")
+
+    p = add("import", cmd_import, "ingest an nmap XML report made elsewhere")
+    p.add_argument("file", type=Path, metavar="FILE.xml", help="an nmap XML report (nmap -oX)")
+    _add_json(p, "the imported scan, its changes and findings")
+    p.add_argument(
+        "--notify-wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="time to deliver notifications (default 10)",
+    )
+
+    p = add("findings", cmd_findings, "list open findings (--all for closed ones too)")
+    p.add_argument("--all", action="store_true", help="include closed findings")
+    _add_json(p, "the findings")

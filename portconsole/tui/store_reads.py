@@ -1,0 +1,154 @@
+"""The console's store reads: coalesced snapshot reads in a thread worker, and the poll
+that re-reads the store when `Monitor.data_version()` moves (or every FULL_RELOAD_SECONDS).
+
+Each snapshot, whoever wrote it, goes through the app's `AlertTracker` (alerts.py): new and
+reopened findings raise a banner, a bell and a counter. A mixin of PortConsoleApp (app.py),
+which sets up the state it uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from textual import work
+
+from portconsole.core.errors import UserError
+from portconsole.tui.alerts import AlertTracker, rings_bell
+from portconsole.tui.messages import FleetSnapshot, PollFinished, RefreshWanted, SnapshotLoaded
+from portconsole.tui.screens.base import ConsoleScreen
+
+if TYPE_CHECKING:
+    from textual.app import App
+
+    from portconsole.core.monitor import Monitor
+    from portconsole.tui.widgets.status import ScanState
+
+    _AppBase = App[None]
+else:
+    _AppBase = object
+
+# The app's logger: the records read as before the split.
+log = logging.getLogger("portconsole.tui.app")
+
+# Even when nothing changes, re-read the header this often: leadership lives outside the
+# store (the leader lock), so data_version() does not move when another console takes over.
+FULL_RELOAD_SECONDS = 15.0
+
+
+class StoreReadsMixin(_AppBase):
+    """Reading the store and watching it for changes (PortConsoleApp's)."""
+
+    # Set by PortConsoleApp.__init__.
+    monitor: Monitor
+    cancel_event: threading.Event
+    refresh_seconds: float
+    snapshot: FleetSnapshot | None
+    generation: int
+    scan: ScanState | None
+    alerts: AlertTracker
+    bell_threshold: str
+    _requested: int
+    _applied: int
+    _dirty: bool
+    _reading: bool
+    _read_lock: threading.Lock
+    _seen_version: str
+    _last_load: float
+
+    if TYPE_CHECKING:
+
+        def report_error(self, text: str) -> None: ...
+
+        def _redraw_current(self) -> None: ...
+
+    def request_refresh(self) -> None:
+        """Re-read the store soon (after a write, or on ctrl+r).
+
+        Reads are coalesced: while one is running, further requests only mark the data
+        dirty and the running reader goes round once more. Two big reads in parallel
+        would double the GIL pressure on the UI thread for no newer answer.
+        """
+        with self._read_lock:
+            self._dirty = True
+            if self._reading:
+                return
+            self._reading = True
+        self.load_snapshot()
+
+    def read_snapshot(self, request: int) -> FleetSnapshot:
+        """Blocking: call from a thread."""
+        monitor = self.monitor
+        version = monitor.data_version()
+        overview, hosts, findings = monitor.snapshot()
+        return FleetSnapshot(version, overview, hosts, findings, request)
+
+    @work(thread=True, exit_on_error=False, group="refresh", description="read the store")
+    def load_snapshot(self) -> None:
+        while True:
+            with self._read_lock:
+                if not self._dirty or self.cancel_event.is_set():
+                    self._reading = False
+                    return
+                self._dirty = False
+                self._requested += 1
+                request = self._requested
+            try:
+                self.post_message(SnapshotLoaded(self.read_snapshot(request)))
+            except UserError as error:
+                self.report_error(str(error))
+            except Exception as error:  # noqa: BLE001 - a bug must not stop future refreshes
+                log.exception("store read failed")
+                self.report_error(f"internal error while reading the store: {error}")
+
+    def on_snapshot_loaded(self, message: SnapshotLoaded) -> None:
+        snapshot = message.snapshot
+        if snapshot.request < self._applied:
+            return  # an older read finished after a newer one
+        was_paused = self.snapshot.overview.paused if self.snapshot else None
+        self._applied = snapshot.request
+        self._seen_version = snapshot.version
+        self._last_load = time.monotonic()
+        self.snapshot = snapshot
+        self.generation += 1
+        raised = self.alerts.observe(snapshot.findings)
+        if raised and rings_bell(raised, self.bell_threshold):
+            self.bell()
+        if snapshot.overview.paused != was_paused:
+            # Pause/Resume swap in the footer; recomposing it on every snapshot is costly.
+            self.refresh_bindings()
+        self._redraw_current()
+
+    @work(thread=True, exit_on_error=False, group="poll", description="watch the store")
+    def poll_data_version(self) -> None:
+        error = ""
+        try:
+            version = self.monitor.data_version()
+            stale = time.monotonic() - self._last_load > FULL_RELOAD_SECONDS
+            # While this console scans, the cycle's end triggers the read: reading the
+            # half-ingested store meanwhile would only compete with it for the GIL.
+            if (version != self._seen_version or stale) and self.scan is None:
+                self.post_message(RefreshWanted())
+        except UserError as caught:
+            error = str(caught)
+        except Exception as caught:  # noqa: BLE001 - the poll must survive a bug to keep the UI live
+            log.exception("store poll failed")
+            error = f"internal error while reading the store: {caught}"
+        finally:
+            self.post_message(PollFinished(error))
+
+    def on_refresh_wanted(self, message: RefreshWanted) -> None:
+        self.request_refresh()
+
+    def on_poll_finished(self, message: PollFinished) -> None:
+        if message.error:
+            self.notify(message.error, title="Store", severity="error", markup=False)
+        if not self.cancel_event.is_set():
+            self.set_timer(self.refresh_seconds, self.poll_data_version)
+
+    def action_reload(self) -> None:
+        self.request_refresh()
+        if isinstance(self.screen, ConsoleScreen):
+            self.screen.reload()
