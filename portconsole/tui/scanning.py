@@ -77,7 +77,10 @@ class ScanningMixin(_AppBase):
 
     def action_interrupt(self) -> None:
         """Ctrl-C: quit; a leading console asks first (a second Ctrl-C does not ask)."""
-        if not self.leading or self._quit_asked:
+        # `leading` is only set once a scheduler step returns; during the first round the
+        # lease is already held, so ask the lease too.
+        leads = self.leading or self.monitor.leader.holds
+        if not leads or self._quit_asked:
             self.action_quit()
             return
         self._quit_asked = True
