@@ -56,10 +56,14 @@ class ScanSettings(_Strict):
         ge=0,
         le=256,
         description="Hosts per nmap process; 0 spreads the hosts evenly over the workers "
-        "(at most 16 per process), which measured fastest.",
+        "(at most 16 per process), which measured fastest, and grows the batches of a large "
+        "target set to about 4 nmap runs per worker (at most 4,096 hosts each).",
     )
     batch_timeout: float = Field(
-        300.0, gt=0, description="Seconds one nmap batch may run before it is killed and reported."
+        300.0,
+        gt=0,
+        description="Seconds one nmap batch may run per 16 hosts before it is killed and "
+        "reported (a grown batch gets at most 8 times this).",
     )
     fingerprint: Literal["changed", "all", "none"] = Field(
         "changed",
@@ -83,6 +87,10 @@ class ScanSettings(_Strict):
     _ports = field_validator("ports")(classmethod(lambda cls, v: _check_ports(v)))
 
 
+# Re-fingerprint age of a group, and of ports scanned outside any group (ad-hoc targets).
+DEFAULT_REFINGERPRINT_HOURS = 24.0
+
+
 class GroupSettings(_Strict):
     targets: list[str] = Field(description="Addresses, CIDRs, ranges (127.0.0.2-41) or names.")
     ports: str | None = Field(None, description="Ports for this group; default [scan].ports.")
@@ -90,6 +98,13 @@ class GroupSettings(_Strict):
     jitter: int = Field(30, ge=0, description="Up to this many seconds are added to each interval.")
     udp: bool | None = Field(None, description="Override [scan].udp for this group.")
     description: str = Field("", description="What the group is, shown in the console.")
+    refingerprint_hours: float = Field(
+        DEFAULT_REFINGERPRINT_HOURS,
+        ge=0,
+        le=24 * 365,
+        description="Hours after which an open port is fingerprinted (-sV) again, so a service "
+        "swapped behind it is noticed; spread over the group's cycles, 0 = every cycle.",
+    )
 
     _ports = field_validator("ports")(classmethod(lambda cls, v: _check_ports(v)))
 
@@ -265,7 +280,8 @@ class DaemonSettings(_Strict):
     leader_stale_seconds: float = Field(
         30.0,
         gt=0,
-        description="A leader that has not refreshed its lease for this long is replaced.",
+        description="Unused since lease_seconds replaced it; still accepted so that older "
+        "configs load.",
     )
     gap_grace_seconds: int = Field(
         120, ge=0, description="A scheduled scan later than interval + jitter + this is a gap."

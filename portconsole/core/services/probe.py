@@ -3,14 +3,23 @@
 Scanners miss ports under load and ports flap, so a new or vanished port is probed again
 before it counts; service detection costs ~10x a sweep, so it runs only on new, changed or
 stale ports and stored fingerprints are carried over elsewhere.
+
+Freshness: a product swapped behind an unchanged port is invisible to a sweep, so every open
+port is fingerprinted again within its group's `refingerprint_hours` (the age). A group's
+scheduled cycles share that work out (`refingerprint_due`): each takes the oldest
+fingerprints that would otherwise outlive the age, at most ceil(ports / cycles) of them,
+so a whole re-fingerprint never lands in one cycle unless the age is shorter than a cycle.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+from collections.abc import Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TypeVar
 
 from portconsole.core.domain.coverage import Coverage
 from portconsole.core.domain.model import (
@@ -21,10 +30,40 @@ from portconsole.core.domain.model import (
 from portconsole.core.domain.state import PortState
 from portconsole.core.errors import UserError
 from portconsole.core.services.base import ServiceBase
+from portconsole.core.settings import DEFAULT_REFINGERPRINT_HOURS
 
-# Ports whose fingerprint is older than this are fingerprinted again, so a product swapped
-# behind an unchanged port is still noticed ("changed" mode cannot see it from a sweep).
-REFINGERPRINT_AFTER = timedelta(hours=24)
+Key = TypeVar("Key", bound=Hashable)
+
+
+def refingerprint_due(
+    fingerprinted: Mapping[Key, datetime],
+    now: datetime,
+    age: timedelta,
+    period: timedelta | None,
+) -> set[Key]:
+    """The ports (of `fingerprinted`: key -> when last fingerprinted) to fingerprint again now.
+
+    `period` bounds the time between two cycles of the group (interval + jitter); None for
+    an ad-hoc scan, which takes every port older than `age`. A group's cycle spreads the
+    work over the `window` cycles before a fingerprint would pass the age (at most the
+    cycles that fit in the age, at most one per port): a port is due once it is older than
+    age - window * period, oldest first, at most ceil(ports / window) per cycle. A due port
+    waits at most `window` cycles, so none is older than the age when refreshed; an age
+    shorter than a cycle makes every port due every cycle.
+    """
+    if not fingerprinted:
+        return set()
+    if period is None or period <= timedelta(0):
+        threshold, cap = age, len(fingerprinted)
+    else:
+        window = max(1, min(int(age / period), len(fingerprinted)))
+        threshold = age - window * period
+        cap = math.ceil(len(fingerprinted) / window)
+    due = sorted(
+        ((at, index) for index, at in enumerate(fingerprinted.values()) if now - at > threshold),
+    )
+    keys = list(fingerprinted)
+    return {keys[index] for _, index in due[:cap]}
 
 
 class Probing(ServiceBase):
@@ -117,21 +156,24 @@ class Probing(ServiceBase):
         state: dict[tuple[str, int, str], PortState],
         cancel: threading.Event,
         mode: str,
+        label: str = "",
     ) -> None:
-        """Run -sV only where it is needed; carry stored fingerprints elsewhere."""
+        """Run -sV only where it is needed; carry stored fingerprints elsewhere.
+
+        "changed" fingerprints new ports, ports never fingerprinted, and the stale ones
+        `refingerprint_due` picks; `label` is the cycle's group ("" or "all": ad-hoc).
+        """
         now = self.clock()
+        stale = self._stale_fingerprints(scan, state, now, label) if mode == "changed" else set()
         wanted: dict[str, list[tuple[int, str]]] = {}
         for host in scan.hosts:
             for index, port in enumerate(host.ports):
                 if port.state != OPEN:
                     continue
-                known = state.get((host.address, port.port, port.proto))
-                stale = (
-                    known is None
-                    or known.fingerprinted_at is None
-                    or now - known.fingerprinted_at > REFINGERPRINT_AFTER
-                )
-                if mode == "all" or (mode == "changed" and stale):
+                key = (host.address, port.port, port.proto)
+                known = state.get(key)
+                unknown = known is None or known.fingerprinted_at is None
+                if mode == "all" or (mode == "changed" and (unknown or key in stale)):
                     wanted.setdefault(host.address, []).append(port.key)
                 elif known is not None and (known.product or known.version):
                     # Shown as known, but not a fresh fingerprint: the store keeps the
@@ -171,3 +213,43 @@ class Probing(ServiceBase):
         scan.fingerprinted = count
         if errors:
             scan.error = "; ".join(filter(None, [scan.error, *errors]))
+
+    def _stale_fingerprints(
+        self,
+        scan: ScanResult,
+        state: dict[tuple[str, int, str], PortState],
+        now: datetime,
+        label: str,
+    ) -> set[tuple[str, int, str]]:
+        """The open ports of `scan` whose stored fingerprint is due again (see the docstring).
+
+        A group's cycle uses the group's age and spreads the work over its cycles; an
+        ad-hoc scan takes each port older than the shortest age of the groups naming its
+        host (the default for a host in none).
+        """
+        fingerprinted = {
+            key: known.fingerprinted_at
+            for host in scan.hosts
+            for port in host.open_ports()
+            if (known := state.get(key := (host.address, port.port, port.proto))) is not None
+            and known.fingerprinted_at is not None
+        }
+        groups = self.settings.groups
+        if label in groups:
+            conf = groups[label]
+            age = timedelta(hours=conf.refingerprint_hours)
+            period = timedelta(seconds=conf.interval + conf.jitter)
+            return refingerprint_due(fingerprinted, now, age, period)
+        names = self.group_of()
+        by_age: dict[float, dict[tuple[str, int, str], datetime]] = {}
+        for key, at in fingerprinted.items():
+            hours = min(
+                (groups[g].refingerprint_hours for g in names.get(key[0], []) if g in groups),
+                default=DEFAULT_REFINGERPRINT_HOURS,
+            )
+            by_age.setdefault(hours, {})[key] = at
+        return {
+            key
+            for hours, ports in by_age.items()
+            for key in refingerprint_due(ports, now, timedelta(hours=hours), None)
+        }
