@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +12,8 @@ from tinydb import TinyDB
 from portconsole.core.adapters.approvals import ApprovalRegistry
 from portconsole.core.adapters.findings import FindingBook
 from portconsole.core.adapters.storage import AtomicJSONStorage, DataLock
-from portconsole.core.domain.approval import Approval
+from portconsole.core.domain.approval import Approval, approval_in_force
+from portconsole.core.domain.approval_index import ApprovalIndex
 from portconsole.core.domain.coverage import Coverage
 from portconsole.core.domain.detect import (
     classify_port,
@@ -257,8 +258,12 @@ def test_gone_ports_and_hosts_and_unknown_hosts(
     db_host, stranger, spare = "127.77.0.30", "127.77.0.99", "127.77.0.31"
     approvals.append(approve(registry, db_host, 5432, "postgresql"))
     views = [View(WEB, 80, service="http"), View(stranger, 8080)]
+    quiet = "127.77.0.98"  # answers, nothing open: inventory only, not an unknown_host
     result = scan(
-        views, [WEB, db_host, stranger, spare], ports="80,443,5432,8080", down=(db_host, spare)
+        views,
+        [WEB, db_host, stranger, spare, quiet],
+        ports="80,443,5432,8080",
+        down=(db_host, spare),
     )
     found = run(result, views, approvals, known=(WEB, spare), baseline_hosts=(spare,))
     assert found == [
@@ -315,3 +320,55 @@ def test_one_severity_order_everywhere() -> None:
     assert typing.get_args(settings_module.Severity) == SEVERITIES
     assert most_severe("low", "critical", "medium") == "critical"
     assert severity_rank("bogus") == -1 < severity_rank("low")
+
+
+def test_the_approval_index_answers_as_scanning_every_record_does(
+    stores: tuple[ApprovalRegistry, FindingBook],
+) -> None:
+    """The index only narrows the records looked at: the rule stays approval_in_force."""
+    registry, _ = stores
+    base = approve(registry, WEB, 80, "http")
+    day = timedelta(days=1)
+    records = [
+        base,
+        # retired before NOW (no longer counts) and retired after NOW (still counted then)
+        replace(base, id="A-900001", port=81, status="retired", retired_at=NOW - day),
+        replace(base, id="A-900002", port=82, status="retired", retired_at=NOW + day),
+        # recorded after NOW: never counts at NOW, whatever date it says it was given
+        replace(base, id="A-900003", port=83, created_at=NOW + day),
+        # two in force for one key: the newer approval wins
+        replace(base, id="A-900004", port=84, approved_at=NOW - 3 * day),
+        replace(base, id="A-900005", port=84, approved_at=NOW - 2 * day),
+        # past its review date: expired, not unapproved
+        replace(base, id="A-900006", port=85, review_by=NOW - day),
+        # same host and port, other protocol
+        replace(base, id="A-900007", port=80, proto="udp"),
+    ]
+    index = ApprovalIndex(records)
+    assert len(index) == len(records) and list(index) == records
+    keys = [(WEB, port, proto) for port in range(79, 87) for proto in ("tcp", "udp")]
+    statuses = set()
+    for at in (NOW - 20 * day, NOW, NOW + 2 * day):
+        for host, port, proto in keys:
+            expected = approval_in_force(records, host, port, proto, at)
+            assert index.in_force(host, port, proto, at) == expected, (port, proto, at)
+            status = classify_port(host, port, proto, "http", index, at)
+            assert status == classify_port(host, port, proto, "http", records, at)
+            statuses.add(status)
+    assert statuses == {"approved", "unapproved", "expired"}
+    assert index.in_force(WEB, 84, "tcp", NOW) == records[5]
+    assert index.in_force(WEB, 82, "tcp", NOW) == records[2]
+    assert index.in_force(WEB, 81, "tcp", NOW) is None
+    assert index.in_force(WEB, 83, "tcp", NOW) is None
+    # the registry's index holds every stored record, retired ones included
+    registry.retire(base.id, actor=ACTOR, reason="moved", now=NOW + day)
+    stored = registry.index()
+    assert [a.id for a in stored] == [base.id]
+    assert stored.in_force(WEB, 80, "tcp", NOW) is not None
+    assert stored.in_force(WEB, 80, "tcp", NOW + 2 * day) is None
+    # detection judges the same through an index as through the list
+    views = [View(WEB, port, service="http") for port in (80, 81, 84, 85, 86)]
+    result = scan(views, [WEB], ports="79-86")
+    assert detect(result, views, [], index, Settings(), NOW) == detect(
+        result, views, [], records, Settings(), NOW
+    )

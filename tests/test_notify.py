@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from tinydb import TinyDB
 
+from portconsole.core.adapters import notify as notify_module
 from portconsole.core.adapters.notify import OUTBOX_TABLE, DeliveryWorker, Notifier
 from portconsole.core.adapters.storage import AtomicJSONStorage, DataLock
 from portconsole.core.domain.notification import (
@@ -675,3 +676,70 @@ def test_delivered_messages_are_dropped_after_a_day_to_keep_the_hot_file_small(
         notifier.deliver_due()
     assert [m["finding_ids"] for m in store.outbox()] == [["f-2"]]
     assert [m["seq"] for m in store.outbox()] == [2]
+
+
+def test_a_digest_is_recorded_once_per_message_on_every_finding_it_reports(
+    tmp_path: Path,
+) -> None:
+    """One delivery record per message, referenced by each of its findings: the digest's id
+    list is never copied onto every finding (that was quadratic: 1,050 findings, 285 s)."""
+    from tests.replay import replay_monitor
+
+    network = {"127.0.0.2": {port: "http" for port in range(8000, 8030)}}
+    with HttpCatcher() as http:
+        url = json_target(http)["url"]
+        extra = f'\n[notify]\nmode = "digest"\n[[notify.urls]]\nurl = "{url}"\ntimeout = 5\n'
+        monitor, _ = replay_monitor(tmp_path, network, extra=extra)
+        result = monitor.run_cycle(targets=["127.0.0.2"], ports="8000-8029")
+        count = len(result.findings)
+        assert count == 31  # 30 unapproved ports and the unknown host serving them
+        [message] = monitor.notifier.messages()
+        assert message.kind == "digest" and len(message.finding_ids) == count
+        [sent] = monitor.flush_outbox(seconds=10)
+        assert sent.ok
+        [caught] = http.wait_for(1)
+    assert len(json.loads(caught.json()["message"])["findings"]) == count
+    for finding in monitor.findings_book.all():
+        [record] = finding.notifications
+        assert record["message_id"] == message.id and record["finding_count"] == count
+        assert "finding_ids" not in record and record["ok"] and record["status"] == DELIVERED
+        assert [step.text for step in finding.timeline if step.step == "notified"] == [
+            f"to {message.target}"
+        ]
+    events = [e for e in monitor.audit.events() if e.action == "notify.attempt"]
+    assert len(events) == 1 and events[0].outcome == "success"
+
+
+@pytest.mark.parametrize("every", [3600.0, 0.0])
+def test_outcomes_are_written_many_at_a_time_and_survive_a_failing_recorder(
+    store: Store, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, every: float
+) -> None:
+    """A batch's outcomes go to the outbox and to `on_result` together (written at the end, or
+    every `every` seconds while sending); a recorder that fails loses no outcome (the outbox is
+    written alone, then each result handed over on its own)."""
+    monkeypatch.setattr(notify_module, "WRITE_EVERY_SECONDS", every)
+    handed: list[str] = []
+
+    def recorder(message: OutboxMessage, result: DeliveryResult) -> None:
+        handed.append(message.id)
+        if len(handed) == 2:
+            raise RuntimeError("recorder broke")
+
+    with HttpCatcher() as http:
+        notifier = Notifier(settings(json_target(http)), store.db, store.lock, on_result=recorder)
+        queued = notifier.enqueue([finding(n) for n in range(1, 5)], "scan-1")
+        with caplog.at_level(logging.ERROR):
+            results = notifier.deliver_due()
+        assert len(http.wait_for(4)) == 4
+    assert [r.ok for r in results] == [True] * 4
+    assert {d["status"] for d in store.outbox()} == {DELIVERED}
+    assert {d["claim"] for d in store.outbox()} == {None}
+    ids = [m.id for m in queued]
+    # the failed write's results are handed over once more, one at a time
+    if every:
+        assert handed == ids[:2] + ids
+        assert "recording 4 notification results at once failed" in caplog.text
+    else:  # one write per message sent: only the second is handed over twice
+        assert handed == [ids[0], ids[1], ids[1], ids[2], ids[3]]
+        assert "recording 1 notification results at once failed" in caplog.text
+    assert notifier.deliver_due() == []  # nothing sent twice

@@ -30,7 +30,7 @@ from portconsole.core.adapters.store import Store
 from portconsole.core.domain.chain import VerifyResult
 from portconsole.core.domain.notification import DeliveryResult, OutboxMessage
 from portconsole.core.domain.settings_history import definitions_of
-from portconsole.core.errors import NotFoundError, StoreError, UserError
+from portconsole.core.errors import StoreError, UserError
 from portconsole.core.identity import Actor
 from portconsole.core.services.cycle import CycleResult, ScanCycle
 from portconsole.core.services.decisions import Decisions
@@ -478,13 +478,11 @@ class Monitor(Queries, Decisions, ScanCycle):
 
     # ----- notifications ---------------------------------------------------------------
     def _on_delivery(self, message: OutboxMessage, result: DeliveryResult) -> None:
-        """Record each delivery attempt on its findings and in the audit chain."""
+        """Record each delivery attempt on its findings (one record naming the message, all
+        of them in one write) and in the audit chain."""
         with self.store.lock.hold():
-            for finding_id in message.finding_ids:
-                try:
-                    self.findings_book.record_notification(finding_id, result.to_json())
-                except NotFoundError:
-                    continue  # a test message, or a finding archived since
+            # Ids with no finding (a test message, a finding archived since) are skipped.
+            self.findings_book.record_notifications(message.finding_ids, result.finding_record())
             self.audit.append(
                 "notify.attempt",
                 actor=self.actor,

@@ -37,6 +37,7 @@ from portconsole.core.domain.approval import (
     normalise_host,
     person_of,
 )
+from portconsole.core.domain.approval_index import ApprovalIndex
 from portconsole.core.errors import NotFoundError, PermissionRefused, UserError
 from portconsole.core.settings import ApprovalSettings, Settings
 from portconsole.core.timeutil import add_months, iso, utcnow
@@ -98,6 +99,11 @@ class ApprovalRegistry:
 
     def active(self) -> list[Approval]:
         return [a for a in self.all() if a.active]
+
+    def index(self) -> ApprovalIndex:
+        """Every record (active and retired), read once and indexed by host:port/proto: build
+        one per cycle or console snapshot and ask it about each port."""
+        return ApprovalIndex(self.all())
 
     def get(self, approval_id: str) -> Approval:
         number = _number_of(approval_id)

@@ -81,6 +81,26 @@ def _replace_docs(table: Table, findings: Iterable[Finding]) -> None:
     table.update(updater, doc_ids=[_number_of(i) or 0 for i in by_id])
 
 
+def _notification_change(result: dict[str, Any], moment: datetime) -> Callable[[Finding], None]:
+    """Append a delivery attempt to a finding; a success adds a `notified` step (see
+    FindingBook.record_notification)."""
+    entry = dict(result)
+    entry.setdefault("at", iso(moment))
+    delivered = bool(entry.get("ok")) or str(
+        entry.get("outcome") or entry.get("status") or ""
+    ).lower() in ("success", "delivered", "sent")
+    target = str(entry.get("target") or "")
+
+    def change(f: Finding) -> None:
+        f.notifications.append(dict(entry))
+        if delivered:
+            f.timeline.append(
+                TimelineEntry("notified", moment, SYSTEM_ACTOR, f"to {target}" if target else "")
+            )
+
+    return change
+
+
 def _required(text: str, what: str, example: str) -> str:
     cleaned = text.strip()
     if not cleaned or is_placeholder(cleaned):
@@ -480,21 +500,24 @@ class FindingBook:
         `result` is kept as given; it counts as delivered when `ok` is true or `outcome`
         (or `status`) is success/delivered/sent. `target` (e.g. a redacted URL) names where.
         """
-        moment = now or utcnow()
-        entry = dict(result)
-        entry.setdefault("at", iso(moment))
-        delivered = bool(entry.get("ok")) or str(
-            entry.get("outcome") or entry.get("status") or ""
-        ).lower() in ("success", "delivered", "sent")
-
-        def change(f: Finding) -> None:
-            f.notifications.append(entry)
-            if delivered:
-                target = str(entry.get("target") or "")
-                f.timeline.append(
-                    TimelineEntry(
-                        "notified", moment, SYSTEM_ACTOR, f"to {target}" if target else ""
-                    )
-                )
-
+        change = _notification_change(result, now or utcnow())
         return self._transition(finding_id, set(STATUSES), "record a notification for", change)
+
+    def record_notifications(
+        self, finding_ids: Iterable[str], result: dict[str, Any], now: datetime | None = None
+    ) -> list[Finding]:
+        """Append one delivery attempt to every finding its message reports, in one read and
+        one write (a digest's N findings: one file write, not N). Ids with no finding (a test
+        message, a finding archived since) are skipped; returns the findings recorded."""
+        change = _notification_change(result, now or utcnow())
+        with self.lock.hold():
+            changed = []
+            for finding_id in dict.fromkeys(finding_ids):
+                try:
+                    finding = self.get(finding_id)
+                except NotFoundError:
+                    continue
+                change(finding)
+                changed.append(finding)
+            _replace_docs(self.table, changed)
+            return changed

@@ -22,7 +22,9 @@ live or imported late, and one retired since still covers what an older report s
 - ``insecure_service``: an approved open port runs an insecure service and its approval has
   no mitigation (an approval recorded before the service was listed as insecure, or an
   approval for another service). With a mitigation the approval is the accepted control.
-- ``unknown_host``: an up host that no baseline selector and no approval names.
+- ``unknown_host``: an up host with an open port in scope that no baseline selector and no
+  approval names. A host that answers with nothing open is counted in the inventory only
+  (a /16 of loopback answers everywhere: 65,534 findings of nothing).
 - ``host_gone``: a covered host that did not answer, which has active approvals, or which a
   baseline names and the store had seen up before.
 """
@@ -36,13 +38,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from portconsole.core.domain.approval import (
-    Approval,
-    approval_in_force,
-    approval_status,
-    approvals_in_force,
-    is_insecure,
-)
+from portconsole.core.domain.approval import Approval, is_insecure
+from portconsole.core.domain.approval_index import ApprovalIndex, as_index
 from portconsole.core.domain.coverage import Coverage
 from portconsole.core.domain.finding import FindingCandidate
 from portconsole.core.domain.model import ScanResult, most_severe
@@ -152,7 +149,7 @@ def classify_port(
     port: int,
     proto: str,
     service: str,
-    approvals: Iterable[Approval],
+    approvals: ApprovalIndex | Iterable[Approval],
     at: datetime,
 ) -> str:
     """`approved`, `unapproved` or `expired` for one port at `at` (scan --json and the TUI),
@@ -160,9 +157,11 @@ def classify_port(
 
     Classification is by host/port/proto; `service` does not change it (a different
     service on an approved port is a service_changed finding, not an unapproved port).
+    Callers classifying many ports pass one ApprovalIndex built for all of them (a plain
+    list is indexed on each call: fine for one port, quadratic for a fleet).
     """
     del service  # part of the call shape for callers; see the docstring
-    return approval_status(approval_in_force(approvals, host, port, proto, at), at)
+    return as_index(approvals).status(host, port, proto, at)
 
 
 def severity_for(kind: str, port: int | None, settings: Settings) -> str:
@@ -184,7 +183,7 @@ def detect(
     scan: ScanResult,
     open_ports: Iterable[PortView],
     known_hosts: Iterable[str],
-    approvals: Iterable[Approval],
+    approvals: ApprovalIndex | Iterable[Approval],
     settings: Settings,
     now: datetime,
     baseline_hosts: Iterable[str] = (),
@@ -193,15 +192,16 @@ def detect(
 
     open_ports: the store's open ports after ingesting this scan (all hosts; only those
     the scan covered are judged). known_hosts: hosts the store had seen up before this
-    scan. approvals: every approval record (active and retired); those in force at `now`,
-    the scan's finish, are the ones that count. baseline_hosts: every address a baseline
-    selector names (hosts expected even without an approved port).
+    scan. approvals: every approval record (active and retired), or the cycle's
+    ApprovalIndex of them; those in force at `now`, the scan's finish, are the ones that
+    count. baseline_hosts: every address a baseline selector names (hosts expected even
+    without an approved port).
     """
     coverage = Coverage.of_scan(scan)
     if not coverage.hosts:
         return []
     insecure_names = settings.approval.insecure_services
-    index = approvals_in_force(approvals, now)
+    index = as_index(approvals).all_in_force(now)
     up_hosts = coverage.hosts - coverage.down
     known = set(known_hosts)
     expected_hosts = set(baseline_hosts) | {key[0] for key in index}
@@ -314,7 +314,8 @@ def detect(
                 {"approval_id": approval.id, "expected_service": approval.service},
             )
 
-    for host in sorted(up_hosts - expected_hosts):
+    serving = {key[0] for key in open_keys}
+    for host in sorted((up_hosts & serving) - expected_hosts):
         add("unknown_host", host, None, None, "", {"seen_before": host in known})
 
     baseline_only = set(baseline_hosts)

@@ -168,6 +168,14 @@ class DeliveryResult:
         data["duration_seconds"] = round(self.duration_seconds, 3)
         return data
 
+    def finding_record(self) -> dict[str, Any]:
+        """This attempt as kept on each finding its message reports: the message by its id and
+        the number of findings it carried, never the whole id list (a digest of N findings
+        would put N ids on each of N findings: quadratic in size and time)."""
+        data = self.to_json()
+        data["finding_count"] = len(data.pop("finding_ids"))
+        return data
+
 
 @dataclass(frozen=True, slots=True)
 class DeliveryTarget:

@@ -9,7 +9,7 @@ from typing import Any
 
 from portconsole.core.adapters.dns import resolve_host_name
 from portconsole.core.adapters.leader import LeaderInfo
-from portconsole.core.domain.detect import classify_port
+from portconsole.core.domain.approval import approval_status
 from portconsole.core.domain.finding import Finding
 from portconsole.core.domain.state import ChangeEvent, PointInTime, PortState
 from portconsole.core.domain.targets import expand_targets, ip_sort_key
@@ -88,7 +88,7 @@ class Queries(ServiceBase):
     def host_rows(self) -> list[HostRow]:
         now = self.clock()
         names = self.group_of()
-        active = self.approvals.active()
+        approvals = self.approvals.index()  # one index for the whole snapshot
         per_host: dict[str, list[PortState]] = {}
         for port in self.store.current_ports():
             per_host.setdefault(port.host, []).append(port)
@@ -97,9 +97,7 @@ class Queries(ServiceBase):
         for address in sorted(set(known) | set(per_host), key=ip_sort_key):
             ports = per_host.get(address, [])
             unapproved = sum(
-                1
-                for p in ports
-                if classify_port(address, p.port, p.proto, p.service, active, now) != "approved"
+                1 for p in ports if approvals.status(address, p.port, p.proto, now) != "approved"
             )
             host = known.get(address)
             rows.append(
@@ -116,10 +114,10 @@ class Queries(ServiceBase):
 
     def host_ports(self, address: str) -> list[PortRow]:
         now = self.clock()
-        active = self.approvals.active()
+        approvals = self.approvals.index()
         rows = []
         for port in self.store.current_ports(address):
-            approval = self.approvals.match(address, port.port, port.proto, now)
+            approval = approvals.in_force(address, port.port, port.proto, now)
             rows.append(
                 PortRow(
                     host=address,
@@ -129,9 +127,7 @@ class Queries(ServiceBase):
                     product=port.product,
                     version=port.version,
                     state=port.state,
-                    approval=classify_port(
-                        address, port.port, port.proto, port.service, active, now
-                    ),
+                    approval=approval_status(approval, now),
                     justification=approval.justification if approval else "",
                     owner=approval.owner if approval else "",
                     first_seen=port.first_seen,
