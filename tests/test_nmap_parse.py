@@ -22,6 +22,7 @@ from portconsole.core.adapters.nmap_parse import (
     MAX_BANNER_CHARS,
     MAX_HOSTNAME_CHARS,
     ReportRefused,
+    ReportStream,
     ReportTooLarge,
     parse_report,
 )
@@ -95,6 +96,25 @@ def test_pn_host_that_answered_nothing_is_down() -> None:
     assert parse_report(refused).hosts["127.0.0.2"].status == "up"
     extraports = silent.replace(b"<ports>", b'<ports><extraports state="closed" count="9"/>')
     assert parse_report(extraports).hosts["127.0.0.2"].status == "up"
+
+
+def test_open_only_keeps_open_ports_and_the_answer_of_closed_ones() -> None:
+    user_set = '<status state="up" reason="user-set" reason_ttl="0"/>'
+    refused = parse_report(report(state="closed", status=user_set), open_only=True)
+    assert refused.hosts["127.0.0.2"].status == "up"  # the RST still counts as an answer
+    assert refused.hosts["127.0.0.2"].ports == []
+    kept = parse_report(report(), open_only=True).hosts["127.0.0.2"].ports
+    assert [(p.port, p.state) for p in kept] == [(22, "open")]
+
+
+def test_a_report_fed_in_pieces_reads_as_one() -> None:
+    data = (DATA / "nmap_loopback.xml").read_bytes()
+    stream = ReportStream()
+    for i in range(0, len(data), 7):  # pieces as small and ragged as a pipe may give
+        stream.feed(data[i : i + 7])
+    assert stream.close().hosts == parse_report(data).hosts
+    with pytest.raises(ReportTooLarge):
+        ReportStream(max_bytes=100).feed(data[:101])
 
 
 def test_masscan_report_is_read_and_merged() -> None:

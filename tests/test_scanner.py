@@ -6,6 +6,7 @@ Every scan here covers only ports the test's own fleet opened (or picked as clos
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
@@ -22,6 +23,7 @@ import pytest
 
 from portconsole.core.adapters.scanner import ScanCancelled, Scanner
 from portconsole.core.domain.model import HostObservation, Progress, ScanResult
+from portconsole.core.domain.raw_xml import GzipDocuments, gzip_members
 from portconsole.core.domain.targets import PortSpec, Scope, expand_targets, parse_ports
 from portconsole.core.errors import ScannerError, TargetError, UserError
 from portconsole.core.settings import ScanSettings, load_settings
@@ -33,7 +35,7 @@ from portconsole.demo import (
     demo_config_toml,
     demo_services,
 )
-from tests.fleet import TestFleet
+from tests.fleet import TestFleet, free_port
 
 pytestmark = [
     pytest.mark.nmap,
@@ -116,6 +118,11 @@ def test_reports_exactly_the_open_ports(fleet: TestFleet) -> None:
     assert result.started_at <= result.finished_at
     assert len(result.raw_xml) == 3
     assert result.raw_xml_sha256 == hashlib.sha256(b"".join(result.raw_xml)).hexdigest()
+    # Kept compressed as nmap wrote it; stored as the same .xml.gz the store used to write.
+    blob, digests = gzip_members(result.raw_xml)
+    assert isinstance(result.raw_xml, GzipDocuments)
+    assert blob == b"".join(gzip.compress(doc, mtime=0) for doc in result.raw_xml)
+    assert digests == [hashlib.sha256(doc).hexdigest() for doc in result.raw_xml]
     args = scan_args(result.raw_xml[0])
     assert " -n " in args and " -Pn " in args and ("-sS" if IS_ROOT else "-sT") in args
     assert seen[-1].phase == "done" and seen[-1].hosts_done == 3 and seen[-1].open_ports == 6
@@ -363,13 +370,18 @@ def test_ipv6_loopback(fleet: TestFleet) -> None:
     assert " -6 " in scan_args(result.raw_xml[0])
 
 
-def test_untrusted_xml_with_entities_is_refused() -> None:
+def test_untrusted_xml_with_entities_is_refused(tmp_path: Path) -> None:
+    """What a process writes is parsed as it streams; a bomb or junk is a batch error."""
     scanner = Scanner(ScanSettings(), LOOPBACK)
-    bomb = b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaa">]><nmaprun>&a;</nmaprun>'
-    with pytest.raises(ValueError, match="nmap XML"):
-        scanner._parse(bomb)
-    with pytest.raises(ValueError):
-        scanner._parse(b"<html>not nmap</html>")
+    bomb = tmp_path / "bomb.xml"
+    bomb.write_bytes(
+        b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaa">]><nmaprun>&a;</nmaprun>'
+    )
+    junk = tmp_path / "junk.xml"
+    junk.write_bytes(b"<html>not nmap</html>")
+    for path in (bomb, junk):
+        outcome = scanner._run(["/bin/cat", str(path)], ["127.0.0.2"], None, 5)
+        assert "not usable nmap XML" in outcome.error and outcome.hosts == {}
 
 
 def test_demo_listeners_are_identified_by_nmap(fleet: TestFleet) -> None:
@@ -428,6 +440,28 @@ def test_demo_config_is_valid_and_covers_the_fleet(tmp_path: Path) -> None:
 
 def test_auto_batches_spread_hosts_over_the_workers() -> None:
     auto = Scanner(ScanSettings(workers=4), LOOPBACK)
-    assert [auto.batch_size_for(n) for n in (1, 3, 40, 1000)] == [1, 1, 10, 16]
+    assert [auto.batch_size_for(n) for n in (1, 3, 40, 200)] == [1, 1, 10, 16]
+    # A large target set grows its batches: a /16 is 16 nmap runs of 4,096, not 4,096 of 16.
+    assert [auto.batch_size_for(n) for n in (1000, 65534, 1 << 24)] == [63, 4096, 4096]
+    assert auto.batch_timeout_for(10) == 300 and auto.batch_timeout_for(64) == 300 * 4
+    assert auto.batch_timeout_for(4096) == 300 * 8  # capped: a hung run dies within the hour
     assert Scanner(ScanSettings(workers=2), LOOPBACK).batch_size_for(3) == 2
     assert Scanner(ScanSettings(workers=4, batch_size=5), LOOPBACK).batch_size_for(40) == 5
+
+
+def test_a_large_range_is_a_few_nmap_runs_and_quiet_hosts_are_up(
+    recording_nmap: tuple[str, Path],
+) -> None:
+    """1,022 answering hosts with nothing open: 16 nmap runs, each host up with no port."""
+    path, log = recording_nmap
+    hosts = expand_targets(["127.89.4.0/22"], LOOPBACK)
+    closed = free_port(hosts[0])
+    scanner = Scanner(ScanSettings(workers=4), LOOPBACK, nmap_path=path)
+
+    result = scanner.scan(hosts, PortSpec.of([closed]), fingerprint="none")
+
+    assert result.outcome == "success", result.error
+    # Counted in the text: parallel runs' long log lines may interleave.
+    assert log.read_text().count("-oX - --") == len(result.raw_xml) == 16
+    assert len(result.hosts) == len(hosts) == 1022
+    assert all(h.status == "up" and h.ports == [] for h in result.hosts)

@@ -9,6 +9,8 @@ may be.
 Why streaming: python-nmap built a whole tree (705 MB of memory for a 52 MB report);
 `iterparse` with each element dropped as soon as it has been read used 12 MB (FACTS.md).
 Only one <host> is held at a time, and nothing outside the elements we read is kept.
+A live scan feeds nmap's stdout to a `ReportStream` as it arrives, so a batch's XML is
+parsed once, while nmap runs, and is never held whole for parsing.
 
 Why strict: a report is untrusted input (banners and host names come from the network;
 an imported file comes from anyone). It is parsed through defusedxml, so entity
@@ -30,6 +32,7 @@ import io
 import ipaddress
 import re
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import BinaryIO, cast
@@ -38,7 +41,7 @@ from xml.etree.ElementTree import Element, TreeBuilder, XMLPullParser
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser, ParseError
 
-from portconsole.core.domain.model import HostObservation, PortObservation
+from portconsole.core.domain.model import FILTERED_STATES, OPEN, HostObservation, PortObservation
 from portconsole.core.errors import UserError
 
 # A report larger than this is refused before it is parsed (checked while it is read).
@@ -150,6 +153,9 @@ class _HostDraft:
     hostname: str = ""
     answered: bool = False
     ports: dict[tuple[int, str], PortObservation] = field(default_factory=dict)
+    filtered: list[tuple[int, str]] = field(default_factory=list)  # open_only: keys only
+    extraports: list[str] = field(default_factory=list)  # states of the unlisted ports
+    dropped: bool = False  # open_only dropped a listed port that is neither open nor filtered
 
 
 @dataclass(slots=True)
@@ -160,31 +166,65 @@ class _PortDraft:
     service: Mapping[str, str] = field(default_factory=dict)
 
 
-def parse_report(source: bytes | BinaryIO, max_bytes: int = MAX_REPORT_BYTES) -> ParsedReport:
-    """Read an nmap-format XML report (nmap or masscan). Raises ReportRefused.
+class ReportStream:
+    """A report fed in pieces as they arrive (a running nmap's stdout), parsed as it comes.
 
-    Bytes over `max_bytes` are refused before parsing; a stream is read in chunks and
-    refused as soon as it passes the cap.
+    The one parsing path: `parse_report` feeds a file or bytes through it too. Bytes are
+    counted against `max_bytes` as they are fed (ReportTooLarge past it). With
+    `open_only`, a port that is not open still counts as the host's answer but is not kept
+    (a sweep keeps nothing else: a /16 of closed ports is not held in memory).
     """
-    if isinstance(source, bytes | bytearray | memoryview):
-        if len(source) > max_bytes:
-            raise ReportTooLarge(_too_large(len(source), max_bytes))
-        stream: io.BytesIO | _CappedStream = io.BytesIO(source)
-    else:
-        stream = _CappedStream(source, max_bytes)
-    reader = _Reader()
-    # iterparse through defusedxml, with our own feed sizes (see _MIN_FEED).
-    safe = DefusedXMLParser(
-        target=TreeBuilder(), forbid_dtd=False, forbid_entities=True, forbid_external=True
-    )
-    pull = XMLPullParser(events=("start", "end"), _parser=safe)
-    feed = _MIN_FEED
+
+    def __init__(self, max_bytes: int = MAX_REPORT_BYTES, *, open_only: bool = False) -> None:
+        self._max = max_bytes
+        self._read = 0
+        self._reader = _Reader(open_only=open_only)
+        # iterparse through defusedxml, with our own feed sizes (see _MIN_FEED).
+        safe = DefusedXMLParser(
+            target=TreeBuilder(), forbid_dtd=False, forbid_entities=True, forbid_external=True
+        )
+        self._pull: XMLPullParser[Element] = XMLPullParser(events=("start", "end"), _parser=safe)
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._feed = _MIN_FEED
+
+    def feed(self, data: bytes) -> None:
+        """Take the next piece. Raises ReportRefused (ReportTooLarge past the cap)."""
+        self._read += len(data)
+        if self._read > self._max:
+            raise ReportTooLarge(_too_large(self._read, self._max))
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size >= self._feed:
+            self._flush()
+
+    def close(self) -> ParsedReport:
+        """The report, once every piece is fed. Raises ReportRefused."""
+        self._flush()
+        with _refusals():
+            self._pull.close()
+            self._reader.take(self._pull)
+        if not self._reader.seen_root:
+            raise ReportRefused("XML report is empty: is this an nmap -oX report?")
+        return self._reader.report
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_size = 0
+        with _refusals():
+            self._pull.feed(data)
+            productive = self._reader.take(self._pull)
+        self._feed = _MIN_FEED if productive else min(self._feed * 2, _MAX_FEED)
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """The parser's errors as the one-line ReportRefused a user reads."""
     try:
-        while data := stream.read(feed):
-            pull.feed(data)
-            feed = _MIN_FEED if reader.take(pull) else min(feed * 2, _MAX_FEED)
-        pull.close()
-        reader.take(pull)
+        yield
     except DefusedXmlException as error:
         raise ReportRefused(
             f"XML report refused: it declares entities or external references "
@@ -192,9 +232,26 @@ def parse_report(source: bytes | BinaryIO, max_bytes: int = MAX_REPORT_BYTES) ->
         ) from None
     except ParseError as error:
         raise ReportRefused(f"XML report is not well-formed XML ({error})") from None
-    if not reader.seen_root:
-        raise ReportRefused("XML report is empty: is this an nmap -oX report?")
-    return reader.report
+
+
+def parse_report(
+    source: bytes | BinaryIO, max_bytes: int = MAX_REPORT_BYTES, *, open_only: bool = False
+) -> ParsedReport:
+    """Read an nmap-format XML report (nmap or masscan). Raises ReportRefused.
+
+    Bytes over `max_bytes` are refused before parsing; a stream is read in chunks and
+    refused as soon as it passes the cap. `open_only`: see ReportStream.
+    """
+    if isinstance(source, bytes | bytearray | memoryview):
+        if len(source) > max_bytes:
+            raise ReportTooLarge(_too_large(len(source), max_bytes))
+        stream: BinaryIO = io.BytesIO(source)
+    else:
+        stream = source
+    report = ReportStream(max_bytes, open_only=open_only)
+    while data := stream.read(_MIN_FEED):
+        report.feed(data)
+    return report.close()
 
 
 def _too_large(size: int, limit: int) -> str:
@@ -210,23 +267,6 @@ def size_text(limit: int) -> str:
     return f"{limit // mib} MiB" if limit >= mib else f"{limit} bytes"
 
 
-class _CappedStream:
-    """A read-only view of a stream that refuses to go past `limit` bytes."""
-
-    def __init__(self, inner: BinaryIO, limit: int) -> None:
-        self._inner = inner
-        self._limit = limit
-        self._read = 0
-
-    def read(self, size: int = -1) -> bytes:
-        want = self._limit + 1 - self._read if size < 0 else min(size, self._limit + 1)
-        data = self._inner.read(want)
-        self._read += len(data)
-        if self._read > self._limit:
-            raise ReportTooLarge(_too_large(self._read, self._limit))
-        return data
-
-
 class _Reader:
     """Turns iterparse events into observations, dropping each element once read.
 
@@ -234,8 +274,9 @@ class _Reader:
     from its parent on "end", so memory holds the open path and nothing else.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, open_only: bool = False) -> None:
         self.report = ParsedReport()
+        self._open_only = open_only
         self.seen_root = False
         self._stack: list[Element] = []
         self._host: _HostDraft | None = None
@@ -316,8 +357,10 @@ class _Reader:
                     port=port_id(attrs.get("portid", "")),
                     proto=protocol(attrs.get("protocol", "")),
                 )
-            elif tag == "extraports" and attrs.get("state", "") in _ANSWERED:
-                host.answered = True
+            elif tag == "extraports":
+                host.extraports.append(attrs.get("state", ""))
+                if attrs.get("state", "") in _ANSWERED:
+                    host.answered = True
         elif depth == 5 and parent == "port" and self._port is not None:
             if tag == "state":
                 self._port.state = _state(attrs.get("state", ""), self._port)
@@ -357,6 +400,12 @@ class _Reader:
         )
         if draft.state in _ANSWERED:
             host.answered = True
+        if self._open_only and draft.state != OPEN:
+            if draft.state in FILTERED_STATES:
+                host.filtered.append(observed.key)  # open -> filtered is not a close
+            else:
+                host.dropped = True
+            return
         earlier = host.ports.get(observed.key)
         host.ports[observed.key] = observed if earlier is None else _merge_port(earlier, observed)
 
@@ -373,6 +422,11 @@ class _Reader:
             status="up" if up else "down",
             hostname=draft.hostname,
             ports=ports,
+            filtered=draft.filtered,
+            # Known only when every port nmap listed is kept: otherwise "" (closed).
+            unlisted=(
+                draft.extraports[0] if len(draft.extraports) == 1 and not draft.dropped else ""
+            ),
         )
         hosts = self.report.hosts
         earlier = hosts.get(draft.address)
@@ -419,4 +473,6 @@ def _merge_host(earlier: HostObservation, later: HostObservation) -> HostObserva
         status="up" if "up" in (earlier.status, later.status) else "down",
         hostname=earlier.hostname or later.hostname,
         ports=sorted(ports.values(), key=lambda p: (p.port, p.proto)),
+        filtered=[*earlier.filtered, *later.filtered],
+        unlisted=earlier.unlisted if earlier.unlisted == later.unlisted else "",
     )

@@ -20,6 +20,7 @@ import ctypes
 import functools
 import logging
 import os
+import selectors
 import shlex
 import signal
 import subprocess
@@ -35,6 +36,8 @@ POLL_SECONDS = 0.1
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # nmap needs nothing from our environment; a fixed one keeps its output stable (LC_ALL).
 NMAP_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
+READ_BYTES = 256 * 1024
+MAX_STDERR_BYTES = 1024 * 1024  # nmap's warnings; the first line is what a user reads
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +86,17 @@ class ProcessResult:
     timed_out: bool = False
 
 
-def run_process(args: list[str], cancel: Cancellable | None, timeout: float) -> ProcessResult:
+def run_process(
+    args: list[str],
+    cancel: Cancellable | None,
+    timeout: float,
+    stdout_sink: Callable[[bytes], None] | None = None,
+) -> ProcessResult:
     """Run `args` to completion, timeout or cancel, polling every POLL_SECONDS.
 
+    With `stdout_sink`, each piece of stdout is handed to it as it arrives (nmap's XML is
+    parsed while nmap runs) and ProcessResult.stdout is empty; an exception from the sink
+    kills the process and propagates. stderr is kept up to MAX_STDERR_BYTES.
     Raises FileNotFoundError or PermissionError when the program cannot be started.
     """
     if cancel is not None and cancel.is_set():
@@ -100,21 +111,47 @@ def run_process(args: list[str], cancel: Cancellable | None, timeout: float) -> 
         preexec_fn=die_with_parent(),
         env=NMAP_ENV,
     )
+    assert proc.stdout is not None and proc.stderr is not None
+    out: list[bytes] = []
+    err: list[bytes] = []
+    err_size = 0
+    sink = stdout_sink if stdout_sink is not None else out.append
     deadline = time.monotonic() + timeout
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    selector.register(proc.stderr, selectors.EVENT_READ)
     try:
-        while True:
-            try:
-                out, err = proc.communicate(timeout=POLL_SECONDS)
-                return ProcessResult(proc.returncode, out, err)
-            except subprocess.TimeoutExpired:
-                pass
+        while selector.get_map() or proc.poll() is None:
+            if selector.get_map():
+                ready = selector.select(timeout=POLL_SECONDS)
+            else:  # both pipes closed: only the exit is left
+                ready = []
+                try:
+                    proc.wait(timeout=POLL_SECONDS)
+                except subprocess.TimeoutExpired:
+                    pass
+            for key, _ in ready:
+                data = os.read(key.fd, READ_BYTES)
+                if not data:
+                    selector.unregister(key.fileobj)
+                elif key.fileobj is proc.stdout:
+                    sink(data)
+                elif err_size < MAX_STDERR_BYTES:
+                    err.append(data)
+                    err_size += len(data)
+            if proc.returncode is not None and not selector.get_map():
+                break
             if cancel is not None and cancel.is_set():
                 return ProcessResult(None, cancelled=True)
             if time.monotonic() > deadline:
                 return ProcessResult(None, timed_out=True)
+        return ProcessResult(proc.returncode, b"".join(out), b"".join(err))
     finally:
+        selector.close()
         if proc.returncode is None:
             kill_group(proc)
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 @functools.cache

@@ -11,8 +11,9 @@ Why we run nmap ourselves instead of calling ``nmap.PortScanner().scan()``:
   a batch timeout) kills the whole process group within a second and leaves no nmap
   behind; and each nmap is killed by the kernel if we die (``PR_SET_PDEATHSIG``).
 
-nmap's XML is read by ``nmap_parse.parse_report``, the same reader as an imported report,
-so a scan and an import of one network agree. python-nmap is only used to find nmap's
+nmap's XML is read by ``nmap_parse.ReportStream``, the same reader as an imported report,
+so a scan and an import of one network agree; it is parsed once, as nmap writes it, and a
+sweep keeps only open ports (a /16 of closed ports is never held). python-nmap is only used to find nmap's
 version. Banners are untrusted: they are kept as bounded plain text and escaped where
 they are displayed.
 
@@ -34,7 +35,8 @@ from dataclasses import dataclass, field
 
 import nmap
 
-from portconsole.core.adapters.nmap_parse import ReportRefused, parse_report
+from portconsole.core.adapters.nmap_output import NmapOutput
+from portconsole.core.adapters.nmap_parse import ReportRefused
 from portconsole.core.adapters.nmap_process import (
     AnyEvent,
     Cancellable,
@@ -60,6 +62,7 @@ from portconsole.core.domain.model import (
     Progress,
     ScanResult,
 )
+from portconsole.core.domain.raw_xml import GzipMember
 from portconsole.core.domain.targets import PortSpec, Scope, ip_sort_key
 from portconsole.core.errors import ScannerError, TargetError
 from portconsole.core.settings import ScanSettings
@@ -79,7 +82,7 @@ class _RunOutcome:
     """What one nmap process produced: parsed hosts, or why there are none."""
 
     addresses: list[str]
-    xml: bytes = b""
+    xml: GzipMember | None = None
     hosts: dict[str, HostObservation] = field(default_factory=dict)
     error: str = ""
     cancelled: bool = False
@@ -97,7 +100,16 @@ def _port_argument(ports: Iterable[tuple[int, str]]) -> str:
     return ",".join(parts)
 
 
-AUTO_BATCH_MAX = 16
+# Auto batches: a small target set is spread evenly over the workers, at most
+# AUTO_BATCH_SMALL hosts per nmap; a large one grows to about AUTO_BATCH_ROUNDS nmap runs
+# per worker, at most AUTO_BATCH_MAX hosts each. A /16 at 4 workers is 16 runs of 4,096
+# hosts, not 4,096 runs of 16 (each start costs ~0.1 s and nmap schedules a big host group
+# itself).
+# A grown batch may take at most this many times scan.batch_timeout.
+BATCH_TIMEOUT_MAX_FACTOR = 8
+AUTO_BATCH_SMALL = 16
+AUTO_BATCH_ROUNDS = 4
+AUTO_BATCH_MAX = 4096
 
 
 class Scanner:
@@ -112,11 +124,20 @@ class Scanner:
         self._analyser: nmap.PortScanner | None = None
         self._analyser_lock = threading.Lock()
         self._version = ""
+        self._found_path = ""
 
     # -- nmap discovery ---------------------------------------------------------------
 
     def nmap_path(self) -> str:
-        """The nmap binary in use. Raises ScannerError when there is none."""
+        """The nmap binary in use, looked up once. Raises ScannerError when there is none.
+
+        A binary removed later is caught when it is run (FileNotFoundError: NMAP_MISSING).
+        """
+        if not self._found_path:
+            self._found_path = self._find_nmap()
+        return self._found_path
+
+    def _find_nmap(self) -> str:
         if self._nmap_path_hint:
             found = shutil.which(self._nmap_path_hint)
             if not found:
@@ -147,10 +168,22 @@ class Scanner:
     def batch_size_for(self, hosts: int) -> int:
         """Hosts per nmap process. Auto (0): each nmap start costs a fixed ~0.1 s, so one
         process per host wasted a quarter of a 40-host sweep (4.8 s vs 3.6 s with 10 per
-        process); spread the hosts evenly over the workers, at most AUTO_BATCH_MAX each."""
+        process); spread the hosts evenly over the workers (at most AUTO_BATCH_SMALL
+        each), and let a large target set grow its batches (see AUTO_BATCH_MAX)."""
         if self.settings.batch_size:
             return self.settings.batch_size
-        return max(1, min(AUTO_BATCH_MAX, -(-hosts // self.settings.workers)))
+        workers = self.settings.workers
+        even = min(AUTO_BATCH_SMALL, -(-hosts // workers))
+        grown = min(AUTO_BATCH_MAX, -(-hosts // (workers * AUTO_BATCH_ROUNDS)))
+        return max(1, even, grown)
+
+    def batch_timeout_for(self, hosts: int) -> float:
+        """Seconds one nmap run over `hosts` hosts may take: scan.batch_timeout for each
+        AUTO_BATCH_SMALL hosts (a grown batch does the work of several small ones), at most
+        BATCH_TIMEOUT_MAX_FACTOR times scan.batch_timeout, so that a hung run is still killed
+        within the hour at the defaults (nmap scans a batch's hosts in parallel)."""
+        factor = min(max(1, -(-hosts // AUTO_BATCH_SMALL)), BATCH_TIMEOUT_MAX_FACTOR)
+        return self.settings.batch_timeout * factor
 
     def nmap_version(self) -> str:
         """nmap's version, e.g. `7.93`. Raises ScannerError when nmap is missing."""
@@ -159,18 +192,21 @@ class Scanner:
 
     # -- argument vectors (fixed profile only) ------------------------------------------
 
-    def _base_args(self, addresses: Sequence[str]) -> list[str]:
+    def _base_args(self, addresses: Sequence[str], discover: bool = False) -> list[str]:
         args = [
             self.nmap_path(),
             "-n",  # never resolve names: no DNS traffic, and no name-based surprises
-            # -Pn: scan every planned host even if it ignores ping. A host that drops
-            # ICMP would otherwise be reported down and its ports never scanned, and for a
-            # compliance monitor "not scanned" must never read as "nothing open".
-            "-Pn",
             f"-T{self.settings.timing}",
             "--max-retries",
             str(MAX_RETRIES),
         ]
+        if not discover:
+            # -Pn: scan the host even if it ignores ping. A known host that drops ICMP
+            # would otherwise be reported down and its ports never scanned, and for a
+            # compliance monitor "not scanned" must never read as "nothing open". Hosts
+            # never seen (a range's empty addresses) keep nmap's discovery: -Pn on them
+            # probes every port of every empty address.
+            args.insert(2, "-Pn")
         if not self.privileged:
             # Make nmap behave as an unprivileged user would (no raw sockets at all), so
             # force_unprivileged really exercises the connect-scan path.
@@ -181,8 +217,10 @@ class Scanner:
             args.append("-6")
         return args
 
-    def _sweep_args(self, addresses: Sequence[str], port_argument: str, udp: bool) -> list[str]:
-        args = self._base_args(addresses)
+    def _sweep_args(
+        self, addresses: Sequence[str], port_argument: str, udp: bool, discover: bool = False
+    ) -> list[str]:
+        args = self._base_args(addresses, discover)
         args.append("-sS" if self.privileged else "-sT")
         if udp:
             args.append("-sU")
@@ -222,11 +260,17 @@ class Scanner:
         addresses: list[str],
         cancel: Cancellable | None,
         timeout: float,
+        *,
+        open_only: bool = True,
     ) -> _RunOutcome:
-        """Run one nmap to completion, timeout or cancel; parse what it wrote."""
+        """Run one nmap to completion, timeout or cancel, parsing its XML as it arrives.
+
+        `open_only`: keep only open ports (a sweep or probe); a -sV run keeps every port.
+        """
         outcome = _RunOutcome(addresses=addresses)
+        reading = NmapOutput(open_only)
         try:
-            ran = run_process(args, cancel, timeout)
+            ran = run_process(args, cancel, timeout, reading.take)
         except FileNotFoundError:
             raise ScannerError(NMAP_MISSING) from None
         except PermissionError:
@@ -235,9 +279,11 @@ class Scanner:
             outcome.cancelled = True
             return outcome
         if ran.timed_out:
-            outcome.error = f"nmap timed out after {timeout:g} s (scan.batch_timeout)"
+            outcome.error = (
+                f"nmap timed out after {timeout:g} s (scan.batch_timeout per "
+                f"{AUTO_BATCH_SMALL} hosts)"
+            )
             return outcome
-        stdout = ran.stdout
         stderr = ran.stderr.decode("utf-8", "replace")
         if ran.returncode != 0:
             self._raise_if_user_fixable(stderr)
@@ -245,11 +291,11 @@ class Scanner:
             outcome.error = f"nmap exited with status {ran.returncode}: {first.strip()[:200]}"
             return outcome
         try:
-            outcome.hosts = self._parse(stdout)
-        except ValueError as error:
-            outcome.error = f"nmap output could not be read: {error}"
+            outcome.hosts = reading.hosts()
+        except ReportRefused as error:
+            outcome.error = f"nmap output could not be read: not usable nmap XML ({error})"
             return outcome
-        outcome.xml = stdout
+        outcome.xml = reading.xml()
         return outcome
 
     def _raise_if_user_fixable(self, stderr: str) -> None:
@@ -259,13 +305,6 @@ class Scanner:
                 "nmap lacks the privilege for a SYN scan (raw sockets): run as root with "
                 "CAP_NET_RAW, or set scan.force_unprivileged = true for a connect scan"
             )
-
-    def _parse(self, xml: bytes) -> dict[str, HostObservation]:
-        """nmap XML -> observations, through the one report reader. Raises ValueError."""
-        try:
-            return parse_report(xml).hosts
-        except ReportRefused as error:
-            raise ValueError(f"not usable nmap XML ({error})") from None
 
     # -- public API ---------------------------------------------------------------------
 
@@ -281,8 +320,13 @@ class Scanner:
         targets: list[str] | None = None,
         origin: str = "cli",
         group: str = "",
+        known: Iterable[str] | None = None,
     ) -> ScanResult:
         """Sweep `ports` on `addresses`, then `-sV` the ports `fingerprint` selects.
+
+        `known`: the hosts known from history or the baseline, swept without ping
+        discovery (`-Pn`); the other addresses are swept with nmap's discovery, and one
+        that does not answer it is down. None: every address is swept with `-Pn`.
 
         `fingerprint`: "open" (every open port), "none", or a callable given each swept
         host and returning the (port, proto) pairs to fingerprint. Hosts whose batch
@@ -309,18 +353,26 @@ class Scanner:
         # Workers watch `stop`, set on the caller's cancel or on an error that ends the scan.
         stop = threading.Event()
         halt = AnyEvent(stop, cancel)
-        batches = _batches(planned, self.batch_size_for(len(planned)))
+        size = self.batch_size_for(len(planned))
+        known_set = set(planned) if known is None else set(known)
+        batches = [
+            (batch, False) for batch in _batches([a for a in planned if a in known_set], size)
+        ]
+        batches += [
+            (batch, True) for batch in _batches([a for a in planned if a not in known_set], size)
+        ]
         workers = max(1, min(self.settings.workers, len(batches)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nmap") as pool:
             sweep_futures = [
-                pool.submit(self._sweep_batch, batch, port_argument, udp, halt, state)
-                for batch in batches
+                pool.submit(self._sweep_batch, batch, port_argument, udp, halt, state, discover)
+                for batch, discover in batches
             ]
             tally.cancelled = wait_all(sweep_futures, cancel, stop)
             for result in _finished(sweep_futures):
                 if result.error:
                     tally.sweep_failed(result.addresses, result.error)
                 elif not result.cancelled:
+                    assert result.xml is not None  # a run that ended without error has XML
                     tally.swept(result.addresses, result.hosts, result.xml)
 
             if not tally.cancelled:
@@ -342,6 +394,7 @@ class Scanner:
                         if result.error:
                             tally.fingerprint_failed(result.addresses[0], result.error)
                         else:
+                            assert result.xml is not None
                             tally.fingerprinted_host(result.addresses[0], result.hosts, result.xml)
 
         return tally.result(
@@ -410,7 +463,11 @@ class Scanner:
             self._require_udp_privilege()
         self.nmap_version()
         outcome = self._run(
-            self._version_args(checked[0], pairs), checked, cancel, self.settings.batch_timeout
+            self._version_args(checked[0], pairs),
+            checked,
+            cancel,
+            self.settings.batch_timeout,
+            open_only=False,
         )
         if outcome.cancelled:
             raise ScanCancelled(f"service detection on {checked[0]} cancelled")
@@ -429,9 +486,14 @@ class Scanner:
         udp: bool,
         cancel: Cancellable,
         state: ScanProgress,
+        discover: bool = False,
     ) -> _RunOutcome:
-        args = self._sweep_args(batch, port_argument, udp)
-        result = self._run(args, batch, cancel, self.settings.batch_timeout)
+        args = self._sweep_args(batch, port_argument, udp, discover)
+        result = self._run(args, batch, cancel, self.batch_timeout_for(len(batch)))
+        if discover and not result.cancelled and not result.error:
+            # nmap leaves out a host that did not answer discovery: it is down.
+            for address in batch:
+                result.hosts.setdefault(address, HostObservation(address, "down"))
         if not result.cancelled:
             opened = 0
             if not result.error:
@@ -447,7 +509,11 @@ class Scanner:
         state: ScanProgress,
     ) -> _RunOutcome:
         result = self._run(
-            self._version_args(address, pairs), [address], cancel, self.settings.batch_timeout
+            self._version_args(address, pairs),
+            [address],
+            cancel,
+            self.settings.batch_timeout,
+            open_only=False,
         )
         if not result.cancelled:
             state.done(1, 0)

@@ -15,7 +15,6 @@ that production fails. Both gate addresses with `checked_addresses` and ports wi
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import secrets
 import threading
@@ -31,6 +30,7 @@ from portconsole.core.domain.model import (
     Progress,
     ScanResult,
 )
+from portconsole.core.domain.raw_xml import GzipDocuments, GzipMember
 from portconsole.core.domain.targets import PortSpec, Scope, ip_sort_key
 from portconsole.core.errors import TargetError, UserError
 
@@ -68,6 +68,7 @@ class ScannerLike(Protocol):
         targets: list[str] | None = None,
         origin: str = "cli",
         group: str = "",
+        known: Iterable[str] | None = None,
     ) -> ScanResult: ...
 
     def probe(
@@ -185,13 +186,15 @@ class ScanTally:
     hosts: dict[str, HostObservation] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
-    raw: list[tuple[int, str, bytes]] = field(default_factory=list)
+    raw: list[tuple[int, str, GzipMember]] = field(default_factory=list)
     fingerprinted: int = 0
     cancelled: bool = False
 
-    def swept(self, addresses: list[str], found: Mapping[str, HostObservation], xml: bytes) -> None:
+    def swept(
+        self, addresses: list[str], found: Mapping[str, HostObservation], xml: bytes | GzipMember
+    ) -> None:
         """A sweep run over `addresses` ended with this XML; keep its open ports."""
-        self.raw.append((0, addresses[0], xml))
+        self.raw.append((0, addresses[0], _member(xml)))
         for address in addresses:
             observed = found.get(address)
             if observed is None:
@@ -208,10 +211,10 @@ class ScanTally:
         self.errors.append(f"{', '.join(addresses)}: {error}")
 
     def fingerprinted_host(
-        self, address: str, found: Mapping[str, HostObservation], xml: bytes
+        self, address: str, found: Mapping[str, HostObservation], xml: bytes | GzipMember
     ) -> None:
         """A -sV run on one host ended with this XML; merge what it identified."""
-        self.raw.append((1, address, xml))
+        self.raw.append((1, address, _member(xml)))
         self.fingerprinted += merge_fingerprint(self.hosts[address], found.get(address))
 
     def fingerprint_failed(self, address: str, error: str) -> None:
@@ -242,7 +245,7 @@ class ScanTally:
         elif errors:
             outcome = "partial" if hosts else "failed"
         raw = sorted(self.raw, key=lambda item: (item[0], ip_sort_key(item[1])))
-        raw_xml = [xml for _, _, xml in raw]
+        raw_xml = GzipDocuments([member for _, _, member in raw])
         ordered = [hosts[a] for a in sorted(hosts, key=ip_sort_key)]
         for host in ordered:
             host.ports.sort(key=lambda p: (p.port, p.proto))
@@ -259,7 +262,7 @@ class ScanTally:
             protocols=protocols,
             hosts=ordered,
             raw_xml=raw_xml,
-            raw_xml_sha256=hashlib.sha256(b"".join(raw_xml)).hexdigest(),
+            raw_xml_sha256=raw_xml.sha256(),
             outcome=outcome,
             error="; ".join(errors),
             origin=origin,
@@ -269,6 +272,11 @@ class ScanTally:
         if progress is not None:
             progress(Progress(len(ordered), len(planned), scan_result.open_port_count(), "done"))
         return scan_result
+
+
+def _member(xml: bytes | GzipMember) -> GzipMember:
+    """Raw XML as kept for the result: compressed (a replay hands plain bytes)."""
+    return xml if isinstance(xml, GzipMember) else GzipMember.of(xml)
 
 
 def merge_fingerprint(host: HostObservation, versioned: HostObservation | None) -> int:

@@ -29,6 +29,7 @@ Change rules (against the stored state, at the scan's `finished_at`):
   scan's port spec and protocols; not open in the scan. A host not in the scan, a host that
   is down (nmap did not probe its ports) or a port outside the spec is *not covered*, never
   closed.
+- `port_filtered`: as `port_closed`, but the scan got no answer on the port (filtered).
 - `service_changed`: service, product or version differ, compared only when both the stored
   port and the new observation were fingerprinted (`-sV`). An observation counts as
   fingerprinted when it has a product, version or extra info (a sweep only reports the nmap
@@ -47,7 +48,6 @@ Change rules (against the stored state, at the scan's `finished_at`):
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import json
 import logging
@@ -95,6 +95,7 @@ from portconsole.core.adapters.store_segment import (
 )
 from portconsole.core.domain.changes import HotTables, apply_scan, check_scan_id, list_id
 from portconsole.core.domain.model import OPEN, Change, ScanResult
+from portconsole.core.domain.raw_xml import gzip_members
 from portconsole.core.domain.state import ROW_LAST, ROW_LAST_SCAN, ROW_STATE, as_utc, parse_time
 from portconsole.core.errors import StoreError
 from portconsole.core.settings import RetentionSettings
@@ -424,10 +425,10 @@ class Store(HistoryReader, ProjectionKeeper):
         record["xml_sha256"] = []
         if scan.raw_xml:
             relative = f"{XML_DIR}/{month}/{scan.scan_id}.xml.gz"
-            blob = b"".join(gzip.compress(doc, mtime=0) for doc in scan.raw_xml)
+            blob, digests = gzip_members(scan.raw_xml)
             atomic_write_bytes(self.data_dir / relative, blob)
             record["xml"] = relative
-            record["xml_sha256"] = [hashlib.sha256(doc).hexdigest() for doc in scan.raw_xml]
+            record["xml_sha256"] = digests
             if not record["raw_xml_sha256"]:
                 record["raw_xml_sha256"] = hashlib.sha256(b"".join(scan.raw_xml)).hexdigest()
         # Time and id first: readers pick lines by these without parsing the rest.

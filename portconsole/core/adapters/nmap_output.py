@@ -1,0 +1,43 @@
+"""One nmap run's stdout: parsed once as it arrives, and kept as the raw report, compressed.
+
+Why its own piece: a sweep of a /16 writes ~110 MB of XML. Fed to `NmapOutput.take` as the
+pipe delivers it, the XML goes through the one report reader (`nmap_parse.ReportStream`,
+defusedxml, bounded) and into a gzip member (`raw_xml.GzipMember`) at once, so it is never
+held whole, parsed twice, or compressed again by the store.
+"""
+
+from __future__ import annotations
+
+from portconsole.core.adapters.nmap_parse import ReportRefused, ReportStream
+from portconsole.core.domain.model import HostObservation
+from portconsole.core.domain.raw_xml import GzipMember
+
+
+class NmapOutput:
+    """One nmap run's stdout: parsed once as it arrives, and kept as the raw report.
+
+    A refusal (not nmap XML, over the size cap) stops the parse, not nmap; it is raised
+    by `hosts` once the run is over, so the run ends the ordinary way.
+    """
+
+    def __init__(self, open_only: bool) -> None:
+        self._stream = ReportStream(open_only=open_only)
+        self._raw = GzipMember.writer()  # the raw report, compressed as it arrives
+        self._refused: ReportRefused | None = None
+
+    def take(self, data: bytes) -> None:
+        self._raw.feed(data)
+        if self._refused is None:
+            try:
+                self._stream.feed(data)
+            except ReportRefused as error:
+                self._refused = error
+
+    def hosts(self) -> dict[str, HostObservation]:
+        """The hosts nmap reported. Raises ReportRefused."""
+        if self._refused is not None:
+            raise self._refused
+        return self._stream.close().hosts
+
+    def xml(self) -> GzipMember:
+        return self._raw.finish()
