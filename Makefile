@@ -6,7 +6,7 @@ PYTHON  ?= python3
 BIN     := $(VENV)/bin
 APT_PKGS_RUN  := nmap
 # systemd: tests/test_packaging.py checks docs/portconsole.service with systemd-analyze
-APT_PKGS_TEST := nmap tmux chromium systemd
+APT_PKGS_TEST := nmap tmux chromium systemd iptables iproute2
 
 .PHONY: demo test check lint typecheck unit apt-run apt-test clean
 

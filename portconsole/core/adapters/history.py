@@ -491,7 +491,7 @@ class HistoryReader:
                 at_text if after.get("fingerprinted") else None,
                 None,
             ]
-        elif kind == "port_closed":
+        elif kind in ("port_closed", "port_filtered"):
             rows.pop(key, None)
         elif key in rows:  # service_changed / service_identified
             row = rows[key]

@@ -195,8 +195,13 @@ class ReplayScanner:
         targets: list[str] | None = None,
         origin: str = "cli",
         group: str = "",
+        known: Iterable[str] | None = None,
     ) -> ScanResult:
-        """Sweep, then -sV what `fingerprint` selects: the contract of `Scanner.scan`."""
+        """Sweep, then -sV what `fingerprint` selects: the contract of `Scanner.scan`.
+
+        `known` (the hosts nmap sweeps without ping discovery) changes nothing here: a
+        replayed network has no discovery to skip.
+        """
         planned = checked_addresses(addresses, self.scope)
         if not planned:
             raise TargetError("no addresses to scan: name targets or configure a target group")

@@ -10,6 +10,9 @@ Change rules (against the stored state, at the scan's `finished_at`):
   scan's port spec and protocols; not open in the scan. A host not in the scan, a host that
   is down (nmap did not probe its ports) or a port outside the spec is *not covered*, never
   closed (see coverage.py).
+- `port_filtered`: as `port_closed`, but the scan got no answer on the port (nmap's
+  `filtered` or `open|filtered`: a firewall that drops). Filtered is never open, and it is
+  not closed either: the row keeps the state `filtered`.
 - `service_changed`: service, product or version differ, compared only when both the stored
   port and the new observation were fingerprinted (`-sV`). The first fingerprint of a port
   that a sweep found is the internal event `service_identified`, not a change.
@@ -29,7 +32,14 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from portconsole.core.domain.model import OPEN, Change, PortObservation, ScanResult
+from portconsole.core.domain.model import (
+    FILTERED,
+    FILTERED_STATES,
+    OPEN,
+    Change,
+    PortObservation,
+    ScanResult,
+)
 from portconsole.core.domain.state import (
     ROW_CLOSED,
     ROW_EXTRA,
@@ -83,7 +93,14 @@ CLOSED_ROW_KEEP = timedelta(days=1)
 NO_FINGERPRINT_FLAG = "fingerprinted" not in PortObservation.__dataclass_fields__
 
 
-CHANGE_KINDS = ("port_opened", "port_closed", "service_changed", "host_up", "host_down")
+CHANGE_KINDS = (
+    "port_opened",
+    "port_closed",
+    "port_filtered",
+    "service_changed",
+    "host_up",
+    "host_down",
+)
 
 
 SERVICE_IDENTIFIED = "service_identified"
@@ -284,12 +301,9 @@ def apply_scan(hot: HotTables, scan: ScanResult, horizon: datetime | None = None
             else hot.ports.get(address, {}).get("ports", {})
         )
         seen: dict[str, PortObservation] = {}
-        states: dict[str, str] = {}
         for obs in observed.ports:
-            key = f"{obs.port}/{obs.proto}"
-            states[key] = obs.state
             if obs.state == OPEN:
-                seen[key] = obs
+                seen[f"{obs.port}/{obs.proto}"] = obs
         for key, obs in seen.items():
             if obs.proto not in protocols or obs.port not in spec:
                 plan.outside.setdefault(address, []).append(key)
@@ -351,15 +365,17 @@ def apply_scan(hot: HotTables, scan: ScanResult, horizon: datetime | None = None
                 continue
             port, proto = split_port_key(key)
             if proto in protocols and port in spec:
+                now = observed.state_of((port, proto))
+                filtered = now in FILTERED_STATES
                 record(
-                    "port_closed",
+                    "port_filtered" if filtered else "port_closed",
                     address,
                     port,
                     proto,
                     service_of(row),
-                    {"state": states.get(key, "closed")},
+                    {"state": now},
                 )
-                row[ROW_STATE] = "closed"
+                row[ROW_STATE] = FILTERED if filtered else "closed"
                 row[ROW_CLOSED] = at_text
         for key in expired:
             del rows[key]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -11,6 +12,10 @@ from portconsole.core.timeutil import iso
 
 # Port states as nmap reports them; only "open" counts as exposure.
 OPEN = "open"
+# No answer at all (a firewall that drops): never open, and not closed either. UDP's
+# "open|filtered" is silence too, so it counts as filtered.
+FILTERED = "filtered"
+FILTERED_STATES = frozenset({FILTERED, "open|filtered"})
 
 
 class Severity(StrEnum):
@@ -52,6 +57,7 @@ class ChangeKind(StrEnum):
 
     PORT_OPENED = "port_opened"
     PORT_CLOSED = "port_closed"
+    PORT_FILTERED = "port_filtered"
     SERVICE_CHANGED = "service_changed"
     HOST_UP = "host_up"
     HOST_DOWN = "host_down"
@@ -97,12 +103,28 @@ class PortObservation:
 @dataclass(slots=True)
 class HostObservation:
     """One host in one scan: `up` or `down`, with the ports the scan found (open ones only
-    unless the caller asked for more)."""
+    unless the caller asked for more).
+
+    `filtered`: ports a sweep saw filtered (it keeps no other non-open port), so a port that
+    went from open to silent is `port_filtered`, not `port_closed`. `unlisted`: the state
+    nmap gave every port it did not list (one `<extraports>`), or "" when that is unknown.
+    """
 
     address: str
     status: str  # "up" | "down"
     hostname: str = ""
     ports: list[PortObservation] = field(default_factory=list)
+    filtered: list[tuple[int, str]] = field(default_factory=list)
+    unlisted: str = ""
+
+    def state_of(self, key: tuple[int, str]) -> str:
+        """The state this scan gives a port that it did not report open."""
+        for port in self.ports:
+            if port.key == key:
+                return port.state
+        if key in self.filtered:
+            return FILTERED
+        return self.unlisted or "closed"
 
     def open_ports(self) -> list[PortObservation]:
         return [p for p in self.ports if p.state == OPEN]
@@ -136,7 +158,8 @@ class ScanResult:
     ports: str
     protocols: list[str]
     hosts: list[HostObservation]
-    raw_xml: list[bytes] = field(default_factory=list, repr=False)
+    # The plain reports; a live scan's are a raw_xml.GzipDocuments (compressed as nmap wrote).
+    raw_xml: Sequence[bytes] = field(default_factory=list, repr=False)
     raw_xml_sha256: str = ""
     outcome: str = "success"  # success | partial | cancelled | failed
     error: str = ""
@@ -184,7 +207,7 @@ class ScanResult:
 class Change:
     """A difference between a scan and the stored state.
 
-    kind: port_opened | port_closed | service_changed | host_up | host_down.
+    kind: port_opened | port_closed | port_filtered | service_changed | host_up | host_down.
     `before`/`after` are service descriptions (or host status) as dicts, or None.
     """
 

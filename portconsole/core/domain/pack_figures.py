@@ -5,9 +5,9 @@ domain/pack_checks.py), so an assessor recomputes the figures without PortConsol
 PortConsole import here, ever.
 
 Replaying every event's `effects` in seq order rebuilds the findings and approvals documents
-(see adapters/projection.py); `scan.end` events give the scans, `change.port_opened` and
-`change.port_closed` the open ports, `monitoring.gap` events and monitoring_gap findings the
-gaps. Here is what each figure should be; domain/pack_checks.py compares the document
+(see adapters/projection.py); `scan.end` events give the scans, `change.port_opened`,
+`change.port_closed` and `change.port_filtered` the open ports, `monitoring.gap` events and
+monitoring_gap findings the gaps. Here is what each figure should be; domain/pack_checks.py compares the document
 (figures.json) with it, one line per problem, each naming the figure and what the events say:
 
 - every row traces to events: findings (as of the period's end: timeline steps after it are
@@ -304,7 +304,7 @@ def open_ports_at(events: Iterable[Mapping[str, Any]], at: datetime) -> dict[tup
     state: dict[tuple, str] = {}
     for event in events:
         action = event.get("action")
-        if action not in ("change.port_opened", "change.port_closed"):
+        if action not in ("change.port_opened", "change.port_closed", "change.port_filtered"):
             continue
         moment = parse_time(event.get("at"))
         if moment is None or moment > at:

@@ -215,6 +215,9 @@ class ScanCycle(Probing):
                 targets=texts,
                 origin=self.origin,
                 group=label,
+                # Known from history or the baseline: swept without ping discovery (-Pn).
+                known={h.address for h in self.store.hosts()}
+                | {a.host for a in self.approvals.all()},
             )
         except UserError as error:
             self._audit(
@@ -239,7 +242,7 @@ class ScanCycle(Probing):
                     Progress(len(scan.hosts), len(addresses), scan.open_port_count(), "fingerprint")
                 )
             self._fingerprint(
-                scan, state, cancel, fingerprint_mode or self.settings.scan.fingerprint
+                scan, state, cancel, fingerprint_mode or self.settings.scan.fingerprint, label
             )
         if progress:
             progress(Progress(len(scan.hosts), len(addresses), scan.open_port_count(), "ingest"))
@@ -425,7 +428,7 @@ class ScanCycle(Probing):
 
     def _approval_status(self, scan: ScanResult) -> dict[str, str]:
         """Each port's approval status when the scan finished ("host:port/proto" keys)."""
-        approvals = self.approvals.all()
+        approvals = self.approvals.index()  # one read, one index, every port of the scan
         return {
             f"{h.address}:{p.port}/{p.proto}": classify_port(
                 h.address, p.port, p.proto, p.service, approvals, scan.finished_at

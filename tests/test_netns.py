@@ -1,0 +1,298 @@
+"""Real networks: hosts that drop pings, ports a firewall drops (filtered), and probe loss.
+
+Loopback is too kind (every 127.x host answers, nothing is filtered), so these tests build a
+network out of Linux network namespaces (see ../shared/FACTS.md): a scanner namespace
+(198.18.1.1/24), a router (198.18.1.254, 198.18.2.254) and a target (198.18.2.2/24), joined
+by veth pairs. Only 198.18.0.0/15 is used, only inside the namespaces the test creates and
+deletes, and the scope setting is exactly that range. nmap runs inside the scanner
+namespace through a wrapper script; the listeners and iptables rules live in the target.
+Those need root, `ip netns` and `iptables` (skipped with the reason otherwise); the rules
+they rely on (the change kinds, what the sweep's parser keeps) are also tested without.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from portconsole.core.adapters.nmap_parse import ReportStream
+from portconsole.core.adapters.scanner import Scanner
+from portconsole.core.domain.changes import HotTables, apply_scan
+from portconsole.core.domain.model import HostObservation, PortObservation, ScanResult
+from portconsole.core.domain.targets import PortSpec
+from portconsole.core.monitor import Monitor
+from portconsole.core.settings import load_settings
+from portconsole.core.timeutil import utcnow
+
+SCOPE = "198.18.0.0/15"
+TARGET = "198.18.2.2"
+SSH, DROPPED, REJECTED, SWITCHED = 22, 2222, 2223, 8080
+
+
+def _why_not() -> str:
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    for tool in ("ip", "iptables", "nmap"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        return "`ip netns` is not available here"
+    return ""
+
+
+needs_netns = pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "runs")
+
+LISTENER = """
+import signal, socket, sys
+socks = []
+for port in map(int, sys.argv[1:]):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(64)
+    socks.append(s)
+print("ready", flush=True)
+signal.pause()
+"""
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@dataclass
+class Net:
+    """The namespaces of one test: `run` a command in one, `rule` an iptables rule in the target."""
+
+    scan: str
+    router: str
+    target: str
+
+    def run(self, namespace: str, *args: str) -> None:
+        subprocess.run(["ip", "netns", "exec", namespace, *args], check=True, capture_output=True)
+
+    def rule(self, *args: str) -> None:
+        self.run(self.target, "iptables", *args)
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[Net]:
+    tag = uuid.uuid4().hex[:6]
+    names = Net(f"pcs-{tag}", f"pcr-{tag}", f"pct-{tag}")
+    created: list[str] = []
+    listener: subprocess.Popen[str] | None = None
+    try:
+        for name in (names.scan, names.router, names.target):
+            _ip("netns", "add", name)
+            created.append(name)
+        # veth pairs made straight inside the namespaces: nothing ever exists in the root one.
+        _ip("link", "add", "va", "netns", names.scan, "type", "veth", "peer", "name", "ra",
+            "netns", names.router)  # fmt: skip
+        _ip("link", "add", "vb", "netns", names.target, "type", "veth", "peer", "name", "rb",
+            "netns", names.router)  # fmt: skip
+        for ns, link, address in (
+            (names.scan, "va", "198.18.1.1/24"),
+            (names.router, "ra", "198.18.1.254/24"),
+            (names.router, "rb", "198.18.2.254/24"),
+            (names.target, "vb", f"{TARGET}/24"),
+        ):
+            names.run(ns, "ip", "addr", "add", address, "dev", link)
+            names.run(ns, "ip", "link", "set", link, "up")
+        for ns in created:
+            names.run(ns, "ip", "link", "set", "lo", "up")
+        names.run(names.router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        names.run(names.scan, "ip", "route", "add", "default", "via", "198.18.1.254")
+        names.run(names.target, "ip", "route", "add", "default", "via", "198.18.2.254")
+        listener = subprocess.Popen(
+            ["ip", "netns", "exec", names.target, sys.executable, "-c", LISTENER,
+             str(SSH), str(DROPPED), str(SWITCHED)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+        yield names
+    finally:
+        if listener is not None:
+            listener.kill()
+            listener.wait()
+        for name in reversed(created):
+            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+def _hide_from_ping(net: Net) -> None:
+    """What makes a host "seem down" to nmap's default discovery while port 22 is open."""
+    net.rule("-A", "INPUT", "-p", "icmp", "-j", "DROP")
+    for port in ("80", "443"):
+        net.rule("-A", "INPUT", "-p", "tcp", "--dport", port, "-j", "DROP")
+
+
+def _firewall_ports(net: Net) -> None:
+    net.rule("-A", "INPUT", "-p", "tcp", "--dport", str(DROPPED), "-j", "DROP")
+    net.rule("-A", "INPUT", "-p", "tcp", "--dport", str(REJECTED), "-j", "REJECT",
+             "--reject-with", "tcp-reset")  # fmt: skip
+
+
+def _dropped_by_loss(net: Net) -> int:
+    listing = subprocess.run(
+        ["ip", "netns", "exec", net.target, "iptables", "-L", "INPUT", "-v", "-n", "-x"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = [line.split() for line in listing.splitlines() if "statistic" in line]
+    return sum(int(row[0]) for row in rows)
+
+
+def _monitor(tmp_path: Path, net: Net) -> tuple[Monitor, Scanner]:
+    wrapper = tmp_path / "nmap-in-netns"
+    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {net.scan} nmap "$@"\n')
+    wrapper.chmod(0o755)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'scope = ["{SCOPE}"]\n\n[scan]\ntiming = 4\nworkers = 2\nbatch_timeout = 60.0\n'
+        "confirm_probes = 1\n"
+    )
+    settings, paths = load_settings(config, tmp_path / "data")
+    scanner = Scanner(settings.scan, settings.scope_obj(), nmap_path=str(wrapper))
+    return Monitor(settings, paths, origin="cli", scanner=scanner), scanner
+
+
+def _changes(result: object) -> set[tuple[str, int | None]]:
+    return {(c.kind, c.port) for c in result.changes}  # type: ignore[attr-defined]
+
+
+@needs_netns
+def test_a_known_host_that_drops_pings_is_scanned_and_found(tmp_path: Path, net: Net) -> None:
+    monitor, scanner = _monitor(tmp_path, net)
+    ports = f"{SSH},{REJECTED}"
+    first = monitor.run_cycle(targets=[TARGET], ports=ports, fingerprint="none")
+    assert ("port_opened", SSH) in _changes(first)
+    _hide_from_ping(net)
+    # Discovery alone (a host never seen) no longer finds it ...
+    unknown = scanner.scan([TARGET], PortSpec.of([SSH]), fingerprint="none", known=[])
+    assert [(h.address, h.status) for h in unknown.hosts] == [(TARGET, "down")]
+    # ... but the cycle knows it from history, so it is swept with -Pn and stays up and open.
+    second = monitor.run_cycle(targets=[TARGET], ports=ports, fingerprint="none")
+    assert _changes(second) == set()
+    assert [(p.host, p.port) for p in monitor.store.current_ports()] == [(TARGET, SSH)]
+
+
+@needs_netns
+def test_a_dropped_port_is_filtered_never_open_or_closed(tmp_path: Path, net: Net) -> None:
+    _firewall_ports(net)
+    _, scanner = _monitor(tmp_path, net)
+    spec = PortSpec.of([SSH, DROPPED, REJECTED])
+    result = scanner.scan([TARGET], spec, fingerprint="none", known=[TARGET])
+    (host,) = result.hosts
+    assert host.status == "up"
+    assert [p.port for p in host.open_ports()] == [SSH]  # 2222 has a listener, behind DROP
+    assert host.state_of((DROPPED, "tcp")) == "filtered"
+    assert host.state_of((REJECTED, "tcp")) == "closed"
+
+
+@needs_netns
+def test_a_port_going_from_open_to_filtered_is_port_filtered(tmp_path: Path, net: Net) -> None:
+    monitor, _ = _monitor(tmp_path, net)
+    ports = f"{SSH},{SWITCHED}"
+    first = monitor.run_cycle(targets=[TARGET], ports=ports, fingerprint="none")
+    assert {("port_opened", SSH), ("port_opened", SWITCHED)} <= _changes(first)
+    net.rule("-A", "INPUT", "-p", "tcp", "--dport", str(SWITCHED), "-j", "DROP")
+    second = monitor.run_cycle(targets=[TARGET], ports=ports, fingerprint="none")
+    assert _changes(second) == {("port_filtered", SWITCHED)}
+    assert [e.kind for e in monitor.store.history(TARGET, SWITCHED)] == [
+        "port_opened",
+        "port_filtered",
+    ]
+    assert [(p.port, p.state) for p in monitor.store.current_ports(TARGET, open_only=False)] == [
+        (SSH, "open"),
+        (SWITCHED, "filtered"),
+    ]
+
+
+@needs_netns
+def test_five_percent_probe_loss_gives_no_flap(tmp_path: Path, net: Net) -> None:
+    monitor, _ = _monitor(tmp_path, net)
+    # Thirty closed ports besides the two open ones: enough probes that 5% loss really
+    # drops some in ten cycles (checked at the end).
+    ports = f"{SSH},{SWITCHED},3000-3029"
+    first = monitor.run_cycle(targets=[TARGET], ports=ports, fingerprint="none")
+    assert {("port_opened", SSH), ("port_opened", SWITCHED)} <= _changes(first)
+    net.rule("-A", "INPUT", "-m", "statistic", "--mode", "random", "--probability", "0.05",
+             "-j", "DROP")  # fmt: skip
+    for _ in range(10):
+        later = monitor.run_cycle(targets=[TARGET], ports=ports, fingerprint="none")
+        assert _changes(later) == set()
+    assert _dropped_by_loss(net) > 0  # the loss was real: some probes or answers were lost
+    assert sorted(p.port for p in monitor.store.current_ports()) == [SSH, SWITCHED]
+
+
+def _sweep(n: int, host: HostObservation) -> ScanResult:
+    finished = utcnow() - timedelta(minutes=10 - n)
+    return ScanResult(
+        f"s{n}", finished - timedelta(seconds=3), finished, "7.93", "syn", True,
+        [TARGET], [TARGET], "22,80,443", ["tcp"], [host],
+    )  # fmt: skip
+
+
+def test_open_to_filtered_is_port_filtered_and_open_to_closed_is_port_closed() -> None:
+    hot = HotTables(None)
+    up = [PortObservation(port, "tcp", "open") for port in (22, 80, 443)]
+    apply_scan(hot, _sweep(1, HostObservation(TARGET, "up", "", up)))
+    # 80 listed filtered by the sweep, 443 listed closed in a full report, 22 still open.
+    second = HostObservation(
+        TARGET, "up", "", [up[0], PortObservation(443, "tcp", "closed")], filtered=[(80, "tcp")]
+    )
+    plan = apply_scan(hot, _sweep(2, second))
+    assert [(c.kind, c.port, c.after) for c in plan.changes] == [
+        ("port_filtered", 80, {"state": "filtered"}),
+        ("port_closed", 443, {"state": "closed"}),
+    ]
+    rows = hot.ports[TARGET]["ports"]
+    assert (rows["22/tcp"][0], rows["80/tcp"][0], rows["443/tcp"][0]) == (
+        "open",
+        "filtered",
+        "closed",
+    )
+    # Every unlisted port filtered (one <extraports state="filtered">): 22 is filtered too.
+    third = apply_scan(hot, _sweep(3, HostObservation(TARGET, "up", "", [], unlisted="filtered")))
+    assert [(c.kind, c.port) for c in third.changes] == [("port_filtered", 22)]
+
+
+def _report(ports: str, extraports: str) -> bytes:
+    return (
+        '<?xml version="1.0"?><nmaprun scanner="nmap" args="nmap -Pn -sS" start="1779876000">'
+        f'<host><status state="up" reason="user-set"/><address addr="{TARGET}" addrtype="ipv4"/>'
+        f"<ports>{extraports}{ports}</ports></host>"
+        '<runstats><finished time="1779876010" exit="success"/></runstats></nmaprun>'
+    ).encode()
+
+
+def _port(number: int, state: str) -> str:
+    return f'<port protocol="tcp" portid="{number}"><state state="{state}" reason="x"/></port>'
+
+
+def _swept(xml: bytes) -> HostObservation:
+    stream = ReportStream(open_only=True)
+    stream.feed(xml)
+    return stream.close().hosts[TARGET]
+
+
+def test_a_sweep_keeps_which_ports_were_filtered_but_no_closed_port() -> None:
+    many_filtered = '<extraports state="filtered" count="28"/>'
+    host = _swept(_report(_port(22, "open") + _port(80, "filtered"), many_filtered))
+    assert [p.port for p in host.ports] == [22]
+    assert (host.filtered, host.unlisted) == ([(80, "tcp")], "filtered")
+    assert host.state_of((443, "tcp")) == "filtered"
+    # A listed closed port was not kept, so the unlisted state is not known: closed.
+    mixed = _swept(_report(_port(22, "open") + _port(25, "closed"), many_filtered))
+    assert (mixed.filtered, mixed.unlisted, mixed.state_of((443, "tcp"))) == ([], "", "closed")
