@@ -43,7 +43,7 @@ EXAMPLES: dict[str, str] = {
     "scan": """examples:
   portconsole scan 127.0.0.2-41 --ports 22,80,443
   portconsole scan --group web-tier --json > scan.json
-  portconsole scan 10.0.0.0/24 --ports all --progress""",
+  portconsole scan 127.0.0.0/24 --ports all --progress""",
     "state": """examples:
   portconsole state
   portconsole state --host 127.0.0.2 --json
@@ -53,7 +53,7 @@ EXAMPLES: dict[str, str] = {
   portconsole history 127.0.0.2:22
   portconsole history [::1]:8443/tcp --json""",
     "import": """examples:
-  nmap -sV -p 1-1024 -oX scan.xml 10.0.0.0/24 && portconsole import scan.xml""",
+  nmap -sV -p 1-1024 -oX scan.xml 127.0.0.0/24 && portconsole import scan.xml""",
     "findings": """examples:
   portconsole findings
   portconsole findings --all --json | jq '.findings[] | select(.severity == "high")'""",

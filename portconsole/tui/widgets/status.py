@@ -141,7 +141,7 @@ def progress_bar(scan: ScanState, width: int = 14) -> Text:
 
 
 def alert_line(state: HeaderState) -> Text:
-    """The banner: `▲ 3 new findings · HIGH 10.0.0.5:23/tcp telnet · 12s ago · ! to view`."""
+    """The banner: `▲ 3 new findings · HIGH 127.0.0.5:23/tcp telnet · 12s ago · ! to view`."""
     if not state.alerts or state.now is None:
         return Text()
     return Text("▲ " + banner_text(state.alerts, state.now), style="bold", no_wrap=True)
