@@ -43,20 +43,21 @@ Change rules (against the stored state, at the scan's `finished_at`):
 - A host whose stored state comes from a scan that finished *after* this one is left alone
   (listed as `stale` in the scan record): reports from several sites may arrive out of order.
   A scan that finished in a month before the newest history segment is refused.
+
+The segment files' upkeep (cutting uncommitted bytes aside, appending, retention) is in
+segment_files.py; history queries in history.py; the projection check and rebuild in
+rebuild.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import re
-import shutil
 import threading
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +73,12 @@ from portconsole.core.adapters.projection import (
     well_formed,
 )
 from portconsole.core.adapters.rebuild import ProjectionKeeper
+from portconsole.core.adapters.segment_files import SegmentFiles
 from portconsole.core.adapters.storage import (
-    FILE_MODE,
     DataLock,
     atomic_write_bytes,
     ensure_private_dir,
     fsync_dir,
-    keep_owner,
     open_tinydb,
 )
 from portconsole.core.adapters.store_segment import (
@@ -87,7 +87,6 @@ from portconsole.core.adapters.store_segment import (
     RECENT_SCAN_IDS,
     SCAN,
     SEGMENT_DIR,
-    SEGMENT_SUFFIX,
     SegmentCache,
     decode_checkpoint,
     encode_checkpoint,
@@ -99,7 +98,7 @@ from portconsole.core.domain.raw_xml import gzip_members
 from portconsole.core.domain.state import ROW_LAST, ROW_LAST_SCAN, ROW_STATE, as_utc, parse_time
 from portconsole.core.errors import StoreError
 from portconsole.core.settings import RetentionSettings
-from portconsole.core.timeutil import add_months, iso, month_key, utcnow
+from portconsole.core.timeutil import iso, month_key, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +109,6 @@ XML_DIR = "xml"
 # about 1.5 checkpoints' worth of bytes, and checkpoints take at most 2x the history's disk.
 CHECKPOINT_SHARE = 0.5
 CHECKPOINT_MIN_BYTES = 64 * 1024
-
-
-_MONTH = re.compile(r"^\d{4}-\d{2}$")
 
 
 # --------------------------------------------------------------------------- public types
@@ -127,7 +123,7 @@ _MONTH = re.compile(r"^\d{4}-\d{2}$")
 # --------------------------------------------------------------------------- the store
 
 
-class Store(HistoryReader, ProjectionKeeper):
+class Store(HistoryReader, ProjectionKeeper, SegmentFiles):
     """The data dir's current state and history. Thread-safe; several processes may share it.
 
     Reads are lock-free (atomic renames and committed sizes give a consistent snapshot);
@@ -241,51 +237,6 @@ class Store(HistoryReader, ProjectionKeeper):
         except FileNotFoundError:
             return "absent"
         return f"{info.st_ino}:{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_size}"
-
-    # ------------------------------------------------------------------ recovery
-
-    def _recover(self, hot: HotTables) -> bool:
-        """Cut what a failed or crashed operation appended past the commit point, keeping it
-        aside (under the lock). The committed sizes come from a projection already checked
-        against the journal, so a cache restored from a backup can never cut history.
-
-        Returns whether the hot state needs writing (never, today; kept for callers).
-        """
-        committed = hot.segments
-        files = (
-            sorted(self.segment_dir.glob(f"*{SEGMENT_SUFFIX}")) if self.segment_dir.exists() else []
-        )
-        for path in files:
-            month = path.name[: -len(SEGMENT_SUFFIX)]
-            size = path.stat().st_size
-            want = committed.get(month, 0)
-            if size == want:
-                continue
-            if size < want:
-                raise StoreError(
-                    f"history segment {path} is truncated ({size} of {want} committed bytes); "
-                    "restore it from backup"
-                )
-            if want == 0:
-                stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
-                path.rename(path.with_name(f"{path.name}.uncommitted-{stamp}"))
-                self._segments.clear()
-                continue
-            self._cut_aside(path, want)
-        for month, want in committed.items():
-            if want and not self._segments.path(month).exists():
-                raise StoreError(
-                    f"history segment {self._segments.path(month)} is missing; restore it from "
-                    "backup (`portconsole audit verify` names what the journal recorded)"
-                )
-        # Temp files of writes a kill cut short (only ours: other modules' files are theirs).
-        temps = [*self.data_dir.glob(f".{HOT_FILE}.*.tmp")]
-        if self.xml_dir.exists():
-            temps += self.xml_dir.glob("*/.*.xml.gz.*.tmp")
-        for temp in temps:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-        return False
 
     # ------------------------------------------------------------------ ingest
 
@@ -489,72 +440,11 @@ class Store(HistoryReader, ProjectionKeeper):
             port_lines.append((address, items))
         return encode_checkpoint(host_lines, port_lines)
 
-    def _append(self, month: str, offset: int, data: bytes, *, durable: bool) -> None:
-        created = not self.segment_dir.exists()
-        ensure_private_dir(self.segment_dir)
-        path = self._segments.path(month)
-        created = created or not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
-        keep_owner(fd, path.parent)
-        try:
-            os.ftruncate(fd, offset)
-            written = os.pwrite(fd, data, offset)
-            if written != len(data):
-                raise StoreError(f"short write to {path}: disk full? free space and retry")
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        if created and durable:
-            fsync_dir(self.segment_dir)
-            fsync_dir(self.data_dir)
-
     # ------------------------------------------------------------------ current state
 
     # ------------------------------------------------------------------ history access
 
     # ------------------------------------------------------------------ coverage
-
-    # ------------------------------------------------------------------ retention
-
-    def prune(self, now: datetime | None = None) -> dict[str, int]:
-        """Drop whole months of scan history and raw XML past retention.
-
-        A month goes once all of it is older than the retention period. The newest segment
-        always stays (it holds the checkpoint current answers start from); each kept month
-        carries its own checkpoint, so answers after the cut stay complete. Other tables in
-        the hot file (approvals, findings) and the audit chain are never touched.
-        """
-        moment = as_utc(now or utcnow())
-        removed = {"scan_months": 0, "xml_months": 0, "xml_files": 0}
-
-        def expired(month: str, keep_months: int) -> bool:
-            start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
-            return add_months(start, 1 + keep_months) <= moment
-
-        with self.lock.hold():
-            hot = self._read_hot()
-            self._recover(hot)
-            months = self._months(hot)
-            drop = [m for m in months[:-1] if expired(m, self.retention.scan_months)]
-            if drop:
-                for month in drop:
-                    del hot.segments[month]
-                self._write_hot(hot)  # commit first: a crash leaves only unreferenced files
-                for month in drop:
-                    with contextlib.suppress(FileNotFoundError):
-                        self._segments.path(month).unlink()
-                    removed["scan_months"] += 1
-                self._segments.clear()
-            if self.xml_dir.exists():
-                for folder in sorted(self.xml_dir.iterdir()):
-                    if not folder.is_dir() or not _MONTH.match(folder.name):
-                        continue
-                    if expired(folder.name, self.retention.raw_xml_months) or folder.name in drop:
-                        removed["xml_files"] += sum(1 for _ in folder.glob("*.xml.gz"))
-                        shutil.rmtree(folder)
-                        removed["xml_months"] += 1
-        return removed
 
 
 def load_scan_lines(path: Path) -> list[dict[str, Any]]:
