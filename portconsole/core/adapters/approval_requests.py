@@ -20,27 +20,18 @@ from tinydb.table import Document
 
 from portconsole.core.adapters.storage import DataLock
 from portconsole.core.domain.approval import PENDING, REQUEST_APPROVED, ApprovalRequest
+from portconsole.core.domain.record_ids import RecordIds
 from portconsole.core.errors import NotFoundError, UserError
 
 TABLE = "requests"
 PREFIX = "R-"
+IDS = RecordIds(PREFIX)
 
 
 def is_request_id(text: str) -> bool:
     """Whether `text` names a request (`R-000001`, `r-1`) rather than a finding."""
     rest = text.strip().upper()
     return rest.startswith(PREFIX) and rest[len(PREFIX) :].isdigit()
-
-
-def _id_of(number: int) -> str:
-    return f"{PREFIX}{number:06d}"
-
-
-def _number_of(request_id: str) -> int | None:
-    text = request_id.strip().upper()
-    if text.startswith(PREFIX):
-        text = text[len(PREFIX) :]
-    return int(text) if text.isdigit() else None
 
 
 class RequestBook:
@@ -60,7 +51,7 @@ class RequestBook:
         return [r for r in self.all() if r.status == PENDING]
 
     def get(self, request_id: str) -> ApprovalRequest:
-        number = _number_of(request_id)
+        number = IDS.number(request_id)
         doc = self.table.get(doc_id=number) if number is not None else None
         if doc is None or isinstance(doc, list):
             raise NotFoundError(f"no request {request_id!r}; list them with `portconsole requests`")
@@ -80,7 +71,7 @@ class RequestBook:
                     f"{current.requester_person}: approve it (`portconsole approve {current.id}`)"
                 )
             number = max((d.doc_id for d in self.table.all()), default=0) + 1
-            made = replace(request, id=_id_of(number), status=PENDING)
+            made = replace(request, id=IDS.make(number), status=PENDING)
             self.table.insert(Document(made.to_json(), doc_id=number))
             return made
 
@@ -95,7 +86,7 @@ class RequestBook:
             done = replace(
                 current, status=REQUEST_APPROVED, approval_id=approval_id, approved_at=at
             )
-            number = _number_of(current.id)
+            number = IDS.number(current.id)
             assert number is not None
             self.table.update(done.to_json(), doc_ids=[number])
             return done

@@ -38,22 +38,13 @@ from portconsole.core.domain.approval import (
     person_of,
 )
 from portconsole.core.domain.approval_index import ApprovalIndex
+from portconsole.core.domain.record_ids import RecordIds
 from portconsole.core.errors import NotFoundError, PermissionRefused, UserError
 from portconsole.core.settings import ApprovalSettings, Settings
 from portconsole.core.timeutil import add_months, iso, utcnow
 
 TABLE = "approvals"
-
-
-def _id_of(number: int) -> str:
-    return f"A-{number:06d}"
-
-
-def _number_of(approval_id: str) -> int | None:
-    text = approval_id.strip().upper()
-    if text.startswith("A-"):
-        text = text[2:]
-    return int(text) if text.isdigit() else None
+IDS = RecordIds("A-")
 
 
 def _replace_docs(table: Table, new_docs: dict[int, dict[str, Any]]) -> None:
@@ -106,7 +97,7 @@ class ApprovalRegistry:
         return ApprovalIndex(self.all())
 
     def get(self, approval_id: str) -> Approval:
-        number = _number_of(approval_id)
+        number = IDS.number(approval_id)
         doc = self.table.get(doc_id=number) if number is not None else None
         if doc is None or isinstance(doc, list):
             raise NotFoundError(
@@ -285,7 +276,7 @@ class ApprovalRegistry:
                 retired_by=actor,
                 retire_reason=reason.strip(),
             )
-            number = _number_of(current.id)
+            number = IDS.number(current.id)
             assert number is not None
             _replace_docs(self.table, {number: retired.to_json()})
             return retired
@@ -344,7 +335,7 @@ class ApprovalRegistry:
                 reviewed.retired_at = moment
                 reviewed.retired_by = reviewer
                 reviewed.retire_reason = f"retired by review: {text}"
-            number = _number_of(current.id)
+            number = IDS.number(current.id)
             assert number is not None
             _replace_docs(self.table, {number: reviewed.to_json()})
             return reviewed
@@ -404,7 +395,7 @@ class ApprovalRegistry:
                     unchanged.append(current)
                     continue
                 record = Approval(
-                    id=_id_of(next_number),
+                    id=IDS.make(next_number),
                     host=spec.host,
                     port=spec.port,
                     proto=spec.proto,
@@ -453,7 +444,7 @@ class ApprovalRegistry:
             if retiring:
                 _replace_docs(
                     self.table,
-                    {_number_of(a.id) or 0: a.to_json() for a in retiring.values()},
+                    {IDS.number(a.id) or 0: a.to_json() for a in retiring.values()},
                 )
             if new_docs:
                 self.table.insert_multiple(new_docs)

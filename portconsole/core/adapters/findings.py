@@ -49,21 +49,12 @@ from portconsole.core.domain.finding import (
     refusal,
 )
 from portconsole.core.domain.model import severity_rank
+from portconsole.core.domain.record_ids import RecordIds
 from portconsole.core.errors import NotFoundError, UserError
 from portconsole.core.timeutil import iso, utcnow
 
 TABLE = "findings"
-
-
-def _id_of(number: int) -> str:
-    return f"F-{number:06d}"
-
-
-def _number_of(finding_id: str) -> int | None:
-    text = finding_id.strip().upper()
-    if text.startswith("F-"):
-        text = text[2:]
-    return int(text) if text.isdigit() else None
+IDS = RecordIds("F-")
 
 
 def _replace_docs(table: Table, findings: Iterable[Finding]) -> None:
@@ -78,7 +69,7 @@ def _replace_docs(table: Table, findings: Iterable[Finding]) -> None:
         doc.update(fresh)
 
     updater: Callable[[MutableMapping[str, Any]], None] = rewrite
-    table.update(updater, doc_ids=[_number_of(i) or 0 for i in by_id])
+    table.update(updater, doc_ids=[IDS.number(i) or 0 for i in by_id])
 
 
 def _notification_change(result: dict[str, Any], moment: datetime) -> Callable[[Finding], None]:
@@ -131,7 +122,7 @@ class FindingBook:
 
     def get(self, finding_id: str) -> Finding:
         """A finding by id (`F-000123`, `f-123` or `123`); NotFoundError if there is none."""
-        number = _number_of(finding_id)
+        number = IDS.number(finding_id)
         doc = self.table.get(doc_id=number) if number is not None else None
         if doc is None or isinstance(doc, list):
             raise NotFoundError(
@@ -189,7 +180,7 @@ class FindingBook:
                     changed[key] = current
                     continue
                 finding = Finding(
-                    id=_id_of(next_number),
+                    id=IDS.make(next_number),
                     kind=candidate.kind,
                     severity=candidate.severity,
                     host=candidate.host,
@@ -214,7 +205,7 @@ class FindingBook:
             _replace_docs(self.table, [f for f in changed.values() if f.id not in created_ids])
             if created:
                 self.table.insert_multiple(
-                    [Document(f.to_json(), doc_id=_number_of(f.id) or 0) for f in created]
+                    [Document(f.to_json(), doc_id=IDS.number(f.id) or 0) for f in created]
                 )
         return outcome
 
