@@ -17,7 +17,15 @@ from typing import Any
 from portconsole.core.domain.approval import approval_status, approvals_in_force, is_insecure
 from portconsole.core.domain.population import population_at
 from portconsole.core.domain.report_figures import iso_or_none, utc
+from portconsole.core.domain.settings_history import settings_records
 from portconsole.core.services.population import PopulationReader
+from portconsole.core.services.report_scope import (
+    build_scope,
+    definitions_at,
+    gap_grace,
+    host_windows,
+    window_of,
+)
 from portconsole.core.services.report_sources import (
     DOCUMENT_FORMAT,
     Progress,
@@ -26,7 +34,7 @@ from portconsole.core.services.report_sources import (
     generated,
     report_progress,
 )
-from portconsole.core.timeutil import iso
+from portconsole.core.timeutil import iso, parse_iso
 
 
 def build_point_in_time(
@@ -35,9 +43,40 @@ def build_point_in_time(
     coverage_window: timedelta | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Every host's exposure at `at`: open ports with approval status and the scan that saw
-    each, hosts, and what no scan covered within the coverage window."""
+    """The point-in-time report at `at`: scope and parameters first, then the exposure.
+
+    Without a `coverage_window`, each host is judged by its group's window (a weekly group
+    is not "uncovered" a day after its scan), hosts in no group by the default. History
+    starts at the first scan on record, not the first of its month.
+    """
     at = utc(at)
+    events = sources.audit.events()
+    scope = build_scope(sources, events, at=at)
+    records = settings_records(events)
+    if coverage_window is None:
+        sources.coverage_windows = host_windows(sources, records, at)
+    starts = scope["history_starts"]
+    exposure = _exposure_at(sources, at, coverage_window, progress, starts)
+    document = {"scope": scope, **exposure}
+    if coverage_window is None:
+        definitions, _ = definitions_at(records, sources, at)
+        grace = gap_grace(records, sources, at)
+        document["parameters"]["group_coverage_window_seconds"] = {
+            name: window_of(d, grace).total_seconds() for name, d in sorted(definitions.items())
+        }
+    return document
+
+
+def _exposure_at(
+    sources: ReportSources,
+    at: datetime,
+    coverage_window: timedelta | None,
+    progress: Progress | None,
+    history_starts: str | None,
+) -> dict[str, Any]:
+    """Every host's exposure at `at`: open ports with approval status and the scan that saw
+    each, hosts, and what no scan covered within the coverage window. `history_starts` is
+    the first scan on record (ISO), or None."""
     report_progress(progress, "reading the state at the time", 0.1)
     state = sources.store.state_at(
         at, coverage_window=coverage_window, host_windows=sources.coverage_windows
@@ -141,7 +180,6 @@ def build_point_in_time(
         "approved_not_open": len(not_open),
     }
     report_progress(progress, "verifying the audit chain", 0.85)
-    history_starts = state.history_starts
     document: dict[str, Any] = {
         "report": "point_in_time",
         "document_format": DOCUMENT_FORMAT,
@@ -152,8 +190,8 @@ def build_point_in_time(
             "coverage_window_seconds": int(state.coverage_window.total_seconds()),
         },
         "counts": counts,
-        "history_starts": iso_or_none(history_starts),
-        "history_complete": history_starts is not None and history_starts <= at,
+        "history_starts": history_starts,
+        "history_complete": history_starts is not None and parse_iso(history_starts) <= at,
         "ports": ports,
         "hosts": hosts,
         "uncovered": uncovered,

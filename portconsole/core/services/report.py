@@ -43,22 +43,14 @@ from portconsole.core.domain.compliance import NOT_VULNERABILITY_SCANNING
 from portconsole.core.domain.report_figures import figures_sha256, utc
 from portconsole.core.domain.report_render import render_csv, render_html, render_markdown
 from portconsole.core.domain.schedule import Gap
-from portconsole.core.domain.settings_history import settings_records
 from portconsole.core.errors import UserError
 from portconsole.core.identity import Actor
 from portconsole.core.services.evidence_pack import build_evidence_pack
 from portconsole.core.services.pack import write_pack
 from portconsole.core.services.point_in_time import build_point_in_time
-from portconsole.core.services.report_scope import (
-    build_scope,
-    definitions_at,
-    gap_grace,
-    host_windows,
-    window_of,
-)
 from portconsole.core.services.report_sources import ReportSources
 from portconsole.core.settings import Settings
-from portconsole.core.timeutil import iso, parse_iso, utcnow
+from portconsole.core.timeutil import iso, utcnow
 
 FORMATS = ("html", "md", "csv", "json")
 MANIFEST_FORMAT = 1
@@ -131,24 +123,7 @@ def build_report(
             "(--at) is itself the population at one time"
         )
     if at is not None:
-        events = sources.audit.events()
-        scope = build_scope(sources, events, at=at)
-        records = settings_records(events)
-        if coverage_window is None:
-            # Each host is judged by its group's window (a weekly group is not "uncovered"
-            # a day after its scan); hosts in no group by the default.
-            sources.coverage_windows = host_windows(sources, records, at)
-        document = {"scope": scope, **build_point_in_time(sources, at, coverage_window, progress)}
-        if coverage_window is None:
-            definitions, _ = definitions_at(records, sources, at)
-            grace = gap_grace(records, sources, at)
-            document["parameters"]["group_coverage_window_seconds"] = {
-                name: window_of(d, grace).total_seconds() for name, d in sorted(definitions.items())
-            }
-        # History starts at the first scan on record, not the first of its month.
-        starts = scope["history_starts"]
-        document["history_starts"] = starts
-        document["history_complete"] = starts is not None and parse_iso(starts) <= at
+        document = build_point_in_time(sources, at, coverage_window, progress)
     else:
         assert start is not None and end is not None
         document = build_evidence_pack(sources, start, end, progress, samples)
