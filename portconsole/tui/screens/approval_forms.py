@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypedDict, cast
 
 from rich.text import Text
 from textual import work
@@ -22,6 +22,27 @@ from portconsole.tui.screens.forms import DecisionDialog, DialogBase, describe_f
 if TYPE_CHECKING:
     from portconsole.core.domain.approval import ApprovalRequest
     from portconsole.core.domain.finding import Finding
+
+
+class ApprovalTerms(TypedDict):
+    """The terms a request and an approval share (Monitor.request / Monitor.approve)."""
+
+    justification: str
+    owner: str
+    ticket: str
+    review_by: date | None
+    mitigation: str
+
+
+def approval_terms(terms: dict[str, object]) -> ApprovalTerms:
+    """The form's terms as the keyword arguments of Monitor.request and Monitor.approve."""
+    return {
+        "justification": str(terms["justification"]),
+        "owner": str(terms["owner"]),
+        "ticket": str(terms["ticket"]),
+        "review_by": cast("date | None", terms["review_by"]),
+        "mitigation": str(terms["mitigation"]),
+    }
 
 
 class TermsForm(DecisionDialog):
@@ -114,11 +135,7 @@ class RequestForm(TermsForm):
         def write() -> str:
             made = monitor.request(
                 finding_id,
-                justification=str(terms["justification"]),
-                owner=str(terms["owner"]),
-                ticket=str(terms["ticket"]),
-                review_by=cast("date | None", terms["review_by"]),
-                mitigation=str(terms["mitigation"]),
+                **approval_terms(terms),
                 on_behalf_of=on_behalf_of,
             )
             return f"Requested {made.id} for {made.finding_id}: another person approves it"
@@ -221,11 +238,7 @@ class ApproveForm(TermsForm):
         def write() -> str:
             done = monitor.approve(
                 finding_id,
-                justification=str(terms["justification"]),
-                owner=str(terms["owner"]),
-                ticket=str(terms["ticket"]),
-                review_by=cast("date | None", terms["review_by"]),
-                mitigation=str(terms["mitigation"]),
+                **approval_terms(terms),
                 requester=requester or None,
             )
             return f"Approved {done.id} ({clean(done.host, 45)}:{done.port}/{done.proto})"
