@@ -1,6 +1,7 @@
 """Store benchmark: 1,000 hosts x 20 ports, hourly scans for 12 months.
 
     .venv/bin/python bench/store.py [--hosts 1000] [--months 12] [--dir DIR]
+    .venv/bin/python bench/store.py --no-change     # no-change ingest, 1,000 vs 10,000 hosts
 
 Builds the history with `Store.bulk_ingest` (the same per-scan code as `ingest`, writing the
 same files byte for byte -- tests/test_store.py checks that -- with one fsync and one hot
@@ -15,6 +16,7 @@ new ports would). About 2% of ports change per day (opened or closed).
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import resource
 import statistics
@@ -233,14 +235,146 @@ def measure(folder: Path, hosts: int, months: int, empty_dir: Path) -> None:
     print(f"peak RSS of the measuring process:           {peak:8.1f} MB   (target <= 300 MB)")
 
 
+# --------------------------------------------------------------------------- no-change ingest
+
+NO_CHANGE_SAMPLE = 10  # hosts in the fixed small scan
+NO_CHANGE_REPEAT = 5
+
+
+def _addresses(hosts: int) -> list[str]:
+    return [f"127.{1 + i // 250 // 250}.{i // 250 % 250}.{1 + i % 250}" for i in range(hosts)]
+
+
+def _steady_scan(addresses: list[str], ports: int, scan_id: str, at: datetime) -> ScanResult:
+    """A sweep that finds every host up with the same `ports` open: no change to a store
+    built from the same."""
+    numbers = PORT_POOL[:ports] if ports <= len(PORT_POOL) else list(range(8000, 8000 + ports))
+    return ScanResult(
+        scan_id=scan_id,
+        started_at=at - timedelta(seconds=40),
+        finished_at=at,
+        nmap_version="7.93",
+        scan_type="syn",
+        privileged=True,
+        targets=["127.1.0.0/16"],
+        addresses=addresses,
+        ports=f"{min(numbers)}-{max(numbers)}",
+        protocols=["tcp"],
+        hosts=[
+            HostObservation(
+                a, "up", "", [PortObservation(p, "tcp", "open", "http") for p in numbers]
+            )
+            for a in addresses
+        ],
+        origin="daemon",
+    )
+
+
+def _no_change_child(folder: Path, hosts: int, ports: int, mode: str) -> dict[str, float]:
+    """In a fresh process: open the store and time no-change ingests (median), peak RSS."""
+    began = time.perf_counter()
+    store = Store(folder)
+    opened = time.perf_counter() - began
+    addresses = _addresses(hosts)
+    scanned = addresses[:NO_CHANGE_SAMPLE] if mode == "sample" else addresses
+    at = START + timedelta(hours=2)
+    repeat = NO_CHANGE_REPEAT if mode == "sample" else 1
+    times = []
+    for index in range(repeat + 1):  # the first one warms up (imports, caches): not timed
+        scan = _steady_scan(scanned, ports, f"steady-{mode}-{index}", at + timedelta(minutes=index))
+        began = time.perf_counter()
+        changes = store.ingest(scan)
+        elapsed = time.perf_counter() - began
+        assert changes == [], changes[:3]
+        if index or repeat == 1:
+            times.append(elapsed)
+    return {"open_seconds": opened, "seconds": statistics.median(times), "peak_rss_mb": peak_mb()}
+
+
+def peak_mb() -> float:
+    """This process's peak RSS in MB. Linux's ru_maxrss survives fork and exec (a child
+    would report its parent's peak): VmHWM, the peak of this process's own memory, does not."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def no_change_ingest(hosts_in_store: int, ports_per_host: int = 20) -> dict[str, float]:
+    """A no-change ingest into a store of `hosts_in_store` hosts x `ports_per_host` ports.
+
+    Builds the store (two full sweeps through `Store.bulk_ingest`: the second writes the
+    month's checkpoint), then, each in a fresh process: a fixed 10-host no-change scan
+    through `Store.ingest` (median of 5 after a warm-up; `seconds`, `peak_rss_mb`) and, for
+    information, a no-change scan of the whole fleet (`fleet_seconds`, `fleet_peak_rss_mb`).
+    """
+    with tempfile.TemporaryDirectory(prefix="pc-nochange-") as temp:
+        folder = Path(temp) / "data"
+        addresses = _addresses(hosts_in_store)
+        began = time.perf_counter()
+        Store(folder).bulk_ingest(
+            _steady_scan(addresses, ports_per_host, f"build-{i}", START + timedelta(hours=i))
+            for i in range(2)
+        )
+        built = time.perf_counter() - began
+        result: dict[str, float] = {
+            "hosts": hosts_in_store,
+            "ports_per_host": ports_per_host,
+            "build_seconds": built,
+            "projection_mb": disk_use(folder / "hot") / 1e6,
+        }
+        for mode, prefix in (("sample", ""), ("fleet", "fleet_")):
+            run = subprocess.run(
+                [sys.executable, __file__, "--no-change-child", str(folder), mode,
+                 "--hosts", str(hosts_in_store), "--ports", str(ports_per_host)],
+                check=True, capture_output=True, text=True,
+            )  # fmt: skip
+            child = json.loads(run.stdout.strip().splitlines()[-1])
+            result.update({prefix + key: value for key, value in child.items()})
+        return result
+
+
+def print_no_change(sizes: tuple[int, ...] = (1000, 10000)) -> None:
+    """Print no-change ingest figures for each store size and the ratio of the last to the
+    first (issue 15: a 10-host no-change ingest at 1,000 vs 10,000 hosts, ratio <= 2)."""
+    figures = [no_change_ingest(size) for size in sizes]
+    for item in figures:
+        print(f"no-change ingest, {int(item['hosts']):>6} hosts x {int(item['ports_per_host'])} ports: "
+              f"10-host scan {item['seconds'] * 1000:7.1f} ms (peak RSS {item['peak_rss_mb']:6.1f} MB, "
+              f"open {item['open_seconds'] * 1000:6.1f} ms); whole-fleet scan "
+              f"{item['fleet_seconds'] * 1000:8.1f} ms (peak RSS {item['fleet_peak_rss_mb']:6.1f} MB); "
+              f"projection {item['projection_mb']:5.1f} MB")  # fmt: skip
+    first, last = figures[0], figures[-1]
+    ratio = last["seconds"] / first["seconds"]
+    print(f"ratio {int(last['hosts'])} vs {int(first['hosts'])} hosts: {ratio:4.2f}   (target <= 2); "
+          f"RSS ratio {last['peak_rss_mb'] / first['peak_rss_mb']:4.2f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--months", type=int, default=12)
+    parser.add_argument("--ports", type=int, default=PORTS_PER_HOST, help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, default=None, help="keep the data dir here")
+    parser.add_argument(
+        "--no-change",
+        action="store_true",
+        help="only the no-change ingest at 1,000 vs 10,000 hosts (issue 15)",
+    )
     parser.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--empty", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--no-change-child", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.no_change_child:
+        folder, mode = args.no_change_child
+        print(json.dumps(_no_change_child(Path(folder), args.hosts, args.ports, mode)))
+        return
+    if args.no_change:
+        print_no_change()
+        return
     if args.measure:
         measure(args.measure, args.hosts, args.months, args.empty)
         return
@@ -254,8 +388,8 @@ def main() -> None:
         files = sorted((folder / "scans").glob("*.jsonl"))
         print(f"built {count} scans of {args.hosts} hosts x {PORTS_PER_HOST} ports in {build:.0f} s "
               f"(bulk path; peak RSS {build_peak:.0f} MB)")  # fmt: skip
-        print(f"disk: total {disk_use(folder) / 1e6:.1f} MB; hot.json "
-              f"{(folder / 'hot.json').stat().st_size / 1e6:.1f} MB; {len(files)} segments, "
+        print(f"disk: total {disk_use(folder) / 1e6:.1f} MB; projection (hot/) "
+              f"{disk_use(folder / 'hot') / 1e6:.1f} MB; {len(files)} segments, "
               f"largest {max(f.stat().st_size for f in files) / 1e6:.1f} MB")  # fmt: skip
         events = sum(1 for _ in Store(folder).events(since=START, until=START + timedelta(days=31)))
         print(f"change events in the first month: {events}")

@@ -23,6 +23,7 @@ from portconsole.core.domain.model import HostObservation, PortObservation, Scan
 from portconsole.core.errors import StoreError, UserError
 from portconsole.core.monitor import Monitor
 from portconsole.core.timeutil import utcnow
+from tests.projection_files import read_projection, write_projection
 
 HOST = "127.0.0.2"
 DATA = Path(__file__).parent / "data" / "old_layout"
@@ -125,11 +126,10 @@ def test_an_empty_or_wrong_shape_cache_is_rebuilt(monitor: Monitor, content: byt
 
 def test_a_cache_edited_by_hand_fails_verify_and_rebuild_repairs_it(monitor: Monitor) -> None:
     approve_8080(monitor)
-    hot = monitor.paths.data_dir / "hot.json"
-    data = json.loads(hot.read_bytes())
+    data = read_projection(monitor.paths.data_dir)
     (doc,) = data["approvals"].values()
     doc["approver"], doc["review_by"] = "mallory", "2099-01-01T00:00:00Z"
-    hot.write_text(json.dumps(data))
+    write_projection(monitor.paths.data_dir, data)  # shard hashes and manifest fixed too
     result = cli(monitor, "audit", "verify")
     assert result.returncode == 1
     assert "approvals #1" in result.stdout and "approver" in result.stdout
@@ -290,7 +290,7 @@ def test_a_data_dir_of_the_earlier_layout_is_converted_once(tmp_path: Path) -> N
     result = monitor.audit_verify()
     assert result.ok, result.problems
     assert monitor.store_check() == []
-    after = json.loads((data / "hot.json").read_bytes())
+    after = read_projection(data)
     assert after["approvals"] == before["approvals"]
     monitor.close()
     again = Monitor.open(config, data)
@@ -342,11 +342,10 @@ def test_anchors_go_to_a_file_and_a_webhook_and_catch_a_rewrite(tmp_path: Path) 
     segment.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in records))
     head = tmp_path / "data" / "journal" / "head.json"
     head.write_text(json.dumps({"seq": records[-1]["seq"], "hash": prev, "segment": ""}))
-    hot = tmp_path / "data" / "hot.json"
     assert cli(monitor, "audit", "verify").returncode == 1  # the cache still names the old hash
-    data = json.loads(hot.read_bytes())
+    data = read_projection(tmp_path / "data")
     data["journal"] = {"1": {"seq": records[-1]["seq"], "hash": prev}}
-    hot.write_text(json.dumps(data))  # a thorough insider fixes that too
+    write_projection(tmp_path / "data", data)  # a thorough insider fixes that too
     assert cli(monitor, "audit", "verify").returncode == 0
     caught = cli(monitor, "audit", "verify", "--anchor", text, "--json")
     assert caught.returncode == 1

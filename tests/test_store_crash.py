@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from portconsole.core.adapters.store import Store  # noqa: E402
 from portconsole.core.domain.model import HostObservation, PortObservation, ScanResult  # noqa: E402
+from tests.projection_files import read_projection  # noqa: E402
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -106,7 +107,7 @@ def _start(*args: str) -> subprocess.Popen[str]:
 
 def _check_files_load(data_dir: Path) -> None:
     """Every file parses: the hot file as JSON, every segment line, every raw XML."""
-    json.loads((data_dir / "hot.json").read_bytes())
+    read_projection(data_dir)  # the manifest and every shard it names
     for segment in (data_dir / "scans").glob("*.jsonl"):
         for line in segment.read_bytes().splitlines():
             json.loads(line)
@@ -133,7 +134,7 @@ def _fork_crash_writer(data_dir: Path, run: str) -> tuple[int, int]:
 
 def _uncommitted_bytes(data_dir: Path) -> int:
     """Bytes past the commit point: what a kill in the middle of an ingest leaves."""
-    hot = json.loads((data_dir / "hot.json").read_bytes())
+    hot = read_projection(data_dir)
     [meta] = [d for d in hot["meta"].values() if d.get("name") == "store"]
     sizes = {p.stem: p.stat().st_size for p in (data_dir / "scans").glob("*.jsonl")}
     return sum(size - meta["segments"].get(month, 0) for month, size in sizes.items())

@@ -75,17 +75,28 @@ class HistoryReader:
     def _snapshot(self) -> HotTables:
         raise NotImplementedError
 
-    def current_ports(self, host: str | None = None, open_only: bool = True) -> list[PortState]:
+    def current_ports(
+        self,
+        host: str | None = None,
+        open_only: bool = True,
+        *,
+        hosts: Iterable[str] | None = None,
+    ) -> list[PortState]:
+        """The current ports of every host, of `host`, or of the `hosts` given (a scan's:
+        only their address blocks are read, whatever the size of the fleet)."""
         with no_gc():
-            return self._current_ports(host, open_only)
+            return self._current_ports(host, open_only, hosts)
 
-    def _current_ports(self, host: str | None, open_only: bool) -> list[PortState]:
+    def _current_ports(
+        self, host: str | None, open_only: bool, only: Iterable[str] | None = None
+    ) -> list[PortState]:
         hot = self._snapshot()
-        docs = (
-            [hot.ports[host]]
-            if host is not None and host in hot.ports
-            else ([] if host is not None else list(hot.ports.values()))
-        )
+        if host is not None:
+            only = [host]
+        if only is None:
+            docs = hot.ports.values()
+        else:
+            docs = [doc for doc in map(hot.ports.get, dict.fromkeys(only)) if doc is not None]
         result = [
             port_state_of(doc["host"], key, row)
             for doc in docs
@@ -95,11 +106,16 @@ class HistoryReader:
         result.sort(key=lambda p: (address_sort_key(p.host), p.proto, p.port))
         return result
 
-    def hosts(self) -> list[HostState]:
+    def hosts(self, only: Iterable[str] | None = None) -> list[HostState]:
+        """Every host the store tracks, or those of `only` it tracks (their blocks only)."""
         hot = self._snapshot()
+        docs = (
+            hot.hosts.values()
+            if only is None
+            else [doc for doc in map(hot.hosts.get, dict.fromkeys(only)) if doc is not None]
+        )
         return sorted(
-            (host_state_of(doc) for doc in hot.hosts.values()),
-            key=lambda h: address_sort_key(h.address),
+            (host_state_of(doc) for doc in docs), key=lambda h: address_sort_key(h.address)
         )
 
     def _months(self, hot: HotTables) -> list[str]:

@@ -1,6 +1,6 @@
 """Projections are caches of the journal: how a transaction's effects are taken and replayed.
 
-The hot file (TinyDB) holds tables that other modules change in place: approvals, findings,
+The projection cache (TinyDB over a manifest and shard files, see shards.py) holds tables that other modules change in place: approvals, findings,
 the outbox, settings fingerprints, pause state. A transaction's effects on them are the
 documents it set (whole, as they are after the transaction) and the ids it removed, table
 by table; they ride on the transaction's last journal event. Replaying every event's
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 # Tables derived from the scan history or the journal itself, never carried as effects.
 DERIVED_TABLES = frozenset({"hosts", "ports", "meta", "journal"})
 POSITION_TABLE = "journal"
-# The projection cache, in the data dir.
+# The projection cache's manifest, in the data dir (its shards are in `hot/`, shards.py).
 HOT_FILE = "hot.json"
 
 
@@ -84,12 +84,15 @@ def position_of(data: Mapping[str, Any] | None) -> tuple[int, str] | None:
     return seq, digest
 
 
-def set_position(data: dict[str, Any], seq: int, digest: str) -> None:
+def set_position(data: MutableMapping[str, Any], seq: int, digest: str) -> None:
     data[POSITION_TABLE] = {"1": {"seq": seq, "hash": digest}}
 
 
 def well_formed(data: Any) -> bool:
-    """A table map whose tables are maps of documents (what TinyDB can open)."""
+    """A table map whose tables are maps of documents (what TinyDB can open). A lazy
+    projection (shards.Projection) checked its manifest when it was read."""
+    if getattr(data, "lazy", False):
+        return True
     if not isinstance(data, dict):
         return False
     return all(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from tinydb import TinyDB
 
+from portconsole.core.adapters.hot_storage import ShardedStorage
 from portconsole.core.adapters.journal import AuditEntry, AuditLog
 from portconsole.core.adapters.projection import (
     HOT_FILE,
@@ -27,8 +28,10 @@ from portconsole.core.adapters.projection import (
     set_position,
     well_formed,
 )
+from portconsole.core.adapters.shards import encode
 from portconsole.core.adapters.storage import (
     DataLock,
+    atomic_write_bytes,
     cut_tail_aside,
 )
 from portconsole.core.adapters.store_segment import (
@@ -74,9 +77,12 @@ class ProjectionKeeper:
     ) -> PointInTime:
         raise NotImplementedError
 
-    def _checked(
-        self, data: dict[str, Any] | None, write: bool = True
-    ) -> tuple[dict[str, Any], bool]:
+    def _storage(self) -> ShardedStorage:
+        storage = self.hot.storage
+        assert isinstance(storage, ShardedStorage)
+        return storage
+
+    def _checked(self, data: Any, write: bool = True) -> tuple[Any, bool]:
         """The projection to use: `data` when it reflects the journal, else a rebuild."""
         from portconsole.core.adapters.migrate import needs_migration
 
@@ -249,7 +255,7 @@ class ProjectionKeeper:
     def check(self) -> list[str]:
         """Every difference between the projection cache and a replay of the journal."""
         with self.lock.hold(transaction=False):
-            live = self.hot.storage._load() or {}  # type: ignore[attr-defined]
+            live = self._storage().load_tables() or {}
             if self.journal.tip().seq == 0 and (
                 position_of(live) is not None or self._has_history()
             ):
@@ -281,12 +287,16 @@ class ProjectionKeeper:
             before = None
             if self.hot_path.exists():
                 stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
-                shutil.copy2(self.hot_path, self.hot_path.with_name(f"{HOT_FILE}.replaced-{stamp}"))
+                aside = self.hot_path.with_name(f"{HOT_FILE}.replaced-{stamp}")
                 try:
-                    before = self.hot.storage._load()  # type: ignore[attr-defined]
+                    before = self._storage().load_tables()
                 except StoreError:
                     before = None
-            self.hot.storage.stage(data, before if well_formed(before) else None)  # type: ignore[attr-defined]
+                if before is not None:  # the old cache whole, as one file
+                    atomic_write_bytes(aside, encode(before))
+                else:
+                    shutil.copy2(self.hot_path, aside)
+            self._storage().stage(data, before if well_formed(before) else None)
             self.journal.append_many(
                 [
                     AuditEntry(

@@ -146,29 +146,16 @@ def load_json_file(path: Path) -> Any:
 class AtomicJSONStorage(Storage):
     """A TinyDB storage that reads the whole file and writes it back atomically.
 
-    Callers hold a `DataLock` around any read-modify-write sequence. Inside a transaction
-    (`begin`), the thread that opened it reads and writes an in-memory copy; `finish`
-    hands the copy back for the coordinator to write once, after the journal.
+    For single-file TinyDB data; callers hold a `DataLock` around any read-modify-write.
+    The store's projection cache uses hot_storage.ShardedStorage instead (transactions,
+    shard files written only when they change).
     """
 
     def __init__(self, path: str | os.PathLike[str], **_: Any) -> None:
         self.path = Path(path)
-        self._tx: dict[int, _TxData] = {}
-        # Tables whose changes are not effects (set by the store: derived from history).
-        self.untracked: frozenset[str] = frozenset()
-        # Set by the store: checks a loaded projection against the journal, returns the
-        # data to use and whether it had to be rebuilt.
-        self.on_load: Callable[[dict[str, Any] | None], tuple[dict[str, Any], bool]] | None = None
 
-    def _load(self) -> dict[str, dict[str, Any]] | None:
-        try:
-            data = load_json_file(self.path)
-        except StoreError:
-            if self.on_load is None:
-                raise
-            return None  # a damaged cache (a copy is kept beside it): rebuilt from the journal
-        if data is not None and not isinstance(data, dict) and self.on_load is not None:
-            return None
+    def read(self) -> dict[str, dict[str, Any]] | None:
+        data = load_json_file(self.path)
         if data is not None and not isinstance(data, dict):
             copy = quarantine(self.path)
             raise StoreError(
@@ -176,69 +163,12 @@ class AtomicJSONStorage(Storage):
             )
         return data
 
-    def read(self) -> dict[str, dict[str, Any]] | None:
-        tx = self._tx.get(threading.get_ident())
-        if tx is None:
-            return self._load()
-        if not tx.loaded:
-            tx.loaded = True
-            tx.data = self._load()
-            # The before image the transaction's effects are diffed from: only the tables
-            # that carry effects (the scan state, most of the file, is derived instead).
-            tx.before = (
-                {
-                    name: json.loads(json.dumps(table))
-                    for name, table in tx.data.items()
-                    if name not in self.untracked
-                }
-                if isinstance(tx.data, dict)
-                else None
-            )
-            if self.on_load is not None:
-                tx.data, rebuilt = self.on_load(tx.data)
-                if rebuilt:
-                    tx.dirty = True
-                    tx.before = None
-        return tx.data
-
     def write(self, data: dict[str, dict[str, Any]]) -> None:
-        tx = self._tx.get(threading.get_ident())
-        if tx is not None:
-            tx.data = data
-            tx.loaded = True
-            tx.dirty = True
-            return
-        self.write_now(data)
-
-    def write_now(self, data: dict[str, Any]) -> None:
         encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
-        ensure_private_dir(self.path.parent)
         atomic_write_bytes(self.path, encoded.encode("utf-8"))
-
-    def begin(self) -> None:
-        self._tx[threading.get_ident()] = _TxData()
-
-    def stage(self, data: dict[str, Any], before: dict[str, Any] | None) -> None:
-        """Replace the open transaction's data wholesale (a rebuild): `before` is what the
-        effects are diffed from."""
-        tx = self._tx[threading.get_ident()]
-        tx.data, tx.before, tx.loaded, tx.dirty = data, before, True, True
-
-    def finish(self) -> _TxData | None:
-        return self._tx.pop(threading.get_ident(), None)
 
     def close(self) -> None:
         return None
-
-
-class _TxData:
-    __slots__ = ("data", "before", "loaded", "dirty")
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] | None = None
-        self.before: dict[str, Any] | None = None
-        self.loaded = False
-        self.dirty = False
 
 
 class TransactionHooks(Protocol):

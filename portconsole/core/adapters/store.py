@@ -2,12 +2,15 @@
 
 Layout of the data dir (0700, files 0600):
 
-- `hot.json` — TinyDB (atomic writes). Tables `hosts` (one document per host), `ports`
-  (one document per host: `{"host": ADDR, "ports": {"PORT/PROTO": [PORT_FIELDS...]}}` — a
-  row per port as a list, which makes the file 3x faster to load and write than a document
-  per port; read it through `Store.current_ports()`), `meta` (the store's bookkeeping,
-  including each segment's committed size). Other modules keep their own tables here
-  (approvals, findings, outbox, leader): they use `Store.hot` inside `Store.lock.hold()`.
+- `hot.json` and `hot/` — the projection cache, TinyDB over a manifest and immutable shard
+  files (shards.py): a transaction reads the shards it touches and writes those it changed.
+  Tables `hosts` (one document per host, by address), `ports` (one document per host:
+  `{"host": ADDR, "ports": {"PORT/PROTO": [PORT_FIELDS...]}}` — a row per port as a list,
+  3x faster to load and write than a document per port; read it through
+  `Store.current_ports()`), both split by address block, and `meta` (the store's
+  bookkeeping, including each segment's committed size). Other modules keep their own
+  tables here (approvals, findings, outbox, leader): they use `Store.hot` inside
+  `Store.lock.hold()`.
 - `scans/YYYY-MM.jsonl` — the month's checkpoints, scan records and change events
   (see store_segment.py). JSON Lines so an ingest appends instead of rewriting. A new
   checkpoint is appended (before the ingest's scan line) once the history since the last
@@ -16,11 +19,12 @@ Layout of the data dir (0700, files 0600):
 - `xml/YYYY-MM/<scan_id>.xml.gz` — the raw XML of a scan, one gzip member per nmap run.
 
 Ingest is one transaction: under the lock, the raw XML is written, the segment lines are
-appended (fsync), then the hot file is replaced atomically with the new state *and* the
-segment's new committed size. That rename is the commit: a crash before it leaves bytes past
-the committed size, which the next transaction (or opening the store) cuts off; a crash after
-it leaves a complete ingest. So `kill -9` at any moment keeps every file loadable and every
-acknowledged ingest present, and no journal has to be written.
+appended (fsync), then the journal (vouching for those bytes: the commit), then the changed
+shards and the manifest naming the new state and the segment's committed size. A crash
+before the journal append leaves bytes past the committed size, which the next transaction
+(or opening the store) cuts off; a crash after it leaves a projection behind the journal,
+rebuilt on the next open. So `kill -9` at any moment keeps every file loadable and every
+acknowledged ingest present.
 
 Change rules (against the stored state, at the scan's `finished_at`):
 
@@ -64,9 +68,9 @@ from typing import Any
 from tinydb import TinyDB
 
 from portconsole.core.adapters.history import HistoryReader
+from portconsole.core.adapters.hot_storage import ShardedStorage, open_projection
 from portconsole.core.adapters.journal import AuditLog
 from portconsole.core.adapters.projection import (
-    DERIVED_TABLES,
     HOT_FILE,
     chunk_sha256,
     set_position,
@@ -74,12 +78,12 @@ from portconsole.core.adapters.projection import (
 )
 from portconsole.core.adapters.rebuild import ProjectionKeeper
 from portconsole.core.adapters.segment_files import SegmentFiles
+from portconsole.core.adapters.shards import Projection
 from portconsole.core.adapters.storage import (
     DataLock,
     atomic_write_bytes,
     ensure_private_dir,
     fsync_dir,
-    open_tinydb,
 )
 from portconsole.core.adapters.store_segment import (
     CHECKPOINT,
@@ -146,27 +150,27 @@ class Store(HistoryReader, ProjectionKeeper, SegmentFiles):
         self.segment_dir = self.data_dir / SEGMENT_DIR
         self.xml_dir = self.data_dir / XML_DIR
         self.lock = DataLock(self.data_dir / LOCK_FILE)
-        self.hot: TinyDB = open_tinydb(self.hot_path)
+        self.hot: TinyDB = open_projection(self.hot_path)
         self.journal = AuditLog(self.data_dir, self.lock)
         self._segments = SegmentCache(self.segment_dir)
         self._read_cache: tuple[str, HotTables] | None = None
         self._memory: HotTables | None = None  # a read-only store's projection rebuilt in memory
         self._tx_chunks: dict[int, list[dict[str, Any]]] = {}
         self.damage: str | None = None  # why a read-only store could not check its projection
-        self.hot.storage.on_load = self._checked  # type: ignore[attr-defined]
-        self.hot.storage.untracked = DERIVED_TABLES  # type: ignore[attr-defined]
+        self.storage.on_load = self._checked
         if readonly:
             # Nothing is written: a projection that does not reflect the journal is rebuilt
             # in memory for this process only (an assessor's read-only snapshot works).
             with self.lock.hold(transaction=False):
-                raw = self.hot.storage._load()  # type: ignore[attr-defined]
+                raw = self.storage.load_checked()
                 try:
                     checked, rebuilt = self._checked(raw, write=False)
                 except StoreError as error:
                     self.damage = str(error)
                     return
                 if rebuilt:
-                    self._memory = HotTables(checked)
+                    self.storage.memory = Projection.from_tables(self.storage.folder, checked)
+                    self._memory = HotTables(self.storage.memory)
             return
         self.lock.hooks = self
         with self.lock.hold():
@@ -175,45 +179,54 @@ class Store(HistoryReader, ProjectionKeeper, SegmentFiles):
 
     # ------------------------------------------------------------------ transactions
 
+    @property
+    def storage(self) -> ShardedStorage:
+        storage = self.hot.storage
+        assert isinstance(storage, ShardedStorage)
+        return storage
+
     def begin(self) -> None:
         """The outermost lock hold opens one transaction (see DataLock)."""
         self.journal.begin()
-        self.hot.storage.begin()  # type: ignore[attr-defined]
+        self.storage.begin()
         self._tx_chunks[threading.get_ident()] = []
 
     def commit(self) -> None:
-        """Journal first (one append: events, effects, chunks), then the projection cache."""
-        from portconsole.core.adapters.projection import diff_tables
-
-        tx = self.hot.storage.finish()  # type: ignore[attr-defined]
+        """Journal first (one append: events, effects, chunks), then the projection cache:
+        only the shards whose bytes changed, then the manifest naming the new head."""
+        tx = self.storage.finish()
         chunks = self._tx_chunks.pop(threading.get_ident(), [])
         effects = None
+        changed: dict[str, bytes | None] = {}
         if tx is not None and tx.dirty and tx.data is not None:
-            effects = diff_tables(tx.before, tx.data)
+            effects, changed = tx.effects_and_changes()
         head = self.journal.commit(effects, chunks)
         if tx is not None and tx.dirty and tx.data is not None:
             if head is not None:
                 set_position(tx.data, head.seq, head.hash)
-            self.hot.storage.write_now(tx.data)  # type: ignore[attr-defined]
-            self._read_cache = None
+            if changed or tx.wholesale or head is not None:
+                tx.data.save(self.hot_path, changed)
+                self._read_cache = None
 
     def rollback(self) -> None:
         """Nothing of a failed operation is kept; scan bytes it appended are cut aside later."""
-        self.hot.storage.finish()  # type: ignore[attr-defined]
+        self.storage.finish()
         self._tx_chunks.pop(threading.get_ident(), None)
         self.journal.discard()
         self._read_cache = None
 
     # ------------------------------------------------------------------ hot file access
 
-    def _read_hot(self) -> HotTables:
-        raw = self.hot.storage.read()
+    def _read_hot(self, private: bool = False) -> HotTables:
+        """The current-state tables: the transaction's, or (outside one) a lock-free read
+        sharing parsed shards (`private`: a copy of the caller's own, to change freely)."""
+        raw = self.storage.read_private() if private else self.storage.read()
         if raw is None or not well_formed(raw):
             raw = {}
         return HotTables(raw)
 
     def _write_hot(self, hot: HotTables) -> None:
-        self.hot.storage.write(hot.raw)
+        self.storage.touch()
         self._read_cache = None
 
     def _snapshot(self) -> HotTables:
@@ -242,7 +255,7 @@ class Store(HistoryReader, ProjectionKeeper, SegmentFiles):
 
     def diff(self, scan: ScanResult) -> list[Change]:
         """The changes `ingest(scan)` would record against the current state; writes nothing."""
-        return apply_scan(self._read_hot(), scan, utcnow() + self.future_skew).changes
+        return apply_scan(self._read_hot(private=True), scan, utcnow() + self.future_skew).changes
 
     def ingest(self, scan: ScanResult, extra: Callable[[], None] | None = None) -> list[Change]:
         """Record a scan in one transaction and return its changes.

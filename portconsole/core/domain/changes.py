@@ -26,11 +26,13 @@ Change rules (against the stored state, at the scan's `finished_at`):
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from portconsole.core.domain.model import (
     FILTERED,
@@ -149,28 +151,121 @@ def check_scan_id(scan_id: str) -> None:
         )
 
 
-class HotTables:
-    """The hot file's raw table map with indexes by address, mutated in place by a plan."""
+def address_block(address: str) -> str:
+    """The block an address's current state is kept in (one projection shard each): its
+    IPv4 /24 ("127.0.3") or IPv6 /64 ("2001-0db8-0000-0000"), so a scan of a few hosts
+    reads and writes a few hundred hosts' state, never the fleet's."""
+    if ":" in address:
+        try:
+            exploded = ipaddress.IPv6Address(address.split("%", 1)[0]).exploded
+        except ValueError:
+            return "other"
+        return exploded[:19].replace(":", "-")
+    head, dot, _ = address.rpartition(".")
+    return head if dot and head.replace(".", "").isdigit() else "other"
 
-    def __init__(self, raw: dict[str, Any] | None) -> None:
-        self.raw: dict[str, Any] = raw if raw is not None else {}
-        self.hosts_table: dict[str, Any] = self.raw.setdefault("hosts", {})
-        self.ports_table: dict[str, Any] = self.raw.setdefault("ports", {})
-        meta_table: dict[str, Any] = self.raw.setdefault("meta", {})
-        self.hosts: dict[str, dict[str, Any]] = {
-            doc["address"]: doc for doc in self.hosts_table.values()
-        }
-        self.ports: dict[str, dict[str, Any]] = {
-            doc["host"]: doc for doc in self.ports_table.values()
-        }
-        self._next_ids = {
-            "hosts": self._next_id(self.hosts_table),
-            "ports": self._next_id(self.ports_table),
-        }
+
+class TableSource(Protocol):
+    """Where HotTables finds its tables: whole in memory (DictSource) or a projection that
+    loads each address block on first access (adapters/shards.py)."""
+
+    def live_table(self, name: str) -> dict[str, Any]: ...
+
+    def live_block(self, table: str, block: str, create: bool) -> dict[str, Any] | None: ...
+
+    def block_names(self, table: str) -> list[str]: ...
+
+
+class DictSource:
+    """Tables held whole in one dict (a rebuild, a test): `hosts` and `ports` keyed by address."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.raw = raw
+        for name, field_name in (("hosts", "address"), ("ports", "host")):
+            table = raw.get(name) or {}
+            raw[name] = {doc[field_name]: doc for doc in table.values()}
+
+    def live_table(self, name: str) -> dict[str, Any]:
+        table: dict[str, Any] = self.raw.setdefault(name, {})
+        return table
+
+    def live_block(self, table: str, block: str, create: bool) -> dict[str, Any] | None:
+        return self.live_table(table)
+
+    def block_names(self, table: str) -> list[str]:
+        return ["*"] if self.raw.get(table) else []
+
+
+class ByAddress(Mapping[str, dict[str, Any]]):
+    """A derived table (`hosts` or `ports`) by address, its blocks loaded on first access."""
+
+    def __init__(self, source: TableSource, table: str) -> None:
+        self._source = source
+        self._table = table
+        self._blocks: dict[str, dict[str, Any] | None] = {}
+
+    def block(self, address: str, create: bool = False) -> dict[str, Any] | None:
+        key = address_block(address)
+        found = self._blocks.get(key)
+        if found is None:
+            found = self._source.live_block(self._table, key, create)
+            if found is not None or not create:
+                self._blocks[key] = found
+        return found
+
+    def get(self, address: str, default: Any = None) -> Any:
+        block = self.block(address)
+        return default if block is None else block.get(address, default)
+
+    def __getitem__(self, address: str) -> dict[str, Any]:
+        block = self.block(address)
+        if block is None:
+            raise KeyError(address)
+        doc: dict[str, Any] = block[address]
+        return doc
+
+    def __contains__(self, address: object) -> bool:
+        return isinstance(address, str) and self.get(address) is not None
+
+    def _all(self) -> list[dict[str, Any]]:
+        names = self._source.block_names(self._table)
+        return [b for b in (self._source.live_block(self._table, n, False) for n in names) if b]
+
+    def __iter__(self) -> Iterator[str]:
+        for block in self._all():
+            yield from block
+
+    def __len__(self) -> int:
+        return sum(len(block) for block in self._all())
+
+    def items(self) -> list[tuple[str, dict[str, Any]]]:  # type: ignore[override]
+        return [item for block in self._all() for item in block.items()]
+
+    def values(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return [doc for block in self._all() for doc in block.values()]
+
+
+class HotTables:
+    """The projection's current-state tables by address, mutated in place by a plan.
+
+    Built over a TableSource: a scan of a few hosts touches only their address blocks, so
+    nothing indexes the whole fleet up front (iterating `hosts` or `ports` loads them all).
+    """
+
+    def __init__(self, raw: dict[str, Any] | TableSource | None) -> None:
+        source: TableSource = (
+            DictSource(raw if raw is not None else {})
+            if raw is None or isinstance(raw, dict)
+            else raw
+        )
+        self.source = source
+        self.hosts = ByAddress(source, "hosts")
+        self.ports = ByAddress(source, "ports")
+        meta_table = source.live_table("meta")
         meta = next((d for d in meta_table.values() if d.get("name") == META_NAME), None)
         if meta is None:
             meta = {"name": META_NAME, "format": STORE_FORMAT, "segments": {}}
-            meta_table[str(self._next_id(meta_table))] = meta
+            meta_table[str(max((int(k) for k in meta_table), default=0) + 1)] = meta
         if meta.get("format", STORE_FORMAT) > STORE_FORMAT:
             raise StoreError(
                 f"the data dir was written by a newer PortConsole (store format "
@@ -186,9 +281,11 @@ class HotTables:
         self.meta: dict[str, Any] = meta
         self.meta.setdefault("segments", {})
 
-    @staticmethod
-    def _next_id(table: dict[str, Any]) -> int:
-        return max((int(k) for k in table), default=0) + 1
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The whole table map (of an in-memory DictSource; a rebuild's result)."""
+        assert isinstance(self.source, DictSource)
+        return self.source.raw
 
     @property
     def segments(self) -> dict[str, int]:
@@ -196,21 +293,20 @@ class HotTables:
         return segments
 
     def host_doc(self, address: str) -> dict[str, Any]:
-        doc = self.hosts.get(address)
+        block = self.hosts.block(address, create=True)
+        assert block is not None
+        doc = block.get(address)
         if doc is None:
-            doc = {"address": address, "status": "down", "hostname": ""}
-            self.hosts_table[str(self._next_ids["hosts"])] = doc
-            self._next_ids["hosts"] += 1
-            self.hosts[address] = doc
-        return doc
+            doc = block[address] = {"address": address, "status": "down", "hostname": ""}
+        result: dict[str, Any] = doc
+        return result
 
     def port_rows(self, address: str) -> dict[str, list[Any]]:
-        doc = self.ports.get(address)
+        block = self.ports.block(address, create=True)
+        assert block is not None
+        doc = block.get(address)
         if doc is None:
-            doc = {"host": address, "ports": {}}
-            self.ports_table[str(self._next_ids["ports"])] = doc
-            self._next_ids["ports"] += 1
-            self.ports[address] = doc
+            doc = block[address] = {"host": address, "ports": {}}
         rows: dict[str, list[Any]] = doc["ports"]
         return rows
 
