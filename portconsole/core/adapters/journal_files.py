@@ -75,6 +75,7 @@ def last_record(path: Path) -> dict[str, Any] | None:
         return None
     with path.open("rb") as handle:
         start = max(0, size - TAIL_CHUNK)
+        step = TAIL_CHUNK * 4  # grows, so a long last line is read a few times, not n/64k
         while True:
             handle.seek(start)
             tail = handle.read(size - start)
@@ -91,7 +92,8 @@ def last_record(path: Path) -> dict[str, Any] | None:
                     return record
             if start == 0:
                 return None
-            start = max(0, start - TAIL_CHUNK * 4)
+            start = max(0, start - step)
+            step *= 4
 
 
 def tail_is_whole(path: Path) -> bool:
