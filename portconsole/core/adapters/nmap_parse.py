@@ -33,7 +33,7 @@ import ipaddress
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import BinaryIO, cast
 from xml.etree.ElementTree import Element, TreeBuilder, XMLPullParser
@@ -41,6 +41,7 @@ from xml.etree.ElementTree import Element, TreeBuilder, XMLPullParser
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser, ParseError
 
+from portconsole.core.adapters.nmap_merge import merge_host, merge_port
 from portconsole.core.domain.model import FILTERED_STATES, OPEN, HostObservation, PortObservation
 from portconsole.core.errors import UserError
 
@@ -146,6 +147,18 @@ class ParsedReport:
 
 
 @dataclass(slots=True)
+class LiveCounts:
+    """How far a running nmap has got: <host>s completed, their open ports, and the newest
+    `<taskprogress>` percent (`--stats-every`) since then: of the host group nmap scans now
+    (it writes a group's hosts when the group ends)."""
+
+    hosts: int = 0
+    open_ports: int = 0
+    percent: float | None = None
+    task: str = ""
+
+
+@dataclass(slots=True)
 class _HostDraft:
     status: str | None = None  # None: no <status> (masscan)
     reason: str = ""
@@ -188,6 +201,10 @@ class ReportStream:
         self._pending_size = 0
         self._feed = _MIN_FEED
 
+    @property
+    def live(self) -> LiveCounts:
+        return self._reader.live  # updated in place as pieces are parsed
+
     def feed(self, data: bytes) -> None:
         """Take the next piece. Raises ReportRefused (ReportTooLarge past the cap)."""
         self._read += len(data)
@@ -196,6 +213,12 @@ class ReportStream:
         self._pending.append(data)
         self._pending_size += len(data)
         if self._pending_size >= self._feed:
+            self._flush()
+
+    def poke(self) -> None:
+        """Parse what is pending now, below the feed size (a live run's progress), unless a
+        token spans feeds (the feed size grew, see _MIN_FEED). Raises ReportRefused."""
+        if self._feed == _MIN_FEED:
             self._flush()
 
     def close(self) -> ParsedReport:
@@ -278,6 +301,7 @@ class _Reader:
         self.report = ParsedReport()
         self._open_only = open_only
         self.seen_root = False
+        self.live = LiveCounts()
         self._stack: list[Element] = []
         self._host: _HostDraft | None = None
         self._port: _PortDraft | None = None
@@ -323,6 +347,8 @@ class _Reader:
                 last = self.report.last_host_end
                 if ended is not None and (last is None or ended > last):
                     self.report.last_host_end = ended
+            elif tag == "taskprogress":
+                self._task_progress(attrs)
             elif tag == "scaninfo":
                 self.report.scaninfo.append(
                     ScanInfo(
@@ -337,6 +363,15 @@ class _Reader:
             self.report.finished = epoch(attrs.get("time"))
             self.report.exit = cut(attrs.get("exit", "success"), 40)
             self.report.errormsg = cut(attrs.get("errormsg", ""), 500)
+
+    def _task_progress(self, attrs: Mapping[str, str]) -> None:
+        try:  # <taskprogress task= percent=> from --stats-every
+            percent = float(attrs.get("percent", ""))
+        except ValueError:
+            return
+        if 0.0 <= percent <= 100.0:
+            self.live.percent = percent
+            self.live.task = cut(attrs.get("task", ""), 80)
 
     def _host_start(self, tag: str, parent: str, depth: int, attrs: Mapping[str, str]) -> None:
         host = self._host
@@ -407,7 +442,7 @@ class _Reader:
                 host.dropped = True
             return
         earlier = host.ports.get(observed.key)
-        host.ports[observed.key] = observed if earlier is None else _merge_port(earlier, observed)
+        host.ports[observed.key] = observed if earlier is None else merge_port(earlier, observed)
 
     def _finish_host(self, draft: _HostDraft) -> None:
         if not draft.address:
@@ -428,9 +463,13 @@ class _Reader:
                 draft.extraports[0] if len(draft.extraports) == 1 and not draft.dropped else ""
             ),
         )
+        live = self.live
+        live.hosts += 1
+        live.open_ports += sum(1 for p in ports if p.state == OPEN)
+        live.percent = None  # that group's progress is now counted in hosts
         hosts = self.report.hosts
         earlier = hosts.get(draft.address)
-        hosts[draft.address] = observed if earlier is None else _merge_host(earlier, observed)
+        hosts[draft.address] = observed if earlier is None else merge_host(earlier, observed)
 
 
 def _address(text: str) -> str:
@@ -450,29 +489,3 @@ def _state(text: str, draft: _PortDraft) -> str:
             "fix or drop that <port>"
         )
     return text
-
-
-def _merge_port(earlier: PortObservation, later: PortObservation) -> PortObservation:
-    """One port reported twice (masscan: once for the SYN-ACK, once with a banner)."""
-    return replace(
-        later,
-        service=later.service or earlier.service,
-        product=later.product or earlier.product,
-        version=later.version or earlier.version,
-        extrainfo=later.extrainfo or earlier.extrainfo,
-    )
-
-
-def _merge_host(earlier: HostObservation, later: HostObservation) -> HostObservation:
-    ports = {p.key: p for p in earlier.ports}
-    for port in later.ports:
-        seen = ports.get(port.key)
-        ports[port.key] = port if seen is None else _merge_port(seen, port)
-    return HostObservation(
-        address=earlier.address,
-        status="up" if "up" in (earlier.status, later.status) else "down",
-        hostname=earlier.hostname or later.hostname,
-        ports=sorted(ports.values(), key=lambda p: (p.port, p.proto)),
-        filtered=[*earlier.filtered, *later.filtered],
-        unlisted=earlier.unlisted if earlier.unlisted == later.unlisted else "",
-    )

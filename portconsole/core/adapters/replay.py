@@ -371,7 +371,8 @@ class ReplayScanner:
                 state = "closed" if known is not None else "filtered"
                 body.append(f'<extraports state="{state}" count="{rest}"/>')
             body += [_port_element(k, OPEN, s, detect=False) for k, s in opened]
-        return self._document(f"{flag}{udp} -p {spec}", infos, address, body)
+        # A real sweep asks nmap for live progress (scan_command.STATS_EVERY).
+        return self._document(f"{flag}{udp} -p {spec} --stats-every 2s", infos, address, body)
 
     def _ports_xml(self, address: str, pairs: list[tuple[int, str]], *, detect: bool) -> bytes:
         """One run over exactly these ports (a probe, or -sV), each listed with its state."""

@@ -11,10 +11,14 @@ Why we run nmap ourselves instead of calling ``nmap.PortScanner().scan()``:
   a batch timeout) kills the whole process group within a second and leaves no nmap
   behind; and each nmap is killed by the kernel if we die (``PR_SET_PDEATHSIG``).
 
+Which nmap and which arguments: ``scan_command``; how hosts are cut into runs and how
+long a run may take: ``scan_batches``; one progress figure over the runs going at once:
+``scanning.ScanProgress``, fed live from nmap's own ``--stats-every`` reports.
+
 nmap's XML is read by ``nmap_parse.ReportStream``, the same reader as an imported report,
 so a scan and an import of one network agree; it is parsed once, as nmap writes it, and a
-sweep keeps only open ports (a /16 of closed ports is never held). python-nmap is only used to find nmap's
-version. Banners are untrusted: they are kept as bounded plain text and escaped where
+sweep keeps only open ports (a /16 of closed ports is never held). python-nmap is only
+used to find nmap's version. Banners are untrusted: they are kept as bounded plain text and escaped where
 they are displayed.
 
 Cancellation contract: ``Scanner.scan`` never raises on cancel. It returns the hosts that
@@ -25,18 +29,13 @@ about specific ports, where "no answer" must not read as "closed", so they raise
 
 from __future__ import annotations
 
-import ipaddress
-import os
-import shutil
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import nmap
-
 from portconsole.core.adapters.nmap_output import NmapOutput
-from portconsole.core.adapters.nmap_parse import ReportRefused
+from portconsole.core.adapters.nmap_parse import LiveCounts, ReportRefused
 from portconsole.core.adapters.nmap_process import (
     AnyEvent,
     Cancellable,
@@ -44,6 +43,16 @@ from portconsole.core.adapters.nmap_process import (
     run_process,
     wait_all,
 )
+from portconsole.core.adapters.scan_batches import (
+    batch_size_for,
+    batch_timeout_for,
+    nmap_hostgroup,
+    plan_batches,
+    port_argument,
+    tcp_port_count,
+    timeout_note,
+)
+from portconsole.core.adapters.scan_command import NMAP_MISSING, NmapCommand, raise_if_user_fixable
 from portconsole.core.adapters.scanning import (
     Fingerprint,
     ScanCancelled,
@@ -70,12 +79,6 @@ from portconsole.core.timeutil import utcnow
 
 __all__ = ["Fingerprint", "ScanCancelled", "Scanner", "new_scan_id"]
 
-# Loopback and LAN answer at once; a real but lossy network gets a few retries, and the
-# confirm step (probe) absorbs the rest before anything becomes a finding.
-MAX_RETRIES = 3
-NMAP_FALLBACK_PATHS = ("/usr/bin/nmap", "/usr/local/bin/nmap", "/opt/local/bin/nmap")
-NMAP_MISSING = "nmap is not installed: run 'apt-get install nmap' (or make demo / make test)"
-
 
 @dataclass(slots=True)
 class _RunOutcome:
@@ -88,153 +91,33 @@ class _RunOutcome:
     cancelled: bool = False
 
 
-def _port_argument(ports: Iterable[tuple[int, str]]) -> str:
-    """`T:22,80,U:53` from (port, proto) pairs, ranges merged."""
-    by_proto: dict[str, list[int]] = {"tcp": [], "udp": []}
-    for port, proto in ports:
-        by_proto[proto].append(port)
-    parts = []
-    for proto, prefix in (("tcp", "T:"), ("udp", "U:")):
-        if by_proto[proto]:
-            parts.append(prefix + str(PortSpec.of(by_proto[proto])))
-    return ",".join(parts)
-
-
-# Auto batches: a small target set is spread evenly over the workers, at most
-# AUTO_BATCH_SMALL hosts per nmap; a large one grows to about AUTO_BATCH_ROUNDS nmap runs
-# per worker, at most AUTO_BATCH_MAX hosts each. A /16 at 4 workers is 16 runs of 4,096
-# hosts, not 4,096 runs of 16 (each start costs ~0.1 s and nmap schedules a big host group
-# itself).
-# A grown batch may take at most this many times scan.batch_timeout.
-BATCH_TIMEOUT_MAX_FACTOR = 8
-AUTO_BATCH_SMALL = 16
-AUTO_BATCH_ROUNDS = 4
-AUTO_BATCH_MAX = 4096
-
-
 class Scanner:
     """Runs nmap for the monitor. Thread-safe: one Scanner may serve several scans."""
 
     def __init__(self, settings: ScanSettings, scope: Scope, nmap_path: str | None = None) -> None:
         self.settings = settings
         self.scope = scope
-        self._nmap_path_hint = nmap_path
         self.privileged = raw_sockets_allowed() and not settings.force_unprivileged
         self.scan_type = "syn" if self.privileged else "connect"
-        self._analyser: nmap.PortScanner | None = None
-        self._analyser_lock = threading.Lock()
-        self._version = ""
-        self._found_path = ""
+        self._command = NmapCommand(settings, self.privileged, nmap_path)
 
-    # -- nmap discovery ---------------------------------------------------------------
+    # -- nmap and sizing --------------------------------------------------------------
 
     def nmap_path(self) -> str:
-        """The nmap binary in use, looked up once. Raises ScannerError when there is none.
-
-        A binary removed later is caught when it is run (FileNotFoundError: NMAP_MISSING).
-        """
-        if not self._found_path:
-            self._found_path = self._find_nmap()
-        return self._found_path
-
-    def _find_nmap(self) -> str:
-        if self._nmap_path_hint:
-            found = shutil.which(self._nmap_path_hint)
-            if not found:
-                raise ScannerError(f"nmap not found at {self._nmap_path_hint}: {NMAP_MISSING}")
-            return found
-        found = shutil.which("nmap")
-        if found:
-            return found
-        # python-nmap does the same: PATH may lack /usr/bin when started from a service.
-        for candidate in NMAP_FALLBACK_PATHS:
-            if os.access(candidate, os.X_OK):
-                return candidate
-        raise ScannerError(NMAP_MISSING)
-
-    def _get_analyser(self) -> nmap.PortScanner:
-        with self._analyser_lock:
-            if self._analyser is None:
-                path = self.nmap_path()
-                try:
-                    analyser = nmap.PortScanner(nmap_search_path=(path,))
-                except nmap.PortScannerError:
-                    raise ScannerError(f"{path} did not run as nmap: {NMAP_MISSING}") from None
-                major, minor = analyser.nmap_version()
-                self._version = f"{major}.{minor}"
-                self._analyser = analyser
-            return self._analyser
-
-    def batch_size_for(self, hosts: int) -> int:
-        """Hosts per nmap process. Auto (0): each nmap start costs a fixed ~0.1 s, so one
-        process per host wasted a quarter of a 40-host sweep (4.8 s vs 3.6 s with 10 per
-        process); spread the hosts evenly over the workers (at most AUTO_BATCH_SMALL
-        each), and let a large target set grow its batches (see AUTO_BATCH_MAX)."""
-        if self.settings.batch_size:
-            return self.settings.batch_size
-        workers = self.settings.workers
-        even = min(AUTO_BATCH_SMALL, -(-hosts // workers))
-        grown = min(AUTO_BATCH_MAX, -(-hosts // (workers * AUTO_BATCH_ROUNDS)))
-        return max(1, even, grown)
-
-    def batch_timeout_for(self, hosts: int) -> float:
-        """Seconds one nmap run over `hosts` hosts may take: scan.batch_timeout for each
-        AUTO_BATCH_SMALL hosts (a grown batch does the work of several small ones), at most
-        BATCH_TIMEOUT_MAX_FACTOR times scan.batch_timeout, so that a hung run is still killed
-        within the hour at the defaults (nmap scans a batch's hosts in parallel)."""
-        factor = min(max(1, -(-hosts // AUTO_BATCH_SMALL)), BATCH_TIMEOUT_MAX_FACTOR)
-        return self.settings.batch_timeout * factor
+        """The nmap binary in use, looked up once. Raises ScannerError when there is none."""
+        return self._command.path()
 
     def nmap_version(self) -> str:
         """nmap's version, e.g. `7.93`. Raises ScannerError when nmap is missing."""
-        self._get_analyser()
-        return self._version
+        return self._command.version()
 
-    # -- argument vectors (fixed profile only) ------------------------------------------
+    def batch_size_for(self, hosts: int) -> int:
+        """Hosts per nmap process (see scan_batches.batch_size_for)."""
+        return batch_size_for(self.settings, hosts)
 
-    def _base_args(self, addresses: Sequence[str], discover: bool = False) -> list[str]:
-        args = [
-            self.nmap_path(),
-            "-n",  # never resolve names: no DNS traffic, and no name-based surprises
-            f"-T{self.settings.timing}",
-            "--max-retries",
-            str(MAX_RETRIES),
-        ]
-        if not discover:
-            # -Pn: scan the host even if it ignores ping. A known host that drops ICMP
-            # would otherwise be reported down and its ports never scanned, and for a
-            # compliance monitor "not scanned" must never read as "nothing open". Hosts
-            # never seen (a range's empty addresses) keep nmap's discovery: -Pn on them
-            # probes every port of every empty address.
-            args.insert(2, "-Pn")
-        if not self.privileged:
-            # Make nmap behave as an unprivileged user would (no raw sockets at all), so
-            # force_unprivileged really exercises the connect-scan path.
-            args.append("--unprivileged")
-        elif os.geteuid() != 0:
-            args.append("--privileged")  # not root, but allowed raw sockets (capabilities)
-        if any(ipaddress.ip_address(a).version == 6 for a in addresses):
-            args.append("-6")
-        return args
-
-    def _sweep_args(
-        self, addresses: Sequence[str], port_argument: str, udp: bool, discover: bool = False
-    ) -> list[str]:
-        args = self._base_args(addresses, discover)
-        args.append("-sS" if self.privileged else "-sT")
-        if udp:
-            args.append("-sU")
-        args += ["-p", port_argument, "-oX", "-", "--", *addresses]
-        return args
-
-    def _version_args(self, address: str, ports: Iterable[tuple[int, str]]) -> list[str]:
-        pairs = list(ports)
-        args = self._base_args([address])
-        args.append("-sS" if self.privileged else "-sT")
-        if any(proto == "udp" for _, proto in pairs):
-            args.append("-sU")
-        args += ["-sV", "-p", _port_argument(pairs), "-oX", "-", "--", address]
-        return args
+    def batch_timeout_for(self, hosts: int) -> float:
+        """Seconds one nmap run over `hosts` hosts may take (see scan_batches)."""
+        return batch_timeout_for(self.settings, hosts)
 
     # -- checks -------------------------------------------------------------------------
 
@@ -243,14 +126,7 @@ class Scanner:
         return checked_addresses(addresses, self.scope)
 
     def _require_udp_privilege(self) -> None:
-        if not self.privileged:
-            if os.geteuid() == 0:
-                raise ScannerError(
-                    "UDP scanning needs raw sockets: unset scan.force_unprivileged or turn UDP off"
-                )
-            raise ScannerError(
-                "UDP scanning needs root: run PortConsole as root or set scan.udp = false"
-            )
+        self._command.require_udp_privilege()
 
     # -- running nmap -------------------------------------------------------------------
 
@@ -262,13 +138,15 @@ class Scanner:
         timeout: float,
         *,
         open_only: bool = True,
+        on_progress: Callable[[LiveCounts], None] | None = None,
     ) -> _RunOutcome:
         """Run one nmap to completion, timeout or cancel, parsing its XML as it arrives.
 
         `open_only`: keep only open ports (a sweep or probe); a -sV run keeps every port.
+        `on_progress`: told what the run has written so far, as it arrives.
         """
         outcome = _RunOutcome(addresses=addresses)
-        reading = NmapOutput(open_only)
+        reading = NmapOutput(open_only, on_progress)
         try:
             ran = run_process(args, cancel, timeout, reading.take)
         except FileNotFoundError:
@@ -279,14 +157,11 @@ class Scanner:
             outcome.cancelled = True
             return outcome
         if ran.timed_out:
-            outcome.error = (
-                f"nmap timed out after {timeout:g} s (scan.batch_timeout per "
-                f"{AUTO_BATCH_SMALL} hosts)"
-            )
+            outcome.error = timeout_note(timeout)
             return outcome
         stderr = ran.stderr.decode("utf-8", "replace")
         if ran.returncode != 0:
-            self._raise_if_user_fixable(stderr)
+            raise_if_user_fixable(stderr)
             first = next((ln for ln in stderr.splitlines() if ln.strip()), "no message")
             outcome.error = f"nmap exited with status {ran.returncode}: {first.strip()[:200]}"
             return outcome
@@ -297,14 +172,6 @@ class Scanner:
             return outcome
         outcome.xml = reading.xml()
         return outcome
-
-    def _raise_if_user_fixable(self, stderr: str) -> None:
-        lowered = stderr.lower()
-        if "requires root privileges" in lowered or "operation not permitted" in lowered:
-            raise ScannerError(
-                "nmap lacks the privilege for a SYN scan (raw sockets): run as root with "
-                "CAP_NET_RAW, or set scan.force_unprivileged = true for a connect scan"
-            )
 
     # -- public API ---------------------------------------------------------------------
 
@@ -346,26 +213,19 @@ class Scanner:
         started = utcnow()
         protocols = ["tcp", "udp"] if udp else ["tcp"]
         # Rendered from the ranges, so 'all' stays a short argument.
-        port_argument = ",".join(f"{proto[0].upper()}:{ports}" for proto in protocols)
+        sweep_ports = ",".join(f"{proto[0].upper()}:{ports}" for proto in protocols)
 
         state = ScanProgress(total=len(planned), progress=progress)
         tally = ScanTally(planned)
         # Workers watch `stop`, set on the caller's cancel or on an error that ends the scan.
         stop = threading.Event()
         halt = AnyEvent(stop, cancel)
-        size = self.batch_size_for(len(planned))
-        known_set = set(planned) if known is None else set(known)
-        batches = [
-            (batch, False) for batch in _batches([a for a in planned if a in known_set], size)
-        ]
-        batches += [
-            (batch, True) for batch in _batches([a for a in planned if a not in known_set], size)
-        ]
+        batches = plan_batches(planned, known, self.batch_size_for(len(planned)))
         workers = max(1, min(self.settings.workers, len(batches)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nmap") as pool:
             sweep_futures = [
-                pool.submit(self._sweep_batch, batch, port_argument, udp, halt, state, discover)
-                for batch, discover in batches
+                pool.submit(self._sweep_batch, key, batch, sweep_ports, udp, halt, state, discover)
+                for key, (batch, discover) in enumerate(batches)
             ]
             tally.cancelled = wait_all(sweep_futures, cancel, stop)
             for result in _finished(sweep_futures):
@@ -384,8 +244,8 @@ class Scanner:
                 if jobs:
                     state.start_phase("fingerprint", len(jobs))
                     version_futures = [
-                        pool.submit(self._version_host, address, chosen, halt, state)
-                        for address, chosen in jobs
+                        pool.submit(self._version_host, key, address, chosen, halt, state)
+                        for key, (address, chosen) in enumerate(jobs)
                     ]
                     tally.cancelled = wait_all(version_futures, cancel, stop)
                     for result in _finished(version_futures):
@@ -431,7 +291,7 @@ class Scanner:
         if udp:
             self._require_udp_privilege()
         self.nmap_version()
-        args = self._sweep_args(checked, _port_argument(pairs), udp)
+        args = self._command.sweep_args(checked, port_argument(pairs), udp)
         outcome = self._run(args, checked, cancel, self.settings.batch_timeout)
         if outcome.cancelled:
             raise ScanCancelled(f"probe of {checked[0]} cancelled; nothing was concluded")
@@ -463,7 +323,7 @@ class Scanner:
             self._require_udp_privilege()
         self.nmap_version()
         outcome = self._run(
-            self._version_args(checked[0], pairs),
+            self._command.version_args(checked[0], pairs),
             checked,
             cancel,
             self.settings.batch_timeout,
@@ -481,15 +341,23 @@ class Scanner:
 
     def _sweep_batch(
         self,
+        key: int,
         batch: list[str],
-        port_argument: str,
+        ports: str,
         udp: bool,
         cancel: Cancellable,
         state: ScanProgress,
         discover: bool = False,
     ) -> _RunOutcome:
-        args = self._sweep_args(batch, port_argument, udp, discover)
-        result = self._run(args, batch, cancel, self.batch_timeout_for(len(batch)))
+        args = self._command.sweep_args(batch, ports, udp, discover, stats=True)
+        state.begin(key, len(batch), nmap_hostgroup(tcp_port_count(ports), udp))
+
+        def live(counts: LiveCounts) -> None:
+            state.live(key, counts.hosts, counts.open_ports, counts.percent)
+
+        result = self._run(
+            args, batch, cancel, self.batch_timeout_for(len(batch)), on_progress=live
+        )
         if discover and not result.cancelled and not result.error:
             # nmap leaves out a host that did not answer discovery: it is down.
             for address in batch:
@@ -498,38 +366,37 @@ class Scanner:
             opened = 0
             if not result.error:
                 opened = sum(len(h.open_ports()) for a, h in result.hosts.items() if a in batch)
-            state.done(len(batch), opened)
+            state.done(len(batch), opened, key)
         return result
 
     def _version_host(
         self,
+        key: int,
         address: str,
         pairs: list[tuple[int, str]],
         cancel: Cancellable,
         state: ScanProgress,
     ) -> _RunOutcome:
+        state.begin(key, 1, 1)
+
+        def live(counts: LiveCounts) -> None:
+            # The host's ports were counted by the sweep: only the percent moves here.
+            state.live(key, 0, 0, counts.percent)
+
         result = self._run(
-            self._version_args(address, pairs),
+            self._command.version_args(address, pairs, stats=True),
             [address],
             cancel,
             self.settings.batch_timeout,
             open_only=False,
+            on_progress=live,
         )
         if not result.cancelled:
-            state.done(1, 0)
+            state.done(1, 0, key)
         return result
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def _batches(addresses: list[str], size: int) -> list[list[str]]:
-    """Host batches of `size`, never mixing IPv4 and IPv6 (nmap needs -6 for v6)."""
-    out: list[list[str]] = []
-    for version in (4, 6):
-        family = [a for a in addresses if ipaddress.ip_address(a).version == version]
-        out += [family[i : i + size] for i in range(0, len(family), size)]
-    return out
 
 
 def _finished(futures: list[Future[_RunOutcome]]) -> list[_RunOutcome]:

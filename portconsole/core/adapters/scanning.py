@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -141,16 +142,56 @@ def chosen_ports(host: HostObservation, fingerprint: Fingerprint) -> list[tuple[
     return sorted({(int(p), str(proto)) for p, proto in fingerprint(host)} & open_keys)
 
 
-class ScanProgress:
-    """Counters shared by worker threads; reports progress as each batch ends."""
+# Live reports from inside running nmap batches come at most this often; a batch or a
+# phase that ends is always reported.
+LIVE_REPORT_SECONDS = 0.25
+# No ETA until this much of the phase is done and it has run this long: an early guess
+# from the first host group is mostly noise.
+ETA_MIN_FRACTION = 0.01
+ETA_MIN_SECONDS = 1.0
 
-    def __init__(self, total: int, progress: Callable[[Progress], None] | None) -> None:
+
+@dataclass(slots=True)
+class _Running:
+    """One running batch as ScanProgress counts it: `work` is in host equivalents."""
+
+    size: int
+    hostgroup: int
+    hosts: int = 0
+    open_ports: int = 0
+    work: float = 0.0
+
+
+class ScanProgress:
+    """One progress figure for a phase, combined over the batches running at once.
+
+    A batch that ends counts its hosts (`done`). A running one reports what its nmap has
+    written so far (`live`): completed hosts, the open ports in them, and nmap's own
+    percent for the host group it is scanning (`--stats-every`), so a long run moves the
+    figure before its first host group ends. The percent is the hosts done plus that share
+    of the group in flight, over the phase's hosts; the ETA is the elapsed time scaled by
+    the work left. A running batch's share never goes backwards.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        progress: Callable[[Progress], None] | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._lock = threading.Lock()
         self.total = total
         self.hosts_done = 0
         self.open_ports = 0
         self.phase = "sweep"
         self._progress = progress
+        self._clock = clock
+        self._started = clock()
+        self._finished_hosts = 0
+        self._finished_open = 0
+        self._running: dict[int, _Running] = {}
+        self._last_report = float("-inf")
+        self._last_key: tuple[int, int, float, str] | None = None
 
     # Callbacks run under the lock so that reports arrive in order (a consumer that keeps
     # only the newest never goes backwards); they must be cheap, e.g. post a message.
@@ -159,18 +200,64 @@ class ScanProgress:
         with self._lock:
             self.phase = phase
             self.total = total
-            self.hosts_done = 0
-            self._emit(Progress(0, total, self.open_ports, phase))
+            self._finished_hosts = 0
+            self._running.clear()
+            self._started = self._clock()
+            self._report(force=True)
 
-    def done(self, hosts: int, open_ports: int) -> None:
+    def begin(self, key: int, size: int, hostgroup: int) -> None:
+        """A batch of `size` hosts starts; nmap scans them `hostgroup` at a time."""
         with self._lock:
-            self.hosts_done += hosts
-            self.open_ports += open_ports
-            self._emit(Progress(self.hosts_done, self.total, self.open_ports, self.phase))
+            self._running[key] = _Running(size, max(1, min(hostgroup, size)))
 
-    def _emit(self, progress: Progress) -> None:
-        if self._progress is not None:
-            self._progress(progress)
+    def live(self, key: int, hosts: int, open_ports: int, percent: float | None) -> None:
+        """What running batch `key`'s nmap has written so far (see nmap_parse.LiveCounts)."""
+        with self._lock:
+            batch = self._running.get(key)
+            if batch is None:
+                return
+            batch.hosts = min(hosts, batch.size)
+            batch.open_ports = open_ports
+            work = float(batch.hosts)
+            if percent is not None:
+                in_flight = min(batch.hostgroup, batch.size - batch.hosts)
+                work += in_flight * percent / 100.0
+            batch.work = max(batch.work, min(work, float(batch.size)))
+            self._report(force=False)
+
+    def done(self, hosts: int, open_ports: int, key: int | None = None) -> None:
+        """`hosts` hosts finished with `open_ports` open ports (batch `key`, if it began)."""
+        with self._lock:
+            if key is not None:
+                self._running.pop(key, None)
+            self._finished_hosts += hosts
+            self._finished_open += open_ports
+            self._report(force=True)
+
+    def _report(self, *, force: bool) -> None:
+        running = self._running.values()
+        self.hosts_done = min(self.total, self._finished_hosts + sum(b.hosts for b in running))
+        self.open_ports = self._finished_open + sum(b.open_ports for b in running)
+        if self._progress is None:
+            return
+        now = self._clock()
+        if not force and now - self._last_report < LIVE_REPORT_SECONDS:
+            return
+        work = self._finished_hosts + sum(b.work for b in running)
+        fraction = min(1.0, work / self.total) if self.total else 0.0
+        percent = round(100.0 * fraction, 1)
+        key = (self.hosts_done, self.open_ports, percent, self.phase)
+        if key == self._last_key:
+            return
+        self._last_key = key
+        self._last_report = now
+        elapsed = now - self._started
+        eta = None
+        if fraction >= ETA_MIN_FRACTION and elapsed >= ETA_MIN_SECONDS:
+            eta = elapsed * (1.0 - fraction) / fraction
+        self._progress(
+            Progress(self.hosts_done, self.total, self.open_ports, self.phase, percent, eta)
+        )
 
 
 @dataclass(slots=True)

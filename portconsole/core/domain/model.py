@@ -237,6 +237,29 @@ class Progress:
     hosts_total: int
     open_ports: int
     phase: str = "sweep"  # sweep | fingerprint | confirm | ingest | done
+    # The share of the phase's work done, 0-100, from nmap's own progress inside running
+    # batches; None: count hosts (`fraction`). ETA in seconds, None while unknown.
+    percent: float | None = None
+    eta_seconds: float | None = None
+
+    @property
+    def fraction(self) -> float:
+        """The phase's work done, 0.0-1.0."""
+        if self.percent is not None:
+            return min(max(self.percent / 100.0, 0.0), 1.0)
+        if not self.hosts_total:
+            return 0.0
+        return min(self.hosts_done / self.hosts_total, 1.0)
+
+    def eta_text(self) -> str:
+        """`ETA 1:05`, `ETA 1:02:03`, or `ETA ?` while unknown."""
+        if self.eta_seconds is None:
+            return "ETA ?"
+        hours, rest = divmod(int(self.eta_seconds + 0.5), 3600)
+        minutes, seconds = divmod(rest, 60)
+        return (
+            f"ETA {hours}:{minutes:02d}:{seconds:02d}" if hours else f"ETA {minutes}:{seconds:02d}"
+        )
 
 
 def port_key(host: str, port: int, proto: str) -> str:

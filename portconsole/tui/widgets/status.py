@@ -52,8 +52,10 @@ def monitoring_line(state: HeaderState) -> Text:
         line.append("loading…", style="italic")
         return line
     if state.scan is not None:
-        phase = state.scan.progress.phase if state.scan.progress else "starting"
-        line.append(f"▶ scanning {clean(state.scan.label or 'all', 20)} ({phase})", style="bold")
+        line.append(
+            f"▶ scanning {clean(state.scan.label or 'all', 20)} ({scan_phase(state.scan)})",
+            style="bold",
+        )
     elif overview.paused:
         line.append("‖ PAUSED", style="bold reverse")
     elif overview.is_leader:
@@ -72,6 +74,8 @@ def monitoring_line(state: HeaderState) -> Text:
         line.append("○ no scan leader")
     if state.readonly:
         line.append("  [read-only]", style="bold")
+    if overview.sites_down:
+        line.append(f"  ✖ site down: {clean(', '.join(overview.sites_down), 30)}", style="bold")
     last = overview.last_scan
     if last:
         line.append(
@@ -120,8 +124,19 @@ def _counts(state: HeaderState, *, short: bool) -> Text:
     return line
 
 
+def scan_phase(scan: ScanState) -> str:
+    """`sweep 31% · ETA 0:05` while nmap runs (the scanner reports both), else the phase."""
+    progress = scan.progress
+    if progress is None:
+        return "starting"
+    if progress.phase in ("sweep", "fingerprint") and progress.hosts_total:
+        return f"{progress.phase} {100 * progress.fraction:.0f}% · {progress.eta_text()}"
+    return progress.phase
+
+
 def progress_bar(scan: ScanState, width: int = 14) -> Text:
-    """A text bar: `[███████░░░░░░░] 12/40 sweep`.
+    """A text bar: `[███████░░░░░░░] 12/40 hosts`, filled by the work done (nmap's own
+    percent inside a running batch, see adapters/scanning.ScanProgress).
 
     Drawn as text rather than with Textual's ProgressBar, whose animation timers keep
     repainting (CPU over SSH, and screenshots that never settle) even while hidden.
@@ -132,11 +147,11 @@ def progress_bar(scan: ScanState, width: int = 14) -> Text:
         bar.append("[" + "·" * width + "] starting")
         return bar
     done = min(progress.hosts_done, progress.hosts_total)
-    filled = round(width * done / progress.hosts_total)
+    filled = round(width * progress.fraction)
     bar.append("[")
     bar.append("█" * filled, style="bold")
     bar.append("░" * (width - filled))
-    bar.append(f"] {done}/{progress.hosts_total} {progress.phase}")
+    bar.append(f"] {done:,}/{progress.hosts_total:,} hosts")
     return bar
 
 
