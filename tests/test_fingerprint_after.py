@@ -120,7 +120,8 @@ class Fleet:
         """Run one cycle at `at`; returns how many ports it fingerprinted (-sV)."""
         self.now = at
         before = len(self.replay.calls)
-        self.monitor.run_cycle(group=group, targets=targets, ports=ports)
+        result = self.monitor.run_cycle(group=group, targets=targets, ports=ports)
+        result.settle_fingerprint()  # -sV runs after detection, in the background
         asked = [c for c in self.replay.calls[before:] if c[0] == "fingerprint"]
         return sum(len(ports.removeprefix("T:").split(",")) for _, _, ports in asked)
 

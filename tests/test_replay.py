@@ -189,6 +189,7 @@ def test_port_opening_between_cycles_becomes_a_finding(tmp_path: Path) -> None:
     monitor, network = replay_monitor(tmp_path, {"127.0.0.2": {22: "ssh"}})
     try:
         first = monitor.run_cycle(targets=["127.0.0.2"], ports="22,80,443")
+        first.settle_fingerprint()  # -sV runs after detection, in the background
         assert {(c.kind, c.port) for c in first.changes} == {("host_up", None), ("port_opened", 22)}
         again = monitor.run_cycle(targets=["127.0.0.2"], ports="22,80,443")
         assert again.changes == [] and again.findings == []
@@ -198,6 +199,7 @@ def test_port_opening_between_cycles_becomes_a_finding(tmp_path: Path) -> None:
         assert [(c.kind, c.port) for c in second.changes] == [("port_opened", 80)]
         assert [(f.kind, f.port) for f in second.findings] == [("unapproved_port", 80)]
         assert second.approval_status["127.0.0.2:80/tcp"] == "unapproved"
+        second.settle_fingerprint()
         # The sweep, then the confirm probe of the new port, then -sV on it alone.
         assert network.calls[-3:] == [
             ("scan", "127.0.0.2", "22,80,443"),

@@ -26,6 +26,7 @@ def scanned(tmp_path: Path) -> tuple[Monitor, list[str]]:
         tmp_path, {HOST: {80: "http", 8080: "http", 8443: "https"}}, extra=SOD_OFF
     )
     result = monitor.run_cycle(targets=[HOST], ports=PORTS)
+    result.settle_fingerprint()  # the -sV after detection is a transaction of its own
     findings = sorted(
         (f for f in result.findings if f.kind == "unapproved_port"), key=lambda f: f.port or 0
     )

@@ -213,7 +213,7 @@ async def test_insecure_service_needs_a_mitigation(tmp_path: Path) -> None:
     network = replay_network(config, {host: {port: telnetd}})
     monitor = open_replay_monitor(config, tmp_path / "data", network)
     monitor.settings.approval.separation_of_duties = False  # typed terms, no request
-    monitor.run_cycle("web")
+    monitor.run_cycle("web").settle_fingerprint()  # -sV runs after detection
     assert [kind for kind, *_ in network.calls] == ["scan", "fingerprint"]
     finding = finding_on(monitor, host, port)
     assert finding.service == "telnet" and monitor.is_insecure(finding.service)

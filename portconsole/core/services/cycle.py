@@ -1,9 +1,12 @@
-"""The scan cycle: sweep, confirm, fingerprint, then ingest, detect, raise and notify.
+"""The scan cycle: sweep, confirm, then ingest, detect, raise and notify; -sV after.
 
-    targets -> sweep (nmap) -> confirm (re-probe) -> fingerprint (-sV where needed)
-            -> store.ingest -> detect -> findings -> outbox -> journal
+    targets -> sweep (nmap) -> confirm (re-probe) -> store.ingest -> detect -> findings
+            -> outbox -> journal, then in the background: fingerprint (-sV where needed)
+            -> its own ingest, detection and notification (services/fingerprint_after.py)
 
-One cycle's ingest, detection, findings, outbox and events are one journal transaction.
+One cycle's ingest, detection, findings, outbox and events are one journal transaction,
+and the fingerprint that follows it is another. The cycle (and its group's scheduled run)
+is finished when detection is done: a port that answers nothing to -sV delays neither.
 Imports of reports made elsewhere go through the same path.
 
 A scan is judged against the approvals in force when it finished (Approval.in_force: recorded
@@ -17,10 +20,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from portconsole.core.adapters.dns import resolve_host_name
 from portconsole.core.adapters.journal import AuditEntry
@@ -37,71 +38,15 @@ from portconsole.core.domain.schedule import Gap
 from portconsole.core.domain.targets import PortSpec, expand_targets, parse_ports
 from portconsole.core.errors import UserError
 from portconsole.core.services.base import finding_resource
+from portconsole.core.services.cycle_result import CycleResult
+from portconsole.core.services.fingerprint_after import FingerprintAfter
 from portconsole.core.services.probe import Probing
 from portconsole.core.timeutil import iso
 
 ProgressFn = Callable[[Progress], None]
 
 
-@dataclass(slots=True)
-class CycleResult:
-    """What one scan cycle did: the scan, what changed, what it raised."""
-
-    scan: ScanResult
-    changes: list[Change]
-    findings: list[Finding]
-    approval_status: dict[str, str] = field(default_factory=dict)  # "host:port/proto" -> status
-    unconfirmed: list[str] = field(default_factory=list)  # keys a re-probe did not confirm
-    gaps: list[Gap] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        meta = self.scan.metadata_json()
-        hosts = []
-        for host in self.scan.hosts:
-            ports = []
-            for port in host.ports:
-                item = {
-                    "port": port.port,
-                    "proto": port.proto,
-                    "state": port.state,
-                    "service": port.service,
-                    "product": port.product,
-                    "version": port.version,
-                }
-                key = f"{host.address}:{port.port}/{port.proto}"
-                item["approval"] = self.approval_status.get(key, "unapproved")
-                ports.append(item)
-            hosts.append({"address": host.address, "status": host.status, "ports": ports})
-        return {
-            "scan_id": meta["scan_id"],
-            "started_at": meta["started_at"],
-            "finished_at": meta["finished_at"],
-            "scan_type": meta["scan_type"],
-            "privileged": meta["privileged"],
-            "outcome": meta["outcome"],
-            "error": meta["error"],
-            "targets": meta["targets"],
-            "ports": meta["ports"],
-            "nmap_version": meta["nmap_version"],
-            "raw_xml_sha256": meta["raw_xml_sha256"],
-            "hosts": hosts,
-            "changes": [c.to_json() for c in self.changes],
-            "findings": [
-                {
-                    "id": f.id,
-                    "kind": f.kind,
-                    "severity": f.severity,
-                    "host": f.host,
-                    "port": f.port,
-                    "proto": f.proto,
-                }
-                for f in self.findings
-            ],
-            "unconfirmed": list(self.unconfirmed),
-        }
-
-
-class ScanCycle(Probing):
+class ScanCycle(Probing, FingerprintAfter):
     """Scanning and ingesting, for the Monitor."""
 
     def resolve_targets(
@@ -162,7 +107,7 @@ class ScanCycle(Probing):
         self._require_write("run scans")
         texts, addresses, spec, udp, label = self.resolve_targets(targets, group, ports)
         cancel = cancel or threading.Event()
-        with self._scan_lock:
+        with self._scan_lock(label):  # one run per group at a time; groups in parallel
             return self._cycle(texts, addresses, spec, udp, label, progress, cancel, fingerprint)
 
     def rescan_host(
@@ -215,8 +160,11 @@ class ScanCycle(Probing):
                 targets=texts,
                 origin=self.origin,
                 group=label,
-                # Known from history or the baseline: swept without ping discovery (-Pn).
-                known={h.address for h in self.store.hosts()}
+                # Known from history or the baseline: swept without ping discovery (-Pn);
+                # a group with discovery = "none" sweeps every address so (None).
+                known=None
+                if self.settings.group_discovery(label) == "none"
+                else {h.address for h in self.store.hosts(addresses)}
                 | {a.host for a in self.approvals.all()},
             )
         except UserError as error:
@@ -229,28 +177,31 @@ class ScanCycle(Probing):
                 )
                 self.record_gaps()
             raise
-        state = {(p.host, p.port, p.proto): p for p in self.store.current_ports()}
+        state = {
+            (p.host, p.port, p.proto): p
+            for p in self.store.current_ports(hosts=[*addresses, *(h.address for h in scan.hosts)])
+        }
         unconfirmed: list[str] = []
+        wanted: dict[str, list[tuple[int, str]]] = {}
         if not cancel.is_set() and scan.outcome != "cancelled":
             if progress:
                 progress(
                     Progress(len(scan.hosts), len(addresses), scan.open_port_count(), "confirm")
                 )
             unconfirmed = self._confirm(scan, state, cancel)
-            if progress:
-                progress(
-                    Progress(len(scan.hosts), len(addresses), scan.open_port_count(), "fingerprint")
-                )
-            self._fingerprint(
-                scan, state, cancel, fingerprint_mode or self.settings.scan.fingerprint, label
-            )
+            mode = fingerprint_mode or self.settings.scan.fingerprint
+            wanted = self._fingerprint_plan(scan, state, mode, label)
         if progress:
             progress(Progress(len(scan.hosts), len(addresses), scan.open_port_count(), "ingest"))
         changes, new_findings, gaps = self._ingest_and_detect(scan, label, len(addresses))
         status = self._approval_status(scan)
+        # Detection is done (and the run marked finished): -sV follows in the background.
+        job = None
+        if wanted and not cancel.is_set() and scan.outcome != "cancelled":
+            job = self.start_fingerprint(scan, wanted, label, cancel)
         if progress:
             progress(Progress(len(scan.hosts), len(addresses), scan.open_port_count(), "done"))
-        return CycleResult(scan, changes, new_findings, status, unconfirmed, gaps)
+        return CycleResult(scan, changes, new_findings, status, unconfirmed, gaps, job)
 
     def _ingest_and_detect(
         self, scan: ScanResult, label: str, planned: int
@@ -261,7 +212,8 @@ class ScanCycle(Probing):
         per change): a scan that opens a hundred ports must not hold the lock for seconds.
         """
         with self.store.lock.hold():
-            known_hosts = [h.address for h in self.store.hosts() if h.status == "up"]
+            scanned = [*scan.addresses, *(h.address for h in scan.hosts)]  # their blocks only
+            known_hosts = [h.address for h in self.store.hosts(scanned) if h.status == "up"]
             changes = self.store.ingest(scan)
             now = scan.finished_at
             gaps: list[Gap] = []
@@ -288,20 +240,7 @@ class ScanCycle(Probing):
                     at=now,
                 )
             ]
-            entries += [
-                self._entry(
-                    f"change.{change.kind}",
-                    resource={
-                        "host": change.host,
-                        "port": change.port,
-                        "proto": change.proto,
-                        "scan_id": scan.scan_id,
-                    },
-                    details={"before": change.before, "after": change.after},
-                    at=now,
-                )
-                for change in changes
-            ]
+            entries += self._change_entries(changes, scan)
             entries += self._gap_entries(gaps, now)
             alerts, finding_entries = self._detect(scan, known_hosts, gaps)
             self.audit.append_many(entries + finding_entries)
@@ -309,6 +248,22 @@ class ScanCycle(Probing):
             # finding that no one was told about (the next scan only refreshes it).
             self._enqueue(alerts, scan.scan_id, scan)
         return changes, alerts, gaps
+
+    def _change_entries(self, changes: Iterable[Change], scan: ScanResult) -> list[AuditEntry]:
+        return [
+            self._entry(
+                f"change.{change.kind}",
+                resource={
+                    "host": change.host,
+                    "port": change.port,
+                    "proto": change.proto,
+                    "scan_id": scan.scan_id,
+                },
+                details={"before": change.before, "after": change.after},
+                at=scan.finished_at,
+            )
+            for change in changes
+        ]
 
     def _settle_run(self, scan: ScanResult, label: str, planned: int) -> None:
         """Mark a group's run finished; one cancelled because this process is quitting
@@ -387,7 +342,11 @@ class ScanCycle(Probing):
         now = scan.finished_at
         candidates = detect(
             scan,
-            scan_open_ports(scan) if scan.backfill else self.store.current_ports(),
+            scan_open_ports(scan)
+            if scan.backfill
+            else self.store.current_ports(
+                hosts=[*scan.addresses, *(h.address for h in scan.hosts)]
+            ),  # only the scan's hosts are judged
             known_hosts,
             self.approvals.all(),  # judged as they stood at `now` (see the module docstring)
             self.settings,

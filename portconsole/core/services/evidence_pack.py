@@ -252,7 +252,8 @@ def build_evidence_pack(
     start, end = utc(start), utc(end)
     settings = sources.settings
     report_progress(progress, "reading scans", 0.05)
-    records = sources.store.scans(None, end)
+    # Sweeps only: a fingerprint record (-sV after a cycle) is no run of a group.
+    records = [r for r in sources.store.scans(None, end) if r.get("scan_type") != "fingerprint"]
     scans = [scan_row(r) for r in records if start <= parse_iso(str(r["finished_at"])) <= end]
     report_progress(progress, "reading the audit chain", 0.2)
     audit_events = sources.audit.events()

@@ -1,8 +1,9 @@
-"""The second look of a cycle: re-probe what changed, fingerprint (-sV) what needs it.
+"""The second look of a cycle: re-probe what changed, choose what to fingerprint (-sV).
 
 Scanners miss ports under load and ports flap, so a new or vanished port is probed again
-before it counts; service detection costs ~10x a sweep, so it runs only on new, changed or
-stale ports and stored fingerprints are carried over elsewhere.
+before it counts; service detection costs ~10x a sweep (and ~165 s on a port that answers
+nothing), so it runs only on new, changed or stale ports, after detection and in the
+background (services/fingerprint_after.py); stored fingerprints are carried over meanwhile.
 
 Freshness: a product swapped behind an unchanged port is invisible to a sweep, so every open
 port is fingerprinted again within its group's `refingerprint_hours` (the age). A group's
@@ -150,18 +151,19 @@ class Probing(ServiceBase):
             target.ports.sort(key=lambda p: (p.proto, p.port))
         return unconfirmed
 
-    def _fingerprint(
+    def _fingerprint_plan(
         self,
         scan: ScanResult,
         state: dict[tuple[str, int, str], PortState],
-        cancel: threading.Event,
         mode: str,
         label: str = "",
-    ) -> None:
-        """Run -sV only where it is needed; carry stored fingerprints elsewhere.
+    ) -> dict[str, list[tuple[int, str]]]:
+        """The ports to fingerprint (-sV) after this sweep, by host; stored fingerprints
+        are carried onto the sweep's ports meanwhile.
 
-        "changed" fingerprints new ports, ports never fingerprinted, and the stale ones
-        `refingerprint_due` picks; `label` is the cycle's group ("" or "all": ad-hoc).
+        "changed" picks new ports, ports never fingerprinted, and the stale ones
+        `refingerprint_due` picks; `label` is the cycle's group ("" or "all": ad-hoc). The
+        -sV itself runs after detection, in the background (services/fingerprint_after.py).
         """
         now = self.clock()
         stale = self._stale_fingerprints(scan, state, now, label) if mode == "changed" else set()
@@ -175,7 +177,7 @@ class Probing(ServiceBase):
                 unknown = known is None or known.fingerprinted_at is None
                 if mode == "all" or (mode == "changed" and (unknown or key in stale)):
                     wanted.setdefault(host.address, []).append(port.key)
-                elif known is not None and (known.product or known.version):
+                if known is not None and (known.product or known.version):
                     # Shown as known, but not a fresh fingerprint: the store keeps the
                     # fingerprint's time, so the re-fingerprint rule still fires.
                     host.ports[index] = replace(
@@ -186,33 +188,7 @@ class Probing(ServiceBase):
                         extrainfo=known.extrainfo,
                         fingerprinted=False,
                     )
-        if not wanted or cancel.is_set():
-            return
-
-        errors: list[str] = []
-
-        def run(address: str) -> tuple[str, dict[tuple[int, str], PortObservation]]:
-            # A failed -sV keeps the sweep's answer; it is noted, never fatal to the cycle.
-            try:
-                return address, self.scanner.fingerprint(address, wanted[address], cancel=cancel)
-            except UserError as error:
-                errors.append(str(error))
-                return address, {}
-
-        with ThreadPoolExecutor(max_workers=max(1, self.settings.scan.workers)) as pool:
-            results = list(pool.map(run, wanted))
-        count = 0
-        for address, found in results:
-            target = scan.host(address)
-            if target is None:
-                continue
-            for index, port in enumerate(target.ports):
-                if port.key in found and found[port.key].state == OPEN:
-                    target.ports[index] = found[port.key]
-                    count += 1
-        scan.fingerprinted = count
-        if errors:
-            scan.error = "; ".join(filter(None, [scan.error, *errors]))
+        return wanted
 
     def _stale_fingerprints(
         self,

@@ -1,0 +1,320 @@
+"""Fingerprints after detection: the -sV a cycle leaves running once it is done.
+
+A cycle ingests, detects and notifies from its sweep and confirm re-probe only (cycle.py).
+The ports that need service detection (new ports, ports never identified, and those
+`refingerprint_due` picks, see probe.py) are then fingerprinted in one bounded nmap run
+(adapters/fingerprints.py) on a thread the cycle starts: a FingerprintJob. A port that
+answers nothing costs that run its budget, never the detection, the schedule (the cycle's
+run is marked finished when detection is done) or another group.
+
+Its result is a later transaction: a scan record of type "fingerprint" covering only the
+ports -sV saw open, ingested through Store.ingest like any scan (history, point-in-time
+replay, `service_identified` / `service_changed`), then detected (a service changed behind
+an approved port is a `service_changed` finding), notified, and journalled as
+`scan.fingerprint` naming the sweep it followed (`details.after_scan_id`).
+
+Rules:
+- A port -sV answered is fingerprinted even if -sV named nothing (it answers nothing): it
+  is not asked again before its age. A host out of budget is concluded nothing about (its
+  ports are asked again by the next cycle).
+- One job per cycle label (group, "all", "" for ad hoc) at a time: a cycle whose label
+  still has one running leaves its ports to a later cycle.
+- Budget: each host BASE + PER_PORT seconds per port asked (adapters/fingerprints.py), at
+  most the group's interval (a group's fingerprint ends before its next cycle is due) and
+  at most scan.batch_timeout.
+- Cancel: a job ends on its own cancel (Monitor.close, `cancel_fingerprints`), on the
+  cycle's cancel or on the process's stop: nmap is killed and nothing is written.
+- Only what still holds is recorded: under the label's run lock (no sweep of the group is
+  between its nmap and its ingest), ports the store no longer has open (a later sweep closed them) are left
+  out. The record is dated when it is written (after any decision recorded while -sV ran:
+  an approval made meanwhile is in force for it), never before the newest look at its
+  hosts (a late report would be history only).
+  Its group is "": it is no run of the group (the ledger, the cadence and the gap rules
+  count sweeps); the `scan.fingerprint` event names the group.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from portconsole.core.adapters.fingerprints import (
+    FingerprintRun,
+    fingerprint_scan,
+    host_budget,
+    run_fingerprints,
+)
+from portconsole.core.adapters.journal import AuditEntry
+from portconsole.core.domain.finding import Finding
+from portconsole.core.domain.model import Change, PortObservation, ScanResult
+from portconsole.core.domain.schedule import Gap
+from portconsole.core.domain.state import PortState
+from portconsole.core.services.base import ServiceBase
+
+log = logging.getLogger(__name__)
+
+Pair = tuple[int, str]
+ACTION = "scan.fingerprint"
+# How often a job waiting for the scan lock looks at its cancel.
+LOCK_POLL_SECONDS = 0.2
+
+
+@dataclass(slots=True)
+class FingerprintOutcome:
+    """What a fingerprint job recorded (scan None: nothing was, see `error`)."""
+
+    scan: ScanResult | None
+    changes: list[Change] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    cancelled: bool = False
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scan_id": self.scan.scan_id if self.scan else None,
+            "outcome": "cancelled"
+            if self.cancelled
+            else (self.scan.outcome if self.scan else "failed"),
+            "error": self.error,
+            "ports": self.scan.fingerprinted if self.scan else 0,
+            "changes": [c.to_json() for c in self.changes],
+            "findings": [f.id for f in self.findings],
+        }
+
+
+class FingerprintJob:
+    """One background -sV run and its later transaction (see the module docstring)."""
+
+    def __init__(
+        self,
+        label: str,
+        after: ScanResult,
+        wanted: Mapping[str, Sequence[Pair]],
+        begun: datetime,
+    ) -> None:
+        self.label = label
+        # Its times are the caller's clock when the cycle handed over, plus the seconds
+        # it ran (a clock pinned by a test moves on without it).
+        self.begun = begun
+        self._t0 = time.monotonic()
+        self.after_scan_id = after.scan_id
+        self.wanted = {a: list(p) for a, p in wanted.items()}
+        self.cancel = threading.Event()
+        self.outcome: FingerprintOutcome | None = None
+        self._done = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def clock(self) -> datetime:
+        return self.begun + timedelta(seconds=time.monotonic() - self._t0)
+
+    @property
+    def ports(self) -> int:
+        return sum(len(p) for p in self.wanted.values())
+
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> FingerprintOutcome | None:
+        """The outcome once the job has ended (None if still running after `timeout`)."""
+        self._done.wait(timeout)
+        return self.outcome
+
+    def start(self, body: Callable[[FingerprintJob], FingerprintOutcome]) -> None:
+        def run() -> None:
+            try:
+                self.outcome = body(self)
+            except Exception as error:  # noqa: BLE001 - a thread's failure must be told
+                log.exception("fingerprint after scan %s failed", self.after_scan_id)
+                self.outcome = FingerprintOutcome(None, error=f"service detection failed: {error}")
+            finally:
+                self._done.set()
+
+        self.thread = threading.Thread(
+            target=run, name=f"fingerprint-{self.label or 'adhoc'}", daemon=True
+        )
+        self.thread.start()
+
+
+class FingerprintAfter(ServiceBase):
+    """Start, run, record and cancel the fingerprint jobs, for the scan cycle."""
+
+    _fingerprint_jobs: dict[str, FingerprintJob]
+    _fingerprint_lock: threading.Lock
+
+    def start_fingerprint(
+        self,
+        after: ScanResult,
+        wanted: Mapping[str, Sequence[Pair]],
+        label: str,
+        cancel: threading.Event | None = None,
+    ) -> FingerprintJob | None:
+        """Fingerprint `wanted` (address -> ports) after the sweep `after`, in the
+        background; None when there is nothing to do or `label` has a job running."""
+        if not any(wanted.values()):
+            return None
+        with self._fingerprint_lock:
+            pending = self._fingerprint_jobs.get(label)
+            if pending is not None and pending.running():
+                log.info(
+                    "fingerprint after %s still running: %s leaves %d port(s) to a later cycle",
+                    pending.after_scan_id,
+                    after.scan_id,
+                    sum(len(p) for p in wanted.values()),
+                )
+                return None
+            job = FingerprintJob(label, after, wanted, self.clock())
+            self._fingerprint_jobs[label] = job
+        job.start(lambda j: self._run_fingerprint(j, cancel))
+        return job
+
+    def wait_fingerprints(self, timeout: float | None = None) -> list[FingerprintOutcome]:
+        """Wait for every running job (the CLI before it exits; tests)."""
+        with self._fingerprint_lock:
+            jobs = list(self._fingerprint_jobs.values())
+        return [o for job in jobs if (o := job.wait(timeout)) is not None]
+
+    def cancel_fingerprints(self, timeout: float = 5.0) -> None:
+        """Cancel every running job and wait for it to end (nmap killed, nothing written)."""
+        with self._fingerprint_lock:
+            jobs = list(self._fingerprint_jobs.values())
+        for job in jobs:
+            job.cancel.set()
+        for job in jobs:
+            job.wait(timeout)
+
+    def fingerprint_budget(self, label: str, wanted: Mapping[str, Sequence[Pair]]) -> float:
+        """Seconds each host of this job may take (see the module docstring)."""
+        cap = self.settings.scan.batch_timeout
+        conf = self.settings.groups.get(label)
+        if conf is not None:
+            cap = min(cap, float(conf.interval))
+        return host_budget(max((len(p) for p in wanted.values()), default=1), cap)
+
+    # -- what the scan cycle provides (cycle.py) -------------------------------------------
+
+    def _detect(
+        self, scan: ScanResult, known_hosts: list[str], gaps: Iterable[Gap]
+    ) -> tuple[list[Finding], list[AuditEntry]]:
+        raise NotImplementedError
+
+    def _change_entries(self, changes: Iterable[Change], scan: ScanResult) -> list[AuditEntry]:
+        raise NotImplementedError
+
+    def _enqueue(self, alerts: list[Finding], scan_id: str, scan: ScanResult | None = None) -> None:
+        raise NotImplementedError
+
+    # -- the job's body -------------------------------------------------------------------
+
+    def _run_fingerprint(
+        self, job: FingerprintJob, cycle_cancel: threading.Event | None
+    ) -> FingerprintOutcome:
+        stops = (cycle_cancel, self.stopping)
+
+        def halted() -> bool:
+            return job.cancel.is_set() or any(e is not None and e.is_set() for e in stops)
+
+        run = run_fingerprints(
+            self.scanner,
+            job.wanted,
+            self.fingerprint_budget(job.label, job.wanted),
+            job.cancel,
+            stops,
+            job.clock,
+        )
+        if run.cancelled or halted():
+            return FingerprintOutcome(None, cancelled=True)
+        # No sweep of the label between its nmap and its ingest while this one is recorded.
+        lock = self._scan_lock(job.label)
+        while not lock.acquire(timeout=LOCK_POLL_SECONDS):
+            if halted():
+                return FingerprintOutcome(None, cancelled=True)
+        try:
+            if halted():
+                return FingerprintOutcome(None, cancelled=True)
+            return self._record_fingerprint(job, run)
+        finally:
+            lock.release()
+
+    def _record_fingerprint(self, job: FingerprintJob, run: FingerprintRun) -> FingerprintOutcome:
+        """The later transaction: ingest, detect, journal and notify what -sV identified."""
+        with self.store.lock.hold():
+            hosts = list(run.hosts)
+            still_open = {
+                (p.host, p.port, p.proto): p for p in self.store.current_ports(hosts=hosts)
+            }
+            for address, host in list(run.hosts.items()):
+                ports = [
+                    _answered(p, still_open[key])
+                    for p in host.ports
+                    if (key := (address, p.port, p.proto)) in still_open
+                ]
+                if ports:
+                    run.hosts[address] = replace(host, ports=ports)
+                else:
+                    del run.hosts[address]
+            # Never older than a look at its hosts recorded meanwhile (a later sweep):
+            # that would make it a late report, history only (domain/changes.py).
+            looked = [h.last_covered for h in self.store.hosts(hosts) if h.last_covered]
+            scan = fingerprint_scan(
+                run,
+                scan_type_of=self.scanner,
+                origin=self.origin,
+                group="",  # no run of the group: its scan.fingerprint event names it
+                finished=max([job.clock(), *looked]),
+            )
+            details = {
+                "after_scan_id": job.after_scan_id,
+                "group": job.label,
+                "asked": job.ports,
+                "identified": scan.fingerprinted,
+                "host_timeout": run.host_timeout,
+                "outcome": scan.outcome,
+                "error": scan.error,
+            }
+            if not scan.hosts:
+                self.audit.append_many(
+                    [
+                        self._entry(
+                            ACTION,
+                            outcome="failure",
+                            resource={"scan_id": job.after_scan_id},
+                            details=details,
+                            at=scan.finished_at,
+                        )
+                    ]
+                )
+                return FingerprintOutcome(None, error=scan.error)
+            known_hosts = [h.address for h in self.store.hosts(hosts) if h.status == "up"]
+            changes = self.store.ingest(scan)
+            details["changes"] = len(changes)
+            details["raw_xml_sha256"] = scan.raw_xml_sha256
+            entries = [
+                self._entry(
+                    ACTION,
+                    outcome="success" if scan.outcome == "success" else "failure",
+                    resource={"scan_id": scan.scan_id},
+                    details=details,
+                    at=scan.finished_at,
+                ),
+                *self._change_entries(changes, scan),
+            ]
+            alerts, finding_entries = self._detect(scan, known_hosts, [])
+            self.audit.append_many(entries + finding_entries)
+            self._enqueue(alerts, scan.scan_id, scan)
+        return FingerprintOutcome(scan, changes, alerts, error=scan.error)
+
+
+def _answered(observed: PortObservation, stored: PortState) -> PortObservation:
+    """A port -sV answered on, as recorded: fingerprinted even when -sV named nothing (a port
+    that answers nothing is not asked again before its age; the nmap reader marks every port
+    of a -sV report so, this holds for any scanner), and a port -sV gave no name keeps the
+    name it had (nmap lists a silent port with no service)."""
+    service = observed.service or stored.service
+    if stored.fingerprinted_at is None or service != observed.service:
+        return replace(observed, fingerprinted=True, service=service)
+    return observed
