@@ -8,7 +8,11 @@ core/adapters/leader.py). Every event is a log record of the
 Under systemd (`Type=notify`, portconsole/sd_notify.py) the daemon says READY=1 once it is
 scheduling, pings WATCHDOG=1 while its main loop moves, and STOPPING=1 on its way out.
 
-SIGHUP re-reads the config file and the environment once the running step ends. Valid
+Groups are scanned in parallel, each run in a thread of its own (services/supervisor.py),
+within the process's budget of nmap processes (`[scan].max_nmap_processes`).
+
+SIGHUP re-reads the config file and the environment once the runs in flight end (no run
+starts meanwhile). Valid
 settings replace the old ones (audited `settings.reloaded`; the data dir stays, a move needs a
 restart; the lease is handed over and taken again, so the new settings are the data dir's);
 invalid ones are refused with the reason (audited `settings.reloaded`, outcome
@@ -38,6 +42,10 @@ log = logging.getLogger(__name__)
 # The main loop may go this long without a step or a scan's progress before the watchdog
 # stops pinging: two nmap batch timeouts (each batch is killed at one) and a margin.
 STALL_MARGIN_SECONDS = 60.0
+
+
+# How long a stopping daemon waits for its groups' runs (each stops within a 0.1 s poll).
+STOP_WAIT_SECONDS = 5.0
 
 
 def _stall_limit(monitor: Any) -> float:
@@ -170,10 +178,11 @@ def run_daemon(
             last_state = state
         return leading and not monitor.paused
 
-    def run_cycle(group: str) -> None:
+    def run_cycle(group: str, run_cancel: threading.Event) -> None:
+        # One group's run, in a thread of its own: groups run in parallel (supervisor.py).
         log.info("scan %s: starting", group)
         try:
-            result = monitor.run_cycle(group=group, cancel=cancel, progress=heartbeat.beat)
+            result = monitor.run_cycle(group=group, cancel=run_cancel, progress=heartbeat.beat)
         except UserError as error:
             log.error("scan %s: failed: %s", group, error)
             return
@@ -204,7 +213,7 @@ def run_daemon(
 
     def step() -> None:
         is_leader()  # logs a change of leadership once
-        result = supervisor.step(run_cycle, cancel)
+        result = supervisor.step(run_cycle, cancel, wait=False)
         for finding in result.gaps:
             log.warning(
                 "finding %s %s %s %s", finding.id, finding.severity, finding.kind, finding.host
@@ -221,6 +230,14 @@ def run_daemon(
     notify("READY=1", f"STATUS=scheduling groups {', '.join(sorted(monitor.settings.groups))}")
     try:
         while not stop.is_set():
+            if reload_wanted.is_set() and supervisor.running():
+                # The runs in flight end on the old settings; none starts meanwhile, and
+                # the lease is renewed so that nobody else starts scanning.
+                heartbeat.beat()
+                is_leader()
+                wake.wait(1.0)
+                wake.clear()
+                continue
             if reload_wanted.is_set():
                 reload_wanted.clear()
                 notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
@@ -237,6 +254,10 @@ def run_daemon(
         if watchdog:
             watchdog.stop()
         cancel.set()
+        # Every group's run notices the cancel within a poll; wait for them before closing.
+        still = supervisor.join(STOP_WAIT_SECONDS)
+        if still:
+            log.error("runs of %s did not stop in time: handed back", ", ".join(still))
         stop_metrics()
         monitor.audit.append("daemon.stop", actor=monitor.actor)
         monitor.close()

@@ -161,6 +161,41 @@ def test_sigterm_during_a_scan_exits_within_two_seconds(tmp_path: Path) -> None:
         assert "daemon stopped" in log.read_text()
 
 
+def test_groups_scan_in_parallel_and_sigterm_stops_them_all_within_two_seconds(
+    tmp_path: Path,
+) -> None:
+    with TestFleet() as fleet:
+        hosts = [fleet.new_address() for _ in range(2)]
+        ports = [fleet.listen(host, "http") for host in hosts]
+        # Two groups at -T0: each nmap waits minutes, so both run at once or not at all.
+        groups = {f"g{i}": ([hosts[i]], str(ports[i])) for i in range(2)}
+        write_config(tmp_path / "config.toml", groups)
+        config = (tmp_path / "config.toml").read_text().replace("timing = 4", "timing = 0")
+        (tmp_path / "config.toml").write_text(config)
+        log = tmp_path / "daemon.log"
+        daemon = _start(tmp_path, log)
+        try:
+            deadline = time.monotonic() + 30
+            while not all(_nmap_on(h) for h in hosts) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert all(_nmap_on(h) for h in hosts), log.read_text()
+            text = log.read_text()
+            assert "scan g0: starting" in text and "scan g1: starting" in text
+            started = time.monotonic()
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=10)
+            elapsed = time.monotonic() - started
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+        assert elapsed < 2.0, f"daemon took {elapsed:.2f}s to stop"
+        assert daemon.returncode == 0
+        time.sleep(0.2)
+        assert [_nmap_on(h) for h in hosts] == [[], []]
+        # Both runs were handed back to the next leader: no gap, no failed run.
+        assert "monitoring gap" not in log.read_text()
+
+
 def test_two_daemons_one_leader_and_takeover(tmp_path: Path) -> None:
     with TestFleet() as fleet:
         host = fleet.new_address()

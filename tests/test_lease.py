@@ -49,13 +49,17 @@ def test_a_console_without_the_data_dirs_config_never_leads_nor_rewrites_it(
     tmp_path: Path,
 ) -> None:
     leader = open_monitor(tmp_path, "demo", WEB)
-    assert Supervisor(leader).step(lambda g: leader.run_cycle(group=g), threading.Event()).leading
+    assert (
+        Supervisor(leader)
+        .step(lambda g, c: leader.run_cycle(group=g, cancel=c), threading.Event())
+        .leading
+    )
     assert actions(leader).count("settings.recorded") == 1
     # A console opened on the same data dir without the config (defaults: no groups).
     console = open_monitor(tmp_path, "none", None, origin="tui", config=False)
     other = open_monitor(tmp_path, "other", {"db": (["127.0.0.3"], "5432")}, origin="tui")
     for process in (console, other):
-        result = Supervisor(process).step(lambda g: None, threading.Event())
+        result = Supervisor(process).step(lambda g, c: None, threading.Event())
         assert not result.leading
         assert process.follow_reason.startswith("settings differ from the data dir's")
         assert leader.settings_sha256[:8] in process.follow_reason
@@ -65,11 +69,11 @@ def test_a_console_without_the_data_dirs_config_never_leads_nor_rewrites_it(
     leader.close()
     assert "leader.handover" in actions(console)
     for process in (console, other):
-        assert not Supervisor(process).step(lambda g: None, threading.Event()).leading
+        assert not Supervisor(process).step(lambda g, c: None, threading.Event()).leading
         assert process.leader.current() is None
     # A console with the data dir's config does.
     twin = open_monitor(tmp_path, "demo", WEB, origin="tui")
-    assert Supervisor(twin).step(lambda g: None, threading.Event()).leading
+    assert Supervisor(twin).step(lambda g, c: None, threading.Event()).leading
     assert twin.follow_reason == "" and twin.overview().is_leader
     for process in (console, other, twin):
         process.close()
@@ -100,8 +104,10 @@ def test_quitting_mid_scan_hands_over_without_a_gap(tmp_path: Path) -> None:
     stop = threading.Event()
     # The first run completes (group never run: due at once).
     leader.scanner.latency = 0.0  # type: ignore[attr-defined]
-    assert Supervisor(leader).step(lambda g: leader.run_cycle(group=g), stop).ran == ["web"]
-    assert not Supervisor(follower).step(lambda g: None, threading.Event()).leading
+    assert Supervisor(leader).step(lambda g, c: leader.run_cycle(group=g, cancel=c), stop).ran == [
+        "web"
+    ]
+    assert not Supervisor(follower).step(lambda g, c: None, threading.Event()).leading
     # The next run starts and the operator quits in the middle of it.
     leader.scanner.latency = 5.0  # type: ignore[attr-defined]
     leader.scheduler.scan_now("web")
@@ -109,9 +115,9 @@ def test_quitting_mid_scan_hands_over_without_a_gap(tmp_path: Path) -> None:
     def quit_soon() -> None:
         threading.Timer(0.3, stop.set).start()
 
-    def run(group: str) -> None:
+    def run(group: str, cancel: threading.Event) -> None:
         quit_soon()
-        assert leader.run_cycle(group=group, cancel=stop).scan.outcome == "cancelled"
+        assert leader.run_cycle(group=group, cancel=cancel).scan.outcome == "cancelled"
 
     assert Supervisor(leader).step(run, stop).ran == ["web"]
     leader.close()
@@ -119,9 +125,9 @@ def test_quitting_mid_scan_hands_over_without_a_gap(tmp_path: Path) -> None:
     # The follower takes over at its next tick and runs the handed-back run at once.
     ran: list[str] = []
 
-    def follow_run(group: str) -> None:
+    def follow_run(group: str, cancel: threading.Event) -> None:
         ran.append(group)
-        follower.run_cycle(group=group)
+        follower.run_cycle(group=group, cancel=cancel)
 
     result = Supervisor(follower).step(follow_run, threading.Event())
     assert result.leading and ran == ["web"]

@@ -293,27 +293,66 @@ def test_bad_outcome_is_refused(tmp_path: Path) -> None:
         s.mark_finished("web", T0, "meh", 1, 1)
 
 
+def test_runs_of_two_groups_marking_at_once_never_deadlock(tmp_path: Path) -> None:
+    # A cycle's ingest holds the data lock and marks its run finished while another
+    # group's run marks its start: both take the data lock and the scheduler's mutex.
+    lock = DataLock(tmp_path / "store.lock")
+    s = Scheduler(groups(a=(900, 0), b=(900, 0)), tmp_path / "schedule.json", lock=lock)
+    s.mark_started("a")
+    holding = threading.Event()
+    finished: list[str] = []
+
+    def ingest_a() -> None:
+        with lock.hold():
+            holding.set()
+            time.sleep(0.3)  # b's mark_started is waiting by now
+            s.mark_finished("a", None, "success", 1, 1)
+        finished.append("a")
+
+    def start_b() -> None:
+        holding.wait()
+        time.sleep(0.1)
+        s.mark_started("b")
+        finished.append("b")
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (ingest_a, start_b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=5)
+    assert sorted(finished) == ["a", "b"], "the two runs deadlocked"
+
+
 # -- run_loop --------------------------------------------------------------------------
 
 
-def test_run_loop_runs_due_groups_one_at_a_time_and_stops_promptly(tmp_path: Path) -> None:
+def test_run_loop_runs_groups_in_parallel_never_one_group_twice_and_stops_promptly(
+    tmp_path: Path,
+) -> None:
     s = Scheduler(groups(a=(900, 0), b=(900, 0)), tmp_path / "schedule.json")
     stop = threading.Event()
-    running = threading.Lock()
+    mutex = threading.Lock()
+    running: set[str] = set()
+    together: list[set[str]] = []
     ran: list[str] = []
     overlaps: list[str] = []
 
-    def cycle(group: str) -> None:
-        if not running.acquire(blocking=False):
-            overlaps.append(group)
-            return
+    def cycle(group: str, cancel: threading.Event) -> None:
+        with mutex:
+            if group in running:
+                overlaps.append(group)
+                return
+            running.add(group)
+            together.append(set(running))
         try:
             s.mark_started(group)
-            time.sleep(0.05)
-            ran.append(group)
+            cancel.wait(0.3)  # both groups are due at once: they overlap in here
+            with mutex:
+                ran.append(group)
             s.mark_finished(group, None, "success", 1, 1)
         finally:
-            running.release()
+            with mutex:
+                running.discard(group)
 
     thread = threading.Thread(target=run_loop, args=(s, cycle, stop, lambda: True, 0.05))
     thread.start()
@@ -321,16 +360,57 @@ def test_run_loop_runs_due_groups_one_at_a_time_and_stops_promptly(tmp_path: Pat
     while len(ran) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert sorted(ran) == ["a", "b"] and overlaps == []
+    assert {"a", "b"} in together  # in parallel, not one after the other
     s.scan_now("a")
     while len(ran) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert ran[2] == "a"
+    assert ran[2] == "a" and overlaps == []
+    # A stop cancels a run in flight and the loop waits for it.
+    s.scan_now("b")
+    while "b" not in running and time.monotonic() < deadline:
+        time.sleep(0.01)
     stopped = time.monotonic()
     stop.set()
     thread.join(timeout=5)
-    assert not thread.is_alive()
+    assert not thread.is_alive() and running == set()
     assert time.monotonic() - stopped < 1.0
     assert s.find_gaps() == []
+
+
+def test_a_run_past_its_groups_timeout_is_cancelled_and_a_gap_of_that_group_only(
+    tmp_path: Path,
+) -> None:
+    settings = {
+        "slow": GroupSettings(targets=["127.0.0.2"], interval=900, jitter=0, timeout=10),
+        "fast": GroupSettings(targets=["127.0.0.3"], interval=900, jitter=0),
+    }
+    s = Scheduler(settings, tmp_path / "schedule.json", grace=5)
+    assert s.cycle_timeout("slow") == 10 and s.cycle_timeout("fast") == 905
+    stop = threading.Event()
+    seen: dict[str, float] = {}
+
+    def cycle(group: str, cancel: threading.Event) -> None:
+        s.mark_started(group)
+        began = time.monotonic()
+        outcome = "cancelled" if cancel.wait(30 if group == "slow" else 0.05) else "success"
+        seen[group] = time.monotonic() - began
+        s.mark_finished(group, None, outcome, 1, 1 if outcome == "success" else 0)
+
+    # The timeout setting's floor is 10 s; the test shortens the run's bound through the
+    # scheduler it reads it from.
+    s.cycle_timeout = lambda group: 0.5 if group == "slow" else 900.0  # type: ignore[method-assign]
+    thread = threading.Thread(target=run_loop, args=(s, cycle, stop, lambda: True, 0.05))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    thread.join(timeout=5)
+    assert 0.4 < seen["slow"] < 2.0 and seen["fast"] < 0.5
+    gaps = s.find_gaps()
+    assert [(g.group, g.reason, g.details["outcome"]) for g in gaps] == [
+        ("slow", "failed", "cancelled")
+    ]
 
 
 def test_run_loop_only_runs_while_leading(tmp_path: Path) -> None:
@@ -340,7 +420,7 @@ def test_run_loop_only_runs_while_leading(tmp_path: Path) -> None:
     ran: list[str] = []
     ticks: list[int] = []
 
-    def cycle(group: str) -> None:
+    def cycle(group: str, cancel: threading.Event) -> None:
         s.mark_started(group)
         ran.append(group)
         s.mark_finished(group, None, "success", 1, 1)
@@ -368,7 +448,7 @@ def test_run_loop_records_a_crashing_or_unmarked_cycle_as_failed(tmp_path: Path)
     stop = threading.Event()
     calls: list[str] = []
 
-    def cycle(group: str) -> None:
+    def cycle(group: str, cancel: threading.Event) -> None:
         calls.append(group)
         if group == "crash":
             s.mark_started(group)

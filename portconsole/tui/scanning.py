@@ -1,6 +1,7 @@
-"""The console's scans: the scheduler tick that asks to lead and runs the scheduled scans
-that are due (the daemon's rules, through `Supervisor`), manual scans and rescans in thread
-workers, their progress in the header, and quitting, which stops them.
+"""The console's scans: the scheduler tick that asks to lead and starts the scheduled scans
+that are due (the daemon's rules, through `Supervisor`: groups in parallel, each in a thread
+of its own), manual scans and rescans in thread workers (one at a time), the progress of the
+latest running scan in the header, and quitting, which stops them all.
 
 A mixin of PortConsoleApp (app.py), which sets up the state it uses.
 """
@@ -35,6 +36,8 @@ log = logging.getLogger("portconsole.tui.app")
 # How often the scheduler asks to lead and looks for due groups (a due scan starts within
 # this; it is part of the time from a port opening to the alert).
 SCHEDULE_TICK_SECONDS = 1.0
+# How long quitting waits for the scheduled runs to stop (each stops within a 0.1 s poll).
+QUIT_WAIT_SECONDS = 3.0
 
 
 def summarise(label: str, result: CycleResult) -> str:
@@ -73,6 +76,7 @@ class ScanningMixin(_AppBase):
     def action_quit(self) -> None:  # type: ignore[override]
         # Stop scans first so no worker thread (or nmap) outlives the console.
         self.cancel_event.set()
+        self.supervisor.join(QUIT_WAIT_SECONDS)
         self.exit()
 
     def action_interrupt(self) -> None:
@@ -106,7 +110,9 @@ class ScanningMixin(_AppBase):
         try:
             # The daemon's rules: failed or unstarted runs are gaps, anchors when due.
             result = self.supervisor.step(
-                lambda group: self._run_cycle(group=group, quiet=True), self.cancel_event
+                lambda group, cancel: self._run_cycle(group=group, quiet=True, cancel=cancel),
+                self.cancel_event,
+                wait=False,
             )
             leading = result.leading
             error = "; ".join(result.errors)
@@ -133,14 +139,21 @@ class ScanningMixin(_AppBase):
 
     # ----- scans -----------------------------------------------------------------------
     def _run_cycle(
-        self, *, group: str | None = None, address: str | None = None, quiet: bool = False
+        self,
+        *,
+        group: str | None = None,
+        address: str | None = None,
+        quiet: bool = False,
+        cancel: threading.Event | None = None,
     ) -> None:
-        """Blocking: one cycle with progress and the quit cancel. Call from a thread."""
+        """Blocking: one cycle with progress and a cancel (the quit's by default). Call from
+        a thread. `quiet`: a scheduled run, which runs alongside other groups' and a manual
+        scan (the monitor runs one cycle per group at a time); manual scans run one at a time."""
         label = address or group or "all"
-        # A scheduled run waits for a manual scan to end (skipping it would be a gap).
-        if not self._scan_guard.acquire(blocking=quiet):
-            if not quiet:
-                self.report_error("A scan is already running: wait for it to finish.")
+        cancel = cancel or self.cancel_event
+        guard = self._scan_guard if not quiet else None
+        if guard is not None and not guard.acquire(blocking=False):
+            self.report_error("A scan is already running: wait for it to finish.")
             return
         try:
             self.post_message(ScanStarted(label))
@@ -150,13 +163,9 @@ class ScanningMixin(_AppBase):
 
             try:
                 if address is not None:
-                    result = self.monitor.rescan_host(
-                        address, progress=progress, cancel=self.cancel_event
-                    )
+                    result = self.monitor.rescan_host(address, progress=progress, cancel=cancel)
                 else:
-                    result = self.monitor.run_cycle(
-                        group, progress=progress, cancel=self.cancel_event
-                    )
+                    result = self.monitor.run_cycle(group, progress=progress, cancel=cancel)
             except UserError as error:
                 self.post_message(ScanFinished(label, error=str(error)))
                 return
@@ -171,7 +180,8 @@ class ScanningMixin(_AppBase):
                 )
             )
         finally:
-            self._scan_guard.release()
+            if guard is not None:
+                guard.release()
 
     @work(thread=True, exit_on_error=False, group="scan", description="scan now")
     def scan_worker(self, group: str | None, address: str | None) -> None:
@@ -195,19 +205,31 @@ class ScanningMixin(_AppBase):
             return
         self.scan_worker(None, address)
 
+    # Scans running now, by label; the header shows the latest started (`self.scan`).
+    _scans_running: dict[str, ScanState] | None = None
+
+    def _running_scans(self) -> dict[str, ScanState]:
+        if self._scans_running is None:
+            self._scans_running = {}
+        return self._scans_running
+
     def on_scan_started(self, message: ScanStarted) -> None:
-        self.scan = ScanState(message.label)
+        running = self._running_scans()
+        running[message.label] = self.scan = ScanState(message.label)
         self._redraw_header()
 
     def on_scan_progress(self, message: ScanProgress) -> None:
+        state = self._running_scans().setdefault(message.label, ScanState(message.label))
+        state.progress = message.progress
         if self.scan is None:
-            self.scan = ScanState(message.label)
-        self.scan.progress = message.progress
-        if not isinstance(self.screen, ModalScreen):
+            self.scan = state
+        if self.scan is state and not isinstance(self.screen, ModalScreen):
             self._redraw_header()
 
     def on_scan_finished(self, message: ScanFinished) -> None:
-        self.scan = None
+        running = self._running_scans()
+        running.pop(message.label, None)
+        self.scan = next(reversed(running.values()), None)
         if message.error:
             self.notify(message.error, title="Scan failed", severity="error", markup=False)
         elif message.cancelled:

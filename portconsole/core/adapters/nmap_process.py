@@ -32,6 +32,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from portconsole.core.adapters import nmap_budget
+
 POLL_SECONDS = 0.1
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # nmap needs nothing from our environment; a fixed one keeps its output stable (LC_ALL).
@@ -86,6 +88,7 @@ class ProcessResult:
     timed_out: bool = False
 
 
+@nmap_budget.limited(lambda: ProcessResult(None, cancelled=True))  # one slot per nmap
 def run_process(
     args: list[str],
     cancel: Cancellable | None,

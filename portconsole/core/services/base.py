@@ -26,7 +26,7 @@ from portconsole.core.domain.targets import (
 )
 from portconsole.core.errors import PermissionRefused, UserError
 from portconsole.core.identity import Actor
-from portconsole.core.services.schedule import Scheduler
+from portconsole.core.services.schedule import RunLocks, Scheduler
 from portconsole.core.settings import Paths, Settings
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class ServiceBase:
     follow_reason: str
     stopping: threading.Event | None
     _scanner: ScannerLike | None
-    _scan_lock: threading.Lock
+    _scan_lock: RunLocks
     _delivery: DeliveryWorker | None
     # The clock every service reads (a seam: tests pass a fixed one).
     clock: Callable[[], datetime]

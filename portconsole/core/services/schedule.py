@@ -1,8 +1,9 @@
 """When each target group is scanned, and the record of when monitoring fell short.
 
 Each group is scanned every `interval` seconds plus a uniform jitter in [0, jitter],
-counted from the start of its previous run. Runs never overlap (`supervisor.run_due` runs
-one group at a time and reschedules a group only when its run has started). `schedule.json`
+counted from the start of its previous run. Groups run in parallel, but a group's runs never
+overlap (the supervisor starts a group only when no run of it is in flight, and reschedules it
+when its run has started); each run is bounded by `cycle_timeout`. `schedule.json`
 in the data dir keeps, per group, the last run, its outcome and the next due time, so a
 restarted daemon, or a console that takes over as leader, knows what is late. Any process may
 ask for a scan now (`scan_now`): the request is written to the same file and the leader sees
@@ -49,6 +50,19 @@ class GroupTiming(Protocol):
 
     @property
     def jitter(self) -> int: ...
+
+
+class RunLocks:
+    """One lock per run label in this process: two runs of one group (or two manual scans
+    of one label) never overlap, while different groups run in parallel."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def __call__(self, label: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(label, threading.Lock())
 
 
 def _when(value: Any) -> datetime | None:
@@ -135,7 +149,9 @@ class Scheduler:
     @contextlib.contextmanager
     def _mutating(self) -> Iterator[dict[str, Any]]:
         lock = self._lock.hold() if self._lock is not None else contextlib.nullcontext()
-        with self._mutex, lock:
+        # The data lock first, then the mutex: a cycle holding the data lock (its ingest)
+        # calls in here, so the other order deadlocks two groups running in parallel.
+        with lock, self._mutex:
             self._reload(force=True)
             before = self._encode()
             yield self._state
@@ -222,6 +238,16 @@ class Scheduler:
     def status(self) -> list[GroupStatus]:
         """Every configured group's schedule, by name."""
         return [self.group_status(name) for name in sorted(self.groups)]
+
+    def cycle_timeout(self, group: str) -> float:
+        """Seconds one run of `group` may take before it is cancelled: the group's
+        `timeout`, else interval + jitter + grace (longer, and its next run is late anyway)."""
+        self._check_group(group)
+        timing = self.groups[group]
+        chosen = getattr(timing, "timeout", None)
+        if chosen:
+            return float(chosen)
+        return timing.interval + timing.jitter + self.grace.total_seconds()
 
     def group_status(self, group: str) -> GroupStatus:
         self._check_group(group)
