@@ -15,6 +15,11 @@ Status:
 
 The book lives in the `findings` table of the hot TinyDB file. It writes no audit events:
 each method returns the finding it changed and the caller audits the transition.
+
+A finding is written only when it changes: a scan that sees an open problem again and
+changes nothing else leaves its document as it was (a cycle's journal transaction does not
+grow with the queue). Its stored `last_seen`/`last_scan_id` name the scan that last changed
+it; when a port or host was last seen is the scan state's (`portconsole state`).
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ from portconsole.core.timeutil import iso, utcnow
 
 TABLE = "findings"
 IDS = RecordIds("F-")
+# What a refresh moves on every sighting; a change to these alone is not written.
+REFRESH_FIELDS = ("last_seen", "last_scan_id")
 
 
 def _replace_docs(table: Table, findings: Iterable[Finding]) -> None:
@@ -70,6 +77,14 @@ def _replace_docs(table: Table, findings: Iterable[Finding]) -> None:
 
     updater: Callable[[MutableMapping[str, Any]], None] = rewrite
     table.update(updater, doc_ids=[IDS.number(i) or 0 for i in by_id])
+
+
+def _written_form(finding: Finding) -> dict[str, Any]:
+    """A finding's document without the fields a mere refresh moves (see REFRESH_FIELDS)."""
+    data = finding.to_json()
+    for name in REFRESH_FIELDS:
+        data.pop(name, None)
+    return data
 
 
 def _notification_change(result: dict[str, Any], moment: datetime) -> Callable[[Finding], None]:
@@ -167,18 +182,21 @@ class FindingBook:
             for doc in sorted(docs, key=lambda d: d.doc_id):
                 finding = Finding.from_json(dict(doc))
                 latest[finding.key] = finding  # the newest finding per key decides
-            changed: dict[str, Finding] = {}
+            seen: dict[str, Finding] = {}  # every finding a candidate matched or created
+            changed: dict[str, Finding] = {}  # those whose document must be written
             created: list[Finding] = []
             for candidate in candidates:
                 key = candidate.key
-                if key in changed:
+                if key in seen:
                     continue  # the same problem twice in one scan is one finding
                 current = latest.get(key)
-                if current is not None and self._absorb(
-                    current, candidate, moment, window, actor, outcome
-                ):
-                    changed[key] = current
-                    continue
+                if current is not None:
+                    before = _written_form(current)
+                    if self._absorb(current, candidate, moment, window, actor, outcome):
+                        seen[key] = current
+                        if _written_form(current) != before:
+                            changed[key] = current
+                        continue
                 finding = Finding(
                     id=IDS.make(next_number),
                     kind=candidate.kind,
@@ -199,6 +217,7 @@ class FindingBook:
                 )
                 next_number += 1
                 created.append(finding)
+                seen[key] = finding
                 changed[key] = finding
                 outcome.new.append(finding)
             created_ids = {f.id for f in created}
@@ -262,6 +281,10 @@ class FindingBook:
             outcome.lapsed.append(finding)
         else:
             outcome.refreshed.append(finding)
+            if candidate.details.get("backfilled"):
+                # An older report (a backfill, see ScanCycle._backfilled) seeing an open
+                # problem again tells nothing newer than the book: the finding stays as it is.
+                return True
         finding.last_seen = moment
         finding.last_scan_id = candidate.scan_id
         finding.service = candidate.service or finding.service

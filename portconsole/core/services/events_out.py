@@ -20,11 +20,13 @@ import threading
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from portconsole import __version__
-from portconsole.core.adapters.journal import AuditLog
 from portconsole.core.timeutil import iso, parse_iso
+
+if TYPE_CHECKING:  # the CLI's parser reads FORMATS; the journal is not needed for that
+    from portconsole.core.adapters.journal import AuditLog
 
 EventFormat = Literal["jsonl", "cef", "syslog"]
 FORMATS: tuple[EventFormat, ...] = ("jsonl", "cef", "syslog")
