@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -80,24 +79,29 @@ def _cancel_on_signals() -> threading.Event:
 def cmd_scan(args: argparse.Namespace) -> int:
     monitor = _monitor(args)
     cancel = _cancel_on_signals()
+    # Progress by default, on stderr only (stdout is the result): --no-progress stops it.
     progress = None
     if args.progress:
+        from portconsole.cli_progress import stderr_progress
 
-        def progress(p: Any) -> None:
-            print(
-                f"[{p.phase}] {p.hosts_done}/{p.hosts_total} hosts, {p.open_ports} open",
-                file=sys.stderr,
-            )
-
-    result = monitor.run_cycle(
-        group=args.group,
-        targets=args.targets or None,
-        ports=args.ports,
-        progress=progress,
-        cancel=cancel,
-    )
+        progress = stderr_progress()
+    try:
+        result = monitor.run_cycle(
+            group=args.group,
+            targets=args.targets or None,
+            ports=args.ports,
+            progress=progress,
+            cancel=cancel,
+        )
+    finally:
+        if progress is not None:
+            progress.close()
     # Deliver what this cycle raised, bounded by the targets' timeouts; the rest stays queued.
     monitor.deliver(seconds=args.notify_wait)
+    # -sV runs after detection (services/fingerprint_after.py): wait for it before exiting,
+    # then show what it identified, and deliver what it raised (a service changed).
+    if result.settle_fingerprint():
+        monitor.deliver(seconds=args.notify_wait)
     if args.json:
         _emit_json(result.to_json())
     else:
@@ -115,10 +119,12 @@ def cmd_state(args: argparse.Namespace) -> int:
     if args.at is None:
         rows = []
         items = []
-        for host in monitor.host_rows():
-            if args.host and host.address != args.host:
-                continue
-            for port in monitor.host_ports(host.address):
+        hosts = [h.address for h in monitor.host_rows()]
+        if args.host:
+            hosts = [address for address in hosts if address == args.host]
+        per_host = monitor.port_rows(hosts if args.host else None)
+        for address in hosts:
+            for port in per_host.get(address, []):
                 items.append(
                     {
                         "host": port.host,
@@ -253,7 +259,22 @@ def add_scan_commands(add: AddCommand) -> None:
     p.add_argument("--ports", help="ports, e.g. 22,80,443,8000-8100 or all")
     p.add_argument("--group", help="scan one configured target group")
     _add_json(p, "the scan, its changes and findings")
-    p.add_argument("--progress", action="store_true", help="print progress on stderr")
+    p.add_argument(
+        "--progress",
+        action="store_const",
+        const=True,
+        default=True,
+        help="show progress on stderr: a bar on a terminal, a line now and then otherwise "
+        "(the default)",
+    )
+    p.add_argument(
+        "--no-progress",
+        "--quiet",
+        dest="progress",
+        action="store_const",
+        const=False,
+        help="no progress on stderr",
+    )
     p.add_argument(
         "--notify-wait",
         type=float,

@@ -51,11 +51,40 @@ def test_raise_creates_one_finding_and_never_duplicates(book: FindingBook) -> No
     later = T0 + timedelta(minutes=15)
     assert book.raise_candidates([candidate(scan="S-2")], later) == []
     (stored,) = book.all()
-    assert stored.id == first.id and stored.last_seen == later and stored.last_scan_id == "S-2"
-    assert stored.first_seen == T0 and stored.scan_id == "S-1"
+    # seen again and nothing else changed: the finding is not rewritten
+    assert stored == first and (stored.last_seen, stored.last_scan_id) == (T0, "S-1")
     assert book.get("f-1") == stored and book.get("1") == stored
     with pytest.raises(NotFoundError):
         book.get("F-000404")
+
+
+def test_a_finding_is_written_only_when_it_changes(tmp_path: Path, book: FindingBook) -> None:
+    (first,) = book.raise_candidates([candidate()], T0)
+    hot = tmp_path / "hot.json"
+    written = hot.read_bytes()
+    outcome = book.ingest_candidates([candidate(scan="S-2")], T0 + timedelta(minutes=1))
+    # refreshed (the caller sees the scan that refreshed it), but the file is untouched
+    assert [(f.id, f.last_scan_id) for f in outcome.refreshed] == [(first.id, "S-2")]
+    assert hot.read_bytes() == written
+    # new details are a change: written, with the scan that made it
+    changed = candidate(scan="S-3")
+    changed.details["product"] = "Redis 7.2"
+    later = T0 + timedelta(minutes=2)
+    book.ingest_candidates([changed], later)
+    stored = book.get(first.id)
+    assert stored.details["product"] == "Redis 7.2"
+    assert (stored.last_seen, stored.last_scan_id) == (later, "S-3")
+    assert hot.read_bytes() != written
+
+
+def test_a_backfill_seeing_an_open_finding_leaves_it_as_it_is(book: FindingBook) -> None:
+    (first,) = book.raise_candidates([candidate()], T0)
+    book.ingest_candidates([candidate(scan="S-3")], T0 + timedelta(hours=1))
+    older = candidate(scan="S-2")  # an older report imported late (ScanCycle._backfilled)
+    older.details.update({"backfilled": True, "product": "Redis 6"})
+    outcome = book.ingest_candidates([older], T0 + timedelta(minutes=30))
+    assert [f.id for f in outcome.refreshed] == [first.id]
+    assert book.get(first.id) == first
 
 
 def test_open_queue_is_sorted_by_severity_then_age(book: FindingBook) -> None:
@@ -196,3 +225,49 @@ def test_a_second_process_sees_writes(tmp_path: Path) -> None:
     assert first.get(finding.id).status == "acknowledged"
     (other,) = second.raise_candidates([candidate(23)], T0)
     assert other.id == "F-000002" and len(first.all()) == 2
+
+
+def test_a_cycle_that_changes_nothing_writes_no_finding(tmp_path: Path) -> None:
+    """The journal's last transaction of a no-change cycle carries no `findings` effects."""
+    from tests.replay import replay_monitor
+
+    monitor, network = replay_monitor(tmp_path, {"127.0.0.2": {22: "ssh", 8080: "http-proxy"}})
+
+    def last_transaction() -> tuple[list[str], dict]:
+        records = list(monitor.audit.records())
+        first, count = records[-1]["tx"]
+        assert count == len([r for r in records if r["seq"] >= first])
+        return [r["action"] for r in records if r["seq"] >= first], records[-1].get("effects") or {}
+
+    for _ in range(3):  # the second cycle may still settle details (a host now seen before)
+        monitor.run_cycle(targets=["127.0.0.2"], ports="22,8080")
+    first_actions, _ = last_transaction()
+    assert len(monitor.findings()) >= 2 and first_actions == ["scan.end"]
+    for _ in range(2):
+        monitor.run_cycle(targets=["127.0.0.2"], ports="22,8080")
+        actions, effects = last_transaction()
+        assert actions == ["scan.end"]
+        assert "findings" not in effects.get("set", {}) and "findings" not in effects.get("del", {})
+    # a cycle that changes something still writes the findings it changes
+    network.close_port("127.0.0.2", 8080)
+    monitor.run_cycle(targets=["127.0.0.2"], ports="22,8080")
+    actions, effects = last_transaction()
+    assert "finding.resolved" in actions and "findings" in effects["set"]
+
+
+def test_findings_show_the_latest_scan_that_saw_them(tmp_path: Path) -> None:
+    """A finding is not rewritten when a cycle sees it again, but what `findings()` shows
+    (the CLI, the console) is still the latest sighting, taken from the scan state."""
+    from tests.replay import replay_monitor
+
+    monitor, _ = replay_monitor(tmp_path, {"127.0.0.2": {8080: "http-proxy"}})
+    monitor.run_cycle(targets=["127.0.0.2"], ports="8080")
+    (first,) = [f for f in monitor.findings() if f.port == 8080]
+    stored_before = monitor.findings_book.get(first.id).last_seen
+    latest = monitor.run_cycle(targets=["127.0.0.2"], ports="8080")
+    (shown,) = [f for f in monitor.findings() if f.port == 8080]
+    assert monitor.findings_book.get(first.id).last_seen == stored_before  # not rewritten
+    (port,) = monitor.store.current_ports("127.0.0.2")
+    assert shown.last_seen == port.last_seen > stored_before
+    assert shown.last_scan_id == port.last_scan_id == latest.scan.scan_id
+    assert monitor.finding_as_seen(first.id).last_seen == port.last_seen

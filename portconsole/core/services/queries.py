@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -11,6 +12,7 @@ from portconsole.core.adapters.dns import resolve_host_name
 from portconsole.core.adapters.leader import LeaderInfo
 from portconsole.core.domain.approval import approval_status
 from portconsole.core.domain.finding import Finding
+from portconsole.core.domain.model import FindingKind, port_key
 from portconsole.core.domain.state import ChangeEvent, PointInTime, PortState
 from portconsole.core.domain.targets import expand_targets, ip_sort_key
 from portconsole.core.errors import UserError
@@ -33,6 +35,7 @@ class Overview:
     next_group: str | None
     paused: bool
     follow_reason: str = ""  # why this process may not lead ("" if it may)
+    sites_down: tuple[str, ...] = ()  # sites whose group's last run failed (services/sites.py)
 
 
 @dataclass(slots=True)
@@ -113,12 +116,23 @@ class Queries(ServiceBase):
         return rows
 
     def host_ports(self, address: str) -> list[PortRow]:
+        return self.port_rows([address]).get(address, [])
+
+    def port_rows(self, addresses: Iterable[str] | None = None) -> dict[str, list[PortRow]]:
+        """Address -> its open ports with their approval status, for every host or the
+        `addresses` given: one approval index and one read of the state for all of them."""
         now = self.clock()
         approvals = self.approvals.index()
-        rows = []
-        for port in self.store.current_ports(address):
+        per_host: dict[str, list[PortRow]] = {}
+        ports = (
+            self.store.current_ports()
+            if addresses is None
+            else self.store.current_ports(hosts=list(addresses))
+        )
+        for port in ports:
+            address = port.host
             approval = approvals.in_force(address, port.port, port.proto, now)
-            rows.append(
+            per_host.setdefault(address, []).append(
                 PortRow(
                     host=address,
                     port=port.port,
@@ -134,7 +148,9 @@ class Queries(ServiceBase):
                     last_seen=port.last_seen,
                 )
             )
-        return sorted(rows, key=lambda r: (r.proto, r.port))
+        for rows in per_host.values():
+            rows.sort(key=lambda r: (r.proto, r.port))
+        return per_host
 
     def history(
         self, host: str, port: int | None = None, proto: str | None = None
@@ -145,7 +161,40 @@ class Queries(ServiceBase):
         return self.store.state_at(at, host)
 
     def findings(self, include_closed: bool = False) -> list[Finding]:
-        return self.findings_book.all() if include_closed else self.findings_book.open()
+        book = self.findings_book
+        return self._last_sightings(book.all() if include_closed else book.open())
+
+    def finding_as_seen(self, finding_id: str) -> Finding:
+        """One finding as `findings()` shows it (with its latest sighting)."""
+        return self._last_sightings([self.finding(finding_id)])[0]
+
+    def _last_sightings(self, findings: list[Finding]) -> list[Finding]:
+        """Findings with `last_seen`/`last_scan_id` of the latest scan that saw them.
+
+        The book writes a finding only when it changes (a cycle that sees an open port
+        again writes nothing), so its stored sighting is the last change; the scan state
+        knows when the port was last seen open, or the unknown host last seen up. Shown
+        values are the later of the two, as before: nothing is written here.
+        """
+        hosts = {f.host for f in findings if f.is_open}
+        if not hosts:
+            return findings
+        ports = {p.key: p for p in self.store.current_ports(hosts=sorted(hosts))}
+        up = {h.address: h for h in self.store.hosts(sorted(hosts)) if h.status == "up"}
+        for finding in findings:
+            if not finding.is_open:
+                continue
+            if finding.port is not None and finding.proto is not None:
+                seen = ports.get(port_key(finding.host, finding.port, finding.proto))
+                when, scan_id = (seen.last_seen, seen.last_scan_id) if seen else (None, "")
+            elif finding.kind == FindingKind.UNKNOWN_HOST and finding.host in up:
+                host = up[finding.host]
+                when, scan_id = host.last_seen, host.last_scan_id
+            else:
+                continue
+            if when is not None and when > finding.last_seen:
+                finding.last_seen, finding.last_scan_id = when, scan_id
+        return findings
 
     def snapshot(self) -> tuple[Overview, list[HostRow], list[Finding]]:
         """The overview, host rows and open findings from one read of each table.
@@ -154,7 +203,7 @@ class Queries(ServiceBase):
         file twice as often, and every parse holds the GIL the UI thread needs.
         """
         rows = self.host_rows()
-        findings = self.findings_book.open()
+        findings = self._last_sightings(self.findings_book.open())
         return self._overview(rows, findings), rows, findings
 
     def overview(self) -> Overview:
@@ -175,7 +224,15 @@ class Queries(ServiceBase):
             next_group=next_due[0] if next_due else None,
             paused=self.paused,
             follow_reason=self.follow_reason,
+            sites_down=self._sites_down(),
         )
+
+    def _sites_down(self) -> tuple[str, ...]:
+        if not any(conf.site for conf in self.settings.groups.values()):
+            return ()  # no site: nothing of Celery's is imported
+        from portconsole.core.services.sites import sites_down
+
+        return sites_down(self)
 
     def is_insecure(self, service: str) -> bool:
         name = (service or "").lower()

@@ -162,7 +162,7 @@ class FindingScreen(DocumentScreen):
     def load_finding(self) -> None:
         monitor = self.console.monitor
         try:
-            finding = monitor.finding(self.finding_id)
+            finding = monitor.finding_as_seen(self.finding_id)
             events = [
                 AuditEvent.from_json(record)
                 for record in monitor.audit.records_backwards()
