@@ -13,7 +13,7 @@ the open queue (approved, resolved, closed): there is then nothing left to look 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -50,6 +50,11 @@ class Alert:
 def _episode(finding: Finding) -> int:
     """How many times the finding was reopened: a change means it came back."""
     return sum(1 for entry in finding.timeline if entry.step == "reopened")
+
+
+def open_episodes(findings: Iterable[Finding]) -> dict[str, int]:
+    """Each open finding's id -> its episode: what `AlertTracker` compares between snapshots."""
+    return {finding.id: _episode(finding) for finding in findings if finding.is_open}
 
 
 def _alert(finding: Finding, reopened: bool) -> Alert:
@@ -101,20 +106,37 @@ class AlertTracker:
 
     def observe(self, findings: Iterable[Finding]) -> list[Alert]:
         """Take one snapshot; return the alerts it raised (most severe first)."""
-        current: dict[str, int] = {}
+        by_id = {finding.id: finding for finding in findings}
+        return self.observe_episodes(by_id, open_episodes(by_id.values()))
+
+    def observe_episodes(
+        self,
+        by_id: Mapping[str, Finding],
+        current: dict[str, int],
+        *,
+        changed: Iterable[str] | None = None,
+        base: dict[str, int] | None = None,
+    ) -> list[Alert]:
+        """`observe` with the snapshot's `open_episodes` computed beforehand (in the
+        reader's thread): only what changed since the last snapshot is walked here.
+        `changed`: the ids whose episode differs from `base`, used when `base` is what this
+        tracker saw last (else the difference is computed here)."""
         raised: list[Alert] = []
         baseline = self._shown is None
         previous = self._shown or {}
-        for finding in findings:
-            if not finding.is_open:
-                continue
-            episode = _episode(finding)
-            current[finding.id] = episode
-            if baseline:
-                continue
-            before = previous.get(finding.id)
-            if before is not None and before == episode:
-                continue
+        # Only the findings new or reopened since the last snapshot: a console over
+        # 100,000 findings must not walk them all on the UI thread.
+        if baseline:
+            keys: Iterable[str] = ()
+        elif changed is not None and base is self._shown:
+            keys = list(changed)
+        elif current == previous:  # one C-level compare when nothing moved
+            keys = ()
+        else:
+            keys = [key for key, _ in current.items() - previous.items()]
+        for key in keys:
+            finding = by_id[key]
+            before = previous.get(key)
             reopened = (
                 before is not None
                 or finding.id in self._ever
@@ -126,7 +148,10 @@ class AlertTracker:
         for gone in [key for key in self._unseen if key not in current]:
             del self._unseen[gone]
         self._shown = current
-        self._ever.update(current)
+        if baseline:
+            self._ever.update(current)
+        else:
+            self._ever.update(keys)
         return most_severe_first(raised)
 
     def unseen(self) -> list[Alert]:

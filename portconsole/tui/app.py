@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -123,6 +124,8 @@ class PortConsoleApp(StoreReadsMixin, ScanningMixin, PreferencesMixin, App[None]
         self._read_lock = threading.Lock()
         self._seen_version = ""
         self._last_load = 0.0
+        self._last_reclaim = time.monotonic()
+        self._last_episodes: dict[str, int] | None = None  # the last read's (store_reads.py)
         self._schedule_error = ""
         # New and reopened findings this operator has not seen yet (every console).
         self.alerts = AlertTracker()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from textual.message import Message
 
 from portconsole.core.domain.model import Progress
+from portconsole.tui.alerts import open_episodes
 
 if TYPE_CHECKING:
     from portconsole.core.domain.finding import Finding
@@ -24,12 +25,32 @@ class FleetSnapshot:
     hosts: list[HostRow]
     findings: list[Finding]
     request: int = 0
+    # Indexes built once per snapshot, where it is constructed (the reader's thread), so
+    # the UI thread never walks 100,000 findings to find one.
+    hosts_by_address: dict[str, HostRow] = field(default_factory=dict)
+    findings_by_id: dict[str, Finding] = field(default_factory=dict)
+    open_episodes: dict[str, int] = field(default_factory=dict)  # for the AlertTracker
+    # Set by `diff_episodes`: the open findings whose episode differs from `episodes_base`.
+    episodes_base: dict[str, int] | None = None
+    changed_episodes: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.hosts_by_address = {host.address: host for host in self.hosts}
+        self.findings_by_id = {finding.id: finding for finding in self.findings}
+        self.open_episodes = open_episodes(self.findings)
+
+    def diff_episodes(self, base: dict[str, int] | None) -> None:
+        """Note which open findings are new or reopened compared with `base` (the previous
+        read's `open_episodes`), so the AlertTracker need not compare every finding."""
+        if base is None:
+            return
+        self.episodes_base = base
+        self.changed_episodes = [
+            key for key, episode in self.open_episodes.items() if base.get(key) != episode
+        ]
 
     def finding(self, finding_id: str) -> Finding | None:
-        for finding in self.findings:
-            if finding.id == finding_id:
-                return finding
-        return None
+        return self.findings_by_id.get(finding_id)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 from textual.worker import get_current_worker
 
 from portconsole.core.adapters.journal import AuditEvent
@@ -346,11 +346,11 @@ class AuditScreen(ConsoleScreen):
             self.loading_older = True
             self.load_older(oldest)
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+    def on_keyed_table_row_highlighted(self, event: KeyedTable.RowHighlighted) -> None:
         self.show_detail()
         self.maybe_load_older()
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+    def on_keyed_table_row_selected(self, event: KeyedTable.RowSelected) -> None:
         record = self.selected_record()
         if record is not None:
             self.app.push_screen(AuditEventScreen(record))

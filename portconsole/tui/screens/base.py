@@ -14,6 +14,7 @@ from textual.widgets import Input
 from portconsole.tui.keys import FieldInput
 from portconsole.tui.widgets import KeyedTable, StatusHeader
 from portconsole.tui.widgets.footer import FittingFooter
+from portconsole.tui.widgets.table_model import LazyRows
 
 if TYPE_CHECKING:
     from portconsole.tui.app import PortConsoleApp
@@ -27,7 +28,12 @@ def matches(filter_text: str, cells: Sequence[Text]) -> bool:
     return any(needle in cell.plain.lower() for cell in cells)
 
 
-def filtered(rows: Mapping[str, Sequence[Text]], filter_text: str) -> dict[str, Sequence[Text]]:
+def filtered(rows: Mapping[str, Sequence[Text]], filter_text: str) -> Mapping[str, Sequence[Text]]:
+    """The rows the `/` filter keeps (lazy rows are searched without building their cells)."""
+    if not filter_text:
+        return rows
+    if isinstance(rows, LazyRows):
+        return rows.matching(filter_text.lower())
     return {key: cells for key, cells in rows.items() if matches(filter_text, cells)}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.widgets import DataTable, Input, Label, Static
+from textual.widgets import Input, Label, Static
 
 from portconsole.core.domain.model import port_key
 from portconsole.core.errors import UserError
@@ -22,16 +22,18 @@ from portconsole.tui.safe import clean, exact_time, safe_text
 from portconsole.tui.screens.base import ConsoleScreen, filtered
 from portconsole.tui.screens.host import describe_state
 from portconsole.tui.widgets import KeyedTable
+from portconsole.tui.widgets.table_model import LazyRows, address_key
 
 if TYPE_CHECKING:
     from portconsole.core.domain.state import ChangeEvent, PointInTime
 
+# Fixed widths: a point in time of 10,000 hosts is 200,000 rows, never measured.
 ASOF_COLUMNS = [
-    ("host", "Host"),
-    ("port", "Port"),
-    ("service", "Service"),
-    ("product", "Product/version"),
-    ("scan", "Last scan"),
+    ("host", "Host", 15),
+    ("port", "Port", 9),
+    ("service", "Service", 10),
+    ("product", "Product/version", 40),
+    ("scan", "Last scan", 20),
 ]
 
 TIMELINE_COLUMNS = [
@@ -61,6 +63,49 @@ def _field(item: Any, name: str, default: Any = "") -> Any:
     return getattr(item, name, default)
 
 
+def asof_key(item: Any) -> str:
+    return port_key(
+        str(_field(item, "host")), int(_field(item, "port", 0)), str(_field(item, "proto", "tcp"))
+    )
+
+
+def _product(item: Any) -> str:
+    return " ".join(p for p in (_field(item, "product"), _field(item, "version")) if p)
+
+
+def _scan(item: Any) -> str:
+    scan = str(_field(item, "last_seen_scan_id") or _field(item, "last_scan_id"))
+    return scan + ("" if _field(item, "covered", True) else " ?")
+
+
+def asof_cells(item: Any) -> tuple[Text, ...]:
+    return (
+        safe_text(str(_field(item, "host")), limit=45),
+        Text(f"{_field(item, 'port', 0)}/{_field(item, 'proto', 'tcp')}"),
+        safe_text(_field(item, "service") or "-", limit=20),
+        safe_text(_product(item) or "-", limit=120),
+        safe_text(_scan(item), limit=30),
+    )
+
+
+def asof_search_text(item: Any) -> str:
+    """What the `/` filter looks in: the row's text, without building its cells."""
+    return (
+        f"{_field(item, 'host')} {_field(item, 'port', 0)}/{_field(item, 'proto', 'tcp')} "
+        f"{_field(item, 'service') or '-'} {_product(item) or '-'} {_scan(item)}"
+    )
+
+
+# How each column sorts, from the port itself (no cell is built to sort 200,000 rows).
+ASOF_SORT: dict[str, Callable[[Any], Any]] = {
+    "host": lambda item: address_key(str(_field(item, "host"))),
+    "port": lambda item: (int(_field(item, "port", 0)), str(_field(item, "proto", "tcp"))),
+    "service": lambda item: str(_field(item, "service") or "-").lower(),
+    "product": lambda item: _product(item).lower(),
+    "scan": _scan,
+}
+
+
 class HistoryScreen(ConsoleScreen):
     TITLE_TEXT = "History"
 
@@ -72,6 +117,11 @@ class HistoryScreen(ConsoleScreen):
     def __init__(self) -> None:
         super().__init__()
         self.state: PointInTime | None = None
+        # The as-of rows of `self.state`, by key, and the rows drawn so far.
+        self._asof_for: PointInTime | None = None
+        self._asof_sources: dict[str, Any] = {}
+        self._asof_hosts = 0
+        self._asof_built: dict[str, Sequence[Text]] = {}
         self.asked_at: datetime | None = None
         self.timeline_label = ""
         self.timeline: list[ChangeEvent] = []
@@ -136,27 +186,23 @@ class HistoryScreen(ConsoleScreen):
         self.timeline = message.events
         self.show_data()
 
-    def asof_rows(self) -> dict[str, Sequence[Text]]:
-        rows: dict[str, Sequence[Text]] = {}
-        if self.state is None:
-            return rows
-        for item in self.state.open_ports:
-            host = str(_field(item, "host"))
-            port = int(_field(item, "port", 0))
-            proto = str(_field(item, "proto", "tcp"))
-            product = " ".join(p for p in (_field(item, "product"), _field(item, "version")) if p)
-            rows[port_key(host, port, proto)] = (
-                safe_text(host, limit=45),
-                Text(f"{port}/{proto}"),
-                safe_text(_field(item, "service") or "-", limit=20),
-                safe_text(product or "-", limit=120),
-                safe_text(
-                    str(_field(item, "last_seen_scan_id") or _field(item, "last_scan_id"))
-                    + ("" if _field(item, "covered", True) else " ?"),
-                    limit=30,
-                ),
-            )
-        return rows
+    def asof_rows(self) -> LazyRows[Any]:
+        """The open ports at that time by `host:port/proto`; a row is built when drawn
+        (and kept while the same point in time is shown)."""
+        state = self.state
+        if state is not self._asof_for:
+            self._asof_for = state
+            items = state.open_ports if state is not None else []
+            self._asof_sources = {asof_key(item): item for item in items}
+            self._asof_hosts = len({str(_field(item, "host")) for item in items})
+            self._asof_built = {}
+        return LazyRows(
+            self._asof_sources,
+            asof_cells,
+            search=asof_search_text,
+            sort_values=ASOF_SORT,
+            built=self._asof_built,
+        )
 
     def timeline_rows(self) -> dict[str, Sequence[Text]]:
         rows: dict[str, Sequence[Text]] = {}
@@ -178,9 +224,9 @@ class HistoryScreen(ConsoleScreen):
         if self.state is None:
             summary.append("loading…", style="italic")
         else:
-            hosts = {str(_field(i, "host")) for i in self.state.open_ports}
+            rows = self.asof_rows()
             summary.append(f"As of {exact_time(self.state.at)}: ", style="bold")
-            summary.append(f"{len(self.state.open_ports)} open ports on {len(hosts)} hosts")
+            summary.append(f"{len(rows)} open ports on {self._asof_hosts} hosts")
             uncovered = len(self.state.uncovered or [])
             if uncovered:
                 summary.append(f" · ! {uncovered} not covered by a scan", style="bold")
@@ -226,10 +272,10 @@ class HistoryScreen(ConsoleScreen):
         self.load_state(self.asked_at)
         self.query_one("#asof-ports", KeyedTable).focus()
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if event.data_table.id != "asof-ports" or not event.row_key.value:
+    def on_keyed_table_row_selected(self, event: KeyedTable.RowSelected) -> None:
+        if event.table.id != "asof-ports" or not event.key:
             return
-        host, _, rest = event.row_key.value.rpartition(":")
+        host, _, rest = event.key.rpartition(":")
         port_text, _, proto = rest.partition("/")
         self.timeline = []
         self.query_one("#timeline", KeyedTable).sync({})

@@ -11,7 +11,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from portconsole.core.domain.model import port_key
 from portconsole.core.errors import UserError
@@ -186,10 +186,10 @@ class HostScreen(ConsoleScreen):
             "No changes recorded yet: they appear after the next scans." if self.loaded else "",
         )
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if event.data_table.id != "ports" or not event.row_key.value:
+    def on_keyed_table_row_selected(self, event: KeyedTable.RowSelected) -> None:
+        if event.table.id != "ports" or not event.key:
             return
-        chosen = event.row_key.value.rsplit(":", 1)[-1]
+        chosen = event.key.rsplit(":", 1)[-1]
         self.port_filter = None if self.port_filter == chosen else chosen
         self.show_data()
 

@@ -9,14 +9,14 @@ note and close then act on every marked row at once."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from portconsole.core.domain.finding import refusal
 from portconsole.tui.alerts import new_mark
@@ -25,6 +25,7 @@ from portconsole.tui.screens.approval_forms import ApproveForm, RequestForm, Rev
 from portconsole.tui.screens.base import ConsoleScreen, filtered
 from portconsole.tui.screens.forms import ConfirmDecision, TextDecision
 from portconsole.tui.widgets import KeyedTable
+from portconsole.tui.widgets.table_model import LazyRows, address_key
 
 if TYPE_CHECKING:
     from portconsole.core.domain.finding import Finding
@@ -33,13 +34,14 @@ SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 # Short enough for 80 columns; the detail pane spells the severity out.
 SEVERITY_LABEL = {"critical": "CRIT", "high": "high", "medium": "med", "low": "low"}
 
+# Fixed widths: the table never measures its rows (100,000 findings). Host:port flexes.
 FINDING_COLUMNS = [
-    ("severity", "Sev"),
-    ("age", "Age"),
-    ("kind", "Kind"),
-    ("target", "Host:port"),
-    ("service", "Service"),
-    ("status", "Status"),
+    ("severity", "Sev", 6),
+    ("age", "Age", 4),
+    ("kind", "Kind", 15),
+    ("target", "Host:port", 50),
+    ("service", "Service", 10),
+    ("status", "Status", 12),
 ]
 
 DECISIONS = ("approve", "request", "review", "flag", "ack", "note", "close", "reopen", "rescan")
@@ -79,6 +81,23 @@ def severity_rank(cell: str) -> int:
     return 9
 
 
+def finding_search_text(finding: Finding) -> str:
+    """What the `/` filter looks in: the row's text, without building its cells."""
+    label = SEVERITY_LABEL.get(finding.severity, finding.severity[:4])
+    return f"{label} {finding.kind} {finding_target(finding)} {finding.service} {finding.status}"
+
+
+# How each column sorts, from the finding itself (no cell is built to sort 100,000 rows).
+FINDING_SORT: dict[str, Callable[[Finding], Any]] = {
+    "severity": lambda f: SEVERITY_ORDER.get(f.severity, 9),
+    "age": lambda f: -f.first_seen.timestamp(),  # youngest first, as `40s` < `5h`
+    "kind": lambda f: f.kind,
+    "target": lambda f: (address_key(f.host), f.port or 0, f.proto or ""),
+    "service": lambda f: (f.service or "-").lower(),
+    "status": lambda f: f.status,
+}
+
+
 def queue_order(findings: Sequence[Finding]) -> list[Finding]:
     """Worst severity first, then oldest first (the longest-waiting problem at the top)."""
     return sorted(findings, key=lambda f: (SEVERITY_ORDER.get(f.severity, 9), f.first_seen, f.id))
@@ -107,39 +126,43 @@ class TriageScreen(ConsoleScreen):
         self.marked: set[str] = set()
 
     def compose_body(self) -> ComposeResult:
-        yield KeyedTable(FINDING_COLUMNS, id="findings", sort_keys={"severity": severity_rank})
+        yield KeyedTable(
+            FINDING_COLUMNS, id="findings", flex="target", sort_keys={"severity": severity_rank}
+        )
         yield Static(id="finding-detail")
 
     # ----- drawing ---------------------------------------------------------------------
-    def finding_rows(self) -> dict[str, Sequence[Text]]:
+    def finding_rows(self) -> LazyRows[Finding]:
+        """The open findings by id, in queue order; a row is built when it is drawn."""
         snapshot = self.console.snapshot
-        if snapshot is None:
-            return {}
+        queue = snapshot.findings_by_id if snapshot is not None else {}
         now = self.console.now()
-        rows: dict[str, Sequence[Text]] = {}
-        queue = queue_order([f for f in snapshot.findings if f.is_open])
-        self.marked &= {f.id for f in queue}  # a decided finding is no longer marked
-        for finding in queue:
+        alert = self.console.alert_style()
+        # A decided finding is no longer marked.
+        self.marked = {key for key in self.marked if key in queue}
+        marked = self.marked
+        is_unseen = self.console.is_unseen
+
+        def build(finding: Finding) -> Sequence[Text]:
             severe = finding.severity in ("critical", "high")
-            style = self.console.alert_style() if severe else ""
+            style = alert if severe else ""
             severity = Text(
                 ("!" if severe else " ")
                 + SEVERITY_LABEL.get(finding.severity, finding.severity[:4]),
                 style=style,
             )
-            if finding.id in self.marked:
+            if finding.id in marked:
                 severity = Text("+", style="bold reverse") + severity
-            rows[finding.id] = (
+            return (
                 severity,
                 Text(age(finding.first_seen, now), justify="right"),
                 safe_text(finding.kind, limit=24),
                 safe_text(finding_target(finding), style, limit=50),
                 safe_text(finding.service or "-", limit=20),
-                new_mark(finding.status)
-                if self.console.is_unseen(finding.id)
-                else Text(finding.status),
+                new_mark(finding.status) if is_unseen(finding.id) else Text(finding.status),
             )
-        return rows
+
+        return LazyRows(queue, build, search=finding_search_text, sort_values=FINDING_SORT)
 
     def show_data(self) -> None:
         self.query_one("#findings", KeyedTable).sync(
@@ -181,7 +204,7 @@ class TriageScreen(ConsoleScreen):
                     detail.append(f": {clean(entry.text, 80)}")
         self.query_one("#finding-detail", Static).update(detail)
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+    def on_keyed_table_row_highlighted(self, event: KeyedTable.RowHighlighted) -> None:
         self.show_detail()
         self.refresh_availability()
 
@@ -193,12 +216,12 @@ class TriageScreen(ConsoleScreen):
             self._availability = states
             self.refresh_bindings()
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+    def on_keyed_table_row_selected(self, event: KeyedTable.RowSelected) -> None:
         # Enter opens the whole finding; `h` opens its host.
         from portconsole.tui.screens.finding import FindingScreen
 
-        if event.row_key.value:
-            self.app.push_screen(FindingScreen(event.row_key.value))
+        if event.key:
+            self.app.push_screen(FindingScreen(event.key))
 
     # ----- decisions -------------------------------------------------------------------
     def selected(self) -> Finding | None:

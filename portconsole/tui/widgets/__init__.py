@@ -2,5 +2,6 @@
 
 from portconsole.tui.widgets.status import StatusHeader
 from portconsole.tui.widgets.table import KeyedTable
+from portconsole.tui.widgets.table_model import LazyRows
 
-__all__ = ["KeyedTable", "StatusHeader"]
+__all__ = ["KeyedTable", "LazyRows", "StatusHeader"]

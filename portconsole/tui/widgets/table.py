@@ -1,9 +1,11 @@
-"""A DataTable that is updated by keyed diff, never cleared and refilled.
+"""A virtual table keyed by row: it draws only the rows on screen.
 
-Clearing a table on every refresh loses the cursor and scroll position and redraws
-everything; an operator reading row 40 would be thrown back to the top every two seconds.
-`sync` instead removes stale rows, updates only changed cells and adds new ones, inside one
-`batch_update`, and keeps the cursor on the same row key.
+Textual's DataTable stores, measures and renders every row it is given: 65,534 rows froze
+the console for 38 s. KeyedTable is a Line API widget (a ScrollView) over a mapping of rows
+by key (table_model.py): `sync` takes the screen's rows, keeps the cursor on the same key,
+and `render_line` builds only the lines on screen. Column widths are fixed, or measured on
+rows that are new or changed (small tables), never on every row per refresh; with
+`LazyRows`, a row's cells are not even built until it is drawn.
 
 What operators expect of a table is here too, so every screen gets it alike: `o` cycles the
 sort column and `O` reverses it (or a click on a header), the key columns stay pinned when
@@ -13,73 +15,132 @@ whole on a wide terminal), and an empty table says what to do next.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
-from rich.cells import cell_len
 from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual import events
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.widgets import DataTable
-from textual.widgets.data_table import CellKey, RowKey
 
 from portconsole.tui.keys import KeysInOrder
-
-Cells = Sequence[Text]
-SortKey = Callable[[str], Any]
+from portconsole.tui.widgets.table_model import (
+    Cells,
+    LazyRows,
+    SortKey,
+    measure,
+    natural_key,
+    ordered,
+    parse_columns,
+)
 
 # The narrowest a flexible column gets before the table scrolls sideways instead.
 FLEX_MIN = 12
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_PIECES = re.compile(r"(\d+)")
+PADDING = 1  # blank cells either side of each column's text
 SORT_MARKS = {
     False: " \N{BLACK UP-POINTING TRIANGLE}",
     True: " \N{BLACK DOWN-POINTING TRIANGLE}",
 }
+_CACHE_LIMIT = 400  # drawn lines kept (a few screens' worth)
+
+__all__ = ["FLEX_MIN", "SORT_MARKS", "Cells", "KeyedTable", "LazyRows", "natural_key"]
 
 
-def natural_key(plain: str) -> tuple[tuple[int, int, str], ...]:
-    """How a cell sorts by default: numbers by value (addresses, ports, counts), ages by
-    duration (`40s` < `5h` < `3d`), the rest case-insensitively."""
-    text = plain.strip()
-    duration = _DURATION.match(text)
-    if duration is not None:
-        return ((0, int(duration[1]) * _DURATION_SECONDS[duration[2]], ""),)
-    return tuple(
-        (0, int(piece), "") if piece.isdigit() else (1, 0, piece.lower())
-        for piece in _PIECES.split(text)
-        if piece
-    )
-
-
-def _signature(cells: Cells) -> tuple[tuple[str, str], ...]:
-    return tuple((cell.plain, f"{cell.style}{cell.spans or ''}") for cell in cells)
-
-
-class KeyedTable(KeysInOrder, DataTable[Text]):
+class KeyedTable(KeysInOrder, ScrollView, can_focus=True):
     """Rows are identified by a stable string key (an address, `host:port/proto`, an id).
 
     Keys sent together run in order: a key that opens a dialog or switches the view does
     so before the next key is read (tui/keys.py)."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "select_cursor", "Open", id="table.open"),
-        Binding("j", "cursor_down", "Down", show=False, id="table.down"),
-        Binding("k", "cursor_up", "Up", show=False, id="table.up"),
-        Binding("g", "scroll_top", "Top", show=False, id="table.top"),
-        Binding("G", "scroll_bottom", "Bottom", show=False, id="table.bottom"),
+        Binding("down,j", "cursor_down", "Down", show=False, id="table.down"),
+        Binding("up,k", "cursor_up", "Up", show=False, id="table.up"),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("home,g", "scroll_top", "Top", show=False, id="table.top"),
+        Binding("end,G", "scroll_bottom", "Bottom", show=False, id="table.bottom"),
         Binding("o", "sort_next", "Sort by next column", show=False, id="sort.next"),
         Binding("O", "sort_reverse", "Reverse the sort", show=False, id="sort.reverse"),
     ]
 
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "keyed-table--header",
+        "keyed-table--fixed",
+        "keyed-table--cursor",
+        "keyed-table--fixed-cursor",
+        "keyed-table--header-cursor",
+    }
+
+    # DataTable's look, so the screens read as before.
+    DEFAULT_CSS = """
+    KeyedTable {
+        background: $surface;
+        color: $foreground;
+        &:focus {
+            background-tint: $foreground 5%;
+            & > .keyed-table--cursor {
+                background: $block-cursor-background;
+                color: $block-cursor-foreground;
+                text-style: $block-cursor-text-style;
+            }
+            & > .keyed-table--header { background-tint: $foreground 5%; }
+            & > .keyed-table--fixed-cursor {
+                color: $block-cursor-foreground;
+                background: $block-cursor-background;
+            }
+        }
+        & > .keyed-table--header {
+            text-style: bold;
+            background: $panel;
+            color: $foreground;
+        }
+        &:ansi > .keyed-table--header {
+            background: ansi_bright_blue;
+            color: ansi_default;
+        }
+        & > .keyed-table--fixed {
+            background: $secondary-muted;
+            color: $foreground;
+        }
+        & > .keyed-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        & > .keyed-table--fixed-cursor {
+            background: $block-cursor-blurred-background;
+            color: $foreground;
+        }
+    }
+    """
+
+    class RowMessage(Message):
+        """About the row `key` of `table`."""
+
+        def __init__(self, table: KeyedTable, key: str) -> None:
+            super().__init__()
+            self.table = table
+            self.key = key
+
+        @property
+        def control(self) -> KeyedTable:
+            return self.table
+
+    class RowHighlighted(RowMessage):
+        """The cursor is on another row."""
+
+    class RowSelected(RowMessage):
+        """Enter (or a click on the cursor's row) opened the row."""
+
     def __init__(
         self,
-        columns: Sequence[tuple[str, str]],
+        columns: Sequence[tuple[str, str] | tuple[str, str, int]],
         *,
         id: str | None = None,  # noqa: A002 - Textual's own name for it
         classes: str = "",
@@ -87,199 +148,314 @@ class KeyedTable(KeysInOrder, DataTable[Text]):
         flex: str | None = None,
         sort_keys: Mapping[str, SortKey] | None = None,
     ) -> None:
-        """`pinned`: how many columns from the left stay put when scrolling sideways (the
-        row's key). `flex`: the column that shrinks to fit the width or grows into it.
-        `sort_keys`: per column key, how its plain text sorts (default `natural_key`)."""
-        super().__init__(id=id, classes=classes, cursor_type="row", fixed_columns=pinned)
-        self._column_spec = list(columns)
+        """`columns`: `(key, label)` or `(key, label, width)`; without a width, the column
+        fits the rows that are new or changed (for small tables). `pinned`: how many columns
+        from the left stay put when scrolling sideways (the row's key). `flex`: the column
+        that shrinks to fit the width or grows into it. `sort_keys`: per column key, how its
+        plain text sorts (default `natural_key`; `LazyRows.sort_values` come first)."""
+        super().__init__(id=id, classes=classes)
+        self._columns = parse_columns(columns)
+        self._pinned = pinned
         self._flex = flex
         self._sort_keys = dict(sort_keys or {})
         # None: the order the screen gave (its own, meaningful order: worst first...).
         self.sort_column: int | None = None
         self.sort_descending = False
-        self._given: Mapping[str, Cells] = {}
         self.empty_text = ""
-        self._signatures: dict[str, tuple[tuple[str, str], ...]] = {}
-        # The cell tuples last drawn: a caller that reuses an unchanged row's tuple lets
-        # `sync` skip it without computing a signature (1,000 rows per refresh add up).
-        self._cells: dict[str, Cells] = {}
+        self._rows: Mapping[str, Cells] = {}
         self._order: list[str] = []
+        self._drawn: dict[str, Cells] = {}  # measured columns: the cells last measured
+        self.cursor_row = 0
+        self._cursor_key: str | None = None
+        self._widths: list[int] = []
+        self._widths_for: tuple[object, ...] = ()
+        self._lines: dict[tuple[object, ...], tuple[Cells, Strip]] = {}
+        self._style_generation = 0
 
-    def on_mount(self) -> None:
-        for key, label in self._column_spec:
-            self.add_column(label, key=key)
-
-    # ----- sorting -------------------------------------------------------------------
-    def action_sort_next(self) -> None:
-        """Cycle: the screen's own order, then each column in turn, then back."""
-        count = len(self._column_spec)
-        column = 0 if self.sort_column is None else self.sort_column + 1
-        self.sort_by(None if column >= count else column, descending=False)
-
-    def action_sort_reverse(self) -> None:
-        self.sort_by(self.sort_column, descending=not self.sort_descending)
-
-    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
-        event.stop()
-        index = event.column_index
-        descending = not self.sort_descending if index == self.sort_column else False
-        self.sort_by(index, descending=descending)
-
-    def sort_by(self, column: int | None, *, descending: bool = False) -> None:
-        self.sort_column = column
-        self.sort_descending = descending
-        for index, (key, label) in enumerate(self._column_spec):
-            mark = SORT_MARKS[descending] if index == column else ""
-            shown = self.columns[key]  # type: ignore[index]
-            shown.label = Text(label + mark)
-            shown.content_width = max(shown.content_width, cell_len(shown.label.plain))
-        self._clear_caches()
-        self._require_update_dimensions = True
-        self.sync(self._given, self.empty_text)
-        self.refresh()
-
-    def _ordered(self, rows: Mapping[str, Cells]) -> list[str]:
-        keys = list(rows)
-        if self.sort_column is not None:
-            index = self.sort_column
-            sort_key = self._sort_keys.get(self._column_spec[index][0], natural_key)
-            keys.sort(key=lambda k: sort_key(rows[k][index].plain) if index < len(rows[k]) else ())
-        if self.sort_descending:
-            keys.reverse()
-        return keys
-
-    # ----- width ---------------------------------------------------------------------
-    def _on_resize(self, event: events.Resize) -> None:
-        super()._on_resize(event)
-        self.fit_flex()
-
-    def fit_flex(self) -> None:
-        """Give the flexible column what the others leave, between FLEX_MIN and its content."""
-        if self._flex is None or self._flex not in self.columns or not self.size.width:
-            return
-        column = self.columns[self._flex]  # type: ignore[index]
-        others = sum(
-            c.get_render_width(self) for key, c in self.columns.items() if key != self._flex
-        )
-        room = self.size.width - others - 2 * self.cell_padding - 1  # 1: the scrollbar
-        wanted_auto = room >= column.content_width
-        width = column.width if wanted_auto else max(FLEX_MIN, room)
-        if column.auto_width == wanted_auto and (wanted_auto or column.width == width):
-            return
-        column.auto_width = wanted_auto
-        if not wanted_auto:
-            column.width = width
-        self.virtual_size = Size(
-            sum(c.get_render_width(self) for c in self.columns.values()),
-            self.virtual_size.height,
-        )
-        self._clear_caches()
-        self.refresh()
-
-    # ----- empty state ---------------------------------------------------------------
-    def render_line(self, y: int) -> Strip:
-        if self.row_count or not self.empty_text or y < self.header_height + 1:
-            return super().render_line(y)
-        width = self.size.width
-        lines = self.app.console.render_lines(
-            Text(self.empty_text, style="italic"),
-            self.app.console.options.update_width(max(1, width - 2)),
-            pad=False,
-        )
-        index = y - self.header_height - 1
-        if index >= len(lines):
-            return Strip.blank(width, self.rich_style)
-        return Strip([Segment("  "), *lines[index]]).adjust_cell_length(width, self.rich_style)
-
-    # Textual 8.2 caches each rendered cell under the table's update count, but widens
-    # columns later, on idle, without bumping that count: a row drawn before its column
-    # widened stayed truncated ("127.88…"). Bumping the count after each widening makes the
-    # next frame re-render those cells at the new width.
-    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
-        super()._update_dimensions(new_rows)
-        self._update_count += 1
-        self.fit_flex()
-
-    def _update_column_widths(self, updated_cells: set[CellKey]) -> None:
-        super()._update_column_widths(updated_cells)
-        self._update_count += 1
-        self.fit_flex()
+    # ----- the rows ------------------------------------------------------------------
+    @property
+    def row_count(self) -> int:
+        return len(self._order)
 
     @property
     def keys(self) -> list[str]:
         """Row keys in display order."""
         return list(self._order)
 
+    def get_row(self, key: str) -> list[Text]:
+        return list(self._rows[key])
+
     @property
     def selected_key(self) -> str | None:
-        if self.row_count == 0:
+        if not self._order:
             return None
-        try:
-            row_key, _ = self.coordinate_to_cell_key(self.cursor_coordinate)
-        except Exception:  # noqa: BLE001 - an out-of-range cursor simply means "nothing"
-            return None
-        return row_key.value
+        return self._order[min(self.cursor_row, len(self._order) - 1)]
 
     def select_key(self, key: str) -> bool:
         """Put the cursor on the row `key`; False if there is no such row."""
-        try:
-            index = self.get_row_index(key)
-        except Exception:  # noqa: BLE001 - RowDoesNotExist
+        if key not in self._rows:
             return False
-        self.move_cursor(row=index)
+        self.move_cursor(row=self._order.index(key))
         return True
 
     def invalidate(self) -> None:
-        """Forget what was drawn, so the next `sync` rewrites every cell (theme change)."""
-        self._signatures = {key: () for key in self._signatures}
-        self._cells = {}
+        """Forget what was drawn, so the next frame redraws every line (theme change)."""
+        self._lines.clear()
+        self._drawn = {}
+        self._style_generation += 1
+        self.refresh()
 
     def sync(self, rows: Mapping[str, Cells], empty: str = "") -> None:
-        """Make the table show exactly `rows`, in their order (or the chosen sort), by
-        keyed diff. `empty` is what an empty table says: what to do next."""
-        if empty != self.empty_text:
-            self.empty_text = empty
-            self.refresh()
-        self._given = rows
-        keep = self.selected_key
-        keep_index = self.cursor_row
-        columns = [key for key, _ in self._column_spec]
-        wanted = self._ordered(rows)
-        with self.app.batch_update():
-            for stale in [key for key in self._signatures if key not in rows]:
-                self.remove_row(stale)
-                del self._signatures[stale]
-                self._cells.pop(stale, None)
+        """Show exactly `rows`, in their order (or the chosen sort), keeping the cursor on
+        the same key. Costs a pass over the keys, not over the cells: only measured columns
+        read the rows that are new or changed, and nothing is drawn until it is on screen."""
+        self.empty_text = empty
+        self._rows = rows
+        if any(column.fixed is None for column in self._columns):
+            drawn = self._drawn
+            grew = False
             for key, cells in rows.items():
-                if self._cells.get(key) is cells:
-                    continue
-                self._cells[key] = cells
-                signature = _signature(cells)
-                old = self._signatures.get(key)
-                if old is None:
-                    self.add_row(*cells, key=key)
-                elif old != signature:
-                    for index, cell in enumerate(cells):
-                        if index >= len(old) or old[index] != signature[index]:
-                            self.update_cell(key, columns[index], cell, update_width=True)
-                self._signatures[key] = signature
-            if wanted != self._current_order(wanted):
-                rank = {id(self.get_cell(key, columns[0])): i for i, key in enumerate(wanted)}
-                self.sort(columns[0], key=lambda cell: rank[id(cell)])
-            self._order = wanted
-            if keep is not None and keep in rows:
-                self.select_key(keep)
-            elif self.row_count:
-                self.move_cursor(row=min(keep_index, self.row_count - 1))
-        self.fit_flex()
+                if drawn.get(key) is not cells:
+                    grew = measure(self._columns, cells) or grew
+            self._drawn = dict(rows)
+            if grew:
+                self._lines.clear()
+        self._reorder()
 
-    def _current_order(self, wanted: list[str]) -> list[str]:
-        found: list[str] = []
-        for row in self.ordered_rows:
-            key = row.key.value
+    def _reorder(self) -> None:
+        keep = self._cursor_key
+        self._order = ordered(
+            self._rows, self._columns, self.sort_column, self.sort_descending, self._sort_keys
+        )
+        row = self.cursor_row
+        if keep is not None and keep in self._rows:
+            row = self._order.index(keep)
+        self.virtual_size = Size(self._total_width(), len(self._order) + 1)
+        self.move_cursor(row=row, scroll=keep != self._cursor_key or row != self.cursor_row)
+        self.refresh()
+
+    def move_cursor(self, *, row: int, scroll: bool = True) -> None:
+        count = len(self._order)
+        row = max(0, min(row, count - 1)) if count else 0
+        old_row = self.cursor_row
+        self.cursor_row = row
+        key = self._order[row] if count else None
+        if scroll:
+            self._scroll_to_cursor()
+        if row != old_row:
+            self.refresh()
+        if key != self._cursor_key:
+            self._cursor_key = key
+            self.refresh()
             if key is not None:
-                found.append(key)
-        return found if len(found) == len(wanted) else []
+                self.post_message(self.RowHighlighted(self, key))
 
-    def row_key_of(self, row_key: RowKey) -> str | None:
-        return row_key.value
+    def _scroll_to_cursor(self) -> None:
+        visible = max(1, self.scrollable_content_region.height - 1)  # the header stays
+        top = round(self.scroll_y)
+        if self.cursor_row < top:
+            self.scroll_to(y=self.cursor_row, animate=False, immediate=True)
+        elif self.cursor_row >= top + visible:
+            self.scroll_to(y=self.cursor_row - visible + 1, animate=False, immediate=True)
+
+    # ----- keys and mouse ------------------------------------------------------------
+    def _page(self) -> int:
+        return max(1, self.scrollable_content_region.height - 2)
+
+    def action_cursor_down(self) -> None:
+        self.move_cursor(row=self.cursor_row + 1)
+
+    def action_cursor_up(self) -> None:
+        self.move_cursor(row=self.cursor_row - 1)
+
+    def action_page_down(self) -> None:
+        self.move_cursor(row=self.cursor_row + self._page())
+
+    def action_page_up(self) -> None:
+        self.move_cursor(row=self.cursor_row - self._page())
+
+    def action_scroll_top(self) -> None:
+        self.move_cursor(row=0)
+
+    def action_scroll_bottom(self) -> None:
+        self.move_cursor(row=len(self._order) - 1)
+
+    def action_select_cursor(self) -> None:
+        key = self.selected_key
+        if key is not None:
+            self.post_message(self.RowSelected(self, key))
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        if offset.y == 0:
+            column = self._column_at(offset.x)
+            if column is not None:
+                descending = not self.sort_descending if column == self.sort_column else False
+                self.sort_by(column, descending=descending)
+            return
+        row = offset.y - 1 + round(self.scroll_y)
+        if row >= len(self._order):
+            return
+        if row == self.cursor_row:
+            self.action_select_cursor()
+        else:
+            self.move_cursor(row=row)
+
+    def _column_at(self, x: int) -> int | None:
+        widths = self._render_widths()
+        pinned = sum(w + 2 * PADDING for w in widths[: self._pinned])
+        position = x if x < pinned else x + round(self.scroll_x)
+        for index, width in enumerate(widths):
+            position -= width + 2 * PADDING
+            if position < 0:
+                return index
+        return None
+
+    # ----- sorting -------------------------------------------------------------------
+    def action_sort_next(self) -> None:
+        """Cycle: the screen's own order, then each column in turn, then back."""
+        column = 0 if self.sort_column is None else self.sort_column + 1
+        self.sort_by(None if column >= len(self._columns) else column, descending=False)
+
+    def action_sort_reverse(self) -> None:
+        self.sort_by(self.sort_column, descending=not self.sort_descending)
+
+    def sort_by(self, column: int | None, *, descending: bool = False) -> None:
+        self.sort_column = column
+        self.sort_descending = descending
+        if column is not None:
+            shown = self._columns[column]
+            shown.measured = max(shown.measured, len(shown.label) + len(SORT_MARKS[descending]))
+        self._lines.clear()
+        self._reorder()
+
+    # ----- width ---------------------------------------------------------------------
+    def _render_widths(self) -> list[int]:
+        """Each column's text width: the flexible one gets what the others leave, between
+        FLEX_MIN and its own width."""
+        shape = (self.size.width, self._style_generation, *(c.width for c in self._columns))
+        if shape == self._widths_for:
+            return self._widths
+        widths = [column.width for column in self._columns]
+        for index, column in enumerate(self._columns):
+            if column.key == self._flex:
+                others = sum(w + 2 * PADDING for i, w in enumerate(widths) if i != index)
+                room = self.size.width - others - 2 * PADDING - 1  # 1: the scrollbar
+                widths[index] = max(FLEX_MIN, min(column.width, room)) if room > 0 else FLEX_MIN
+        self._widths = widths
+        self._widths_for = shape
+        return widths
+
+    def _total_width(self) -> int:
+        return sum(w + 2 * PADDING for w in self._render_widths())
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._lines.clear()
+        self.virtual_size = Size(self._total_width(), len(self._order) + 1)
+        self._scroll_to_cursor()
+
+    # ----- drawing -------------------------------------------------------------------
+    def _cell_segments(self, cell: Text, width: int) -> list[Segment]:
+        text = cell
+        if cell.cell_len > width:
+            text = cell.copy()
+            text.truncate(width, overflow="ellipsis")
+        gap = max(0, width - text.cell_len)
+        left = gap if cell.justify == "right" else gap // 2 if cell.justify == "center" else 0
+        segments = [Segment(" " * (PADDING + left))]
+        segments.extend(text.render(self.app.console))
+        segments.append(Segment(" " * (PADDING + gap - left)))
+        return segments
+
+    def _styled(
+        self, cells: Sequence[Text], widths: list[int], pre: Style, post: Style | None
+    ) -> list[Segment]:
+        segments: list[Segment] = []
+        for cell, width in zip(cells, widths, strict=False):
+            segments.extend(self._cell_segments(cell, width))
+        return list(Segment.apply_style(segments, pre, post))
+
+    def _line(self, cells: Sequence[Text], header: bool, cursor: bool) -> Strip:
+        """One row drawn whole: the pinned columns, then the rest scrolled by scroll_x."""
+        widths = self._render_widths()
+        base = self.rich_style
+        component = self.get_component_rich_style
+        pinned = self._pinned
+        if header:
+            pre_fixed = pre_rest = base + component("keyed-table--header")
+            post = None
+        elif cursor:
+            cursor_style = component("keyed-table--cursor")
+            pre_rest = base + cursor_style
+            pre_fixed = base + component("keyed-table--fixed") + cursor_style
+            pre_fixed += component("keyed-table--fixed-cursor")
+            post = Style.from_color(cursor_style.color, cursor_style.bgcolor)
+        else:
+            pre_rest = base
+            pre_fixed = base + component("keyed-table--fixed")
+            post = None
+        fixed = self._styled(cells[:pinned], widths[:pinned], pre_fixed, post)
+        rest = self._styled(cells[pinned:], widths[pinned:], pre_rest, post)
+        fixed_width = sum(w + 2 * PADDING for w in widths[:pinned])
+        room = max(0, self.size.width - fixed_width)
+        scroll_x = round(self.scroll_x)
+        scrolled = Strip(rest).crop(scroll_x, scroll_x + room)
+        return Strip([*fixed, *scrolled]).adjust_cell_length(self.size.width, base)
+
+    def _header_cells(self) -> list[Text]:
+        return [
+            Text(c.label + (SORT_MARKS[self.sort_descending] if i == self.sort_column else ""))
+            for i, c in enumerate(self._columns)
+        ]
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        if y == 0:
+            return self._line(self._header_cells(), header=True, cursor=False)
+        index = y - 1 + round(self.scroll_y)
+        if index >= len(self._order):
+            return self._empty_line(y - 2)
+        key = self._order[index]
+        cells = self._rows[key]
+        cursor = index == self.cursor_row
+        cache_key = (
+            key,
+            cursor,
+            round(self.scroll_x),
+            width,
+            self._widths_for,
+            self.has_focus,
+            self.app.current_theme.name,
+        )
+        cached = self._lines.get(cache_key)
+        if cached is not None and cached[0] is cells:
+            return cached[1]
+        strip = self._line(cells, header=False, cursor=cursor)
+        if len(self._lines) > _CACHE_LIMIT:
+            self._lines.clear()
+        self._lines[cache_key] = (cells, strip)
+        return strip
+
+    def _empty_line(self, index: int) -> Strip:
+        """Below the rows: blank, or (in an empty table) what to do next."""
+        width = self.size.width
+        if self._order or not self.empty_text or index < 0:
+            return Strip.blank(width, self.rich_style)
+        lines = self.app.console.render_lines(
+            Text(self.empty_text, style="italic"),
+            self.app.console.options.update_width(max(1, width - 2)),
+            pad=False,
+        )
+        if index >= len(lines):
+            return Strip.blank(width, self.rich_style)
+        return Strip([Segment("  "), *lines[index]]).adjust_cell_length(width, self.rich_style)
+
+    def _on_focus(self, event: events.Focus) -> None:
+        super()._on_focus(event)
+        self.refresh()
+
+    def _on_blur(self, event: events.Blur) -> None:
+        super()._on_blur(event)
+        self.refresh()

@@ -1,0 +1,149 @@
+"""The console over a big store: tables draw only the rows on screen (issue 15.5).
+
+A real store with 3,000 hosts x 4 open ports and 3,000 open findings, the real console
+under Pilot at 80x24: every host and finding is in its table, but only the rows drawn were
+built; moving, sorting and filtering keep it that way and keep the cursor on its key.
+"""
+
+from __future__ import annotations
+
+import gc
+from datetime import timedelta
+from pathlib import Path
+
+from portconsole.core.adapters.findings import FindingBook
+from portconsole.core.adapters.store import Store
+from portconsole.core.domain.finding import FindingCandidate
+from portconsole.core.domain.model import HostObservation, PortObservation, ScanResult
+from portconsole.core.monitor import Monitor
+from portconsole.core.settings import RetentionSettings
+from portconsole.core.timeutil import utcnow
+from portconsole.tui.app import PortConsoleApp
+from portconsole.tui.widgets import KeyedTable, LazyRows
+from tests.tui.conftest import screen_text, settle, type_text, wait_for
+
+HOSTS = 3000
+PORTS = (22, 80, 443, 8080)
+# More than fit on one screen, far fewer than the table holds.
+DRAWN_AT_MOST = 60
+
+
+def address(index: int) -> str:
+    return f"127.{40 + index // 250}.{index // 250 % 250}.{1 + index % 250}"
+
+
+def big_store(data_dir: Path, count: int = HOSTS) -> None:
+    at = utcnow() - timedelta(hours=1)
+    hosts = [
+        HostObservation(
+            address(i), "up", "", [PortObservation(p, "tcp", "open", "http") for p in PORTS]
+        )
+        for i in range(count)
+    ]
+    scan = ScanResult(
+        scan_id="scale-seed",
+        started_at=at - timedelta(seconds=30),
+        finished_at=at,
+        nmap_version="7.93",
+        scan_type="syn",
+        privileged=True,
+        targets=["127.40.0.0/14"],
+        addresses=[h.address for h in hosts],
+        ports=",".join(str(p) for p in PORTS),
+        protocols=["tcp"],
+        hosts=hosts,
+        origin="daemon",
+    )
+    store = Store(data_dir, RetentionSettings())
+    store.ingest(scan)
+    book = FindingBook(store.hot, store.lock)
+    book.ingest_candidates(
+        [
+            FindingCandidate("unapproved_port", h.address, 8080, "tcp", "http", "medium", "x")
+            for h in hosts
+        ],
+        at,
+    )
+
+
+def built(table: KeyedTable) -> int:
+    rows = table._rows
+    assert isinstance(rows, LazyRows)
+    return len(rows._built)
+
+
+async def test_big_tables_build_only_the_rows_on_screen(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('scope = ["127.0.0.0/8"]\n', encoding="utf-8")
+    big_store(tmp_path / "data")
+    monitor = Monitor.open(config, tmp_path / "data", origin="tui")
+    try:
+        app = PortConsoleApp(monitor, schedule=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            table = app.screen.query_one("#hosts", KeyedTable)
+            assert await wait_for(pilot, lambda: table.row_count == HOSTS, timeout=60)
+            await settle(pilot)
+            assert 0 < built(table) <= DRAWN_AT_MOST
+            assert address(0) in screen_text(app)
+            # The read ran with the collector off and froze what it read; it is back on.
+            assert gc.isenabled() and gc.get_freeze_count() > 0
+            # To the bottom and back: the cursor follows, still only drawn rows are built.
+            await pilot.press("G")
+            await pilot.pause()
+            assert table.selected_key == table.keys[-1]
+            assert table.keys[-1] in screen_text(app)
+            await pilot.press("g", "j", "j")
+            await pilot.pause()
+            assert table.selected_key == table.keys[2]
+            assert built(table) <= 2 * DRAWN_AT_MOST
+            # Sorting by a column reads the hosts, not their cells; the cursor keeps its key.
+            chosen = table.selected_key
+            await pilot.press("o", "o", "O")  # by address, descending
+            await pilot.pause()
+            assert table.keys[0] == address(HOSTS - 1) and table.selected_key == chosen
+            assert built(table) <= 3 * DRAWN_AT_MOST
+            # The filter searches every host without building their rows.
+            await pilot.press("slash")
+            await type_text(pilot, address(1234))
+            await pilot.press("enter")
+            assert await wait_for(pilot, lambda: table.keys == [address(1234)])
+            # The triage queue: every open finding, one screen of rows built.
+            await pilot.press("escape", "2")
+            findings = app.screen.query_one("#findings", KeyedTable)
+            assert await wait_for(pilot, lambda: findings.row_count == HOSTS, timeout=30)
+            await pilot.pause()
+            assert 0 < built(findings) <= DRAWN_AT_MOST
+            assert "unapproved_port" in screen_text(app)
+    finally:
+        monitor.close()
+
+
+async def test_mouse_sorts_by_header_and_opens_a_row(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('scope = ["127.0.0.0/8"]\n', encoding="utf-8")
+    big_store(tmp_path / "data", 30)
+    monitor = Monitor.open(config, tmp_path / "data", origin="tui")
+    try:
+        app = PortConsoleApp(monitor, schedule=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            table = app.screen.query_one("#hosts", KeyedTable)
+            assert await wait_for(pilot, lambda: table.row_count == 30)
+            await pilot.click("#hosts", offset=(6, 0))  # the Address header
+            await pilot.click("#hosts", offset=(6, 0))  # again: reversed
+            await pilot.pause()
+            assert table.sort_column == 1 and table.sort_descending
+            assert table.keys[0] == address(29) and "Address \N{BLACK DOWN-POINTING TRIANGLE}" in (
+                screen_text(app)
+            )
+            # The cursor kept its row (now the last); back to the top, then a click on the
+            # third row moves the cursor there.
+            assert table.selected_key == address(0)
+            await pilot.press("g")
+            await pilot.click("#hosts", offset=(6, 3))
+            await pilot.pause()
+            assert table.selected_key == address(27)
+            await pilot.click("#hosts", offset=(6, 3))  # on the cursor's row: opens it
+            await settle(pilot)
+            assert f"{address(27)} ·" in screen_text(app)
+    finally:
+        monitor.close()
