@@ -6,7 +6,8 @@ PYTHON  ?= python3
 BIN     := $(VENV)/bin
 APT_PKGS_RUN  := nmap
 # systemd: tests/test_packaging.py checks docs/portconsole.service with systemd-analyze
-APT_PKGS_TEST := nmap tmux chromium systemd iptables iproute2
+# redis-server: tests/test_sites.py runs real site workers through a loopback Redis
+APT_PKGS_TEST := nmap tmux chromium systemd iptables iproute2 redis-server
 
 .PHONY: demo test check lint typecheck unit apt-run apt-test clean
 

@@ -31,6 +31,7 @@ from portconsole.cli_decisions import add_decision_commands
 from portconsole.cli_ops import add_ops_commands
 from portconsole.cli_records import add_record_commands, add_report_commands
 from portconsole.cli_scan import add_scan_commands
+from portconsole.cli_sites import add_site_commands
 from portconsole.core.errors import UserError
 from portconsole.core.textsafe import terminal_safe
 
@@ -182,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # report, prune (portconsole/cli_records.py)
     add_report_commands(add)
+
+    # worker --site NAME (portconsole/cli_sites.py)
+    add_site_commands(add)
 
     p = add("completion", cmd_completion, "print a shell completion script (bash, zsh or fish)")
     p.add_argument("shell", choices=["bash", "zsh", "fish"], help="the shell to complete in")

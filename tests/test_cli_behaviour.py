@@ -18,7 +18,7 @@ from tests.test_cli import run_cli
 ROOT = Path(__file__).resolve().parents[1]
 # Commands that print no result to pipe on: the console, the demo, the daemon, and the
 # completion script itself (its output is the script).
-NO_RESULT = {"console", "demo", "daemon", "completion", "events", "export-xml", "metrics"}
+NO_RESULT = {"console", "demo", "daemon", "completion", "events", "export-xml", "metrics", "worker"}
 
 
 def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]

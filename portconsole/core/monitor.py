@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from portconsole.core.adapters import nmap_budget
 from portconsole.core.adapters.approvals import ApprovalRegistry
 from portconsole.core.adapters.findings import FindingBook
 from portconsole.core.adapters.journal import AuditEvent, AuditLog
@@ -35,7 +36,7 @@ from portconsole.core.identity import Actor
 from portconsole.core.services.cycle import CycleResult, ScanCycle
 from portconsole.core.services.decisions import Decisions
 from portconsole.core.services.queries import HostRow, Overview, PortRow, Queries
-from portconsole.core.services.schedule import Scheduler
+from portconsole.core.services.schedule import RunLocks, Scheduler
 from portconsole.core.settings import Paths, Settings, load_settings, warn_if_world_readable
 from portconsole.core.timeutil import iso, parse_iso, utcnow
 
@@ -121,7 +122,16 @@ class Monitor(Queries, Decisions, ScanCycle):
         self.stopping = None
         # Tests and replays pass their own scanner; by default the real nmap is used.
         self._scanner: ScannerLike | None = scanner
-        self._scan_lock = threading.Lock()
+        if settings.sites:
+            # Groups with `site = "NAME"` are scanned by that site's workers (services/sites.py).
+            from portconsole.core.services.sites import with_sites
+
+            self._scanner = with_sites(self, scanner)
+        self._scan_lock = RunLocks()
+        nmap_budget.configure(settings.scan.max_nmap_processes, settings.scan.workers)
+        # The -sV runs cycles leave running, by cycle label (services/fingerprint_after.py).
+        self._fingerprint_jobs = {}
+        self._fingerprint_lock = threading.Lock()
         self.warnings: list[str] = []
         self._delivery: DeliveryWorker | None = None
         self._delivery_stop = threading.Event()
@@ -198,6 +208,7 @@ class Monitor(Queries, Decisions, ScanCycle):
         return cls(settings, paths, origin=origin, readonly=readonly, scanner=scanner, clock=clock)
 
     def close(self) -> None:
+        self.cancel_fingerprints()
         self.stop_delivery()
         self.hand_over()
 

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 from portconsole.core.domain.targets import DEFAULT_SCOPE, Scope, check_in_scope, parse_ports
 from portconsole.core.errors import ConfigError, TargetError
@@ -50,6 +57,14 @@ class ScanSettings(_Strict):
     timing: int = Field(4, ge=0, le=5, description="nmap timing template, -T0 to -T5.")
     workers: int = Field(
         4, ge=1, le=32, description="Parallel nmap processes (one per host batch)."
+    )
+    max_nmap_processes: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Most nmap processes running at once in one process, over every group "
+        "running in parallel (sweeps, re-probes, -sV), shared so that one scan never takes "
+        "the last free one; 0 = the CPU count, at least 4 and at least workers + 1.",
     )
     batch_size: int = Field(
         0,
@@ -105,8 +120,62 @@ class GroupSettings(_Strict):
         description="Hours after which an open port is fingerprinted (-sV) again, so a service "
         "swapped behind it is noticed; spread over the group's cycles, 0 = every cycle.",
     )
+    site: str | None = Field(
+        None,
+        description="Scan this group from a site's workers ([sites.NAME]); unset: scanned here.",
+    )
+    timeout: int | None = Field(
+        None,
+        ge=10,
+        description="Seconds a cycle of this group may run before it is cancelled (a failed "
+        "run, a gap of this group only); unset: interval + jitter + daemon.gap_grace_seconds.",
+    )
+    discovery: Literal["default", "none"] = Field(
+        "default",
+        description="Host discovery for addresses not known from history or the baseline "
+        "(known ones are always scanned with -Pn): 'default' (nmap's ping probes; an address "
+        "that answers none is down) or 'none' (-Pn: every address is port-scanned, for hosts "
+        "that drop pings; slow on a sparse range).",
+    )
 
     _ports = field_validator("ports")(classmethod(lambda cls, v: _check_ports(v)))
+
+
+class SiteSettings(_Strict):
+    """One site: its Celery broker and the key its results are signed with (docs: README)."""
+
+    broker: str = Field(
+        description="The site's Celery broker, e.g. redis://127.0.0.1:6379/0 (also its result "
+        "backend)."
+    )
+    key_file: Path | None = Field(
+        None, description="File holding the site's shared HMAC key (never printed or logged)."
+    )
+    key_env: str | None = Field(
+        None, description="Or the name of an environment variable holding that key."
+    )
+    scope: list[str] | None = Field(
+        None,
+        description="CIDR blocks this site may scan; unset: the top-level scope. Checked by "
+        "the worker before it scans and by the central on every result.",
+    )
+    redeliver_after: int = Field(
+        600,
+        ge=2,
+        le=86400,
+        description="Seconds after which a job a worker took and never acknowledged (it was "
+        "killed) is handed to another worker of the site; longer than the longest scan.",
+    )
+
+    @field_validator("scope")
+    @classmethod
+    def _site_scope_parses(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            try:
+                Scope(value)
+            except TargetError as error:
+                raise ValueError(str(error)) from None
+        return value
 
 
 class RetentionSettings(_Strict):
@@ -340,6 +409,9 @@ class Settings(_Strict):
     groups: dict[str, GroupSettings] = Field(
         default_factory=dict, description="Named target groups, e.g. [groups.web-tier]."
     )
+    sites: dict[str, SiteSettings] = Field(
+        default_factory=dict, description="Sites whose workers scan groups, e.g. [sites.pci]."
+    )
     scan: ScanSettings = Field(default_factory=ScanSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
@@ -363,6 +435,16 @@ class Settings(_Strict):
 
     def scope_obj(self) -> Scope:
         return Scope(self.scope)
+
+    def site_scope(self, site: str) -> Scope:
+        """What a site may scan: its own scope, or the top-level one."""
+        chosen = self.sites[site].scope
+        return Scope(chosen if chosen is not None else self.scope)
+
+    def group_discovery(self, label: str) -> str:
+        """The discovery of a group's scan ("default" for a scan that is not a group's)."""
+        group = self.groups.get(label)
+        return group.discovery if group is not None else "default"
 
     def group_ports(self, group: str) -> str:
         chosen = self.groups[group].ports
@@ -501,12 +583,19 @@ def load_settings(
         ) from None
     scope = settings.scope_obj()
     for name, group in settings.groups.items():
+        if group.site is not None and group.site not in settings.sites:
+            known = ", ".join(sorted(settings.sites)) or "none configured"
+            raise ConfigError(
+                f"config: groups.{name}.site: no site {group.site!r} (known: {known})"
+            )
         for target in group.targets:
             if not target or any(ch.isspace() for ch in target) or target.startswith("-"):
                 raise ConfigError(f"config: groups.{name}.targets: bad target {target!r}")
             # Refused now, not by every cycle of a daemon that would fail forever.
             try:
                 check_in_scope(target, scope)
+                if group.site is not None:
+                    check_in_scope(target, settings.site_scope(group.site))
             except TargetError as error:
                 raise ConfigError(
                     f"config {config_file if exists else '(environment)'}: groups.{name}.targets: "

@@ -52,6 +52,7 @@ class _Totals:
     gaps: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, reason)
     gap_ids: set[str] = field(default_factory=set)
     last_anchor: float | None = None  # epoch seconds of the newest audit.anchor
+    site_up: dict[str, int] = field(default_factory=dict)  # site -> 1: its last answer taken
 
 
 class JournalTally:
@@ -97,6 +98,9 @@ def _count(totals: _Totals, record: Mapping[str, Any]) -> None:
             totals.gap_ids.add(gap_id)
             key = (str(details.get("group") or NO_GROUP), str(details.get("reason") or ""))
             totals.gaps[key] = totals.gaps.get(key, 0) + 1
+    elif action in ("site.result.accepted", "site.result.refused", "site.unavailable"):
+        site = str((record.get("resource") or {}).get("site") or "")
+        totals.site_up[site] = 1 if action == "site.result.accepted" else 0
     elif action == "audit.anchor":
         recorded = record.get("recorded_at") or record["at"]
         totals.last_anchor = parse_iso(str(recorded)).timestamp()
@@ -223,6 +227,15 @@ class MonitorCollector(Collector):
         for group in groups:
             late.add_metric([group], 1 if group in overdue else 0)
         yield late
+        sites = GaugeMetricFamily(
+            f"{PREFIX}_site_up",
+            "1 while the site's last answer was taken; 0 after a job it did not answer in time, "
+            "a broker it could not be reached through, or a refused result (absent: no job yet).",
+            labels=["site"],
+        )
+        for site, up in sorted(totals.site_up.items()):
+            sites.add_metric([site], up)
+        yield sites
         yield GaugeMetricFamily(
             f"{PREFIX}_monitoring_paused",
             "1 while scheduled monitoring is paused.",
