@@ -1,10 +1,21 @@
-"""Scale benchmark (issue 15): figures printed side by side in one run, by hand.
+"""Scale benchmark (issue 15's done-when): figures printed side by side in one run, by hand,
+ending with a table of figure, measured, target, pass/miss.
 
-    .venv/bin/python bench/scale.py [--only detection,digest] [--sizes 1000,4000]
+    .venv/bin/python bench/scale.py                    # every section, issue 15's sizes
+    .venv/bin/python bench/scale.py --quick            # small sizes, a few minutes
+    .venv/bin/python bench/scale.py --only detection,digest [--sizes 1000,4000]
                                     [--findings 1000] [--per-finding]
 
-Sections:
+Sections (--only, comma-separated, in this order): slash16, ingest, detection, digest,
+console, latency.
 
+- slash16 and latency: see bench/scale_live.py (`portconsole scan 127.0.0.0/16` x 10 ports
+  vs raw nmap, --prefix for a smaller range; a daemon's port-opened -> webhook latency at a
+  30 s interval, --trials and --interval).
+- ingest: bench/store.py's no_change_ingest() (helper A's) at 1,000 and 10,000 hosts x 20
+  ports in the store (--ingest-sizes): a scan that changes nothing; the ratio of the two.
+- console: bench/tui.py (helper F's) run as it is with --hosts 10000 --alerts 0 --ingest
+  (--console-hosts): first data frame, worst input stalls and peak RSS, read from its output.
 - detection: N open ports against N approvals (one per port, a tenth of them retired and
   replaced). Times `detect()` over a scan covering every port, and the per-port approval
   status a cycle reports (`scan --json`) and a console snapshot shows, twice: scanning every
@@ -22,6 +33,8 @@ Loopback only; nothing leaves 127.0.0.0/8.
 from __future__ import annotations
 
 import argparse
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,8 +43,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
+from bench.harness import Table  # noqa: E402
 from portconsole.core.domain.approval import Approval, approval_in_force  # noqa: E402
 from portconsole.core.domain.approval_index import ApprovalIndex  # noqa: E402
 from portconsole.core.domain.detect import ObservedPort, detect  # noqa: E402
@@ -137,15 +152,22 @@ def _statuses_indexed(scan: ScanResult, approvals: list[Approval]) -> int:
     )
 
 
-def bench_detection(sizes: list[int]) -> None:
+def bench_detection(sizes: list[int], table: Table) -> None:
     print("detection: N open ports x N approvals (seconds)")
     print(f"{'N':>6} {'detect()':>9} {'status, every approval/port':>28} {'status, index':>14}")
     settings = Settings.model_validate({"scope": ["127.0.0.0/8"]})
-    for size in sizes:
-        _detection_row(size, settings)
+    took = {size: _detection_row(size, settings) for size in sizes}
+    for size, seconds in took.items():
+        table.note(f"detection {size:,} x {size:,}: detect() + index", f"{seconds:.3f} s")
+    if len(took) > 1:
+        small, big = min(took), max(took)
+        growth = took[big] / took[small]
+        # Linear: the time grows as N does; quadratic would be (big / small) ** 2.
+        table.add(f"detection growth {small:,} -> {big:,} (linear: {big / small:g})", growth,
+                  1.5 * big / small, "x")  # fmt: skip
 
 
-def _detection_row(size: int, settings: Settings) -> None:
+def _detection_row(size: int, settings: Settings) -> float:
     scan, approvals = _fleet(size)
     ports = [_view(host.address, p) for host in scan.hosts for p in host.ports]
     detect_s, candidates = timed(
@@ -160,6 +182,7 @@ def _detection_row(size: int, settings: Settings) -> None:
         assert found == len(ports)
         before = f"{before_s:.3f}"
     print(f"{len(ports):>6} {detect_s:>9.3f} {before:>28} {indexed_s:>14.3f}")
+    return detect_s + indexed_s
 
 
 def _view(address: str, p: PortObservation) -> ObservedPort:
@@ -169,7 +192,7 @@ def _view(address: str, p: PortObservation) -> ObservedPort:
 # ----- digest ----------------------------------------------------------------------------------
 
 
-def bench_digest(count: int, mode: str = "digest") -> None:
+def bench_digest(count: int, mode: str = "digest") -> float:
     what = "one digest" if mode == "digest" else "one message each"
     print(f"{mode}: {what} for {count} findings to a local webhook, flushed")
     with tempfile.TemporaryDirectory(prefix="portconsole-scale-") as tmp, HttpCatcher() as http:
@@ -208,24 +231,123 @@ def bench_digest(count: int, mode: str = "digest") -> None:
             f"{len(caught)} received, delivery on {recorded} findings)"
         )
         print(f"  json files after     {hot / 1e6:8.1f} MB")
+        return flush_s if len(caught) >= len(queued) else float("inf")
+
+
+# ----- no-change ingest (bench/store.py) and the console (bench/tui.py) ---------------------
+
+
+def bench_ingest(sizes: list[int], table: Table) -> None:
+    """bench/store.py's no_change_ingest (helper A's): a fixed 10-host no-change scan into a
+    store of N hosts (`seconds`), and a no-change scan of the whole fleet (`fleet_seconds`)."""
+    try:
+        from bench.store import no_change_ingest
+    except ImportError:
+        print("ingest: bench/store.py has no no_change_ingest() yet (helper A's); skipped")
+        table.note("no-change ingest ratio", "not run: no_change_ingest missing")
+        return
+    results = {size: no_change_ingest(size) for size in sizes}
+    for size, r in results.items():
+        print(
+            f"ingest: no change, {size:>6,} hosts x {int(r['ports_per_host'])} ports in the "
+            f"store: 10-host scan {r['seconds'] * 1000:7.1f} ms ({r['peak_rss_mb']:.0f} MB); "
+            f"whole-fleet scan {r['fleet_seconds'] * 1000:8.1f} ms "
+            f"({r['fleet_peak_rss_mb']:.0f} MB)"
+        )
+    small, big = min(results), max(results)
+    ratio = results[big]["seconds"] / results[small]["seconds"]
+    fleet = results[big]["fleet_seconds"] / results[small]["fleet_seconds"]
+    print(
+        f"  ratio {big:,} / {small:,} hosts: 10-host scan {ratio:.2f} (target <= 2); "
+        f"whole-fleet scan {fleet:.2f} (the scan itself is {big // small}x bigger)"
+    )
+    table.add(f"no-change ingest, 10 hosts, store {big:,} / {small:,}", ratio, 2.0, "x")
+    table.note(
+        f"no-change ingest, whole fleet {big:,} hosts",
+        f"{results[big]['fleet_seconds']:.2f} s, {results[big]['fleet_peak_rss_mb']:.0f} MB",
+    )
+
+
+CONSOLE_FIGURES = {
+    "first data frame": (r"first data frame:\s*([\d.]+) s", 2.0, " s"),
+    "worst stall (scan cycle)": (r"worst input stall during a scan cycle:\s*([\d.]+) ms", 100, " ms"),
+    "worst stall (triage)": (r"worst stall switching, sorting and filtering:\s*([\d.]+) ms", 100, " ms"),
+    "peak RSS": (r"peak RSS:\s*([\d.]+) MB", 500, " MB"),
+}  # fmt: skip
+
+
+def bench_console(hosts: int, table: Table) -> None:
+    """bench/tui.py (helper F's), run as it is, in its own process (its RSS is its own)."""
+    argv = [sys.executable, str(ROOT / "bench" / "tui.py"), "--hosts", str(hosts)]
+    argv += ["--alerts", "0", "--ingest"]
+    print(f"console: {' '.join(argv[1:])}")
+    with tempfile.TemporaryDirectory(prefix="pc-bench-console-") as work:
+        proc = subprocess.run([*argv, "--dir", work], capture_output=True, text=True, timeout=1800)
+    for line in proc.stdout.splitlines():
+        print(f"  {line}")
+    if proc.returncode != 0:
+        print(f"  bench/tui.py failed ({proc.returncode}): {proc.stderr.strip()[-600:]}")
+    for figure, (pattern, limit, unit) in CONSOLE_FIGURES.items():
+        match = re.search(pattern, proc.stdout)
+        name = f"console {hosts:,} hosts: {figure}"
+        if match:
+            table.add(name, float(match.group(1)), limit, unit, ".1f" if unit == " s" else ".0f")
+        else:
+            table.note(name, "not printed")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="detection,digest")
-    parser.add_argument("--sizes", default="1000,4000")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", default=",".join(SECTIONS), help="sections, comma-separated")
+    parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
+    parser.add_argument("--prefix", type=int, default=16, help="slash16: 127.0.0.0/PREFIX")
+    parser.add_argument("--listener-hosts", type=int, default=200)
+    parser.add_argument("--ingest-sizes", default="1000,10000")
+    parser.add_argument("--sizes", default="1000,4000", help="detection: ports = approvals")
     parser.add_argument("--findings", type=int, default=1000)
     parser.add_argument(
         "--per-finding", action="store_true", help="also flush one message per finding"
     )
+    parser.add_argument("--console-hosts", type=int, default=10000)
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--interval", type=int, default=30, help="latency: the group interval")
     args = parser.parse_args()
-    chosen = set(args.only.split(","))
-    if "detection" in chosen:
-        bench_detection([int(s) for s in args.sizes.split(",")])
-    if "digest" in chosen:
-        bench_digest(args.findings)
-        if args.per_finding:
-            bench_digest(args.findings, mode="per_finding")
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # each figure as it comes
+    if args.quick:
+        args.prefix, args.listener_hosts, args.ingest_sizes = 22, 20, "100,1000"
+        args.sizes, args.findings, args.console_hosts = "500,1000", 200, 300
+        args.trials, args.interval = 2, 10
+    from bench.scale_live import bench_latency, bench_slash16
+
+    table = Table()
+    runners: dict[str, Callable[[], object]] = {
+        "slash16": lambda: bench_slash16(args.prefix, args.listener_hosts, table),
+        "ingest": lambda: bench_ingest([int(s) for s in args.ingest_sizes.split(",")], table),
+        "detection": lambda: bench_detection([int(s) for s in args.sizes.split(",")], table),
+        "digest": lambda: _digest_row(args, table),
+        "console": lambda: bench_console(args.console_hosts, table),
+        "latency": lambda: bench_latency(args.trials, args.interval, table),
+    }
+    for name in args.only.split(","):
+        try:
+            runners[name]()
+        except (RuntimeError, ValueError, KeyError, OSError) as error:
+            print(f"{name}: FAILED: {error}")
+            table.note(name, "failed")
+    table.print()
+
+
+def _digest_row(args: argparse.Namespace, table: Table) -> None:
+    flush_s = bench_digest(args.findings)
+    # "in seconds, not minutes": read as at most 10 s.
+    table.add(f"digest of {args.findings:,} findings flushed", flush_s, 10, " s", ".2f")
+    if args.per_finding:
+        bench_digest(args.findings, mode="per_finding")
+
+
+SECTIONS = ("slash16", "ingest", "detection", "digest", "console", "latency")
 
 
 if __name__ == "__main__":

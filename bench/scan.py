@@ -1,44 +1,66 @@
-"""Benchmark: `portconsole scan` against one raw nmap run, on a 40-host loopback fleet.
+"""Benchmark: PortConsole's scans against raw nmap doing the same work, on loopback fleets.
 
-    .venv/bin/python bench/scan.py [--runs 5] [--hosts 40] [--listeners 285]
+    .venv/bin/python bench/scan.py                      # every section, issue 15's sizes
+    .venv/bin/python bench/scan.py --only realistic,daemon --runs 3
+    .venv/bin/python bench/scan.py --quick              # small sizes, about a minute
 
-Starts listeners on 127.0.0.2-41 (285 in all, bare TCP accept) on ports inside one
-9,999-port range, then times, median of N runs each, interleaved:
+Sections (--only, comma-separated; default all):
 
-* raw:  nmap -n -T4 -sS -p RANGE -oX - 127.0.0.2-41   (-sT when not root)
-* cli:  portconsole scan 127.0.0.2-41 --ports RANGE --json   (one data dir: the first,
-        untimed run ingests 285 new ports into an empty store -- printed separately --
-        and the timed runs are the steady state a monitor lives in)
-* lib:  Scanner.scan(...) in this process (the scanner alone, without the CLI's start-up,
-        store and audit)
+* realistic: 40 hosts (127.61.0.2-41) x 30 ports spread below 32768, listeners (nginx, ssh,
+  redis, postgres, mysql banners) on some of them, the product's defaults (confirmation
+  re-probe, -sV of changed ports, 4 workers). `portconsole scan` (the CLI, a fresh process
+  each run, one data dir) against a pool of raw nmap processes doing the same work: the
+  product's host batches, `workers` at a time, nmap -n -Pn -T4 --max-retries 3 -sS (-sT when
+  not root), same ports. The first scan into an empty store (every listener new: confirm
+  and -sV) is compared with raw sweep + re-probe + -sV of the open ports; the steady scans
+  (nothing changes) with the raw sweep. Target steady CLI / raw <= 2x. Peak RSS of each.
+* daemon: the same fleet as one group of a real `portconsole daemon` (interval 10 s, no
+  jitter); each cycle timed from its scan.start to its scan.end journal event, against the
+  raw pool run between cycles. Target steady cycle / raw <= 1.3x. Peak RSS of the daemon.
+* silent: a first cycle over 40 hosts (127.62.0.2-41) where some listeners accept and never
+  answer (-sV stalls on them): time from the cycle's start to the last finding raised for
+  a listener, against the raw sweep of the same fleet. Target <= 2x the sweep.
+* sweep: the older comparison, kept: 9,999 ports per host, 285 bare listeners, one raw nmap
+  run vs the CLI vs Scanner.scan in process, with fingerprinting and confirmation off.
 
-Both sides are port sweeps: no -sV (PortConsole's config sets fingerprint = "none" and
-confirm_probes = 0), because version detection costs ~10x a sweep and would swamp the
-comparison. The ratio is cli / raw; the target is <= 1.0 (a pool of per-host nmap
-processes beats one big run here).
-
-Scope: the sweep range is chosen so that no listener of any other process (on 0.0.0.0,
-::, or the fleet's addresses) falls inside it, so the scans reach only our own listeners
-and closed ports. Everything is loopback.
+Ports are chosen so that no listener of any other process (any address) is among them.
+Everything is loopback; the machine may be shared, so figures are indicative.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import random
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from xml.etree import ElementTree
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.daemon_run import DaemonRun, group_config, when  # noqa: E402
+from bench.harness import (  # noqa: E402
+    CLI,
+    PoolRun,
+    Table,
+    cli_env,
+    free_ports,
+    listening_ports,
+    median,
+    nmap_path,
+    open_ports_in_xml,
+    port_list,
+    privileged,
+    product_batches,
+    raw_pool,
+    run_measured,
+    scan_flag,
+)
 from portconsole.core.adapters.scanner import Scanner  # noqa: E402
 from portconsole.core.domain.targets import Scope, parse_ports  # noqa: E402
 from portconsole.core.errors import UserError  # noqa: E402
@@ -46,194 +68,384 @@ from portconsole.core.settings import ScanSettings  # noqa: E402
 from portconsole.demo import ListenerFleet  # noqa: E402
 
 RANGE_SIZE = 9999
+ANSWERING = ("http", "ssh", "redis", "postgresql", "mysql")
+WORKERS = 4  # the product's default [scan] workers
 
 
-def foreign_listening_ports() -> set[int]:
-    """Ports any socket is listening on (any address), from /proc/net/tcp{,6}."""
-    ports: set[int] = set()
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(name).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 3 and fields[3] == "0A":  # TCP_LISTEN
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+class Fleet:
+    """Loopback hosts, a port list, and listeners on some host:ports."""
 
+    def __init__(self, net: str, hosts: int, ports: list[int]) -> None:
+        self.hosts = [f"{net}.{i}" for i in range(2, 2 + hosts)]
+        self.target = f"{net}.2-{1 + hosts}"
+        self.ports = ports
+        self.spec = port_list(ports)
+        self.listeners = ListenerFleet().start()
+        self.opened: dict[str, list[int]] = {}
 
-def pick_range(taken: set[int]) -> tuple[int, int]:
-    for start in range(20000, 60000 - RANGE_SIZE, 1000):
-        end = start + RANGE_SIZE - 1
-        if not any(start <= p <= end for p in taken):
-            return start, end
-    raise SystemExit("no 9,999-port range free of other listeners between 20000 and 60000")
-
-
-def start_fleet(
-    hosts: list[str], listeners: int, low: int, high: int, seed: int
-) -> tuple[ListenerFleet, int]:
-    rng = random.Random(seed)
-    fleet = ListenerFleet().start()
-    placed = 0
-    per_host = [
-        listeners // len(hosts) + (1 if i < listeners % len(hosts) else 0)
-        for i in range(len(hosts))
-    ]
-    for host, count in zip(hosts, per_host, strict=True):
-        used: set[int] = set()
-        while len(used) < count:
-            port = rng.randint(low, high)
-            if port in used:
+    def place(self, count: int, kinds: tuple[str, ...], rng: random.Random) -> int:
+        placed = 0
+        tries = 0
+        while placed < count and tries < count * 20:
+            tries += 1
+            host, port = rng.choice(self.hosts), rng.choice(self.ports)
+            if port in self.opened.get(host, []):
                 continue
             try:
-                fleet.add(host, port, "tcp")
+                self.listeners.add(host, port, kinds[placed % len(kinds)])
             except UserError:
-                continue  # taken by a test running beside us: pick another
-            used.add(port)
+                continue  # taken by someone beside us: pick another
+            self.opened.setdefault(host, []).append(port)
             placed += 1
-    return fleet, placed
+        return placed
+
+    @property
+    def open_count(self) -> int:
+        return sum(len(p) for p in self.opened.values())
+
+    def stop(self) -> None:
+        self.listeners.stop()
 
 
-def timed(fn: object) -> tuple[float, int]:
-    started = time.perf_counter()
-    found = fn()  # type: ignore[operator]
-    return time.perf_counter() - started, int(found)
-
-
-def raw_nmap(nmap: str, scan_flag: str, spec: str, target: str) -> int:
-    out = subprocess.run(
-        [nmap, "-n", "-T4", scan_flag, "-p", spec, "-oX", "-", target],
-        capture_output=True,
-        check=True,
-    ).stdout
-    root = ElementTree.fromstring(out)
-    return sum(1 for s in root.iter("state") if s.get("state") == "open")
-
-
-def cli_scan(exe: str, config: Path, spec: str, target: str, data: Path) -> int:
-    import json
-
-    proc = subprocess.run(
-        [exe, "scan", target, "--ports", spec, "--json", "--config", str(config)]
+def cli_scan(config: Path, data: Path, fleet: Fleet) -> tuple[float, float, int, dict[str, int]]:
+    """One `portconsole scan --json`: seconds, peak MB, open ports, findings by kind."""
+    run = run_measured(
+        [*CLI, "scan", fleet.target, "--ports", fleet.spec, "--json", "--config", str(config)]
         + ["--data-dir", str(data)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "NO_COLOR": "1"},
+        env=cli_env(),
     )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"portconsole scan failed ({proc.returncode}): {proc.stderr.strip()[:300]}"
+    if run.returncode not in (0, 3):  # 3: partial; still a result
+        raise RuntimeError(f"portconsole scan failed ({run.returncode}): {run.stderr[-400:]!r}")
+    doc = json.loads(run.stdout)
+    found = sum(1 for h in doc["hosts"] for p in h["ports"] if p.get("state", "open") == "open")
+    kinds: dict[str, int] = {}
+    for finding in doc.get("findings", []):
+        kinds[finding["kind"]] = kinds.get(finding["kind"], 0) + 1
+    return run.seconds, run.peak_mb, found, kinds
+
+
+def raw_sweep(fleet: Fleet) -> PoolRun:
+    return raw_pool(product_batches(fleet.hosts, WORKERS), fleet.spec, WORKERS)
+
+
+def raw_first_cycle(fleet: Fleet) -> tuple[float, float, float]:
+    """The work of a first cycle, done by raw nmap: the sweep, then per host with open ports
+    a re-probe of them and a -sV of them, `workers` processes at a time. Returns seconds to
+    the findings (sweep + re-probe), seconds of the -sV, and the peak RSS in MB."""
+    sweep = raw_sweep(fleet)
+    seconds, peak = sweep.seconds, sweep.peak_mb
+    detection = 0.0
+    for extra in ((), ("-sV",)):
+
+        def one(host: str, extra: tuple[str, ...] = extra) -> PoolRun:
+            return raw_pool([[host]], port_list(fleet.opened[host]), 1, extra)
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(WORKERS) as pool:
+            runs = list(pool.map(one, fleet.opened))
+        seconds += time.perf_counter() - started
+        peak = max([peak] + [r.peak_mb for r in runs])
+        detection = detection or seconds  # after the re-probe: what the findings need
+    return detection, seconds - detection, peak
+
+
+def write_defaults_config(path: Path) -> None:
+    path.write_text('scope = ["127.0.0.0/8"]\n', encoding="utf-8")  # the product's defaults
+
+
+# ----- sections -------------------------------------------------------------------------
+
+
+def realistic(args: argparse.Namespace, table: Table, work: Path) -> None:
+    rng = random.Random(args.seed)
+    fleet = Fleet("127.61.0", args.hosts, free_ports(args.ports, 21000))
+    try:
+        fleet.place(args.listeners, ANSWERING, rng)
+        config = work / "realistic.toml"
+        write_defaults_config(config)
+        data = work / "realistic-data"
+        raw_sweep(fleet)  # warm the page cache
+        raw_detect_s, raw_sv_s, first_raw_mb = raw_first_cycle(fleet)
+        first_raw_s = raw_detect_s + raw_sv_s
+        first_s, first_mb, first_found, kinds = cli_scan(config, data, fleet)
+        # Printed on its own: work the first scan left (if any) lands here, not in steady.
+        second_s = cli_scan(config, data, fleet)[0]
+        cli_s: list[float] = []
+        raw_s: list[float] = []
+        cli_mb = raw_mb = 0.0
+        found: set[int] = set()
+        for _ in range(args.runs):
+            raw = raw_sweep(fleet)
+            raw_s.append(raw.seconds)
+            raw_mb = max(raw_mb, raw.peak_mb)
+            found.add(raw.open_ports)
+            seconds, mb, count, _ = cli_scan(config, data, fleet)
+            cli_s.append(seconds)
+            cli_mb = max(cli_mb, mb)
+            found.add(count)
+    finally:
+        fleet.stop()
+    batches = len(product_batches(fleet.hosts, WORKERS))
+    print(
+        f"realistic: {len(fleet.hosts)} hosts ({fleet.target}) x {len(fleet.ports)} ports, "
+        f"{fleet.open_count} listeners; defaults on; raw pool: {batches} nmap processes, "
+        f"{WORKERS} at a time, -n -Pn -T4 {scan_flag()}"
+    )
+    print(
+        f"  open ports found (raw and CLI, steady): {sorted(found)} (expected {fleet.open_count})"
+    )
+    print(
+        f"  first scan, empty store: CLI {first_s:6.2f} s {first_mb:5.0f} MB   raw sweep+re-probe"
+        f"+-sV {first_raw_s:6.2f} s {first_raw_mb:5.0f} MB   ratio {first_s / first_raw_s:4.2f}"
+        f"   ({first_found} open, findings {kinds})"
+    )
+    ratio = median(cli_s) / median(raw_s)
+    print(f"  second scan: CLI {second_s:6.2f} s")
+    print(
+        f"  steady, median of {args.runs}: CLI {median(cli_s):6.2f} s {cli_mb:5.0f} MB   "
+        f"raw pool {median(raw_s):6.2f} s {raw_mb:5.0f} MB   ratio {ratio:4.2f}  (target <= 2)"
+    )
+    print(
+        f"    CLI runs {' '.join(f'{t:.2f}' for t in cli_s)}; raw {' '.join(f'{t:.2f}' for t in raw_s)}"
+    )
+    size = f"{len(fleet.hosts)}x{len(fleet.ports)}"
+    table.add(f"scan {size}: CLI steady / raw pool", ratio, 2.0, "x")
+    table.add(f"scan {size}: CLI first scan / raw same work", first_s / first_raw_s, 2.0, "x")
+    table.note(f"scan {size}: peak RSS CLI / raw nmap", f"{cli_mb:.0f} MB / {raw_mb:.0f} MB")
+
+
+def daemon(args: argparse.Namespace, table: Table, work: Path) -> None:
+    rng = random.Random(args.seed + 1)
+    fleet = Fleet("127.61.0", args.hosts, free_ports(args.ports, 21000))
+    run_dir = work / "daemon"
+    run_dir.mkdir()
+    raw_s: list[float] = []
+    try:
+        fleet.place(args.listeners, ANSWERING, rng)
+        config = run_dir / "config.toml"
+        group_config(config, [fleet.target], fleet.spec, interval=10)
+        raw_detect_s, raw_sv_s, _ = raw_first_cycle(fleet)
+        stuck = 0.0  # a cycle that never ended: how long it had run when we gave up
+        with DaemonRun(run_dir, config) as run:
+            for seen in range(1, args.runs + 2):
+
+                def done(n: int = seen) -> bool:
+                    return len(run.cycles()) >= n
+
+                if not run.wait(done, args.cycle_timeout, f"cycle {seen}"):
+                    starts = [e for e in run.events() if e.get("action") == "scan.start"]
+                    stuck = time.time() - when(starts[-1]) if starts else args.cycle_timeout
+                    print(f"daemon: cycle {seen} had run {stuck:.0f} s without ending; log:")
+                    print("    " + run.log_tail(6).replace("\n", "\n    "))
+                    break
+                if seen > 1:
+                    raw_s.append(raw_sweep(fleet).seconds)  # between two cycles
+            cycles = run.cycles()
+            fingerprinted = [e for e in run.events() if e.get("action") == "scan.fingerprint"]
+        if not raw_s:
+            raw_s.append(raw_sweep(fleet).seconds)
+    finally:
+        fleet.stop()
+    if not cycles:
+        raise RuntimeError("the daemon finished no cycle")
+    steady = [c.seconds for c in cycles[1:]] + ([stuck] if stuck else [])
+    ratio = median(steady) / median(raw_s)
+    first = cycles[0]
+    print(
+        f"daemon: group over the same {len(fleet.hosts)} x {len(fleet.ports)} fleet, interval "
+        f"10 s, defaults on; cycle = scan.start -> scan.end in the journal"
+    )
+    print(
+        f"  first cycle {first.seconds:6.2f} s (sweep {first.sweep_seconds:.2f} s; "
+        f"{first.details.get('open_ports')} open) vs raw sweep + re-probe {raw_detect_s:.2f} s"
+    )
+    if fingerprinted:
+        print(
+            f"  its -sV (scan.fingerprint) done {when(fingerprinted[0]) - first.started:.2f} s "
+            f"after the cycle's start; raw -sV of the same ports {raw_sv_s:.2f} s"
         )
-    doc = json.loads(proc.stdout)
-    return sum(1 for h in doc["hosts"] for p in h["ports"] if p.get("state", "open") == "open")
+    print(
+        f"  steady cycles {' '.join(f'{s:.2f}' for s in steady)}{' (the last never ended)' if stuck else ''}; median {median(steady):.2f} s "
+        f"vs raw pool median {median(raw_s):.2f} s: ratio {ratio:4.2f}  (target <= 1.3)"
+    )
+    print(
+        f"  peak RSS: daemon VmHWM {run.hwm_mb:.0f} MB, daemon and its nmap runs {run.peak_mb:.0f} MB"
+    )
+    table.add("daemon: steady cycle / raw pool", ratio, 1.3, "x")
+    table.note("daemon: peak RSS", f"{run.hwm_mb:.0f} MB")
+
+
+def silent(args: argparse.Namespace, table: Table, work: Path) -> None:
+    rng = random.Random(args.seed + 2)
+    fleet = Fleet("127.62.0", args.hosts, free_ports(args.ports, 23000))
+    run_dir = work / "silent"
+    run_dir.mkdir()
+    try:
+        fleet.place(args.listeners, ANSWERING, rng)
+        silent_count = fleet.place(args.silent, ("tcp",), rng)
+        sweeps = [raw_sweep(fleet).seconds for _ in range(3)]
+        sweep = median(sweeps)
+        config = run_dir / "config.toml"
+        group_config(config, [fleet.target], fleet.spec, interval=3600)
+        wanted = {(h, p) for h, ports in fleet.opened.items() for p in ports}
+        with DaemonRun(run_dir, config) as run:
+
+            def raised() -> list[dict[str, object]]:
+                return [
+                    e
+                    for e in run.events()
+                    if e.get("action") == "finding.raised"
+                    and (
+                        (e.get("resource") or {}).get("host"),
+                        (e.get("resource") or {}).get("port"),
+                    )
+                    in wanted
+                ]
+
+            complete = run.wait(
+                lambda: len(raised()) >= len(wanted), args.silent_timeout, "findings"
+            )
+            found = raised()
+            starts = [e for e in run.events() if e.get("action") == "scan.start"]
+            run.wait(lambda: bool(run.cycles()), 5, "scan.end")
+            cycles = run.cycles()
+            # The -sV that follows (silent ports stall it, within its budget): reported only.
+            run.wait(
+                lambda: _fingerprinted(run) is not None, args.silent_wait_sv, "scan.fingerprint"
+            )
+            sv_done = _fingerprinted(run)
+    finally:
+        fleet.stop()
+    if not starts:
+        raise RuntimeError("the daemon never started a cycle")
+    began = when(starts[0])
+    took = max((when(e) for e in found), default=float("nan")) - began
+    if not complete:
+        took = float(args.silent_timeout)
+    ratio = took / sweep
+    # The cycle's own sweep: scan.start's time to the scan's own finish (scan.end's `at`).
+    own = cycles[0].sweep_seconds if cycles else float("nan")
+    end = f"{cycles[0].seconds:.1f} s" if cycles else f"not within {args.silent_timeout:.0f} s"
+    print(
+        f"silent: first cycle over {len(fleet.hosts)} hosts x {len(fleet.ports)} ports, "
+        f"{fleet.open_count - silent_count} answering + {silent_count} silent listeners"
+    )
+    print(
+        f"  findings for {len(found)}/{len(wanted)} listeners "
+        f"{'' if complete else 'NOT all '}within {took:.1f} s of the cycle's start; the cycle "
+        f"ended in {end}; its own sweep {own:.2f} s (ratio {took / own:.1f}); raw pool sweep "
+        f"{sweep:.2f} s (ratio {ratio:.1f})  (target <= 2)"
+    )
+    if sv_done:
+        print(
+            f"  its -sV ({sv_done.get('outcome')}) recorded {when(sv_done) - began:.1f} s after "
+            f"the cycle's start; identified {(sv_done.get('details') or {}).get('identified')}"
+        )
+    else:
+        print(f"  its -sV had not ended {args.silent_wait_sv:.0f} s after the findings")
+    table.add("silent: first findings / the cycle's sweep", took / own, 2.0, "x", ".1f")
+    table.add("silent: first findings / raw pool sweep", ratio, 2.0, "x", ".1f")
+
+
+def _fingerprinted(run: DaemonRun) -> dict[str, Any] | None:
+    done = [e for e in run.events() if e.get("action") == "scan.fingerprint"]
+    return done[0] if done else None
+
+
+def sweep(args: argparse.Namespace, table: Table, work: Path) -> None:
+    """The older 9,999-port comparison (no -sV, no confirmation), one raw run vs the CLI."""
+    taken = listening_ports()
+    low = next(
+        (s for s in range(20000, 60000 - RANGE_SIZE, 1000)
+         if not any(s <= p < s + RANGE_SIZE for p in taken)), None,
+    )  # fmt: skip
+    if low is None:
+        raise SystemExit("no 9,999-port range free of other listeners between 20000 and 60000")
+    fleet = Fleet("127.0.0", args.hosts, list(range(low, low + RANGE_SIZE)))
+    fleet.spec = f"{low}-{low + RANGE_SIZE - 1}"
+    config = work / "sweep.toml"
+    config.write_text(
+        'scope = ["127.0.0.0/8"]\n[scan]\nfingerprint = "none"\nconfirm_probes = 0\n'
+        "timing = 4\nworkers = 4\nbatch_size = 0\n",
+        encoding="utf-8",
+    )
+    raw_argv = [nmap_path(), "-n", "-T4", scan_flag(), "-p", fleet.spec, "-oX", "-", fleet.target]
+    try:
+        placed = fleet.place(args.sweep_listeners, ("tcp",), random.Random(args.seed))
+        first_s = cli_scan(config, work / "sweep-data", fleet)[0]  # into an empty store
+        scanner = Scanner(ScanSettings(timing=4, workers=4, batch_size=0), Scope(["127.0.0.0/8"]))
+        ports = parse_ports(fleet.spec)
+        raw_s: list[float] = []
+        cli_s: list[float] = []
+        lib_s: list[float] = []
+        found: set[int] = set()
+        for _ in range(args.runs):
+            raw = run_measured(raw_argv)
+            raw_s.append(raw.seconds)
+            found.add(open_ports_in_xml(raw.stdout))
+            seconds, _, count, _ = cli_scan(config, work / "sweep-data", fleet)
+            cli_s.append(seconds)
+            found.add(count)
+            started = time.perf_counter()
+            found.add(scanner.scan(fleet.hosts, ports, fingerprint="none").open_port_count())
+            lib_s.append(time.perf_counter() - started)  # the scanner alone, in process
+    finally:
+        fleet.stop()
+    ratio = median(cli_s) / median(raw_s)
+    print(
+        f"sweep: {len(fleet.hosts)} hosts x {RANGE_SIZE} ports ({fleet.spec}), {placed} bare "
+        f"listeners, no -sV, no confirmation; open found {sorted(found)}"
+    )
+    print(
+        f"  median of {args.runs}: one raw nmap {median(raw_s):.2f} s, CLI {median(cli_s):.2f} s, "
+        f"ratio {ratio:.2f}  (target <= 1.0); Scanner.scan in process {median(lib_s):.2f} s "
+        f"(ratio {median(lib_s) / median(raw_s):.2f}); first CLI scan into an empty store "
+        f"{first_s:.2f} s"
+    )
+    table.add("sweep: CLI / one raw nmap (9,999 ports)", ratio, 1.0, "x")
+
+
+SECTIONS = {"realistic": realistic, "daemon": daemon, "silent": silent, "sweep": sweep}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--only", default=",".join(SECTIONS), help="sections, comma-separated")
+    parser.add_argument("--quick", action="store_true", help="small sizes (~1 minute)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--hosts", type=int, default=40)
-    parser.add_argument("--listeners", type=int, default=285)
+    parser.add_argument("--ports", type=int, default=30)
+    parser.add_argument("--listeners", type=int, default=60, help="answering listeners")
+    parser.add_argument("--silent", type=int, default=4, help="silent listeners (silent section)")
+    parser.add_argument("--silent-timeout", type=float, default=400.0)
+    parser.add_argument("--silent-wait-sv", type=float, default=240.0, help="silent section")
+    parser.add_argument("--cycle-timeout", type=float, default=300.0, help="daemon section")
+    parser.add_argument("--sweep-listeners", type=int, default=285)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-
-    nmap = shutil.which("nmap") or "/usr/bin/nmap"
-    privileged = os.geteuid() == 0
-    scan_flag = "-sS" if privileged else "-sT"
-    hosts = [f"127.0.0.{i}" for i in range(2, 2 + args.hosts)]
-    target = f"127.0.0.2-{1 + args.hosts}"
-    low, high = pick_range(foreign_listening_ports())
-    spec = f"{low}-{high}"
-
-    fleet, placed = start_fleet(hosts, args.listeners, low, high, args.seed)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # each figure as it comes
+    if args.quick:
+        args.runs, args.hosts, args.listeners, args.sweep_listeners = 2, 10, 15, 40
+        args.silent, args.silent_timeout, args.silent_wait_sv = 2, 60.0, 60.0
+        if args.only == ",".join(SECTIONS):
+            args.only = "realistic,daemon,silent"
+    if not shutil.which("nmap"):
+        raise SystemExit("nmap is not installed")
+    print(f"nmap {nmap_path()}, {'root: SYN scans' if privileged() else 'not root: connect scans'}")
+    table = Table()
+    work = Path(tempfile.mkdtemp(prefix="pc-bench-scan-"))
     try:
-        # Nothing but our fleet may listen inside the range (checked after binding too).
-        ours = {p for _, p, _ in fleet.listeners()}
-        stray = {p for p in foreign_listening_ports() - ours if low <= p <= high}
-        if stray:
-            raise SystemExit(f"other listeners appeared in {spec}: {sorted(stray)[:5]}; rerun")
-
-        exe = ROOT / ".venv" / "bin" / "portconsole"
-        config_dir = Path(tempfile.mkdtemp(prefix="pc-bench-cfg-"))
-        config = config_dir / "config.toml"
-        data_dir = config_dir / "data"
-        first_scan = 0.0
-        config.write_text(
-            'scope = ["127.0.0.0/8"]\n[scan]\nfingerprint = "none"\nconfirm_probes = 0\n'
-            "timing = 4\nworkers = 4\nbatch_size = 0\n",
-            encoding="utf-8",
-        )
-        use_cli = exe.exists()
-        if use_cli:
+        for name in args.only.split(","):
             try:
-                # The first scan into an empty store, untimed in the median: warm-up and
-                # a check that the CLI works.
-                first_started = time.perf_counter()
-                cli_scan(str(exe), config, spec, target, data_dir)
-                first_scan = time.perf_counter() - first_started
+                SECTIONS[name](args, table, work)
             except (RuntimeError, ValueError, KeyError) as error:
-                print(f"note: {error}; timing the library Scanner.scan instead of the CLI")
-                use_cli = False
-        else:
-            print("note: .venv/bin/portconsole not installed; timing Scanner.scan instead")
-
-        scanner = Scanner(ScanSettings(timing=4, workers=4, batch_size=0), Scope(["127.0.0.0/8"]))
-        ports = parse_ports(spec)
-
-        def lib() -> int:
-            return scanner.scan(hosts, ports, fingerprint="none").open_port_count()
-
-        raw_nmap(nmap, scan_flag, spec, target)  # warm the page cache for both sides
-        lib()
-        times: dict[str, list[float]] = {"raw": [], "cli": [], "lib": []}
-        found: dict[str, set[int]] = {"raw": set(), "cli": set(), "lib": set()}
-        for _ in range(args.runs):
-            for name, fn in (
-                ("raw", lambda: raw_nmap(nmap, scan_flag, spec, target)),
-                (
-                    "cli",
-                    (lambda: cli_scan(str(exe), config, spec, target, data_dir))
-                    if use_cli
-                    else lib,
-                ),
-                ("lib", lib),
-            ):
-                seconds, count = timed(fn)
-                times[name].append(seconds)
-                found[name].add(count)
-        shutil.rmtree(config_dir, ignore_errors=True)
+                print(f"{name}: FAILED: {error}")
+                table.note(name, "failed")
     finally:
-        fleet.stop()
-
-    med = {k: statistics.median(v) for k, v in times.items()}
-    cli_label = "portconsole scan (CLI)" if use_cli else "Scanner.scan (library; CLI unavailable)"
-    print(
-        f"fleet: {len(hosts)} hosts ({target}), {placed} listeners, ports {spec} "
-        f"({RANGE_SIZE} ports), {'SYN (-sS)' if privileged else 'connect (-sT)'} scan, no -sV"
-    )
-    print(
-        f"open ports found: raw {sorted(found['raw'])}, cli {sorted(found['cli'])}, "
-        f"lib {sorted(found['lib'])} (expected {placed})"
-    )
-    print(f"median of {args.runs}:")
-    print(
-        f"  raw nmap -n -T4 {scan_flag} (one run)        {med['raw']:6.2f} s   "
-        f"runs {' '.join(f'{t:.2f}' for t in times['raw'])}"
-    )
-    print(
-        f"  {cli_label:<38} {med['cli']:6.2f} s   runs {' '.join(f'{t:.2f}' for t in times['cli'])}"
-    )
-    print(
-        f"  Scanner.scan (library, 4 workers)      {med['lib']:6.2f} s   "
-        f"runs {' '.join(f'{t:.2f}' for t in times['lib'])}"
-    )
-    if use_cli:
-        print(f"  (first portconsole scan into an empty store: {first_scan:.2f} s)")
-    print(f"ratio portconsole/raw: {med['cli'] / med['raw']:.2f}  (target <= 1.0)")
-    print(f"ratio library/raw:     {med['lib'] / med['raw']:.2f}")
+        shutil.rmtree(work, ignore_errors=True)
+    table.print()
 
 
 if __name__ == "__main__":
