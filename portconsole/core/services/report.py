@@ -275,40 +275,46 @@ def export_report(
         "samples": [iso(utc(s)) for s in samples],
     }
     try:
-        document = build_report(
-            sources,
-            at=at,
-            start=start,
-            end=end,
-            coverage_window=coverage_window,
-            progress=progress,
-            samples=samples,
-        )
-        if progress is not None:
-            progress("rendering", 0.9)
-        rendered = render_report(document, fmt)
-        targets = _targets(out, fmt, rendered)
-        if progress is not None:
-            progress("writing", 0.95)
-        for path, data in targets:
-            atomic_write_bytes(path, data)
-        report_file = targets[0][0] if fmt != "csv" else out
-        manifest = manifest_path(report_file, fmt)
-        manifest_doc = _manifest(document, fmt, targets, manifest.parent)
-        manifest_bytes = (json.dumps(manifest_doc, indent=2, ensure_ascii=False) + "\n").encode()
-        atomic_write_bytes(manifest, manifest_bytes)
-        extras: list[Path] = []
-        if is_pack_folder(out, fmt):
-            extras = write_pack(
-                out,
-                store=store,
-                audit=audit,
-                start=period_start or period_at,
-                end=period_end or period_at,
-                figures=rendered[""] if fmt == "json" else render_report(document, "json")[""],
-                with_raw=with_raw,
-                sign_key=sign_key,
+        # Figures and the journal copied into a pack are read under the data lock: a
+        # transaction landing in between (a background fingerprint, another process
+        # scanning) would give figures that the copied journal does not say.
+        with store.lock.hold(transaction=False):
+            document = build_report(
+                sources,
+                at=at,
+                start=start,
+                end=end,
+                coverage_window=coverage_window,
+                progress=progress,
+                samples=samples,
             )
+            if progress is not None:
+                progress("rendering", 0.9)
+            rendered = render_report(document, fmt)
+            targets = _targets(out, fmt, rendered)
+            if progress is not None:
+                progress("writing", 0.95)
+            for path, data in targets:
+                atomic_write_bytes(path, data)
+            report_file = targets[0][0] if fmt != "csv" else out
+            manifest = manifest_path(report_file, fmt)
+            manifest_doc = _manifest(document, fmt, targets, manifest.parent)
+            manifest_bytes = (
+                json.dumps(manifest_doc, indent=2, ensure_ascii=False) + "\n"
+            ).encode()
+            atomic_write_bytes(manifest, manifest_bytes)
+            extras: list[Path] = []
+            if is_pack_folder(out, fmt):
+                extras = write_pack(
+                    out,
+                    store=store,
+                    audit=audit,
+                    start=period_start or period_at,
+                    end=period_end or period_at,
+                    figures=rendered[""] if fmt == "json" else render_report(document, "json")[""],
+                    with_raw=with_raw,
+                    sign_key=sign_key,
+                )
     except Exception as error:
         with store.lock.hold():
             audit.append(
