@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from tinydb import TinyDB
 
+from portconsole.core.adapters import shards
 from portconsole.core.adapters.findings import FindingBook
 from portconsole.core.adapters.storage import AtomicJSONStorage, DataLock
+from portconsole.core.adapters.store import Store
 from portconsole.core.domain.finding import FindingCandidate, finding_key
+from portconsole.core.domain.model import severity_rank
 from portconsole.core.errors import NotFoundError, UserError
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -271,3 +275,72 @@ def test_findings_show_the_latest_scan_that_saw_them(tmp_path: Path) -> None:
     assert shown.last_seen == port.last_seen > stored_before
     assert shown.last_scan_id == port.last_scan_id == latest.scan.scan_id
     assert monitor.finding_as_seen(first.id).last_seen == port.last_seen
+
+
+# --------------------------------------------------------------------------- shared reads
+
+
+def store_book(tmp_path: Path) -> tuple[FindingBook, Store]:
+    """A book over a real store's sharded projection (as the Monitor opens it)."""
+    store = Store(tmp_path)
+    return FindingBook(store.hot, store.lock), store
+
+
+def test_a_shared_finding_keeps_its_value_after_a_later_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shards, "ID_RANGE", 2)  # ids 1 | 2-3 | 4-5: three shard files
+    book, _ = store_book(tmp_path)
+    book.raise_candidates([candidate(port) for port in (21, 22, 23, 24, 25)], T0)
+    before = book.shared_all()
+    assert [f.id for f in before] == [f"F-00000{n}" for n in range(1, 6)]
+    assert book.shared_all()[0] is before[0]  # the same objects while nothing changed
+    book.ack("F-000002", ALICE, T0 + timedelta(minutes=1))
+    after = book.shared_all()
+    assert before[1].status == "new" and before[1].timeline[-1].step == "detected"
+    assert after[1].status == "acknowledged" and after[1].timeline[-1].actor == ALICE
+    assert book.get("F-000002").status == "acknowledged"
+    # Only the changed shard's findings were parsed again; the others are the same objects.
+    assert [a is b for a, b in zip(before, after, strict=True)] == [True, False, False, True, True]
+    assert [f.id for f in book.shared_open()] == [f.id for f in book.open()]
+    # A copy handed out may be changed without touching what later reads share.
+    mine = book.all()[0]
+    mine.timeline.append(mine.timeline[0])
+    mine.status = "closed"
+    assert book.shared_all()[0].status == "new" and len(book.shared_all()[0].timeline) == 1
+
+
+def test_findings_spanning_several_id_shards_read_back_once_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shards, "ID_RANGE", 4)
+    book, store = store_book(tmp_path)
+    severities = ["low", "high", "medium", "critical"]
+    for n in range(11):  # one raise per finding: ids 1-11 over shards 0, 1 and 2
+        book.raise_candidates(
+            [candidate(1000 + n, severity=severities[n % 4])], T0 + timedelta(minutes=n)
+        )
+    book.close("F-000006", BOB, "decommissioned", T0 + timedelta(hours=1))
+    files = json.loads((tmp_path / "hot.json").read_bytes())["files"]
+    assert {s for s in files if s.startswith("findings.")} == {
+        "findings.000000",
+        "findings.000001",
+        "findings.000002",
+    }
+    wanted = [f"F-{n:06d}" for n in range(1, 12)]
+    other, _ = store_book(tmp_path)  # another process, reading the files cold
+    for reader in (book, other):
+        assert [f.id for f in reader.shared_all()] == wanted
+        assert [f.id for f in reader.all()] == wanted
+        assert [f.port for f in reader.shared_all()] == list(range(1000, 1011))
+        queue = reader.shared_open()
+        assert [f.id for f in queue] == [f.id for f in reader.open()]
+        assert "F-000006" not in {f.id for f in queue} and len(queue) == 10
+        assert [severity_rank(f.severity) for f in queue] == sorted(
+            (severity_rank(f.severity) for f in queue), reverse=True
+        )
+        assert reader.get("f-10").port == 1009 and reader.get("F-000006").status == "closed"
+        with pytest.raises(NotFoundError):
+            reader.get("F-000012")
+    # The shared read keeps parsed findings, not their documents as well.
+    assert not [name for name in store.storage._cache if name.startswith("findings.")]

@@ -198,3 +198,34 @@ def test_a_cycle_over_one_block_reads_only_that_block(tmp_path: Path) -> None:
     changed = {shard for shard in after if after[shard] != before.get(shard)}
     assert {"hosts.127.0.2", "ports.127.0.2"} <= changed
     assert not any(".127.0.1" in shard or ".127.0.3" in shard for shard in changed)
+
+
+def test_a_console_read_of_the_state_matches_the_port_states_and_skips_scan_events(
+    tmp_path: Path,
+) -> None:
+    """`open_port_sightings` (what a console snapshot reads of every port) agrees with
+    `current_ports`, and `last_scan` reads the scan's record without its change events."""
+    store = _three_blocks(tmp_path)
+    later = T0 + timedelta(hours=1)
+    store.ingest(make_scan("s1", later, {"127.0.2.5": [obs(22)], "127.0.2.6": [obs(22), obs(80)]}))
+    seen = store.open_port_sightings()
+    assert {
+        (host, port, proto, when, scan_id)
+        for host, ports in seen.items()
+        for (port, proto), (when, scan_id) in ports.items()
+    } == {(p.host, p.port, p.proto, p.last_seen, p.last_scan_id) for p in store.current_ports()}
+    assert seen["127.0.2.5"] == {(22, "tcp"): (later, "s1")}  # 80 closed: not an open port
+    assert set(store.open_port_sightings(["127.0.1.5", "127.0.9.9"])) == {"127.0.1.5"}
+    assert [p.key for p in store.current_ports()][:3] == [
+        "127.0.1.5:22/tcp",
+        "127.0.1.5:80/tcp",
+        "127.0.1.6:22/tcp",
+    ]
+    store._segments.clear()
+    record = store.last_scan()
+    assert record is not None and record["scan_id"] == "s1"
+    hot = store._snapshot()
+    found = store._find_scan(hot, "s1")
+    assert found is not None and found[1].value is None  # the events were not parsed
+    full = found[0].record(found[1])
+    assert record == {**full, "addresses": record["addresses"]}

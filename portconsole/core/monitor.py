@@ -30,7 +30,6 @@ from portconsole.core.adapters.storage import ensure_private_dir
 from portconsole.core.adapters.store import Store
 from portconsole.core.domain.chain import VerifyResult
 from portconsole.core.domain.notification import DeliveryResult, OutboxMessage
-from portconsole.core.domain.settings_history import definitions_of
 from portconsole.core.errors import StoreError, UserError
 from portconsole.core.identity import Actor
 from portconsole.core.services.cycle import CycleResult, ScanCycle
@@ -170,6 +169,9 @@ class Monitor(Queries, Decisions, ScanCycle):
                     or (holder is not None and holder.alive and holder.fingerprint != fingerprint)
                 ):
                     return
+            # Here, not at the top: only a settings change needs it, not every command.
+            from portconsole.core.domain.settings_history import definitions_of
+
             moment = self.clock()
             record = {
                 "sha256": fingerprint,
@@ -291,8 +293,9 @@ class Monitor(Queries, Decisions, ScanCycle):
     # ----- monitoring state ------------------------------------------------------------
     @property
     def paused(self) -> bool:
-        with self.store.lock.hold():
-            docs = self.store.hot.table(MONITORING_TABLE).all()
+        # A lock-free read (the projection's manifest is its commit point): under the lock,
+        # every console read of the header waited for a whole ingest to commit (seconds).
+        docs = self.store.hot.table(MONITORING_TABLE).all()
         return bool(docs and docs[0].get("paused"))
 
     def _set_paused(self, paused: bool) -> None:

@@ -40,6 +40,8 @@ log = logging.getLogger("portconsole.tui.app")
 FULL_RELOAD_SECONDS = 15.0
 # How often what `read_without_gc` froze is handed back to the garbage collector.
 RECLAIM_SECONDS = 600.0
+# How many of a replaced snapshot's rows `release_snapshot` frees at a time.
+RELEASE_SLICE = 2048
 
 
 def read_without_gc(read: Callable[[int], FleetSnapshot], request: int) -> FleetSnapshot:
@@ -59,6 +61,21 @@ def read_without_gc(read: Callable[[int], FleetSnapshot], request: int) -> Fleet
         gc.freeze()
         if enabled:
             gc.enable()
+
+
+def release_snapshot(snapshot: FleetSnapshot) -> None:
+    """Free a replaced snapshot a slice at a time (called in a thread).
+
+    Dropped at once on the UI thread, a snapshot of 100,000 findings (each shown with its
+    latest sighting: copies, new in every read while scans land) was freed in one step
+    that held the GIL for 50-150 ms. Its own containers are emptied here in slices; the
+    indexes a table may still show are only let go (whoever holds them keeps them)."""
+    findings, hosts = snapshot.findings, snapshot.hosts
+    snapshot.findings, snapshot.hosts = [], []
+    snapshot.findings_by_id, snapshot.hosts_by_address, snapshot.open_episodes = {}, {}, {}
+    for items in (findings, hosts):
+        while items:
+            del items[-RELEASE_SLICE:]
 
 
 class StoreReadsMixin(_AppBase):
@@ -137,7 +154,8 @@ class StoreReadsMixin(_AppBase):
         snapshot = message.snapshot
         if snapshot.request < self._applied:
             return  # an older read finished after a newer one
-        was_paused = self.snapshot.overview.paused if self.snapshot else None
+        replaced = self.snapshot
+        was_paused = replaced.overview.paused if replaced else None
         self._applied = snapshot.request
         self._seen_version = snapshot.version
         self._last_load = time.monotonic()
@@ -155,6 +173,13 @@ class StoreReadsMixin(_AppBase):
             # Pause/Resume swap in the footer; recomposing it on every snapshot is costly.
             self.refresh_bindings()
         self._redraw_current()
+        if replaced is not None:
+            # After the redraw: the tables on screen hold the new snapshot's rows now.
+            self.release_replaced(replaced)
+
+    @work(thread=True, exit_on_error=False, group="release", description="free a snapshot")
+    def release_replaced(self, snapshot: FleetSnapshot) -> None:
+        release_snapshot(snapshot)
 
     @work(thread=True, exit_on_error=False, group="poll", description="watch the store")
     def poll_data_version(self) -> None:
@@ -163,8 +188,10 @@ class StoreReadsMixin(_AppBase):
             version = self.monitor.data_version()
             stale = time.monotonic() - self._last_load > FULL_RELOAD_SECONDS
             # While this console scans, the cycle's end triggers the read: reading the
-            # half-ingested store meanwhile would only compete with it for the GIL.
-            if (version != self._seen_version or stale) and self.scan is None:
+            # half-ingested store meanwhile would only compete with it for the GIL. While
+            # a read runs, the next poll after it lands compares with what it read (a
+            # second read asked for now, before the first landed, read the same again).
+            if (version != self._seen_version or stale) and self.scan is None and not self._reading:
                 self.post_message(RefreshWanted())
         except UserError as caught:
             error = str(caught)

@@ -147,3 +147,100 @@ async def test_mouse_sorts_by_header_and_opens_a_row(tmp_path: Path) -> None:
             assert f"{address(27)} ·" in screen_text(app)
     finally:
         monitor.close()
+
+
+async def test_a_replaced_snapshot_is_freed_in_a_thread_and_shared_findings_stay(
+    tmp_path: Path,
+) -> None:
+    """Another process's scan sees every host again: the console's next snapshot shows each
+    finding's newer sighting (copies), the book's shared findings keep their stored value,
+    and the replaced snapshot is emptied off the UI thread while the tables show the new."""
+    count = 300
+    config = tmp_path / "config.toml"
+    config.write_text('scope = ["127.0.0.0/8"]\n', encoding="utf-8")
+    big_store(tmp_path / "data", count)
+    monitor = Monitor.open(config, tmp_path / "data", origin="tui")
+    try:
+        app = PortConsoleApp(monitor, schedule=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            table = app.screen.query_one("#hosts", KeyedTable)
+            assert await wait_for(pilot, lambda: table.row_count == count, timeout=60)
+            await settle(pilot)
+            first = app.snapshot
+            assert first is not None and len(first.findings) == count
+            stored = {f.id: f.last_seen for f in monitor.findings_book.shared_open()}
+            later = utcnow()
+            hosts = [
+                HostObservation(
+                    address(i), "up", "", [PortObservation(p, "tcp", "open", "http") for p in PORTS]
+                )
+                for i in range(count)
+            ]
+            Store(tmp_path / "data", RetentionSettings()).ingest(
+                ScanResult(
+                    scan_id="scale-again",
+                    started_at=later - timedelta(seconds=5),
+                    finished_at=later,
+                    nmap_version="7.93",
+                    scan_type="syn",
+                    privileged=True,
+                    targets=["127.40.0.0/14"],
+                    addresses=[h.address for h in hosts],
+                    ports=",".join(str(p) for p in PORTS),
+                    protocols=["tcp"],
+                    hosts=hosts,
+                    origin="daemon",
+                )
+            )
+            app.action_reload()
+            assert await wait_for(pilot, lambda: app.snapshot is not first, timeout=30)
+            await settle(pilot)
+            assert first.findings == [] and first.hosts == [] and not first.findings_by_id
+            assert table.row_count == count and address(0) in screen_text(app)
+            shown = app.snapshot.findings
+            assert len(shown) == count
+            assert {(f.last_seen, f.last_scan_id) for f in shown} == {(later, "scale-again")}
+            again = {f.id: f.last_seen for f in monitor.findings_book.shared_open()}
+            assert again == stored and later not in again.values()
+    finally:
+        monitor.close()
+
+
+async def test_a_big_table_sorts_and_filters_in_a_thread_in_the_same_order() -> None:
+    """Past BIG_TABLE rows, sorting and filtering run in a thread (sorted a run at a time and
+    merged): the order is what one stable sort gives, and until it lands the table keeps
+    showing the rows it had."""
+    from rich.text import Text
+    from textual.app import App, ComposeResult
+
+    from portconsole.tui.widgets.table_model import BIG_TABLE, Filtered
+
+    count = BIG_TABLE + 5001
+    sources = {f"row{i:06d}": (f"name{(i * 7919) % 1000:03d}", (i * 31) % 97) for i in range(count)}
+
+    def build(source: tuple[str, int]) -> list[Text]:
+        return [Text(source[0]), Text(str(source[1]))]
+
+    rows = LazyRows(sources, build, search=lambda s: s[0], sort_values={"n": lambda s: s[1] % 7})
+
+    class Big(App[None]):
+        def compose(self) -> ComposeResult:
+            yield KeyedTable([("name", "Name", 10), ("n", "N", 6)], id="big")
+
+    app = Big()
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.query_one("#big", KeyedTable)
+        table.sync(rows)  # the screen's own order: at once
+        assert table.keys == list(sources)
+        table.sort_by(1)
+        assert table.keys == list(sources)  # until the thread's order lands
+        await settle(pilot)
+        assert table.keys == sorted(sources, key=lambda k: sources[k][1] % 7)
+        table.sort_by(1, descending=True)
+        await settle(pilot)
+        assert table.keys == sorted(sources, key=lambda k: sources[k][1] % 7)[::-1]
+        table.sort_by(None)
+        table.sync(Filtered(rows, "name042"))
+        await settle(pilot)
+        assert table.keys == [k for k, s in sources.items() if "name042" in s[0]]
+        assert 0 < table.row_count < count and "name042" in screen_text(app)

@@ -20,10 +20,18 @@ A finding is written only when it changes: a scan that sees an open problem agai
 changes nothing else leaves its document as it was (a cycle's journal transaction does not
 grow with the queue). Its stored `last_seen`/`last_scan_id` name the scan that last changed
 it; when a port or host was last seen is the scan state's (`portconsole state`).
+
+Reads outside a transaction keep the parsed findings by shard file (the findings table is
+sharded by id range, shards.py; a file never changes while it exists): after a cycle that
+changed a few findings, a read parses only their shard. `shared_all`/`shared_open` hand
+out those objects themselves, for readers that do not change them; `all`/`open`/`get`
+answer copies anyone may change.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from collections.abc import Callable, Collection, Iterable, MutableMapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,6 +39,7 @@ from typing import Any
 from tinydb import TinyDB
 from tinydb.table import Document, Table
 
+from portconsole.core.adapters.shards import Projection
 from portconsole.core.adapters.storage import DataLock
 from portconsole.core.domain.approval import is_placeholder
 from portconsole.core.domain.finding import (
@@ -79,6 +88,34 @@ def _replace_docs(table: Table, findings: Iterable[Finding]) -> None:
     table.update(updater, doc_ids=[IDS.number(i) or 0 for i in by_id])
 
 
+def _queue_key(finding: Finding) -> tuple[int, datetime, str]:
+    """The queue's order: most severe first, then oldest."""
+    return (-severity_rank(finding.severity), finding.first_seen, finding.id)
+
+
+def _queue_of(findings: Iterable[Finding]) -> list[Finding]:
+    """The open findings, most severe first, then oldest."""
+    return sorted((f for f in findings if f.is_open), key=_queue_key)
+
+
+class _Parsed:
+    """One shard file's findings, parsed once: all of them by id, and its open ones in
+    queue order (the queue merges these: no sort of 100,000 findings, which would hold
+    the GIL the console's UI thread needs for a tenth of a second)."""
+
+    __slots__ = ("doc_ids", "findings", "queue")
+
+    def __init__(self, docs: dict[str, Any]) -> None:
+        self.doc_ids = tuple(sorted(int(k) for k in docs))
+        self.findings = tuple(Finding.from_json(docs[str(k)]) for k in self.doc_ids)
+        self.queue = _queue_of(self.findings)
+
+    def get(self, doc_id: int) -> Finding | None:
+        at = bisect.bisect_left(self.doc_ids, doc_id)
+        found = at < len(self.doc_ids) and self.doc_ids[at] == doc_id
+        return self.findings[at] if found else None
+
+
 def _written_form(finding: Finding) -> dict[str, Any]:
     """A finding's document without the fields a mere refresh moves (see REFRESH_FIELDS)."""
     data = finding.to_json()
@@ -122,28 +159,78 @@ class FindingBook:
         self.lock = lock
         # cache_size=0: another process may write the file between our reads.
         self.table = db.table(TABLE, cache_size=0)
+        # Parsed findings by shard file name, and the last queue with the files it came from.
+        self._parsed: dict[str, _Parsed] = {}
+        self._queue: tuple[tuple[str, ...], list[Finding]] = ((), [])
 
     # -- reading -------------------------------------------------------------------------
 
+    def _shared(self) -> tuple[tuple[str, ...], dict[str, _Parsed]] | None:
+        """The parsed findings by shard file, in id order, from the parsed-shard cache
+        (only files not met before are parsed); None inside a transaction (or a store
+        rebuilt in memory)."""
+        data = self.db.storage.read()
+        if not isinstance(data, Projection) or not data.shared:
+            return None
+        known = self._parsed
+        parsed: dict[str, _Parsed] = {}
+        for name, docs in data.table_shards(TABLE, known):
+            found = known.get(name) if docs is None else None
+            parsed[name] = found if found is not None else _Parsed(docs or {})
+        self._parsed = parsed
+        return tuple(parsed), parsed
+
+    def shared_all(self) -> list[Finding]:
+        """Every finding, oldest id first: objects shared with later reads, never to be
+        changed (`Finding.sighted` and `copy` make changed ones)."""
+        shared = self._shared()
+        if shared is None:
+            return self.all()
+        return [f for shard in shared[1].values() for f in shard.findings]
+
+    def shared_open(self) -> list[Finding]:
+        """The queue (see `open`), of objects shared with later reads: never change them.
+        Merged from the shards' own queues, again only when a shard file changed."""
+        shared = self._shared()
+        if shared is None:
+            return self.open()
+        names, parsed = shared
+        known, queue = self._queue
+        if names != known:
+            queue = list(heapq.merge(*(p.queue for p in parsed.values()), key=_queue_key))
+            self._queue = (names, queue)
+        return list(queue)
+
     def all(self) -> list[Finding]:
-        """Every finding, oldest id first."""
+        """Every finding, oldest id first (copies: the caller may change them)."""
+        if self._shared() is not None:
+            return [f.copy() for f in self.shared_all()]
         docs = sorted(self.table.all(), key=lambda d: d.doc_id)
-        return [Finding.from_json(dict(d)) for d in docs]
+        return [Finding.from_json(d) for d in docs]
 
     def open(self) -> list[Finding]:
         """The queue: new, acknowledged and flagged findings, most severe first, then oldest."""
-        queue = [f for f in self.all() if f.is_open]
-        return sorted(queue, key=lambda f: (-severity_rank(f.severity), f.first_seen, f.id))
+        if self._shared() is not None:
+            return [f.copy() for f in self.shared_open()]
+        return _queue_of(self.all())
 
     def get(self, finding_id: str) -> Finding:
         """A finding by id (`F-000123`, `f-123` or `123`); NotFoundError if there is none."""
         number = IDS.number(finding_id)
-        doc = self.table.get(doc_id=number) if number is not None else None
+        shared = self._shared() if number is not None else None
+        if shared is not None and number is not None:
+            # The parsed shards, not the table: a table read would parse (and keep) the
+            # documents of every shard again.
+            for shard in shared[1].values():
+                finding = shard.get(number)
+                if finding is not None:
+                    return finding.copy()
+        doc = self.table.get(doc_id=number) if number is not None and shared is None else None
         if doc is None or isinstance(doc, list):
             raise NotFoundError(
                 f"no finding {finding_id!r}; list them with `portconsole findings --all`"
             )
-        return Finding.from_json(dict(doc))
+        return Finding.from_json(doc)
 
     # -- detection -----------------------------------------------------------------------
 
@@ -180,7 +267,7 @@ class FindingBook:
             next_number = max((d.doc_id for d in docs), default=0) + 1
             latest: dict[str, Finding] = {}
             for doc in sorted(docs, key=lambda d: d.doc_id):
-                finding = Finding.from_json(dict(doc))
+                finding = Finding.from_json(doc)
                 latest[finding.key] = finding  # the newest finding per key decides
             seen: dict[str, Finding] = {}  # every finding a candidate matched or created
             changed: dict[str, Finding] = {}  # those whose document must be written
@@ -330,6 +417,26 @@ class FindingBook:
                 resolved.append(finding)
             _replace_docs(self.table, resolved)
         return resolved
+
+    def escalate(
+        self,
+        finding_id: str,
+        severity: str,
+        details: dict[str, Any],
+        text: str,
+        now: datetime | None = None,
+    ) -> Finding:
+        """Raise an open finding's severity (never lower it) because a later detection shows
+        it worse (detect.escalation); `details` are merged, `text` lands on the timeline."""
+        moment = now or utcnow()
+
+        def change(f: Finding) -> None:
+            if severity_rank(severity) > severity_rank(f.severity):
+                f.severity = severity
+            f.details = {**f.details, **details}
+            f.timeline.append(TimelineEntry("escalated", moment, SYSTEM_ACTOR, text))
+
+        return self._transition(finding_id, OPEN_STATUSES, "escalate", change)
 
     # -- people --------------------------------------------------------------------------
 

@@ -3,8 +3,11 @@
 `hot.json` is the commit point: `{"format": 2, "journal": {"seq", "hash"}, "files": {shard:
 [file, size]}, "retired": {file: unix time}}`. Shards live in `hot/` (0700, files 0600):
 one per table, except the derived `hosts` and `ports`, split by address block (an IPv4 /24,
-an IPv6 /64: domain/changes.address_block). A shard file is named by its shard and the
-sha256 of its bytes (`ports.127.0.3.<sha256[:16]>.json`) and never rewritten in place.
+an IPv6 /64: domain/changes.address_block), and `findings` and `outbox`, split by document id
+range (ID_RANGE documents a shard: `findings.000003` holds ids 6144-8191). A shard file is
+named by its shard and the sha256 of its bytes (`ports.127.0.3.<sha256[:16]>.json`) and
+never rewritten in place. A table of an id-range kind still held as one shard (an earlier
+version's) is read as it is and split by the first write that changes it.
 
 A transaction loads only the shards it touches and writes only those whose bytes changed,
 then the manifest (atomic rename). Files a manifest stops naming are `retired` with the time
@@ -24,7 +27,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Container, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,10 @@ SHARD_DIR = "hot"
 # Derived tables kept by address block; every other table is one shard.
 SHARDED_TABLES = ("hosts", "ports")
 _KEY_FIELD = {"hosts": "address", "ports": "host"}
+# Tables of many documents kept by document id range (a cycle changes a few findings: it
+# writes, and readers re-parse, only their shards).
+ID_TABLES = ("findings", "outbox")
+ID_RANGE = 2048
 # How long a file no manifest names is kept for lock-free readers of an older manifest.
 RETIRE_SECONDS = 120.0
 _SAFE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
@@ -63,9 +70,30 @@ def shard_name(table: str, block: str | None = None) -> str:
 
 def table_of(shard: str) -> tuple[str, str | None]:
     head, dot, block = shard.partition(".")
-    if dot and head in SHARDED_TABLES:
+    if dot and (head in SHARDED_TABLES or head in ID_TABLES):
         return head, block
     return shard, None
+
+
+def id_block(doc_id: str) -> str:
+    """The block of an id-range table's document (zero-padded: names sort as numbers)."""
+    try:
+        return f"{int(doc_id) // ID_RANGE:06d}"
+    except ValueError:
+        return "other"
+
+
+def _split(table: str, docs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A sharded table's documents by block."""
+    blocks: dict[str, dict[str, Any]] = {}
+    if table in ID_TABLES:
+        for key, doc in docs.items():
+            blocks.setdefault(id_block(key), {})[key] = doc
+        return blocks
+    for doc in docs.values():
+        address = str(doc[_KEY_FIELD[table]])
+        blocks.setdefault(address_block(address), {})[address] = doc
+    return blocks
 
 
 def file_name(shard: str, data: bytes) -> str:
@@ -217,14 +245,55 @@ class Projection(MutableMapping[str, Any]):
     def block_names(self, table: str) -> list[str]:
         return [str(table_of(s)[1]) for s in self._shards_of(table)]
 
+    @property
+    def shared(self) -> bool:
+        """Whether this is a lock-free reader's projection (parsed shards shared, never
+        changed) rather than a transaction's own."""
+        return self._cache is not None
+
+    def table_shards(
+        self, table: str, known: Container[str] = ()
+    ) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """A table's shards in order, each as (the file it was read from, its documents):
+        a file name names the same documents for as long as it exists, so a reader may keep
+        what it derived from them by that name. A shard not read from a file (changed in
+        memory) is named by `id()` of its documents, prefixed `*`.
+
+        For the reader that keeps its own form of the documents: a shard whose file is in
+        `known` is not loaded (None), and a shared projection parses the others without
+        keeping them in its cache (100,000 findings held twice, as documents and as the
+        reader's objects, took 300 MB more). One shard at a time: a reader that parses
+        each as it comes holds one shard's documents, not the table's."""
+        for shard in self._shards_of(table):
+            changed = shard in self._set or shard in self._watch or shard not in self.files
+            if changed:
+                loaded = self._load(shard)
+                yield f"*{id(loaded)}", loaded
+                continue
+            if str(self.files[shard][0]) in known:
+                yield str(self.files[shard][0]), None
+                continue
+            docs: dict[str, Any] | None = self._loaded.get(shard)
+            if docs is None and self._cache is not None:
+                docs = self._cache.get(str(self.files[shard][0]))
+                if docs is None:
+                    docs = json.loads(self._read(shard))  # may move to a newer file name
+            if docs is None:
+                docs = self._load(shard)
+            yield str(self.files[shard][0]), docs
+            docs = None  # this shard's documents go before the next is read
+
     # ------------------------------------------------------------------ table map
 
     def _shards_of(self, table: str) -> list[str]:
-        if table in SHARDED_TABLES:
+        if table in SHARDED_TABLES or table in ID_TABLES:
             prefix = table + "."
-            return sorted(
+            shards = sorted(
                 s for s in {*self.files, *self._loaded} if s.startswith(prefix) and self._exists(s)
             )
+            if table in ID_TABLES and self._exists(table):
+                shards.insert(0, table)  # held whole by an earlier version
+            return shards
         return [table] if self._exists(table) else []
 
     def __iter__(self) -> Iterator[str]:
@@ -249,7 +318,7 @@ class Projection(MutableMapping[str, Any]):
         shards = self._shards_of(table)
         if not shards:
             raise KeyError(table)
-        if table in SHARDED_TABLES:
+        if len(shards) > 1 or shards[0] != table:
             merged: dict[str, Any] = {}
             for shard in shards:
                 merged.update(self._load(shard))
@@ -263,15 +332,13 @@ class Projection(MutableMapping[str, Any]):
                 {"seq": doc.get("seq"), "hash": doc.get("hash")} if isinstance(doc, dict) else None
             )
             return
-        if table not in SHARDED_TABLES:
+        if table not in SHARDED_TABLES and table not in ID_TABLES:
             self._put(table, docs)
             return
-        blocks: dict[str, dict[str, Any]] = {}
-        for doc in docs.values():
-            address = str(doc[_KEY_FIELD[table]])
-            blocks.setdefault(address_block(address), {})[address] = doc
+        blocks = _split(table, docs)
         for shard in self._shards_of(table):
-            if table_of(shard)[1] not in blocks:
+            block = table_of(shard)[1]
+            if block is None or block not in blocks:
                 self._drop(shard)
         for block, block_docs in blocks.items():
             self._put(shard_name(table, block), block_docs)
@@ -320,13 +387,19 @@ class Projection(MutableMapping[str, Any]):
         self, changed: dict[str, bytes | None]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Before and after of the tables whose changes are effects, for diff_tables."""
-        names = {table_of(s)[0] for s in changed} - DERIVED_TABLES
         before: dict[str, Any] = {}
         after: dict[str, Any] = {}
-        for name in names:
-            raw = self._original.get(name)
-            before[name] = json.loads(raw) if raw is not None else {}
-            after[name] = self._loaded.get(name, {}) if self._exists(name) else {}
+        # Only the changed shards: a document never moves between shards of its table, so
+        # those of unchanged shards are the same before and after.
+        for shard in changed:
+            name = table_of(shard)[0]
+            if name in DERIVED_TABLES:
+                continue
+            raw = self._original.get(shard)
+            before.setdefault(name, {}).update(json.loads(raw) if raw is not None else {})
+            after.setdefault(name, {}).update(
+                self._loaded.get(shard, {}) if self._exists(shard) else {}
+            )
         return before, after
 
     def tables(self) -> dict[str, Any]:

@@ -13,8 +13,9 @@ The book that stores them and applies the lifecycle is adapters/findings.py.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from portconsole.core.domain.model import FindingKind, port_key
@@ -75,6 +76,7 @@ STEPS = (
     "remediated",
     "verified",
     "reopened",
+    "escalated",  # severity raised by a later detection (a fingerprint showed it worse)
     "closed",  # closed by a person with a root cause (text = the cause)
 )
 
@@ -123,14 +125,47 @@ class TimelineEntry:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TimelineEntry:
         return cls(
-            step=str(data["step"]),
-            at=parse_iso(str(data["at"])),
-            actor=str(data.get("actor", "")),
-            text=str(data.get("text", "")),
+            str(data["step"]),
+            stored_time(str(data["at"])),
+            str(data.get("actor", "")),
+            str(data.get("text", "")),
         )
 
 
 _TIME_FIELDS = ("first_seen", "last_seen", "risk_until", "resolved_at")
+# Stored times parsed lately: 100,000 findings share a few hundred distinct moments (a
+# cycle stamps every finding it raises with its own), and a datetime is immutable.
+_PARSED: dict[str, datetime] = {}
+_PARSED_MAX = 8192
+
+
+def stored_time(text: str) -> datetime:
+    """A time as `iso` writes it (`2026-05-27T00:00:00.123456Z`), parsed: fast for that
+    form (remembered, `datetime.fromisoformat`), parse_iso for anything else."""
+    moment = _PARSED.get(text)
+    if moment is not None:
+        return moment
+    moment = None
+    if text[-1:] == "Z":
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            moment = None
+    if moment is None or moment.tzinfo is not UTC:
+        moment = parse_iso(text)
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[text] = moment
+    return moment
+
+
+def _plain_copy(value: Any) -> Any:
+    """A copy of JSON-shaped data (dicts and lists copied, all the way down)."""
+    if isinstance(value, dict):
+        return {k: _plain_copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_copy(v) for v in value]
+    return value
 
 
 @dataclass(slots=True)
@@ -178,24 +213,98 @@ class Finding:
         return None
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        for name in _TIME_FIELDS:
-            value = getattr(self, name)
-            data[name] = iso(value) if value is not None else None
-        data["timeline"] = [entry.to_json() for entry in self.timeline]
-        return data
+        """The stored document: every field, times as `iso`, nothing shared with self."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "severity": self.severity,
+            "host": self.host,
+            "port": self.port,
+            "proto": self.proto,
+            "service": self.service,
+            "status": self.status,
+            "first_seen": iso(self.first_seen) if self.first_seen is not None else None,
+            "last_seen": iso(self.last_seen) if self.last_seen is not None else None,
+            "scan_id": self.scan_id,
+            "last_scan_id": self.last_scan_id,
+            "details": _plain_copy(self.details),
+            "flap_count": self.flap_count,
+            "timeline": [entry.to_json() for entry in self.timeline],
+            "justification": self.justification,
+            "reason": self.reason,
+            "risk_until": iso(self.risk_until) if self.risk_until is not None else None,
+            "approval_id": self.approval_id,
+            "ticket": self.ticket,
+            "notifications": _plain_copy(self.notifications),
+            "resolved_at": iso(self.resolved_at) if self.resolved_at is not None else None,
+            "resolved_from": self.resolved_from,
+        }
+
+    def copy(self) -> Finding:
+        """An independent copy (its details, timeline and notifications lists its own)."""
+        twin = Finding(*_ALL_FIELDS(self))
+        twin.details = _plain_copy(self.details)
+        twin.timeline = list(self.timeline)  # entries are frozen
+        twin.notifications = _plain_copy(self.notifications)
+        return twin
+
+    def sighted(self, last_seen: datetime, last_scan_id: str) -> Finding:
+        """A copy seen later (a read's view: the lists shared, never to be changed)."""
+        twin = Finding(*_ALL_FIELDS(self))
+        twin.last_seen, twin.last_scan_id = last_seen, last_scan_id
+        return twin
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Finding:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        for name in _TIME_FIELDS:
-            raw = values.get(name)
-            values[name] = parse_iso(raw) if raw else None
-        values["timeline"] = [TimelineEntry.from_json(e) for e in values.get("timeline") or []]
-        values["details"] = dict(values.get("details") or {})
-        values["notifications"] = list(values.get("notifications") or [])
-        return cls(**values)
+        """A finding from its stored document (unknown keys ignored, missing ones at their
+        defaults). Shares nothing with `data`: the finding may be changed freely."""
+        try:
+            finding = cls(
+                data["id"],
+                data["kind"],
+                data["severity"],
+                data["host"],
+                data["port"],
+                data["proto"],
+                data["service"],
+                data["status"],
+                _time_or_none(data.get("first_seen")),  # type: ignore[arg-type]
+                _time_or_none(data.get("last_seen")),  # type: ignore[arg-type]
+                data["scan_id"],
+            )
+        except KeyError as missing:
+            raise TypeError(f"a finding document lacks {missing}") from None
+        for name in _PLAIN_OPTIONAL:
+            value = data.get(name)
+            if value is not None:
+                setattr(finding, name, value)
+        details = data.get("details")
+        if details:
+            finding.details = _plain_copy(details)
+        timeline = data.get("timeline")
+        if timeline:
+            finding.timeline = [TimelineEntry.from_json(e) for e in timeline]
+        notifications = data.get("notifications")
+        if notifications:
+            finding.notifications = _plain_copy(notifications)
+        for name in ("risk_until", "resolved_at"):
+            raw = data.get(name)
+            if raw:
+                setattr(finding, name, stored_time(raw))
+        return finding
+
+
+def _time_or_none(raw: Any) -> datetime | None:
+    return stored_time(raw) if raw else None
+
+
+_ALL_FIELDS = attrgetter(*(f.name for f in fields(Finding)))
+# Plain fields past the required ones, set only when the document has them.
+_PLAIN_OPTIONAL = tuple(
+    f.name
+    for f in fields(Finding)[11:]
+    if f.name not in ("details", "timeline", "notifications", "risk_until", "resolved_at")
+)
 
 
 @dataclass(slots=True)

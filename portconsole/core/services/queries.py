@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portconsole.core.adapters.dns import resolve_host_name
 from portconsole.core.adapters.leader import LeaderInfo
 from portconsole.core.domain.approval import approval_status
 from portconsole.core.domain.finding import Finding
-from portconsole.core.domain.model import FindingKind, port_key
-from portconsole.core.domain.state import ChangeEvent, PointInTime, PortState
+from portconsole.core.domain.model import FindingKind
+from portconsole.core.domain.state import ChangeEvent, PointInTime
 from portconsole.core.domain.targets import expand_targets, ip_sort_key
 from portconsole.core.errors import UserError
 from portconsole.core.services.base import ServiceBase
@@ -36,6 +36,7 @@ class Overview:
     paused: bool
     follow_reason: str = ""  # why this process may not lead ("" if it may)
     sites_down: tuple[str, ...] = ()  # sites whose group's last run failed (services/sites.py)
+    identifying: int = 0  # ports this process's background -sV is identifying (fingerprint_after)
 
 
 @dataclass(slots=True)
@@ -64,8 +65,16 @@ class PortRow:
     last_seen: datetime | None
 
 
+# Address -> (port, proto) -> (last seen, last scan id) of its open ports.
+Sightings = Mapping[str, Mapping[tuple[int, str], tuple[datetime, str]]]
+
+
 class Queries(ServiceBase):
     """Read-only questions, for the Monitor."""
+
+    if TYPE_CHECKING:
+
+        def fingerprints_pending(self) -> int: ...  # FingerprintAfter's (the Monitor's)
 
     def data_version(self) -> str:
         return self.store.data_version()
@@ -89,19 +98,27 @@ class Queries(ServiceBase):
         return self._groups_by_address
 
     def host_rows(self) -> list[HostRow]:
+        return self._host_rows(self.store.open_port_sightings())
+
+    def _host_rows(self, per_host: Sightings) -> list[HostRow]:
+        """The hosts table from `per_host` (address -> its open ports' sightings)."""
         now = self.clock()
         names = self.group_of()
         approvals = self.approvals.index()  # one index for the whole snapshot
-        per_host: dict[str, list[PortState]] = {}
-        for port in self.store.current_ports():
-            per_host.setdefault(port.host, []).append(port)
+        # A host no approval names has every open port unapproved: nothing to look up.
+        approved_hosts = {approval.host for approval in approvals}
         rows: list[HostRow] = []
         known = {h.address: h for h in self.store.hosts()}
         for address in sorted(set(known) | set(per_host), key=ip_sort_key):
-            ports = per_host.get(address, [])
-            unapproved = sum(
-                1 for p in ports if approvals.status(address, p.port, p.proto, now) != "approved"
-            )
+            ports = per_host.get(address, {})
+            if address in approved_hosts:
+                unapproved = sum(
+                    1
+                    for port, proto in ports
+                    if approvals.status(address, port, proto, now) != "approved"
+                )
+            else:
+                unapproved = len(ports)
             host = known.get(address)
             rows.append(
                 HostRow(
@@ -161,6 +178,7 @@ class Queries(ServiceBase):
         return self.store.state_at(at, host)
 
     def findings(self, include_closed: bool = False) -> list[Finding]:
+        """Findings of the caller's own (copies: it may change them), latest sightings shown."""
         book = self.findings_book
         return self._last_sightings(book.all() if include_closed else book.open())
 
@@ -168,46 +186,56 @@ class Queries(ServiceBase):
         """One finding as `findings()` shows it (with its latest sighting)."""
         return self._last_sightings([self.finding(finding_id)])[0]
 
-    def _last_sightings(self, findings: list[Finding]) -> list[Finding]:
+    def _last_sightings(
+        self, findings: list[Finding], seen: Sightings | None = None
+    ) -> list[Finding]:
         """Findings with `last_seen`/`last_scan_id` of the latest scan that saw them.
 
         The book writes a finding only when it changes (a cycle that sees an open port
         again writes nothing), so its stored sighting is the last change; the scan state
         knows when the port was last seen open, or the unknown host last seen up. Shown
-        values are the later of the two, as before: nothing is written here.
+        values are the later of the two, as before: nothing is written here, and the
+        findings given are not changed (they may be the book's shared ones): a finding
+        seen later is answered as a copy (`Finding.sighted`). `seen`: the open ports'
+        sightings already read (`open_port_sightings`), if the caller has them.
         """
-        hosts = {f.host for f in findings if f.is_open}
+        hosts = sorted({f.host for f in findings if f.is_open})
         if not hosts:
             return findings
-        ports = {p.key: p for p in self.store.current_ports(hosts=sorted(hosts))}
-        up = {h.address: h for h in self.store.hosts(sorted(hosts)) if h.status == "up"}
+        if seen is None:
+            seen = self.store.open_port_sightings(hosts)
+        up = {h.address: h for h in self.store.hosts(hosts) if h.status == "up"}
+        nothing: dict[tuple[int, str], tuple[datetime, str]] = {}
+        shown: list[Finding] = []
         for finding in findings:
-            if not finding.is_open:
-                continue
-            if finding.port is not None and finding.proto is not None:
-                seen = ports.get(port_key(finding.host, finding.port, finding.proto))
-                when, scan_id = (seen.last_seen, seen.last_scan_id) if seen else (None, "")
-            elif finding.kind == FindingKind.UNKNOWN_HOST and finding.host in up:
-                host = up[finding.host]
-                when, scan_id = host.last_seen, host.last_scan_id
-            else:
-                continue
-            if when is not None and when > finding.last_seen:
-                finding.last_seen, finding.last_scan_id = when, scan_id
-        return findings
+            if finding.is_open:
+                if finding.port is not None and finding.proto is not None:
+                    sighting = seen.get(finding.host, nothing).get((finding.port, finding.proto))
+                    when, scan_id = sighting if sighting is not None else (None, "")
+                elif finding.kind == FindingKind.UNKNOWN_HOST and finding.host in up:
+                    host = up[finding.host]
+                    when, scan_id = host.last_seen, host.last_scan_id
+                else:
+                    when, scan_id = None, ""
+                if when is not None and when > finding.last_seen:
+                    finding = finding.sighted(when, scan_id)
+            shown.append(finding)
+        return shown
 
     def snapshot(self) -> tuple[Overview, list[HostRow], list[Finding]]:
         """The overview, host rows and open findings from one read of each table.
 
         A console refreshes all three together; reading them separately parsed the hot
-        file twice as often, and every parse holds the GIL the UI thread needs.
+        file twice as often, and every parse holds the GIL the UI thread needs. The
+        findings are the book's shared objects (never changed here, see _last_sightings).
         """
-        rows = self.host_rows()
-        findings = self._last_sightings(self.findings_book.open())
+        seen = self.store.open_port_sightings()
+        rows = self._host_rows(seen)
+        findings = self._last_sightings(self.findings_book.shared_open(), seen)
         return self._overview(rows, findings), rows, findings
 
     def overview(self) -> Overview:
-        return self._overview(self.host_rows(), self.findings_book.open())
+        return self._overview(self.host_rows(), self.findings_book.shared_open())
 
     def _overview(self, rows: list[HostRow], open_findings: list[Finding]) -> Overview:
         next_due = self.scheduler.next_due()
@@ -225,6 +253,7 @@ class Queries(ServiceBase):
             paused=self.paused,
             follow_reason=self.follow_reason,
             sites_down=self._sites_down(),
+            identifying=self.fingerprints_pending(),
         )
 
     def _sites_down(self) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from textual.widgets import Input
 from portconsole.tui.keys import FieldInput
 from portconsole.tui.widgets import KeyedTable, StatusHeader
 from portconsole.tui.widgets.footer import FittingFooter
-from portconsole.tui.widgets.table_model import LazyRows
+from portconsole.tui.widgets.table_model import BIG_TABLE, Filtered, LazyRows
 
 if TYPE_CHECKING:
     from portconsole.tui.app import PortConsoleApp
@@ -33,6 +33,8 @@ def filtered(rows: Mapping[str, Sequence[Text]], filter_text: str) -> Mapping[st
     if not filter_text:
         return rows
     if isinstance(rows, LazyRows):
+        if len(rows) > BIG_TABLE:
+            return Filtered(rows, filter_text.lower())  # searched in the table's thread
         return rows.matching(filter_text.lower())
     return {key: cells for key, cells in rows.items() if matches(filter_text, cells)}
 

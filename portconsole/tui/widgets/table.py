@@ -30,13 +30,17 @@ from textual.strip import Strip
 
 from portconsole.tui.keys import KeysInOrder
 from portconsole.tui.widgets.table_model import (
+    BIG_TABLE,
     Cells,
+    Filtered,
     LazyRows,
     SortKey,
     measure,
     natural_key,
     ordered,
     parse_columns,
+    resolved,
+    row_total,
 )
 
 # The narrowest a flexible column gets before the table scrolls sideways instead.
@@ -138,6 +142,15 @@ class KeyedTable(KeysInOrder, ScrollView, can_focus=True):
     class RowSelected(RowMessage):
         """Enter (or a click on the cursor's row) opened the row."""
 
+    class Ordered(Message, bubble=False):
+        """A big table's rows filtered and ordered in a thread (`_order_later`)."""
+
+        def __init__(self, job: int, rows: Mapping[str, Cells], order: list[str]) -> None:
+            super().__init__()
+            self.job = job
+            self.rows = rows
+            self.order = order
+
     def __init__(
         self,
         columns: Sequence[tuple[str, str] | tuple[str, str, int]],
@@ -171,6 +184,7 @@ class KeyedTable(KeysInOrder, ScrollView, can_focus=True):
         self._widths_for: tuple[object, ...] = ()
         self._lines: dict[tuple[object, ...], tuple[Cells, Strip]] = {}
         self._style_generation = 0
+        self._job = 0  # the newest ordering asked of a thread (older answers are dropped)
 
     # ----- the rows ------------------------------------------------------------------
     @property
@@ -210,8 +224,18 @@ class KeyedTable(KeysInOrder, ScrollView, can_focus=True):
         the same key. Costs a pass over the keys, not over the cells: only measured columns
         read the rows that are new or changed, and nothing is drawn until it is on screen."""
         self.empty_text = empty
-        self._rows = rows
-        if any(column.fixed is None for column in self._columns):
+        measured = any(column.fixed is None for column in self._columns)
+        if (
+            row_total(rows) > BIG_TABLE
+            and not measured
+            and (self.sort_column is not None or isinstance(rows, Filtered))
+        ):
+            # Filtered or sorted in a thread; the rows shown meanwhile stay as they were.
+            self._order_later(rows)
+            return
+        self._job += 1  # an ordering still running in a thread is out of date
+        self._rows = rows = resolved(rows)
+        if measured:
             drawn = self._drawn
             grew = False
             for key, cells in rows.items():
@@ -223,10 +247,37 @@ class KeyedTable(KeysInOrder, ScrollView, can_focus=True):
         self._reorder()
 
     def _reorder(self) -> None:
-        keep = self._cursor_key
-        self._order = ordered(
-            self._rows, self._columns, self.sort_column, self.sort_descending, self._sort_keys
+        if len(self._rows) > BIG_TABLE and self.sort_column is not None:
+            self._order_later(self._rows)
+            return
+        self._show_order(
+            ordered(
+                self._rows, self._columns, self.sort_column, self.sort_descending, self._sort_keys
+            )
         )
+
+    def _order_later(self, rows: Mapping[str, Cells]) -> None:
+        """Filter and order `rows` in a thread, then show them (`on_keyed_table_ordered`)."""
+        self._job += 1
+        job, column, descending = self._job, self.sort_column, self.sort_descending
+        columns, sort_keys = list(self._columns), self._sort_keys
+
+        def work() -> None:
+            shown = resolved(rows)
+            order = ordered(shown, columns, column, descending, sort_keys)
+            self.post_message(self.Ordered(job, shown, order))
+
+        self.run_worker(work, thread=True, group="order", exit_on_error=False)
+
+    def on_keyed_table_ordered(self, message: Ordered) -> None:
+        message.stop()
+        if message.job == self._job:
+            self._rows = message.rows
+            self._show_order(message.order)
+
+    def _show_order(self, order: list[str]) -> None:
+        keep = self._cursor_key
+        self._order = order
         row = self.cursor_row
         if keep is not None and keep in self._rows:
             row = self._order.index(keep)
