@@ -18,11 +18,15 @@ from portconsole.core.domain.coverage import Coverage
 from portconsole.core.domain.detect import (
     classify_port,
     detect,
+    escalation,
+    may_escalate,
     product_matches,
     service_matches,
     severity_for,
 )
+from portconsole.core.domain.finding import Finding
 from portconsole.core.domain.model import HostObservation, PortObservation, ScanResult
+from portconsole.core.errors import UserError
 from portconsole.core.settings import Settings
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -308,6 +312,50 @@ def test_severity_rules() -> None:
     assert severity_for("unapproved_port", 8081, settings) == "medium"  # default
     assert severity_for("host_gone", None, settings) == "critical"
     assert severity_for("approved_port_gone", 5432, settings) == "medium"
+
+
+def test_a_later_fingerprint_escalates_an_open_finding_up_never_down(
+    stores: tuple[ApprovalRegistry, FindingBook],
+) -> None:
+    _, book = stores
+    settings = Settings()
+
+    def sighted(services: dict[int, str], scan_id: str) -> dict[int, Finding]:
+        views = [View(LEGACY, port, service=name) for port, name in services.items()]
+        result = scan(views, [LEGACY], ports="22,2323,8080", scan_id=scan_id)
+        book.ingest_candidates(detect(result, views, [], [], settings, NOW, {LEGACY}), NOW)
+        return {f.port or 0: f for f in book.open()}
+
+    # The sweep names 2323 by the port table, 22 ssh, 8080 http-proxy: 22 is high (its port).
+    before = sighted({2323: "3d-nfsd", 22: "ssh", 8080: "http-proxy"}, "S-1")
+    assert [before[p].severity for p in (2323, 22, 8080)] == ["medium", "high", "medium"]
+    # -sV: 2323 is telnet (medium -> high); 22 is telnet too (already high: told all the
+    # same, newly insecure); 8080 is http (nothing worse).
+    after = sighted({2323: "telnet", 22: "telnet", 8080: "http"}, "S-2")
+    # Only a scan that saw an insecure service can escalate (the book is read only then).
+    telnet = [View(LEGACY, 2323, service="telnet")]
+    assert may_escalate(scan(telnet, [LEGACY], ports="2323"), settings)
+    web = [View(LEGACY, 8080, service="http")]
+    assert not may_escalate(scan(web, [LEGACY], ports="8080"), settings)
+    assert escalation(before[2323], after[2323], settings) == "high"
+    assert escalation(before[22], after[22], settings) == "high"
+    assert escalation(before[8080], after[8080], settings) is None
+    # Escalation follows the settings: an insecure_service severity of critical.
+    strict = Settings.model_validate({"severity": {"by_kind": {"insecure_service": "critical"}}})
+    assert escalation(before[2323], after[2323], strict) == "critical"
+
+    raised = book.escalate(after[2323].id, "high", {"escalated_from": "medium"}, "telnet", NOW)
+    assert raised.severity == "high" and raised.details["insecure"] is True
+    assert [s.step for s in raised.timeline] == ["detected", "escalated"]
+    # Once: the escalated finding seen insecure again is nothing new.
+    again = sighted({2323: "telnet", 22: "telnet", 8080: "http"}, "S-3")
+    assert escalation(raised, again[2323], settings) is None
+    # Never down: asked for a lower severity, the book keeps the higher one.
+    assert book.escalate(raised.id, "low", {}, "later", NOW).severity == "high"
+    # Only an open finding is escalated.
+    book.close(raised.id, ACTOR, "decommissioned the legacy host", NOW)
+    with pytest.raises(UserError, match="cannot escalate"):
+        book.escalate(raised.id, "critical", {}, "too late", NOW)
 
 
 def test_one_severity_order_everywhere() -> None:

@@ -1,12 +1,16 @@
-"""Fingerprint freshness: each group re-fingerprints its open ports within its own age.
+"""Fingerprint freshness and escalation: what -sV learns after detection still counts.
 
 The rule (`refingerprint_due`) is checked by simulation over many ages, periods and port
 counts; the cycle is checked end to end on the real Monitor and store, scanning through a
-ReplayScanner at a pinned clock, with a service swapped behind an approved port.
+ReplayScanner at a pinned clock, with a service swapped behind an approved port. Escalation
+(an unapproved port the sweep could not name, that -sV identifies as telnet) is checked on
+the real nmap against a real loopback listener that negotiates like Linux telnetd, with
+its notifications delivered to a real loopback webhook.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from datetime import UTC, datetime, timedelta
@@ -19,6 +23,8 @@ from portconsole.core.errors import UserError
 from portconsole.core.monitor import Monitor
 from portconsole.core.services.probe import refingerprint_due
 from portconsole.core.settings import load_settings
+from tests.fleet import TestFleet, is_listening
+from tests.servers import HttpCatcher
 
 T0 = datetime(2026, 10, 1, 6, tzinfo=UTC)
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
@@ -196,3 +202,74 @@ def test_age_zero_fingerprints_every_cycle_and_the_setting_is_checked(tmp_path: 
         fleet.monitor.close()
     with pytest.raises(UserError, match="refingerprint_hours"):
         Fleet(tmp_path / "bad", "refingerprint_hours = -1")
+
+
+# --------------------------------------------------------------------------- escalation
+
+
+@pytest.mark.nmap
+def test_a_port_fingerprinted_as_telnet_escalates_its_finding_once(tmp_path: Path) -> None:
+    with TestFleet() as fleet, HttpCatcher() as http:
+        host = fleet.new_address()
+        assert not is_listening(host, 2323)
+        port = fleet.listen(host, "telnet", 2323)  # IAC DO options on connect, like telnetd
+        config = tmp_path / "config.toml"
+        config.write_text(
+            'scope = ["127.0.0.0/8"]\n\n[scan]\ntiming = 4\nworkers = 2\nconfirm_probes = 1\n\n'
+            f'[groups.lab]\ntargets = ["{host}"]\nports = "{port}"\ninterval = 10\njitter = 0\n\n'
+            f'[notify]\n[[notify.urls]]\nurl = "json://127.0.0.1:{http.port}/hook"\ntimeout = 5\n'
+        )
+        monitor = Monitor.open(config, tmp_path / "data")
+
+        def finding() -> tuple[str, str, dict]:
+            (f,) = [f for f in monitor.findings_book.all() if f.kind == "unapproved_port"]
+            return f.id, f.severity, f.details
+
+        try:
+            first = monitor.run_cycle(group="lab")
+            # The sweep (no -sV) names 2323 by nmap's port table: not insecure, medium.
+            fid, severity, details = finding()
+            assert severity == "medium" and details["insecure"] is False
+            sent = len(monitor.notifier.messages())
+            assert sent == len(first.findings) == 1  # its host is the group's: no unknown_host
+            assert first.fingerprint is not None
+            outcome = first.fingerprint.wait(60)
+            assert outcome is not None and outcome.scan is not None, outcome
+
+            fid, severity, details = finding()
+            assert severity == "high"  # the insecure_service severity
+            assert details["insecure"] is True and details["service"] == "telnet"
+            assert details["escalated_from"] == "medium"
+            assert [f.id for f in outcome.escalated] == [fid] and outcome.findings == []
+            (step,) = [s for s in monitor.findings_book.get(fid).timeline if s.step == "escalated"]
+            assert "medium -> high" in step.text and "telnet" in step.text
+            assert len(monitor.notifier.messages()) == sent + 1
+            # In the fingerprint's own transaction, after its scan.fingerprint event.
+            records = list(monitor.audit.records())
+            (ingest,) = [r for r in records if r["action"] == "scan.fingerprint"]
+            (raised,) = [r for r in records if r["action"] == "finding.escalated"]
+            assert raised["tx"] == ingest["tx"] and raised["seq"] > ingest["seq"]
+            assert raised["resource"]["finding_id"] == fid
+            assert raised["details"]["severity"] == "high" and raised["details"]["from"] == "medium"
+            first_seq, count = ingest["tx"]
+            (last,) = [r for r in records if r["seq"] == first_seq + count - 1]
+            assert fid in json.dumps(last["effects"])  # the escalated finding's document
+
+            # Later cycles see it as it is: no new alert, with or without another -sV.
+            again = monitor.run_cycle(group="lab")
+            assert again.fingerprint is None  # identified: not asked again before its age
+            refreshed = monitor.run_cycle(group="lab", fingerprint="all")
+            assert refreshed.fingerprint is not None
+            later = refreshed.fingerprint.wait(60)
+            assert later is not None and later.scan is not None and later.escalated == []
+            assert finding()[1] == "high"
+            assert len(monitor.notifier.messages()) == sent + 1
+            assert monitor.audit_verify().ok
+
+            monitor.flush_outbox(seconds=10)
+            caught = http.wait_for(sent + 1)
+            assert len(caught) == sent + 1
+            title = caught[-1].json()["title"]
+            assert title.startswith("[PortConsole] high unapproved_port") and f":{port}/" in title
+        finally:
+            monitor.close()

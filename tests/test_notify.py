@@ -739,7 +739,11 @@ def test_outcomes_are_written_many_at_a_time_and_survive_a_failing_recorder(
     if every:
         assert handed == ids[:2] + ids
         assert "recording 4 notification results at once failed" in caplog.text
-    else:  # one write per message sent: only the second is handed over twice
+    else:  # written while sending: only the second is handed over twice
         assert handed == [ids[0], ids[1], ids[1], ids[2], ids[3]]
-        assert "recording 1 notification results at once failed" in caplog.text
+        # The first result is written alone (due at once); the next write is due once the
+        # last one's time has passed again, so under load a write slower than a send holds
+        # the second result with the third (and fourth): never all four, as at the end.
+        failed = [r.getMessage() for r in caplog.records if "at once failed" in r.getMessage()]
+        assert failed in [[f"recording {n} notification results at once failed"] for n in (1, 2, 3)]
     assert notifier.deliver_due() == []  # nothing sent twice

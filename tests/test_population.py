@@ -15,6 +15,7 @@ Monitor on a real store with the replayed scanner at a pinned clock):
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -269,6 +270,38 @@ def test_a_baseline_recorded_after_the_scans_does_not_approve_them(tmp_path: Pat
     # A live scan after the baseline judges it approved, and the finding is resolved.
     assert h.scan(day(20, 14)).approval_status[f"{H2}:443/tcp"] == "approved"
     assert h.finding(H2, 443)["status"] == "resolved"
+
+
+def test_a_fingerprint_landing_after_the_approval_is_judged_by_it(tmp_path: Path) -> None:
+    """The first scan's -sV still runs when ssh is approved hours later by the clock (a
+    pinned clock moves; the job's own clock, begun + seconds run, does not): its record is
+    dated when it is written, so the approval is in force for it and raises nothing (it
+    made a second unapproved_port finding for the approved port, which the next scan
+    resolved)."""
+    h = PopulationHistory(tmp_path)
+    gate = threading.Event()  # -sV answers only once the approval is recorded
+
+    def hold(kind: str, _address: str, _ports: str) -> None:
+        if kind == "fingerprint":
+            gate.wait(10)
+
+    h.network.on_call = hold
+    try:
+        first = h.scan(day(1))
+        assert first.fingerprint is not None and first.fingerprint.running()
+        ssh = h.finding(H2, 22)["id"]
+        h.as_(ALICE, day(1, 8)).request(ssh, justification="Admin SSH", owner="ops")
+        h.as_(BOB, day(1, 9)).approve(ssh)
+        gate.set()
+        outcome = first.fingerprint.wait(10)
+        assert outcome is not None and outcome.scan is not None
+        assert outcome.scan.finished_at >= day(1, 9) and outcome.findings == []
+        assert h.finding(H2, 22)["id"] == ssh and h.finding(H2, 22)["status"] == "approved"
+        h.scan(day(2)).settle_fingerprint(10)
+        assert h.finding(H2, 22) == {**h.finding(H2, 22), "id": ssh, "status": "approved"}
+    finally:
+        gate.set()
+        h.monitor.close()
 
 
 def test_report_sample_on_the_command_line(tmp_path: Path) -> None:

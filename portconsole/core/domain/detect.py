@@ -12,7 +12,9 @@ live or imported late, and one retired since still covers what an older report s
 
 - ``unapproved_port``: an open port no approval in force covers. When its service is insecure
   (telnet, ftp, ...) the candidate says so in ``details.insecure`` and its severity is raised
-  to the insecure_service severity; it is not raised twice as insecure_service.
+  to the insecure_service severity; it is not raised twice as insecure_service. Found by a
+  sweep (no -sV) and identified as insecure later, the open finding is escalated
+  (`escalation`): its severity rises, it is told again, once.
 - ``approval_expired``: an active approval past its review date (PCI DSS 1.2.7), on a
   host:port the scan covered, whether or not the port is open (host up or not).
 - ``approved_port_gone``: an approved port on a host that answered is not open.
@@ -41,8 +43,8 @@ from typing import Protocol
 from portconsole.core.domain.approval import Approval, is_insecure
 from portconsole.core.domain.approval_index import ApprovalIndex, as_index
 from portconsole.core.domain.coverage import Coverage
-from portconsole.core.domain.finding import FindingCandidate
-from portconsole.core.domain.model import ScanResult, most_severe
+from portconsole.core.domain.finding import Finding, FindingCandidate
+from portconsole.core.domain.model import ScanResult, most_severe, severity_rank
 from portconsole.core.settings import Settings
 from portconsole.core.timeutil import iso
 
@@ -179,6 +181,44 @@ def severity_for(kind: str, port: int | None, settings: Settings) -> str:
     return rules.by_kind.get(kind, rules.default)
 
 
+def unapproved_severity(port: int, insecure: bool, settings: Settings) -> str:
+    """An unapproved port's severity: by its port (severity_for), raised to the
+    insecure_service severity when its service is insecure."""
+    severity = severity_for("unapproved_port", port, settings)
+    if insecure:
+        severity = most_severe(severity, severity_for("insecure_service", port, settings))
+    return severity
+
+
+def escalation(before: Finding, after: Finding, settings: Settings) -> str | None:
+    """The severity an open finding rises to when a later detection (the one after -sV)
+    shows it worse; None when it shows nothing worse.
+
+    `before` is the finding as it stood before that detection, `after` as the detection
+    refreshed it (its details are its candidate's: `insecure`, `service`). Worse means the
+    candidate's severity outranks the finding's, or its service is newly insecure (told
+    even when the severity was already as high). Severity rises, never falls: a finding
+    raised as insecure stays so, and one escalated once is not escalated again.
+    """
+    insecure = bool(after.details.get("insecure"))
+    if after.kind == "unapproved_port" and after.port is not None:
+        wanted = unapproved_severity(after.port, insecure, settings)
+    else:
+        wanted = severity_for(after.kind, after.port, settings)
+    newly_insecure = insecure and not before.details.get("insecure")
+    if severity_rank(wanted) > severity_rank(before.severity) or newly_insecure:
+        return most_severe(before.severity, wanted)
+    return None
+
+
+def may_escalate(scan: ScanResult, settings: Settings) -> bool:
+    """Can detecting this scan escalate a finding? Only when some port it saw open runs an
+    insecure service: that is all a later look (-sV) learns that raises a severity (the
+    other rules go by kind and port). Spares the caller reading the book for `escalation`."""
+    names = settings.approval.insecure_services
+    return any(is_insecure(p.service, names) for p in scan_open_ports(scan))
+
+
 def detect(
     scan: ScanResult,
     open_ports: Iterable[PortView],
@@ -243,11 +283,6 @@ def detect(
         approval = index.get(key)
         if approval is None:
             insecure = is_insecure(view.service, insecure_names)
-            severity = severity_for("unapproved_port", view.port, settings)
-            if insecure:
-                severity = most_severe(
-                    severity, severity_for("insecure_service", view.port, settings)
-                )
             add(
                 "unapproved_port",
                 view.host,
@@ -255,7 +290,7 @@ def detect(
                 view.proto,
                 view.service,
                 {**observed, "insecure": insecure},
-                severity,
+                unapproved_severity(view.port, insecure, settings),
             )
             continue
         if approval.is_expired(now):

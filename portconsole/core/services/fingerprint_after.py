@@ -13,6 +13,11 @@ replay, `service_identified` / `service_changed`), then detected (a service chan
 an approved port is a `service_changed` finding), notified, and journalled as
 `scan.fingerprint` naming the sweep it followed (`details.after_scan_id`).
 
+A finding the sweep raised that -sV shows worse (an unapproved port that turns out to run
+telnet: detect.escalation) is escalated in that same transaction: its severity rises (never
+falls), its details say what answered, its timeline says why (`escalated`), the journal has
+a `finding.escalated` event, and it is notified again, once (a later cycle sees nothing new).
+
 Rules:
 - A port -sV answered is fingerprinted even if -sV named nothing (it answers nothing): it
   is not asked again before its age. A host out of budget is concluded nothing about (its
@@ -50,11 +55,13 @@ from portconsole.core.adapters.fingerprints import (
     run_fingerprints,
 )
 from portconsole.core.adapters.journal import AuditEntry
+from portconsole.core.domain.detect import escalation, may_escalate
 from portconsole.core.domain.finding import Finding
-from portconsole.core.domain.model import Change, PortObservation, ScanResult
+from portconsole.core.domain.model import Change, PortObservation, ScanResult, port_key
 from portconsole.core.domain.schedule import Gap
 from portconsole.core.domain.state import PortState
-from portconsole.core.services.base import ServiceBase
+from portconsole.core.errors import NotFoundError
+from portconsole.core.services.base import ServiceBase, finding_resource
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +78,8 @@ class FingerprintOutcome:
     scan: ScanResult | None
     changes: list[Change] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    # Findings raised before whose severity this fingerprint raised (notified too).
+    escalated: list[Finding] = field(default_factory=list)
     cancelled: bool = False
     error: str = ""
 
@@ -84,6 +93,7 @@ class FingerprintOutcome:
             "ports": self.scan.fingerprinted if self.scan else 0,
             "changes": [c.to_json() for c in self.changes],
             "findings": [f.id for f in self.findings],
+            "escalated": [f.id for f in self.escalated],
         }
 
 
@@ -106,6 +116,9 @@ class FingerprintJob:
         self.wanted = {a: list(p) for a, p in wanted.items()}
         self.cancel = threading.Event()
         self.outcome: FingerprintOutcome | None = None
+        # Set once its result is being written: from then on its ports are no longer
+        # pending (a reader woken by that transaction must not count them).
+        self.recording = False
         self._done = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -118,6 +131,11 @@ class FingerprintJob:
 
     def running(self) -> bool:
         return not self._done.is_set()
+
+    @property
+    def pending_ports(self) -> int:
+        """The ports it is still identifying (0 once it ended or is writing its result)."""
+        return self.ports if self.running() and not self.recording else 0
 
     def wait(self, timeout: float | None = None) -> FingerprintOutcome | None:
         """The outcome once the job has ended (None if still running after `timeout`)."""
@@ -178,6 +196,12 @@ class FingerprintAfter(ServiceBase):
             jobs = list(self._fingerprint_jobs.values())
         return [o for job in jobs if (o := job.wait(timeout)) is not None]
 
+    def fingerprints_pending(self) -> int:
+        """How many ports this process's running jobs are still identifying (the console's
+        header: "identifying N ports")."""
+        with self._fingerprint_lock:
+            return sum(job.pending_ports for job in self._fingerprint_jobs.values())
+
     def cancel_fingerprints(self, timeout: float = 5.0) -> None:
         """Cancel every running job and wait for it to end (nmap killed, nothing written)."""
         with self._fingerprint_lock:
@@ -236,6 +260,7 @@ class FingerprintAfter(ServiceBase):
         try:
             if halted():
                 return FingerprintOutcome(None, cancelled=True)
+            job.recording = True
             return self._record_fingerprint(job, run)
         finally:
             lock.release()
@@ -258,14 +283,16 @@ class FingerprintAfter(ServiceBase):
                 else:
                     del run.hosts[address]
             # Never older than a look at its hosts recorded meanwhile (a later sweep):
-            # that would make it a late report, history only (domain/changes.py).
+            # that would make it a late report, history only (domain/changes.py). Nor
+            # than the service clock now, which dated any decision recorded while -sV
+            # ran (the job's clock may lag it: a stepped or pinned clock).
             looked = [h.last_covered for h in self.store.hosts(hosts) if h.last_covered]
             scan = fingerprint_scan(
                 run,
                 scan_type_of=self.scanner,
                 origin=self.origin,
                 group="",  # no run of the group: its scan.fingerprint event names it
-                finished=max([job.clock(), *looked]),
+                finished=max([job.clock(), self.clock(), *looked]),
             )
             details = {
                 "after_scan_id": job.after_scan_id,
@@ -303,10 +330,62 @@ class FingerprintAfter(ServiceBase):
                 ),
                 *self._change_entries(changes, scan),
             ]
+            before = self._open_findings_on(scan) if may_escalate(scan, self.settings) else []
             alerts, finding_entries = self._detect(scan, known_hosts, [])
-            self.audit.append_many(entries + finding_entries)
-            self._enqueue(alerts, scan.scan_id, scan)
-        return FingerprintOutcome(scan, changes, alerts, error=scan.error)
+            escalated = self._escalate(before, scan)
+            self.audit.append_many(
+                entries + finding_entries + [self._escalated_entry(f, scan) for f in escalated]
+            )
+            self._enqueue(alerts + escalated, scan.scan_id, scan)
+        return FingerprintOutcome(scan, changes, alerts, escalated, error=scan.error)
+
+    def _open_findings_on(self, scan: ScanResult) -> list[Finding]:
+        """The open findings on the ports a fingerprint scan covers, as they stand."""
+        ports = {port_key(h.address, p.port, p.proto) for h in scan.hosts for p in h.ports}
+        return [
+            f
+            for f in self.findings_book.open()
+            if f.port is not None and port_key(f.host, f.port, f.proto or "") in ports
+        ]
+
+    def _escalate(self, before: list[Finding], scan: ScanResult) -> list[Finding]:
+        """Escalate each of `before` that the detection after -sV showed worse
+        (detect.escalation); returns the findings escalated."""
+        escalated = []
+        for old in before:
+            try:
+                current = self.findings_book.get(old.id)
+            except NotFoundError:
+                continue
+            severity = escalation(old, current, self.settings) if current.is_open else None
+            if severity is None:
+                continue
+            insecure = bool(current.details.get("insecure"))
+            service = current.service
+            text = (
+                f"{old.severity} -> {severity}: scan {scan.scan_id} identified "
+                f"{service or 'the service'}" + (" (insecure)" if insecure else "")
+            )
+            details = {"insecure": insecure, "service": service, "escalated_from": old.severity}
+            escalated.append(
+                self.findings_book.escalate(old.id, severity, details, text, scan.finished_at)
+            )
+        return escalated
+
+    def _escalated_entry(self, finding: Finding, scan: ScanResult) -> AuditEntry:
+        return self._entry(
+            "finding.escalated",
+            resource=finding_resource(finding),
+            details={
+                "kind": finding.kind,
+                "severity": finding.severity,
+                "from": finding.details.get("escalated_from", ""),
+                "service": finding.service,
+                "insecure": bool(finding.details.get("insecure")),
+                "scan_id": scan.scan_id,
+            },
+            at=scan.finished_at,
+        )
 
 
 def _answered(observed: PortObservation, stored: PortState) -> PortObservation:

@@ -1,5 +1,9 @@
 """The monitoring header shown on every main screen: two lines, and an alert banner.
 
+The first line says who scans (this console, the leader), whether service detection
+(-sV) this process left running after a cycle is still identifying ports, and the last
+scan; the second the counts (and this console's scan progress).
+
 The banner (a third line) shows only while this console has unseen alerts
 (tui/alerts.py): the most severe first, styled by its severity with the theme's colours.
 """
@@ -76,6 +80,10 @@ def monitoring_line(state: HeaderState) -> Text:
         line.append("  [read-only]", style="bold")
     if overview.sites_down:
         line.append(f"  ✖ site down: {clean(', '.join(overview.sites_down), 30)}", style="bold")
+    if overview.identifying:
+        # Detection is done; -sV still runs in the background (services/fingerprint_after.py).
+        count = overview.identifying
+        line.append(f"  ◌ identifying {count:,} port{'s' if count != 1 else ''}")
     last = overview.last_scan
     if last:
         line.append(

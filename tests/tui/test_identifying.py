@@ -1,0 +1,54 @@
+"""The header says when service detection (-sV) is still identifying ports.
+
+A cycle detects from its sweep and leaves -sV running in the background
+(services/fingerprint_after.py); until its result is written the header says
+"identifying N ports". The Monitor, store and cycle are the real ones; the replayed
+network holds -sV back until the test lets it answer.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from portconsole.tui.app import PortConsoleApp
+from tests.tui.conftest import (
+    open_replay_monitor,
+    replay_network,
+    screen_text,
+    settle,
+    wait_for,
+    write_config,
+)
+
+HOST = "127.0.0.2"
+
+
+async def test_the_header_counts_ports_being_identified_until_their_result_lands(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.toml"
+    write_config(config, [HOST], [22, 23], fingerprint="changed")
+    network = replay_network(config, {HOST: {22: "ssh", 23: "telnet"}})
+    gate = threading.Event()  # -sV answers only once the test lets it
+    network.on_call = lambda kind, _a, _p: gate.wait(20) if kind == "fingerprint" else None
+    monitor = open_replay_monitor(config, tmp_path / "data", network)
+    app = PortConsoleApp(monitor, schedule=False)
+    try:
+        async with app.run_test(size=(100, 24)) as pilot:
+            await settle(pilot)
+            assert "identifying" not in screen_text(app)
+            await pilot.press("s")
+            assert await wait_for(pilot, lambda: app.scan is None, timeout=20)
+            assert await wait_for(
+                pilot, lambda: "◌ identifying 2 ports" in screen_text(app), timeout=20
+            )
+            assert monitor.fingerprints_pending() == 2
+            gate.set()
+            # The fingerprint's transaction moves the store: the console re-reads it.
+            assert await wait_for(pilot, lambda: "identifying" not in screen_text(app), timeout=20)
+            assert monitor.fingerprints_pending() == 0
+            assert all(p.fingerprinted_at for p in monitor.store.current_ports())
+    finally:
+        gate.set()
+        monitor.close()
