@@ -126,8 +126,15 @@ def test_reports_exactly_the_open_ports(fleet: TestFleet) -> None:
     args = scan_args(result.raw_xml[0])
     assert " -n " in args and " -Pn " in args and ("-sS" if IS_ROOT else "-sT") in args
     assert seen[-1].phase == "done" and seen[-1].hosts_done == 3 and seen[-1].open_ports == 6
+    # One combined figure (ScanProgress), not a report per batch: a running batch counts
+    # a host nmap has written before the batch ends, reports come at most every
+    # LIVE_REPORT_SECONDS and an unchanged figure is not repeated, so batches ending
+    # together may show as one step (1, 3) and a slow run may report 0 hosts at a percent.
     sweep = [p for p in seen if p.phase == "sweep"]
-    assert [p.hosts_done for p in sweep] == [1, 2, 3] and sweep[-1].open_ports == 6
+    done = [p.hosts_done for p in sweep]
+    assert done == sorted(done) and done[0] < 3 and done[-1] == 3, done
+    assert [p.percent for p in sweep] == sorted(p.percent or 0.0 for p in sweep)
+    assert {p.hosts_total for p in sweep} == {3} and sweep[-1].open_ports == 6
 
 
 def test_forced_unprivileged_uses_a_connect_scan(fleet: TestFleet) -> None:
@@ -286,6 +293,8 @@ def test_hostile_targets_are_refused_and_no_nmap_starts(
         scanner.probe(text, [(22, "tcp")])
     with pytest.raises(TargetError):
         scanner.fingerprint(text, [(22, "tcp")])
+    with pytest.raises(TargetError):
+        scanner.probe_many({"127.0.0.2": [(22, "tcp")], text: [(22, "tcp")]})
     assert not log.exists()
 
 
@@ -355,6 +364,65 @@ def test_probe_confirms_and_fingerprint_method(fleet: TestFleet) -> None:
     cancel.set()
     with pytest.raises(ScanCancelled):
         scanner.probe(host, pairs, cancel=cancel)
+
+
+def test_probe_many_asks_many_hosts_in_a_few_nmap_runs(
+    fleet: TestFleet, recording_nmap: tuple[str, Path]
+) -> None:
+    path, log = recording_nmap
+    hosts = [fleet.new_address() for _ in range(20)]
+    listening = {host: fleet.listen(host, "tcp") for host in hosts}
+    # The first host also listens on the second host's port, but is not asked about it.
+    fleet.listen(hosts[0], "tcp", port=listening[hosts[1]])
+    questions = {
+        host: [(listening[host], "tcp"), (fleet.closed_port(host), "tcp")] for host in hosts
+    }
+    scanner = Scanner(ScanSettings(workers=4), LOOPBACK, nmap_path=path)
+
+    answered = scanner.probe_many(questions)
+
+    assert answered == {host: {(listening[host], "tcp")} for host in hosts}
+    # 20 hosts in batches of 5 over 4 workers, not 20 runs (lines of runs started at once
+    # may interleave in the log: count the runs, not the lines).
+    assert log.read_text().count("-oX") == 4
+    # A closed port is answered as not open; probe() agrees host by host.
+    assert scanner.probe(hosts[2], questions[hosts[2]]) == answered[hosts[2]]
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(ScanCancelled):
+        scanner.probe_many(questions, cancel=cancel)
+
+
+def test_a_cycle_confirms_new_ports_with_batched_reprobes(fleet: TestFleet, tmp_path: Path) -> None:
+    """The real scanner's confirm: every suspect host re-probed together; a port that
+    closed between the sweep and the re-probe is unconfirmed and raises nothing."""
+    from portconsole.core.monitor import Monitor
+    from tests.conftest import write_config
+
+    hosts = [fleet.new_address() for _ in range(6)]
+    steady = {host: fleet.listen(host, "tcp") for host in hosts}
+    flapping = fleet.listen(hosts[3], "tcp")
+    asked: list[dict[str, list[tuple[int, str]]]] = []
+
+    class FlapBeforeReprobe(Scanner):
+        def probe_many(self, questions, cancel=None):  # type: ignore[no-untyped-def]
+            asked.append({a: sorted(p) for a, p in questions.items()})
+            fleet.close(hosts[3], flapping)
+            return super().probe_many(questions, cancel)
+
+    settings, paths = load_settings(write_config(tmp_path / "config.toml"), tmp_path / "data")
+    monitor = Monitor(
+        settings, paths, scanner=FlapBeforeReprobe(settings.scan, settings.scope_obj())
+    )
+    ports = ",".join(str(p) for p in [*steady.values(), flapping])
+
+    result = monitor.run_cycle(targets=hosts, ports=ports, fingerprint="none")
+
+    assert len(asked) == 1 and set(asked[0]) == set(hosts)  # one batched re-probe round
+    assert result.unconfirmed == [f"{hosts[3]}:{flapping}/tcp"]
+    raised = {(f.host, f.port) for f in result.findings if f.port is not None}
+    assert raised == {(host, port) for host, port in steady.items()}
 
 
 def test_ipv6_loopback(fleet: TestFleet) -> None:
@@ -465,3 +533,17 @@ def test_a_large_range_is_a_few_nmap_runs_and_quiet_hosts_are_up(
     assert log.read_text().count("-oX - --") == len(result.raw_xml) == 16
     assert len(result.hosts) == len(hosts) == 1022
     assert all(h.status == "up" and h.ports == [] for h in result.hosts)
+
+
+def test_batches_never_mix_ipv4_and_ipv6() -> None:
+    # nmap needs -6 for IPv6: a batch is one family (told apart without parsing again).
+    from portconsole.core.adapters.scan_batches import plan_batches
+
+    planned = ["127.0.0.2", "::1", "127.0.0.3", "fe80::1", "127.0.0.4"]
+    batches = plan_batches(planned, known=["127.0.0.2", "::1"], size=16)
+    assert batches == [
+        (["127.0.0.2"], False),
+        (["::1"], False),
+        (["127.0.0.3", "127.0.0.4"], True),
+        (["fe80::1"], True),
+    ]

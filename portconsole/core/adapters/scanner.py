@@ -30,7 +30,7 @@ about specific ports, where "no answer" must not read as "closed", so they raise
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -49,6 +49,7 @@ from portconsole.core.adapters.scan_batches import (
     nmap_hostgroup,
     plan_batches,
     port_argument,
+    split_batches,
     tcp_port_count,
     timeout_note,
 )
@@ -302,6 +303,52 @@ class Scanner:
             raise ScannerError(f"probe of {checked[0]} failed: nmap reported no result")
         wanted = set(pairs)
         return {p.key for p in host.ports if p.state == OPEN and p.key in wanted}
+
+    def probe_many(
+        self,
+        questions: Mapping[str, Iterable[tuple[int, str]]],
+        cancel: threading.Event | None = None,
+    ) -> dict[str, set[tuple[int, str]]]:
+        """`probe` for many hosts at once, in host batches like a sweep (a confirm of 200
+        new hosts is about 13 nmap runs, not 200): address -> its asked ports open now.
+
+        A host whose batch failed or that nmap did not report is left out (it answered
+        nothing, which never reads as "closed"); raises ScanCancelled on cancel.
+        """
+        wanted: dict[str, set[tuple[int, str]]] = {}
+        for address, ports in questions.items():
+            pairs = {(int(p), str(proto)) for p, proto in ports}
+            if pairs:
+                check_pairs(sorted(pairs))
+                wanted[self._checked([address])[0]] = pairs
+        if not wanted:
+            return {}
+        if any(proto == "udp" for pairs in wanted.values() for _, proto in pairs):
+            self._require_udp_privilege()
+        self.nmap_version()
+        batches = split_batches(sorted(wanted, key=ip_sort_key), self.batch_size_for(len(wanted)))
+
+        def run(batch: list[str]) -> _RunOutcome:
+            asked = sorted({pair for address in batch for pair in wanted[address]})
+            udp = any(proto == "udp" for _, proto in asked)
+            args = self._command.sweep_args(batch, port_argument(asked), udp)
+            return self._run(args, batch, cancel, self.batch_timeout_for(len(batch)))
+
+        workers = max(1, min(self.settings.workers, len(batches)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nmap-probe") as pool:
+            outcomes = list(pool.map(run, batches))
+        if any(outcome.cancelled for outcome in outcomes):
+            raise ScanCancelled("re-probe cancelled; nothing was concluded")
+        answered: dict[str, set[tuple[int, str]]] = {}
+        for outcome in outcomes:
+            for address in [] if outcome.error else outcome.addresses:
+                host = outcome.hosts.get(address)
+                if host is not None:
+                    asked = wanted[address]
+                    answered[address] = {
+                        p.key for p in host.ports if p.state == OPEN and p.key in asked
+                    }
+        return answered
 
     def fingerprint(
         self,

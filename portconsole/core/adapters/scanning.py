@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from portconsole.core.domain.model import (
     OPEN,
@@ -85,6 +85,18 @@ class ScannerLike(Protocol):
         ports: Iterable[tuple[int, str]],
         cancel: threading.Event | None = None,
     ) -> dict[tuple[int, str], PortObservation]: ...
+
+
+@runtime_checkable
+class BatchProber(Protocol):
+    """A scanner that re-probes many hosts in a few nmap runs (`Scanner.probe_many`): the
+    confirm step uses it when the scanner has it, else one `probe` per host."""
+
+    def probe_many(
+        self,
+        questions: Mapping[str, Iterable[tuple[int, str]]],
+        cancel: threading.Event | None = None,
+    ) -> dict[str, set[tuple[int, str]]]: ...
 
 
 def normalise_addresses(addresses: Iterable[str]) -> list[str]:

@@ -5,8 +5,9 @@
             -> its own ingest, detection and notification (services/fingerprint_after.py)
 
 One cycle's ingest, detection, findings, outbox and events are one journal transaction,
-and the fingerprint that follows it is another. The cycle (and its group's scheduled run)
-is finished when detection is done: a port that answers nothing to -sV delays neither.
+and the fingerprint that follows it is another (its nmap starts as the ingest begins, so
+the two overlap; it is recorded after). The cycle (and its group's scheduled run) is
+finished when detection is done: a port that answers nothing to -sV delays neither.
 Imports of reports made elsewhere go through the same path.
 
 A scan is judged against the approvals in force when it finished (Approval.in_force: recorded
@@ -25,8 +26,9 @@ from pathlib import Path
 
 from portconsole.core.adapters.dns import resolve_host_name
 from portconsole.core.adapters.journal import AuditEntry
+from portconsole.core.domain.changes import address_block
 from portconsole.core.domain.coverage import Coverage
-from portconsole.core.domain.detect import classify_port, detect, scan_open_ports
+from portconsole.core.domain.detect import ObservedPort, classify_port, detect, scan_open_ports
 from portconsole.core.domain.finding import Finding, FindingCandidate
 from portconsole.core.domain.model import (
     Change,
@@ -35,6 +37,7 @@ from portconsole.core.domain.model import (
     port_key,
 )
 from portconsole.core.domain.schedule import Gap
+from portconsole.core.domain.state import PortState
 from portconsole.core.domain.targets import PortSpec, expand_targets, parse_ports
 from portconsole.core.errors import UserError
 from portconsole.core.services.base import finding_resource
@@ -44,6 +47,8 @@ from portconsole.core.services.probe import Probing
 from portconsole.core.timeutil import iso
 
 ProgressFn = Callable[[Progress], None]
+# Host-level changes of hosts holding no open port, audited as one summary entry per kind.
+QUIET_KINDS = {"host_up": "hosts_up", "host_down": "hosts_down"}
 
 
 class ScanCycle(Probing, FingerprintAfter):
@@ -193,12 +198,19 @@ class ScanCycle(Probing, FingerprintAfter):
             wanted = self._fingerprint_plan(scan, state, mode, label)
         if progress:
             progress(Progress(len(scan.hosts), len(addresses), scan.open_port_count(), "ingest"))
-        changes, new_findings, gaps = self._ingest_and_detect(scan, label, len(addresses))
-        status = self._approval_status(scan)
-        # Detection is done (and the run marked finished): -sV follows in the background.
+        # -sV starts now, in the background, so its nmap runs while the sweep is ingested;
+        # its result is recorded after this cycle's transaction (it waits for the group's
+        # scan lock), and a failed ingest cancels it.
         job = None
         if wanted and not cancel.is_set() and scan.outcome != "cancelled":
             job = self.start_fingerprint(scan, wanted, label, cancel)
+        try:
+            changes, new_findings, gaps = self._ingest_and_detect(scan, label, len(addresses))
+        except BaseException:
+            if job is not None:
+                job.cancel.set()
+            raise
+        status = self._approval_status(scan)
         if progress:
             progress(Progress(len(scan.hosts), len(addresses), scan.open_port_count(), "done"))
         return CycleResult(scan, changes, new_findings, status, unconfirmed, gaps, job)
@@ -220,6 +232,11 @@ class ScanCycle(Probing, FingerprintAfter):
             if label in self.settings.groups:
                 self._settle_run(scan, label, planned)
                 gaps = self.scheduler.find_gaps(self.clock())
+            source: dict[str, str] = {}
+            if self.settings.sites:  # a site's scan names its site and worker
+                from portconsole.core.services.sites import scan_source
+
+                source = scan_source(self.scanner, scan.scan_id)
             entries = [
                 self._entry(
                     "scan.end",
@@ -236,34 +253,73 @@ class ScanCycle(Probing, FingerprintAfter):
                         "group": label,
                         "imported": scan.imported,
                         "backfill": scan.backfill,
+                        **source,
                     },
                     at=now,
                 )
             ]
-            entries += self._change_entries(changes, scan)
+            # The scan's hosts' open ports after the ingest: detection judges them, and a
+            # host holding none is quiet (its host_up/host_down is summarised, see below).
+            current = self._open_after(scan)
+            entries += self._change_entries(changes, scan, current)
             entries += self._gap_entries(gaps, now)
-            alerts, finding_entries = self._detect(scan, known_hosts, gaps)
+            alerts, finding_entries = self._detect(scan, known_hosts, gaps, current)
             self.audit.append_many(entries + finding_entries)
             # Queued in the same hold as the findings: a crash cannot leave a raised
             # finding that no one was told about (the next scan only refreshes it).
             self._enqueue(alerts, scan.scan_id, scan)
         return changes, alerts, gaps
 
-    def _change_entries(self, changes: Iterable[Change], scan: ScanResult) -> list[AuditEntry]:
-        return [
-            self._entry(
-                f"change.{change.kind}",
-                resource={
-                    "host": change.host,
-                    "port": change.port,
-                    "proto": change.proto,
-                    "scan_id": scan.scan_id,
-                },
-                details={"before": change.before, "after": change.after},
-                at=scan.finished_at,
+    def _change_entries(
+        self,
+        changes: Iterable[Change],
+        scan: ScanResult,
+        current: list[PortState] | list[ObservedPort] | None = None,
+    ) -> list[AuditEntry]:
+        """One `change.KIND` entry per change, except that the hosts that came up or went
+        down holding no open port (none seen by the scan, none in the state after it, no
+        port change) are one `change.hosts_up` / `change.hosts_down` entry each, with a
+        count per address block: a /16 of quiet hosts is two entries, not 65,534. Each
+        host's own event stays in the scan history, whose bytes the transaction vouches
+        for (`chunks`), so `history` and `state --at` answer for every host as before.
+        """
+        changes = list(changes)
+        holding: set[str] = set()
+        if any(c.kind in QUIET_KINDS for c in changes):
+            holding.update(c.host for c in changes if c.port is not None)
+            holding.update(h.address for h in scan.hosts if h.open_ports())
+            holding.update(p.host for p in (self._open_after(scan) if current is None else current))
+        quiet: dict[str, dict[str, int]] = {}
+        entries = []
+        for change in changes:
+            if change.kind in QUIET_KINDS and change.host not in holding:
+                blocks = quiet.setdefault(change.kind, {})
+                block = address_block(change.host)
+                blocks[block] = blocks.get(block, 0) + 1
+                continue
+            entries.append(
+                self._entry(
+                    f"change.{change.kind}",
+                    resource={
+                        "host": change.host,
+                        "port": change.port,
+                        "proto": change.proto,
+                        "scan_id": scan.scan_id,
+                    },
+                    details={"before": change.before, "after": change.after},
+                    at=scan.finished_at,
+                )
             )
-            for change in changes
-        ]
+        for kind, blocks in quiet.items():
+            entries.append(
+                self._entry(
+                    f"change.{QUIET_KINDS[kind]}",
+                    resource={"scan_id": scan.scan_id, "hosts": sum(blocks.values())},
+                    details={"open_ports": 0, "by_block": dict(sorted(blocks.items()))},
+                    at=scan.finished_at,
+                )
+            )
+        return entries
 
     def _settle_run(self, scan: ScanResult, label: str, planned: int) -> None:
         """Mark a group's run finished; one cancelled because this process is quitting
@@ -336,17 +392,19 @@ class ScanCycle(Probing, FingerprintAfter):
         return alerts
 
     def _detect(
-        self, scan: ScanResult, known_hosts: list[str], gaps: Iterable[Gap]
+        self,
+        scan: ScanResult,
+        known_hosts: list[str],
+        gaps: Iterable[Gap],
+        current: list[PortState] | list[ObservedPort] | None = None,
     ) -> tuple[list[Finding], list[AuditEntry]]:
-        """Raise findings for one ingested scan: those worth a notification, and audit entries."""
+        """Raise findings for one ingested scan: those worth a notification, and audit entries.
+
+        `current`: `_open_after(scan)` when the caller has it already (read when None)."""
         now = scan.finished_at
         candidates = detect(
             scan,
-            scan_open_ports(scan)
-            if scan.backfill
-            else self.store.current_ports(
-                hosts=[*scan.addresses, *(h.address for h in scan.hosts)]
-            ),  # only the scan's hosts are judged
+            self._open_after(scan) if current is None else current,
             known_hosts,
             self.approvals.all(),  # judged as they stood at `now` (see the module docstring)
             self.settings,
@@ -384,6 +442,14 @@ class ScanCycle(Probing, FingerprintAfter):
             for finding in findings
         ]
         return outcome.new + outcome.lapsed, entries
+
+    def _open_after(self, scan: ScanResult) -> list[PortState] | list[ObservedPort]:
+        """The open ports detection judges after `scan` is ingested: those of the scan's
+        hosts in the store (only their blocks are read), or for a backfilled scan, older than
+        what the store knows, the ones it saw itself."""
+        if scan.backfill:
+            return scan_open_ports(scan)
+        return self.store.current_ports(hosts=[*scan.addresses, *(h.address for h in scan.hosts)])
 
     def _approval_status(self, scan: ScanResult) -> dict[str, str]:
         """Each port's approval status when the scan finished ("host:port/proto" keys)."""

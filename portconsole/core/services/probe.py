@@ -22,6 +22,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
+from portconsole.core.adapters.scanning import BatchProber
 from portconsole.core.domain.coverage import Coverage
 from portconsole.core.domain.model import (
     OPEN,
@@ -100,28 +101,12 @@ class Probing(ServiceBase):
         if not suspects:
             return []
         unconfirmed: list[str] = []
-
-        def reprobe(address: str) -> tuple[str, list[set[tuple[int, str]]]]:
-            # A probe that fails or is cancelled confirms nothing either way: the sweep's
-            # answer stands (better a finding to dismiss than a port never reported).
-            results = []
-            for _ in range(probes):
-                if cancel.is_set():
-                    return address, []
-                try:
-                    results.append(
-                        self.scanner.probe(address, sorted(suspects[address]), cancel=cancel)
-                    )
-                except UserError:
-                    return address, []
-            return address, results
-
-        with ThreadPoolExecutor(max_workers=max(1, self.settings.scan.workers)) as pool:
-            outcomes = list(pool.map(reprobe, suspects))
+        outcomes = self._reprobe(suspects, probes, cancel)
+        hosts = {h.address: h for h in scan.hosts}  # one index, not a search per host
         for address, results in outcomes:
             if not results:
                 continue
-            target = scan.host(address)
+            target = hosts.get(address)
             if target is None:
                 continue
             by_key = {p.key: p for p in target.ports}
@@ -150,6 +135,48 @@ class Probing(ServiceBase):
                     )
             target.ports.sort(key=lambda p: (p.proto, p.port))
         return unconfirmed
+
+    def _reprobe(
+        self,
+        suspects: dict[str, set[tuple[int, str]]],
+        probes: int,
+        cancel: threading.Event,
+    ) -> list[tuple[str, list[set[tuple[int, str]]]]]:
+        """Each suspect host with the open ports of each of its `probes` re-probes, or with
+        none when a re-probe failed or was cancelled: that confirms nothing either way, and
+        the sweep's answer stands (better a finding to dismiss than a port never reported).
+
+        A scanner that can (`BatchProber`) re-probes every host together, in host batches
+        like a sweep; another is asked one host at a time, `workers` at once.
+        """
+        scanner = self.scanner
+        if isinstance(scanner, BatchProber):
+            rounds: list[dict[str, set[tuple[int, str]]]] = []
+            for _ in range(probes):
+                if cancel.is_set():
+                    return [(address, []) for address in suspects]
+                try:
+                    rounds.append(scanner.probe_many(suspects, cancel=cancel))
+                except UserError:
+                    return [(address, []) for address in suspects]
+            return [
+                (address, [r[address] for r in rounds] if all(address in r for r in rounds) else [])
+                for address in suspects
+            ]
+
+        def reprobe(address: str) -> tuple[str, list[set[tuple[int, str]]]]:
+            results = []
+            for _ in range(probes):
+                if cancel.is_set():
+                    return address, []
+                try:
+                    results.append(scanner.probe(address, sorted(suspects[address]), cancel=cancel))
+                except UserError:
+                    return address, []
+            return address, results
+
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.scan.workers)) as pool:
+            return list(pool.map(reprobe, suspects))
 
     def _fingerprint_plan(
         self,
