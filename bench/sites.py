@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from portconsole.core.adapters.scanner import Scanner  # noqa: E402
 from portconsole.core.adapters.site_celery import site_app  # noqa: E402
-from portconsole.core.adapters.site_scanner import SeenJobs, SiteScanner  # noqa: E402
+from portconsole.core.adapters.site_scanner import SiteScanner  # noqa: E402
+from portconsole.core.adapters.site_seen import SeenJobs  # noqa: E402
 from portconsole.core.domain.targets import parse_ports  # noqa: E402
 from portconsole.core.monitor import Monitor  # noqa: E402
 from portconsole.core.settings import load_settings  # noqa: E402

@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from urllib.parse import urlsplit, urlunsplit
 
 from portconsole.cli_common import AddCommand
 
 
 def shown_broker(url: str) -> str:
-    """The broker URL without its password (a Redis URL may carry one)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """The broker URL with its password masked (core/secrets.py: a Redis URL may carry one)."""
+    from portconsole.core.secrets import mask_url
+
+    return mask_url(url)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

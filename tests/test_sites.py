@@ -53,12 +53,12 @@ class Redis:
             self.process.wait(timeout=10)
 
 
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[Redis]:
+def start_redis(tmp_path: Path, *options: str) -> Redis:
+    """A redis-server on a free loopback port (`options`: more of its command line)."""
     port = free_tcp_port()
     process = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
+         "--dir", str(tmp_path), *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -67,7 +67,12 @@ def redis(tmp_path: Path) -> Iterator[Redis]:
         assert process.poll() is None, "redis-server exited at start"
         assert time.monotonic() < deadline, "redis-server did not start"
         time.sleep(0.05)
-    server = Redis(port, process)
+    return Redis(port, process)
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[Redis]:
+    server = start_redis(tmp_path)
     yield server
     server.stop()
 
@@ -136,17 +141,7 @@ class Sites:
         return process
 
     def wait_ready(self, name: str, count: int) -> None:
-        """Until `count` workers answer a ping on the site's broker (Celery's own control)."""
-        from portconsole.core.adapters.site_celery import site_app
-
-        settings, _ = load_settings(self.config)
-        app = site_app(name, settings.sites[name])
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            replies = app.control.inspect(timeout=0.5).ping() or {}
-            if len(replies) >= count:
-                return
-        raise AssertionError(f"site {name}: {count} workers did not start; see {self.tmp}")
+        wait_ready(self.config, name, count)
 
     def stop_workers(self, name: str) -> None:
         for process in self.sites[name].workers:
@@ -163,6 +158,20 @@ class Sites:
     def monitor(self) -> Monitor:
         settings, paths = load_settings(self.config, self.tmp / "central")
         return Monitor(settings, paths, origin="daemon")
+
+
+def wait_ready(config: Path, name: str, count: int) -> None:
+    """Until `count` workers answer a ping on the site's broker (Celery's own control)."""
+    from portconsole.core.adapters.site_celery import site_app
+
+    settings, _ = load_settings(config)
+    app = site_app(name, settings.sites[name])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        replies = app.control.inspect(timeout=0.5).ping() or {}
+        if len(replies) >= count:
+            return
+    raise AssertionError(f"site {name}: {count} workers did not start; see {config.parent}")
 
 
 @pytest.fixture
@@ -235,6 +244,12 @@ def test_two_sites_scan_their_groups_and_changes_become_findings(two_sites: Site
             ("north", "north-1@test"),
             ("south", "south-1@test"),
         }
+        # Each scan's own record names the site and the worker that ran it.
+        ends = [e["details"] for e in events(monitor, "scan.end")]
+        assert [(d["group"], d["site"], d["worker"]) for d in ends] == [  # type: ignore[index]
+            ("g-north", "north", "north-1@test"),
+            ("g-south", "south", "south-1@test"),
+        ]
         # A port opens at the south site: its next cycle reports it and raises a finding.
         south = two_sites.sites["south"]
         two_sites.fleet.fleet.add(south.address, south.ports[1], "http")
@@ -436,6 +451,112 @@ def test_a_worker_killed_mid_scan_leaves_its_job_to_the_other(two_sites: Sites) 
         assert [h.address for h in result.scan.hosts] == [north.address]  # type: ignore[attr-defined]
         workers = [e["details"]["worker"] for e in events(monitor, "site.result.accepted")]  # type: ignore[index]
         assert workers[0] == survivor
+        ends = [e["details"] for e in events(monitor, "scan.end")]
+        assert [(d["site"], d["worker"]) for d in ends] == [("north", survivor)]  # type: ignore[index]
     finally:
         runner.join(timeout=1)
         monitor.close()
+
+
+@pytest.mark.nmap
+@needs_redis
+def test_service_detection_runs_here_in_one_nmap_run_and_at_the_site_for_its_group(
+    two_sites: Sites,
+) -> None:
+    """-sV after a sweep: a local group's ports get the local nmap's one run (its raw XML is
+    kept), a site group's ports a fingerprint job at the site (the central never runs -sV
+    on a site's addresses, which it may not reach)."""
+    from portconsole.core.adapters.site_router import SiteRouter
+
+    two_sites.write(fingerprint="changed")
+    here = [two_sites.fleet.new_address() for _ in range(2)]
+    ports = sorted({two_sites.fleet.listen(address, "ssh") for address in here})
+    with two_sites.config.open("a") as config:
+        config.write(
+            f'[groups.g-here]\ntargets = ["{here[0]}", "{here[1]}"]\n'
+            f'ports = "{",".join(map(str, ports))}"\ninterval = 60\njitter = 0\n'
+        )
+    north = two_sites.sites["north"]
+    two_sites.start_worker("north", "north-1")
+    two_sites.wait_ready("north", 1)
+    monitor = two_sites.monitor()
+    try:
+        assert isinstance(monitor._scanner, SiteRouter)
+        result = monitor.run_cycle("g-here")
+        assert sorted(h.address for h in result.scan.hosts) == sorted(here)
+        monitor.wait_fingerprints(timeout=90)
+        [local] = [e.details for e in monitor.audit_events() if e.action == "scan.fingerprint"]
+        assert (local["group"], local["identified"]) == ("g-here", 2), local
+        assert local["raw_xml_sha256"], "not the nmap scanner's one run"
+        assert not events(monitor, "site.result.accepted")  # nothing went to a site
+        [end] = [e["details"] for e in events(monitor, "scan.end")]
+        assert "site" not in end and "worker" not in end  # a local scan names no site
+        services = {(p.host, p.service) for p in monitor.store.current_ports(hosts=here)}
+        assert services == {(address, "ssh") for address in here}
+        # The site's group: its -sV is a signed job its own worker answers.
+        assert monitor.run_cycle("g-north").scan.outcome == "success"
+        monitor.wait_fingerprints(timeout=90)
+        accepted = [e["details"] for e in events(monitor, "site.result.accepted")]
+        assert [(d["kind"], d["worker"]) for d in accepted] == [  # type: ignore[index]
+            ("scan", "north-1@test"),
+            ("probe", "north-1@test"),
+            ("fingerprint", "north-1@test"),
+        ]
+        site_ports = monitor.store.current_ports(hosts=[north.address])
+        assert [(p.port, p.service) for p in site_ports] == [(north.ports[0], "ssh")]
+    finally:
+        monitor.close()
+
+
+@needs_redis
+def test_the_broker_password_is_never_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broker URL's password (Redis `requirepass`) is used, and shown only as ****: in
+    the worker's start line, in a broker error, and in any log line that echoes it."""
+    import logging
+
+    from portconsole.cli import main
+    from portconsole.core.secrets import config_secrets
+
+    password = "s3cretpass"
+    server = start_redis(tmp_path, "--requirepass", password)
+    key = tmp_path / "north.key"
+    key.write_text(secrets.token_hex(32))
+    key.chmod(0o600)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'scope = ["127.0.0.0/8"]\n[sites.north]\nbroker = "redis://:{password}@127.0.0.1:'
+        f'{server.port}/0"\nkey_file = "{key}"\n[groups.g-north]\ntargets = ["127.88.250.2"]\n'
+        'ports = "22"\ninterval = 10\nsite = "north"\n'
+    )
+    shown = f"redis://:****@127.0.0.1:{server.port}/0"
+    settings, _ = load_settings(config)
+    assert password in config_secrets(settings)
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "portconsole", "--log-level", "debug", "worker", "--site",
+             "north", "--config", str(config), "--name", "north-1@test"],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_ready(config, "north", 1)  # it connected: the password was used
+    finally:
+        worker.terminate()
+        worker.wait(timeout=15)
+        server.stop()
+    text = log.read_text()
+    assert f"queue portconsole.site.north at {shown}" in text, text[-2000:]
+    assert password not in text
+    # The broker is down now: the central's error names it, masked.
+    code = main(["--config", str(config), "--data-dir", str(tmp_path / "central"),
+                 "--log-level", "debug", "scan", "--group", "g-north"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code != 0
+    assert f"the broker {shown} cannot be reached" in err, err[-2000:]
+    # A client library's log line carrying the bare password (as a Redis AUTH error might).
+    logging.getLogger("redis.connection").error("AUTH %s refused", password)
+    err += capsys.readouterr().err
+    assert "AUTH **** refused" in err
+    assert password not in out + err

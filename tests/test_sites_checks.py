@@ -81,6 +81,71 @@ def test_replayed_late_unsigned_and_foreign_results_are_refused(tmp_path: Path) 
         monitor.close()
 
 
+def test_the_replay_record_is_pruned_past_the_lateness_bound(tmp_path: Path) -> None:
+    """Entries older than the longest job deadline (and slack) leave `seen.jsonl` when an
+    answer is next taken; a recent entry stays, so its replay is still refused."""
+    import json
+    from datetime import timedelta
+
+    from portconsole.core.adapters.site_router import SiteRouter, replay_window
+    from portconsole.core.adapters.site_scanner import SiteRefused, _Job
+    from portconsole.core.domain.site_envelope import RESULT, seal
+    from portconsole.core.timeutil import iso, utcnow
+
+    key = tmp_path / "east.key"
+    key.write_text(secrets.token_hex(32))
+    config = tmp_path / "config.toml"
+    config.write_text(
+        'scope = ["127.0.0.0/8"]\n[sites.east]\nbroker = "redis://127.0.0.1:1/0"\n'
+        f'key_file = "{key}"\n[groups.g-east]\ntargets = ["127.88.250.2"]\nsite = "east"\n'
+        "interval = 3600\n"
+    )
+    settings, paths = load_settings(config, tmp_path / "central")
+    window = replay_window(settings)
+    assert window > 3600  # the group's deadline bounds it
+    seen = paths.data_dir / "sites" / "seen.jsonl"
+    seen.parent.mkdir(parents=True)
+    now = utcnow()
+    entries = [
+        {"job_id": "old", "nonce": "old-nonce", "at": iso(now - timedelta(seconds=window + 60))},
+        {"job_id": "recent", "nonce": "recent-nonce", "at": iso(now - timedelta(seconds=3000))},
+    ]
+    seen.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    monitor = Monitor(settings, paths, origin="daemon")
+    try:
+        assert isinstance(monitor._scanner, SiteRouter)
+        site = monitor._scanner.sites["east"]
+        secret = key.read_text().encode()
+
+        def answer(job: _Job) -> dict[str, object]:
+            meta = {"job_id": job.job_id, "nonce": job.nonce, "site": "east", "kind": "probe",
+                    "worker": "w@test", "outcome": "success", "open": []}  # fmt: skip
+            return seal(RESULT, meta, secret)
+
+        def job(job_id: str = "", nonce: str = "") -> _Job:
+            made = _Job("probe", "g-east", ["127.88.250.2"], utcnow() + timedelta(seconds=60))
+            made.job_id, made.nonce = job_id or made.job_id, nonce or made.nonce
+            return made
+
+        honest = job()
+        site._verified(honest, answer(honest))  # taken: the old entry goes
+        kept = [json.loads(line)["job_id"] for line in seen.read_text().splitlines()]
+        assert kept == ["recent", honest.job_id]
+        # The recent entry (and the one just taken) still refuse their replay...
+        for replay in (job("recent", "recent-nonce"), job(nonce="recent-nonce"), honest):
+            with pytest.raises(SiteRefused, match="already taken"):
+                site._verified(replay, answer(replay))
+        # ...after a restart too (the record is the file).
+        monitor.close()
+        monitor = Monitor(settings, paths, origin="daemon")
+        assert isinstance(monitor._scanner, SiteRouter)
+        site = monitor._scanner.sites["east"]
+        with pytest.raises(SiteRefused, match="already taken"):
+            site._verified(honest, answer(honest))
+    finally:
+        monitor.close()
+
+
 def test_site_settings_are_checked_and_the_key_is_never_shown(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

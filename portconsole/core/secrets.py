@@ -5,7 +5,8 @@ Apprise URLs carry passwords (`mailto://user:pw@host`), tokens in the host or pa
 (`?token=`, `?apikey=`) or in header overrides (`+Authorization=Bearer ...`). Anything shown to
 people or written to a data file goes through `mask_url` or `mask_text`: the status screen,
 test output, error texts (apprise's log lines may echo the URL), results, the outbox and
-the audit chain. Only the config file holds the clear values.
+the audit chain. Only the config file holds the clear values. A site's broker URL
+(`[sites.NAME] broker`, `redis://:PASSWORD@host/0`) is masked the same way.
 
 One function (`_analyse`) decides both what is masked and which substrings are secrets, so
 `mask_url` and `config_secrets` can never disagree. It asks apprise first: the plugin for the
@@ -315,11 +316,15 @@ def mask_text(text: str, secrets: Iterable[str]) -> str:
 
 
 def config_secrets(settings: NotifySettings | Settings) -> list[str]:
-    """The secret parts of every configured notification URL (all encodings), longest first."""
+    """The secret parts of every configured notification URL and site broker URL (a Redis
+    or AMQP password: `[sites.NAME] broker`), in all encodings, longest first."""
     from portconsole.core.settings import Settings as SettingsModel
 
     notify = settings.notify if isinstance(settings, SettingsModel) else settings
     found: set[str] = set()
     for target in notify.targets():
         found |= set(url_secrets(target.url))
+    if isinstance(settings, SettingsModel):
+        for site in settings.sites.values():
+            found |= set(url_secrets(site.broker))
     return sorted(found, key=len, reverse=True)

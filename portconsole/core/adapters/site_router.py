@@ -13,11 +13,27 @@ import threading
 from collections.abc import Callable, Iterable
 
 from portconsole.core.adapters.scanning import Fingerprint, ScannerLike, normalise_addresses
-from portconsole.core.adapters.site_scanner import SeenJobs, SiteEvent, SiteScanner
+from portconsole.core.adapters.site_scanner import SiteEvent, SiteScanner
+from portconsole.core.adapters.site_seen import SeenJobs
 from portconsole.core.domain.model import PortObservation, Progress, ScanResult
 from portconsole.core.domain.targets import PortSpec, Scope, expand_targets
 from portconsole.core.errors import UserError
 from portconsole.core.settings import Settings
+
+# The deadline of a probe or fingerprint job for addresses no site group's interval bounds.
+AD_HOC_DEADLINE = 900.0
+# Beyond the longest deadline, how long an answered job's id and nonce are still kept
+# (clock steps); after that an answer to it is refused as late or foreign anyway.
+REPLAY_SLACK_SECONDS = 600.0
+
+
+def replay_window(settings: Settings) -> float:
+    """Seconds a job's id and nonce are kept after its answer (`SeenJobs.keep`): the longest
+    deadline a site job can have (see `SiteRouter._interval`), and some slack."""
+    longest = max(
+        [AD_HOC_DEADLINE, *(float(g.interval) for g in settings.groups.values() if g.site)]
+    )
+    return longest + REPLAY_SLACK_SECONDS
 
 
 class SiteRouter:
@@ -84,7 +100,7 @@ class SiteRouter:
             for g in self.settings.groups.values()
             if g.site and any(mapping.get(a) == g.site for a in addresses)
         ]
-        return float(min(spans, default=900))
+        return float(min(spans, default=AD_HOC_DEADLINE))
 
     def _for(self, group: str, addresses: Iterable[str]) -> ScannerLike:
         conf = self.settings.groups.get(group)
@@ -99,6 +115,19 @@ class SiteRouter:
             )
         place = places.pop() if places else ""
         return self.sites[place] if place else self.local
+
+    def scanned_here(self, addresses: Iterable[str]) -> list[str]:
+        """Those of `addresses` no site group names: the local scanner's (as `_for`)."""
+        mapping = self._addresses()
+        return [a for a in addresses if not mapping.get(a)]
+
+    def produced_by(self, scan_id: str) -> dict[str, str]:
+        """`site` and `worker` of a scan a site ran, for its `scan.end` event; {} if local."""
+        for name, site in self.sites.items():
+            worker = site.answered_by(scan_id)
+            if worker is not None:
+                return {"site": name, "worker": worker}
+        return {}
 
     def scan(
         self,

@@ -3,7 +3,7 @@
 `SiteScanner` sends one signed job per scan, probe or fingerprint to the site's queue and
 waits for the answer until the job's deadline (the group's interval). An answer is taken
 only if it is signed with the site's key, answers this very job (job id and nonce, each
-accepted once: `SeenJobs`), came in time, and names no address outside the job's
+accepted once: `SeenJobs`, site_seen.py), came in time, and names no address outside the job's
 addresses (which were the group's targets, inside the site's scope). The raw nmap XML is
 then parsed by the one parser (nmap_parse.py) and assembled by `ScanTally` into the
 ScanResult the cycle ingests, exactly as a local scan's would be.
@@ -19,7 +19,6 @@ The monitor holds a `SiteRouter` (site_router.py) that sends each group to its s
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import threading
 import time
@@ -28,7 +27,6 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, NoReturn
 
 from portconsole.core.adapters.nmap_parse import ReportRefused, parse_report
@@ -46,6 +44,7 @@ from portconsole.core.adapters.site_celery import (
     site_app,
     site_key,
 )
+from portconsole.core.adapters.site_seen import SeenJobs
 from portconsole.core.domain.model import (
     OPEN,
     HostObservation,
@@ -57,8 +56,12 @@ from portconsole.core.domain.raw_xml import GzipMember
 from portconsole.core.domain.site_envelope import JOB, RESULT, EnvelopeRefused, seal, unseal
 from portconsole.core.domain.targets import PortSpec, Scope, ip_sort_key
 from portconsole.core.errors import UserError
+from portconsole.core.secrets import mask_url
 from portconsole.core.settings import Settings
 from portconsole.core.timeutil import iso, parse_iso, utcnow
+
+# Site scans whose worker is remembered until their cycle journals them (see SiteScanner).
+MAX_UNJOURNALED = 64
 
 
 class SiteUnavailable(UserError):
@@ -81,44 +84,6 @@ class SiteEvent:
     reason: str = ""
     worker: str = ""
     details: dict[str, Any] = field(default_factory=dict)
-
-
-class SeenJobs:
-    """Job ids and nonces already answered, kept in a file so a replay is refused after a
-    restart too (one JSON line each, appended)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._seen: set[str] | None = None
-
-    def _load(self) -> set[str]:
-        if self._seen is None:
-            seen: set[str] = set()
-            try:
-                for line in self.path.read_text(encoding="utf-8").splitlines():
-                    try:
-                        item = json.loads(line)
-                    except ValueError:
-                        continue  # a torn last line: what it held was never accepted
-                    seen.update({f"j:{item.get('job_id')}", f"n:{item.get('nonce')}"})
-            except FileNotFoundError:
-                pass
-            self._seen = seen
-        return self._seen
-
-    def first_time(self, job_id: str, nonce: str) -> bool:
-        """Record the pair; False when either was seen before (a replay)."""
-        with self._lock:
-            seen = self._load()
-            if f"j:{job_id}" in seen or f"n:{nonce}" in seen:
-                return False
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"job_id": job_id, "nonce": nonce, "at": iso(utcnow())}))
-                handle.write("\n")
-            seen.update({f"j:{job_id}", f"n:{nonce}"})
-            return True
 
 
 @dataclass(slots=True)
@@ -150,6 +115,10 @@ class SiteScanner:
         self.seen = seen
         self.on_event = on_event
         self.interval_of = interval_of  # (group, addresses) -> seconds a job may take
+        # scan id -> the worker whose answer it is, until the cycle journals the scan
+        # (`answered_by`); bounded, in case a scan is never ingested (its cycle failed).
+        self._workers: dict[str, str] = {}
+        self._workers_lock = threading.Lock()
 
     # -- ScannerLike ----------------------------------------------------------------------
 
@@ -223,6 +192,11 @@ class SiteScanner:
         seen = [fingerprint_from_json(item) for item in answer[0].get("ports", [])]
         return {p.key: p for p in seen if p.key in wanted}
 
+    def answered_by(self, scan_id: str) -> str | None:
+        """The worker that ran this site scan (asked once, by the cycle); None if not ours."""
+        with self._workers_lock:
+            return self._workers.pop(scan_id, None)
+
     # -- the round trip -------------------------------------------------------------------
 
     def _job(self, kind: str, group: str, addresses: list[str]) -> _Job:
@@ -259,7 +233,10 @@ class SiteScanner:
             )
         except Exception as error:  # noqa: BLE001 - any transport failure is a gap
             self._unavailable(
-                job, "broker", f"{where}: the broker cannot be reached ({type(error).__name__})"
+                job,
+                "broker",
+                f"{where}: the broker {mask_url(self.site.broker)} cannot be reached "
+                f"({type(error).__name__})",
             )
         sent = time.monotonic()
         while True:
@@ -275,7 +252,8 @@ class SiteScanner:
                 self._unavailable(
                     job,
                     "broker",
-                    f"{where}: lost the broker while waiting ({type(error).__name__})",
+                    f"{where}: lost the broker {mask_url(self.site.broker)} while waiting "
+                    f"({type(error).__name__})",
                 )
             if utcnow() >= job.deadline:
                 self._revoke(app, job.job_id)
@@ -428,6 +406,10 @@ class SiteScanner:
             group=job.group,
             progress=progress,
         )
+        with self._workers_lock:
+            while len(self._workers) >= MAX_UNJOURNALED:
+                self._workers.pop(next(iter(self._workers)))
+            self._workers[result.scan_id] = worker
         self.on_event(
             SiteEvent(
                 "site.result.accepted",

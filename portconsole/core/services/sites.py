@@ -5,11 +5,13 @@ The wiring (`with_sites`): when `[sites.NAME]` are configured, the monitor's sca
 SiteRouter (adapters/site_router.py) over the local scanner, so a group with `site = "NAME"`
 is scanned by that site's workers and every other group here, through the same cycle.
 
-The record (`record_site_event`): every accepted answer is a `site.result.accepted` event
-naming the site, worker, job id and nonce (the scan's own events follow in its cycle); a
-refused one is a `site.result.refused` event with the reason and a `site_result_refused`
-finding for the site (one open finding per site, refreshed by later refusals); a job the
-site declined (outside its own scope, past its deadline) is a `site.job.declined` event.
+The record: the scan's own `scan.end` event names its `site` and `worker` (`scan_source`,
+asked by the cycle). `record_site_event`: every accepted answer is a `site.result.accepted`
+event naming the site, worker, job id and nonce (the scan's own events follow in its
+cycle); a refused one is a `site.result.refused` event with the reason and a
+`site_result_refused` finding for the site (one open finding per site, refreshed by later
+refusals); a job the site declined (outside its own scope, past its deadline) is a
+`site.job.declined` event.
 The group's run then fails, which the scheduler raises as a monitoring gap.
 """
 
@@ -18,8 +20,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from portconsole.core.adapters.dns import resolve_host_name
-from portconsole.core.adapters.site_router import SiteRouter
-from portconsole.core.adapters.site_scanner import SeenJobs, SiteEvent
+from portconsole.core.adapters.site_router import SiteRouter, replay_window
+from portconsole.core.adapters.site_scanner import SiteEvent
+from portconsole.core.adapters.site_seen import SeenJobs
 from portconsole.core.domain.finding import FindingCandidate
 from portconsole.core.services.base import ServiceBase, finding_resource
 
@@ -47,10 +50,15 @@ def with_sites(service: ScanCycle, scanner: ScannerLike | None) -> ScannerLike |
         service.scope,
         scanner,
         local,
-        SeenJobs(service.paths.data_dir / "sites" / "seen.jsonl"),
+        SeenJobs(service.paths.data_dir / "sites" / "seen.jsonl", replay_window(service.settings)),
         lambda event: record_site_event(service, event),
         resolve_host_name,
     )
+
+
+def scan_source(scanner: ScannerLike, scan_id: str) -> dict[str, str]:
+    """`site` and `worker` for a scan's `scan.end` event when a site ran it, else {}."""
+    return scanner.produced_by(scan_id) if isinstance(scanner, SiteRouter) else {}
 
 
 def sites_down(service: ServiceBase) -> tuple[str, ...]:
