@@ -13,10 +13,12 @@ what they share (output, time arguments, the Monitor, EXIT_CODES) is cli_common.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn, cast
 
 from portconsole import __version__, logs
 from portconsole.cli_common import (
@@ -27,11 +29,6 @@ from portconsole.cli_common import (
     _emit_json,
     _monitor,
 )
-from portconsole.cli_decisions import add_decision_commands
-from portconsole.cli_ops import add_ops_commands
-from portconsole.cli_records import add_record_commands, add_report_commands
-from portconsole.cli_scan import add_scan_commands
-from portconsole.cli_sites import add_site_commands
 from portconsole.core.errors import UserError
 from portconsole.core.textsafe import terminal_safe
 
@@ -84,7 +81,28 @@ def cmd_completion(args: argparse.Namespace) -> int:
 # ----- parser -------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Unbuilt:
+    """Stands in for the parser of a command this run does not parse: every call on it
+    (add_argument, set_defaults, add_subparsers, add_parser, ...) is accepted and builds
+    nothing. Building all ~40 command parsers is most of a light command's parse time."""
+
+    def __getattr__(self, name: str) -> Callable[..., _Unbuilt]:
+        return lambda *args, **kwargs: self
+
+
+class _Undecided(Exception):
+    """The pre-parse could not tell the command: the whole parser decides (and reports)."""
+
+
+class _PreParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _Undecided(message)
+
+
+@functools.cache
+def _common_options() -> argparse.ArgumentParser:
+    """The options every command and the top level take (the `parents` of each parser, which
+    only copy from it: one is built per process)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",
@@ -102,6 +120,42 @@ def build_parser() -> argparse.ArgumentParser:
         "--readonly", action="store_true", default=argparse.SUPPRESS, help="refuse every write"
     )
     logs.add_options(common)
+    return common
+
+
+def command_named(argv: Sequence[str]) -> str | None:
+    """The command `argv` runs, when parsing it needs that command's parser only ("" for the
+    top level's --version, which needs none); None when it names no command, or asks the top
+    level for --help (which lists every command), or when the options before it do not parse."""
+    pre = _PreParser(add_help=False, parents=[_common_options()])
+    pre.add_argument("-h", "--help", action="store_true")
+    pre.add_argument("--version", action="store_true")
+    pre.add_argument("rest", nargs=argparse.REMAINDER)
+    try:
+        known, extra = pre.parse_known_args(list(argv))
+    except _Undecided:
+        return None
+    if extra or known.help:
+        return None
+    if known.version:
+        return ""  # argparse prints the version as soon as it reads the option
+    if not known.rest:
+        return None
+    name: str = known.rest[0]
+    return None if name.startswith("-") else name
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser. With `command` (see `command_named`), only that command's parser is
+    built: the commands before it are stood in for and the modules of those after it are not
+    even imported. The top level's --help, an unknown command and completion scripts use the
+    whole parser (command None)."""
+    common = _common_options()
+    built: list[str] = []
+
+    def pending() -> bool:
+        """Whether the commands still to add may hold the one being parsed."""
+        return command is None or (command != "" and not built)
 
     parser = argparse.ArgumentParser(
         prog="portconsole",
@@ -124,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        if command is not None and name != command:
+            return cast(argparse.ArgumentParser, _Unbuilt())
+        built.append(name)
         epilog = "\n\n".join(x for x in (EXAMPLES.get(name), EXIT_CODES) if x)
         p = sub.add_parser(
             name,
@@ -167,34 +224,52 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("paths", cmd_paths, "print every config and data path in use")
     _add_json(p, "the paths (the same names as the text)")
 
-    # scan, state, history, import, findings (portconsole/cli_scan.py)
-    add_scan_commands(add)
+    # Each module below holds the handlers of its commands: imported only while the command
+    # being parsed may be among them (`pending`), so a run imports the modules it needs.
+    if pending():
+        # scan, state, history, import, findings
+        from portconsole.cli_scan import add_scan_commands
 
-    # ack, request, approve, requests, approvals, review, close, reopen, revoke, flag,
-    # accept-risk, note (portconsole/cli_decisions.py)
-    add_decision_commands(add)
+        add_scan_commands(add)
+    if pending():
+        # ack, request, approve, requests, approvals, review, close, reopen, revoke, flag,
+        # accept-risk, note
+        from portconsole.cli_decisions import add_decision_commands
 
-    # baseline, audit, store, notify (portconsole/cli_records.py)
-    add_record_commands(add, action)
+        add_decision_commands(add)
+    if pending():
+        # baseline, audit, store, notify
+        from portconsole.cli_records import add_record_commands
 
+        add_record_commands(add, action)
     p = add("daemon", cmd_daemon, "run scheduled scans until SIGTERM or Ctrl-C")
-    # metrics, events, export-xml, and the daemon's --metrics (portconsole/cli_ops.py)
-    add_ops_commands(add, daemon=p)
+    if pending() or command == "daemon":
+        # metrics, events, export-xml, and the daemon's --metrics
+        from portconsole.cli_ops import add_ops_commands
 
-    # report, prune (portconsole/cli_records.py)
-    add_report_commands(add)
+        add_ops_commands(add, daemon=p)
+    if pending():
+        # report, prune
+        from portconsole.cli_records import add_report_commands
 
-    # worker --site NAME (portconsole/cli_sites.py)
-    add_site_commands(add)
+        add_report_commands(add)
+    if pending():
+        # worker --site NAME
+        from portconsole.cli_sites import add_site_commands
+
+        add_site_commands(add)
 
     p = add("completion", cmd_completion, "print a shell completion script (bash, zsh or fish)")
     p.add_argument("shell", choices=["bash", "zsh", "fish"], help="the shell to complete in")
+    if command and not built:
+        return build_parser()  # not a command: the whole parser says which ones there are
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_named(arguments))
+    args = parser.parse_args(arguments)
     logs.configure_from_args(args)
     for name in ("config", "data_dir", "readonly"):
         if not hasattr(args, name):

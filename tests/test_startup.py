@@ -8,6 +8,9 @@ fails here by name, whatever the machine's speed.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import os
 import re
 import subprocess
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from portconsole.cli import build_parser, command_named
 from tests.conftest import write_config
 
 DATA = Path(__file__).parent / "data"
@@ -29,6 +33,14 @@ HEAVY = (
     "portconsole.tui",
     "portconsole.core.services.evidence_pack",
     "portconsole.core.services.report",
+)
+# The nmap report reader (defusedxml) and process runner: only a scan or an import runs them.
+NMAP_RUNNING = (
+    "defusedxml",
+    "subprocess",
+    "portconsole.core.adapters.nmap_parse",
+    "portconsole.core.adapters.nmap_output",
+    "portconsole.core.adapters.nmap_process",
 )
 # Not needed either to print help or the version: no settings, no store.
 NOT_FOR_HELP = (*HEAVY, "pydantic", "tinydb", "nmap", "portconsole.core.monitor")
@@ -91,3 +103,111 @@ def test_reading_the_store_imports_no_ui_notifier_metrics_or_pack(
     modules = imported_modules(tmp_path, *store_args, *command)
     assert "portconsole.core.monitor" in modules  # it did open the store
     assert loaded(modules, HEAVY) == []
+    assert loaded(modules, NMAP_RUNNING) == []
+
+
+# The modules of the commands' handlers (cli.py imports one only to parse its commands).
+COMMAND_MODULES = (
+    "portconsole.cli_scan",
+    "portconsole.cli_decisions",
+    "portconsole.cli_records",
+    "portconsole.cli_ops",
+    "portconsole.cli_sites",
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "wanted"),
+    [
+        (["--version"], []),
+        (["scan", "--help"], ["portconsole.cli_scan"]),
+        (["approve", "--help"], ["portconsole.cli_decisions", "portconsole.cli_scan"]),
+    ],
+)
+def test_a_command_imports_the_handlers_of_its_own_and_earlier_commands_only(
+    tmp_path: Path, args: list[str], wanted: list[str]
+) -> None:
+    assert loaded(imported_modules(tmp_path, *args), COMMAND_MODULES) == wanted
+
+
+def test_the_state_command_imports_no_other_commands_handlers(
+    tmp_path: Path, store_args: list[str]
+) -> None:
+    modules = imported_modules(tmp_path, *store_args, "state")
+    assert loaded(modules, COMMAND_MODULES) == ["portconsole.cli_scan"]
+    # Only a settings change (recorded by the import above) reads the settings' definitions.
+    assert loaded(modules, ("portconsole.core.domain.settings_history",)) == []
+
+
+# Command lines parsed by the one-command parser and by the whole one: same outcome.
+PARSED = [
+    ["scan", "127.0.0.2", "--ports", "22", "--json"],
+    ["--config", "c.toml", "--log-level", "debug", "state", "--json"],
+    ["--readonly", "findings"],
+    ["scan", "--bogus"],
+    ["scan", "--version"],
+    ["state", "extra"],
+    ["audit", "verify", "--json"],
+    ["audit"],
+    ["daemon", "--metrics", "127.0.0.1:9100"],
+    ["worker", "--site", "pci"],
+    ["completion", "tcsh"],
+    ["note"],
+    ["scna"],
+    ["--version"],
+    ["--version", "scan"],
+    ["--bogus", "--version"],
+    ["-h", "scan"],
+    ["--version", "-h"],
+    ["--log-level", "loud", "scan"],
+    ["--config"],
+    [],
+]
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[object, ...]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            return ("parsed", vars(parser.parse_args(argv)), out.getvalue(), err.getvalue())
+        except SystemExit as stop:
+            return ("exit", stop.code, out.getvalue(), err.getvalue())
+
+
+@pytest.mark.parametrize("argv", PARSED, ids=" ".join)
+def test_the_one_command_parser_parses_as_the_whole_parser(argv: list[str]) -> None:
+    assert _parse(build_parser(command_named(argv)), argv) == _parse(build_parser(), argv)
+
+
+def _commands_in(parser: argparse.ArgumentParser) -> list[str]:
+    return [
+        name
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name in action.choices
+    ]
+
+
+def test_a_command_line_builds_its_commands_parser_only() -> None:
+    every = _commands_in(build_parser())
+    assert len(every) > 30 and "scan" in every and "worker" in every
+    for name in every:
+        assert _commands_in(build_parser(command_named([name, "--json"]))) == [name]
+    assert _commands_in(build_parser(command_named(["--version"]))) == []
+    assert _commands_in(build_parser(command_named(["scna"]))) == every  # the real error
+    assert _commands_in(build_parser(command_named(["-h", "scan"]))) == every
+
+
+def test_loading_settings_never_parses_a_builtins_text_signature(tmp_path: Path) -> None:
+    """pydantic reads every default factory's signature; a builtin's (list, dict) is parsed
+    from its text by the tokenizer, whose first use compiles a large regex at start-up."""
+    config = write_config(tmp_path / "config.toml")
+    code = (
+        "import sys, tokenize\n"
+        "from pathlib import Path\n"
+        "from portconsole.core.settings import load_settings\n"
+        f"load_settings(Path({str(config)!r}), Path({str(tmp_path / 'data')!r}))\n"
+        "sys.exit(tokenize._compile.cache_info().currsize)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]

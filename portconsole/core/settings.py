@@ -35,6 +35,17 @@ ENV_PREFIX = "PORTCONSOLE_"
 Severity = Literal["low", "medium", "high", "critical"]
 
 
+# The factories of empty defaults. Not the builtins `list` and `dict`: pydantic reads each
+# factory's signature when it builds a model, and a builtin's signature is parsed from its
+# text by the tokenizer, whose first use compiles a large regex (~5 ms at every start-up).
+def _no_items() -> list[Any]:
+    return []
+
+
+def _no_entries() -> dict[str, Any]:
+    return {}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, frozen=False)
 
@@ -257,13 +268,15 @@ class SeveritySettings(_Strict):
         description="Severity per finding kind (unapproved_port uses the port rules).",
     )
     by_port: dict[str, Severity] = Field(
-        default_factory=dict, description='Severity per port, e.g. {"8080" = "low"}.'
+        default_factory=_no_entries, description='Severity per port, e.g. {"8080" = "low"}.'
     )
 
 
 class NotifyTarget(_Strict):
     url: str = Field(description="An apprise URL, e.g. json://127.0.0.1:8099/ or mailto://...")
-    tags: list[str] = Field(default_factory=list, description="Tags used to route findings here.")
+    tags: list[str] = Field(
+        default_factory=_no_items, description="Tags used to route findings here."
+    )
     timeout: float = Field(
         5.0, gt=0, le=120, description="Seconds before this target is given up on."
     )
@@ -272,15 +285,17 @@ class NotifyTarget(_Strict):
 class NotifyRoute(_Strict):
     tags: list[str] = Field(description="Send matching findings to targets with these tags.")
     min_severity: Severity = Field("low", description="Lowest severity this route carries.")
-    kinds: list[str] = Field(default_factory=list, description="Finding kinds; empty means all.")
+    kinds: list[str] = Field(
+        default_factory=_no_items, description="Finding kinds; empty means all."
+    )
 
 
 class NotifySettings(_Strict):
     urls: list[NotifyTarget | str] = Field(
-        default_factory=list, description="Notification targets: apprise URLs or tables."
+        default_factory=_no_items, description="Notification targets: apprise URLs or tables."
     )
     routes: list[NotifyRoute] = Field(
-        default_factory=list,
+        default_factory=_no_items,
         description="Routing by severity and kind; none sends everything to all.",
     )
     mode: Literal["per_finding", "digest"] = Field(
@@ -376,7 +391,7 @@ class AuditSettings(_Strict):
         "the data dir, so a rewrite of the whole chain is caught by `audit verify --anchor`.",
     )
     anchor_urls: list[str] = Field(
-        default_factory=list,
+        default_factory=_no_items,
         description="apprise URLs each anchor is sent to (through the notification outbox).",
     )
     anchor_file: Path | None = Field(
@@ -407,10 +422,11 @@ class Settings(_Strict):
         None, description="Where the store lives; default per platformdirs."
     )
     groups: dict[str, GroupSettings] = Field(
-        default_factory=dict, description="Named target groups, e.g. [groups.web-tier]."
+        default_factory=_no_entries, description="Named target groups, e.g. [groups.web-tier]."
     )
     sites: dict[str, SiteSettings] = Field(
-        default_factory=dict, description="Sites whose workers scan groups, e.g. [sites.pci]."
+        default_factory=_no_entries,
+        description="Sites whose workers scan groups, e.g. [sites.pci].",
     )
     scan: ScanSettings = Field(default_factory=ScanSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
