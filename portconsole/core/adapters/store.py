@@ -49,8 +49,8 @@ Change rules (against the stored state, at the scan's `finished_at`):
   A scan that finished in a month before the newest history segment is refused.
 
 The segment files' upkeep (cutting uncommitted bytes aside, appending, retention) is in
-segment_files.py; history queries in history.py; the projection check and rebuild in
-rebuild.py.
+segment_files.py; history queries in history.py (point-in-time ones in history_at.py); the
+projection check and rebuild in rebuild.py.
 """
 
 from __future__ import annotations

@@ -219,7 +219,7 @@ class FingerprintAfter(ServiceBase):
             cap = min(cap, float(conf.interval))
         return host_budget(max((len(p) for p in wanted.values()), default=1), cap)
 
-    # -- what the scan cycle provides (cycle.py) -------------------------------------------
+    # -- what the scan cycle provides (cycle.py, scan_findings.py) -------------------------
 
     def _detect(
         self, scan: ScanResult, known_hosts: list[str], gaps: Iterable[Gap]

@@ -3,9 +3,9 @@
 Textual's DataTable stores, measures and renders every row it is given: 65,534 rows froze
 the console for 38 s. KeyedTable is a Line API widget (a ScrollView) over a mapping of rows
 by key (table_model.py): `sync` takes the screen's rows, keeps the cursor on the same key,
-and `render_line` builds only the lines on screen. Column widths are fixed, or measured on
-rows that are new or changed (small tables), never on every row per refresh; with
-`LazyRows`, a row's cells are not even built until it is drawn.
+and `render_line` builds only the lines on screen (drawn by table_lines.py). Column widths
+are fixed, or measured on rows that are new or changed (small tables), never on every row
+per refresh; with `LazyRows`, a row's cells are not even built until it is drawn.
 
 What operators expect of a table is here too, so every screen gets it alike: `o` cycles the
 sort column and `O` reverses it (or a click on a header), the key columns stay pinned when
@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
@@ -29,6 +28,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from portconsole.tui.keys import KeysInOrder
+from portconsole.tui.widgets.table_lines import PADDING, column_at, hint_strip, row_strip
 from portconsole.tui.widgets.table_model import (
     BIG_TABLE,
     Cells,
@@ -45,7 +45,6 @@ from portconsole.tui.widgets.table_model import (
 
 # The narrowest a flexible column gets before the table scrolls sideways instead.
 FLEX_MIN = 12
-PADDING = 1  # blank cells either side of each column's text
 SORT_MARKS = {
     False: " \N{BLACK UP-POINTING TRIANGLE}",
     True: " \N{BLACK DOWN-POINTING TRIANGLE}",
@@ -355,14 +354,7 @@ class KeyedTable(KeysInOrder, ScrollView, can_focus=True):
             self.move_cursor(row=row)
 
     def _column_at(self, x: int) -> int | None:
-        widths = self._render_widths()
-        pinned = sum(w + 2 * PADDING for w in widths[: self._pinned])
-        position = x if x < pinned else x + round(self.scroll_x)
-        for index, width in enumerate(widths):
-            position -= width + 2 * PADDING
-            if position < 0:
-                return index
-        return None
+        return column_at(self._render_widths(), self._pinned, x, round(self.scroll_x))
 
     # ----- sorting -------------------------------------------------------------------
     def action_sort_next(self) -> None:
@@ -407,33 +399,11 @@ class KeyedTable(KeysInOrder, ScrollView, can_focus=True):
         self.virtual_size = Size(self._total_width(), len(self._order) + 1)
         self._scroll_to_cursor()
 
-    # ----- drawing -------------------------------------------------------------------
-    def _cell_segments(self, cell: Text, width: int) -> list[Segment]:
-        text = cell
-        if cell.cell_len > width:
-            text = cell.copy()
-            text.truncate(width, overflow="ellipsis")
-        gap = max(0, width - text.cell_len)
-        left = gap if cell.justify == "right" else gap // 2 if cell.justify == "center" else 0
-        segments = [Segment(" " * (PADDING + left))]
-        segments.extend(text.render(self.app.console))
-        segments.append(Segment(" " * (PADDING + gap - left)))
-        return segments
-
-    def _styled(
-        self, cells: Sequence[Text], widths: list[int], pre: Style, post: Style | None
-    ) -> list[Segment]:
-        segments: list[Segment] = []
-        for cell, width in zip(cells, widths, strict=False):
-            segments.extend(self._cell_segments(cell, width))
-        return list(Segment.apply_style(segments, pre, post))
-
+    # ----- drawing (the lines themselves: table_lines.py) ------------------------------
     def _line(self, cells: Sequence[Text], header: bool, cursor: bool) -> Strip:
         """One row drawn whole: the pinned columns, then the rest scrolled by scroll_x."""
-        widths = self._render_widths()
         base = self.rich_style
         component = self.get_component_rich_style
-        pinned = self._pinned
         if header:
             pre_fixed = pre_rest = base + component("keyed-table--header")
             post = None
@@ -447,13 +417,16 @@ class KeyedTable(KeysInOrder, ScrollView, can_focus=True):
             pre_rest = base
             pre_fixed = base + component("keyed-table--fixed")
             post = None
-        fixed = self._styled(cells[:pinned], widths[:pinned], pre_fixed, post)
-        rest = self._styled(cells[pinned:], widths[pinned:], pre_rest, post)
-        fixed_width = sum(w + 2 * PADDING for w in widths[:pinned])
-        room = max(0, self.size.width - fixed_width)
-        scroll_x = round(self.scroll_x)
-        scrolled = Strip(rest).crop(scroll_x, scroll_x + room)
-        return Strip([*fixed, *scrolled]).adjust_cell_length(self.size.width, base)
+        return row_strip(
+            cells,
+            self._render_widths(),
+            self._pinned,
+            (pre_fixed, pre_rest, post),
+            round(self.scroll_x),
+            self.size.width,
+            base,
+            self.app.console,
+        )
 
     def _header_cells(self) -> list[Text]:
         return [
@@ -494,14 +467,7 @@ class KeyedTable(KeysInOrder, ScrollView, can_focus=True):
         width = self.size.width
         if self._order or not self.empty_text or index < 0:
             return Strip.blank(width, self.rich_style)
-        lines = self.app.console.render_lines(
-            Text(self.empty_text, style="italic"),
-            self.app.console.options.update_width(max(1, width - 2)),
-            pad=False,
-        )
-        if index >= len(lines):
-            return Strip.blank(width, self.rich_style)
-        return Strip([Segment("  "), *lines[index]]).adjust_cell_length(width, self.rich_style)
+        return hint_strip(self.empty_text, index, width, self.rich_style, self.app.console)
 
     def _on_focus(self, event: events.Focus) -> None:
         super()._on_focus(event)
