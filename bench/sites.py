@@ -202,6 +202,7 @@ def main() -> None:
             [sys.executable, "-m", "portconsole", "worker", "--site", "bench", "--config",
              str(config)],
             cwd=ROOT,
+            stdout=(tmp / "worker.out").open("wb"),  # Celery's banner: not a figure
             stderr=(tmp / "worker.log").open("wb"),
         )  # fmt: skip
         wait_ready(config)

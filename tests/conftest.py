@@ -63,7 +63,7 @@ _LONGEST_FIRST = {
     "tests/test_store_crash.py::test_four_processes_writing_at_once_lose_nothing": 21,
     "tests/test_store_crash.py::test_kill_9_during_ingest_loses_no_acknowledged_scan": 13,
     "tests/test_daemon.py::test_daemon_stopped_longer_than_interval_leaves_a_gap": 13,
-    "tests/test_sites.py::test_stopped_site_is_a_gap_for_that_site_only_and_a_broker_down_too": 17,
+    "tests/test_sites_broker.py::test_stopped_site_is_a_gap_for_that_site_only_and_a_broker_down_too": 18,
     "tests/test_scanner.py::test_demo_listeners_are_identified_by_nmap": 6,
     "tests/test_daemon.py::test_two_daemons_one_leader_and_takeover": 4,
     "tests/test_cli.py::test_scan_json_triage_and_audit": 3,

@@ -10,6 +10,12 @@ Delivery: `task_acks_late` with a prefetch of 1 and the solo pool, so a job is a
 only once its result is stored; a worker killed mid-scan leaves the job unacknowledged and
 Redis hands it to another worker of the site after `[sites.NAME] redeliver_after` seconds
 (kombu's visibility timeout, swept every second).
+
+Patience differs by role (`site_app(..., role)`). The central gives up on an unreachable
+or password-refusing Redis within about a second (`CENTRAL_RETRY`): the group's run is a
+monitoring gap, and the next cycle tries again. A worker tries for about 30 s to store a
+result across a Redis blip (`WORKER_RETRY`, `WORKER_STORE`): a result it cannot store is a
+scan lost (without `WORKER_STORE`, Celery 5.7 gives up at the first refused connection).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import os
 import socket
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from portconsole.core.domain.model import PortObservation
 from portconsole.core.domain.raw_xml import GzipDocuments, GzipMember
@@ -34,7 +40,36 @@ if TYPE_CHECKING:
     from portconsole.core.adapters.scanning import ScannerLike
 
 TASK_NAME = "portconsole.site_job"
-_APPS: dict[tuple[str, str, int], Celery] = {}
+Role = Literal["central", "worker"]
+# How often a connection to the site's Redis is tried again before giving up (kombu's
+# retry_over_time: max_retries more tries, sleeping interval_start, growing by
+# interval_step up to interval_max).
+# Central: one more try after 0.2 s; a refused connection or password fails in well under
+# a second (a silent host: socket_connect_timeout, 3 s, per try). Celery's default is 20
+# tries a second apart, which made every cycle with the broker down wait ~19 s.
+CENTRAL_RETRY: dict[str, float] = {
+    "max_retries": 1,
+    "interval_start": 0.2,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
+# Worker: each Redis command of storing a result (`RedisBackend.set`) is tried for ~30 s.
+WORKER_RETRY: dict[str, float] = {
+    "max_retries": 30,
+    "interval_start": 0,
+    "interval_step": 1,
+    "interval_max": 1,
+}
+# ... and the whole store (Celery 5.7 first reads the task's meta, a GET outside the policy
+# above) is tried again on a connection error (`result_backend_always_retry`): up to 60
+# times, sleeping a random 0..min(1 s, 0.1 s * 2**n) between (full jitter), ~30 s in all.
+WORKER_STORE: dict[str, object] = {
+    "result_backend_always_retry": True,
+    "result_backend_max_retries": 60,
+    "result_backend_base_sleep_between_retries_ms": 100,
+    "result_backend_max_sleep_between_retries_ms": 1000,
+}
+_APPS: dict[tuple[str, str, int, str], Celery] = {}
 _APPS_LOCK = threading.Lock()
 
 
@@ -63,11 +98,19 @@ def site_key(name: str, site: SiteSettings) -> bytes:
     return key
 
 
-def site_app(name: str, site: SiteSettings) -> Celery:
-    """The Celery app of one site (one per broker and process): Redis broker and backend."""
+def site_app(name: str, site: SiteSettings, role: Role = "central") -> Celery:
+    """The Celery app of one site (one per broker, role and process): Redis broker and
+    backend. `role`: the central sends jobs and gives up fast on an unreachable Redis; a
+    worker runs them and waits out a short Redis blip to store its result."""
     from celery import Celery
 
-    cache_key = (name, site.broker, site.redeliver_after)
+    retry = CENTRAL_RETRY if role == "central" else WORKER_RETRY
+    # The central's publishing connection fails as fast (kombu reads these keys of the
+    # transport options when it connects); a worker's consumer has Celery's own
+    # broker_connection_max_retries and backoff, whatever these say.
+    broker_retry = retry if role == "central" else {}
+    store: dict[str, object] = WORKER_STORE if role == "worker" else {}
+    cache_key = (name, site.broker, site.redeliver_after, role)
     with _APPS_LOCK:
         app = _APPS.get(cache_key)
         if app is None:
@@ -90,11 +133,15 @@ def site_app(name: str, site: SiteSettings) -> Celery:
                     "unacked_restore_throttle": 1,
                     "socket_connect_timeout": 3,
                     "socket_timeout": 10,
+                    **broker_retry,
                 },
+                # Documented for the Redis result backend: its reconnect policy.
+                result_backend_transport_options={"retry_policy": retry},
                 redis_socket_connect_timeout=3,
                 redis_socket_timeout=10,
                 worker_hijack_root_logger=False,
                 worker_redirect_stdouts=False,
+                **store,
             )
             _APPS[cache_key] = app
     return app
@@ -221,7 +268,7 @@ def run_worker(
         raise ConfigError(f"no site {name!r} in the settings (known: {known})")
     node = hostname or f"{name}-{os.getpid()}@{socket.gethostname()}"
     answer = handler or SiteWorker(settings, name, scanner, worker=node)
-    app = site_app(name, site)
+    app = site_app(name, site, role="worker")
 
     @app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True)
     def site_job(job: dict[str, Any]) -> dict[str, Any]:

@@ -62,6 +62,10 @@ from portconsole.core.timeutil import iso, parse_iso, utcnow
 
 # Site scans whose worker is remembered until their cycle journals them (see SiteScanner).
 MAX_UNJOURNALED = 64
+# Seconds the central keeps polling for an answer while the site's Redis does not answer
+# (a restart or a network blip), before the job is a gap. Each failed poll costs a refused
+# connection (instant) or at most socket_connect_timeout (3 s, site_celery.site_app).
+LOST_BROKER_GRACE = 5.0
 
 
 class SiteUnavailable(UserError):
@@ -232,13 +236,14 @@ class SiteScanner:
                 retry=False,
             )
         except Exception as error:  # noqa: BLE001 - any transport failure is a gap
+            # Fast: the central's app tries Redis twice (site_celery.CENTRAL_RETRY).
             self._unavailable(
                 job,
                 "broker",
-                f"{where}: the broker {mask_url(self.site.broker)} cannot be reached "
-                f"({type(error).__name__})",
+                f"{where}: the broker {mask_url(self.site.broker)} {_why(error)}",
             )
         sent = time.monotonic()
+        lost: float | None = None  # since when the backend has not answered a poll
         while True:
             if cancel is not None and cancel.is_set():
                 self._revoke(app, job.job_id)
@@ -248,13 +253,18 @@ class SiteScanner:
                     value = pending.result
                     state = str(pending.state)
                     break
+                lost = None
             except Exception as error:  # noqa: BLE001 - the backend went away mid-wait
-                self._unavailable(
-                    job,
-                    "broker",
-                    f"{where}: lost the broker {mask_url(self.site.broker)} while waiting "
-                    f"({type(error).__name__})",
-                )
+                # A short blip is waited out (the worker stores its result once Redis is
+                # back: site_celery.WORKER_RETRY); a longer loss is a gap.
+                lost = time.monotonic() if lost is None else lost
+                if time.monotonic() - lost >= LOST_BROKER_GRACE:
+                    self._unavailable(
+                        job,
+                        "broker",
+                        f"{where}: lost the broker {mask_url(self.site.broker)} while "
+                        f"waiting: it {_why(error)}",
+                    )
             if utcnow() >= job.deadline:
                 self._revoke(app, job.job_id)
                 self._unavailable(
@@ -442,3 +452,14 @@ class SiteScanner:
             self._refuse(
                 job, "not-a-target", worker, f"it holds {address}, not a target of the job"
             )
+
+
+def _why(error: BaseException) -> str:
+    """Why the site's Redis failed us, for a message: a refused password is said as such
+    (Celery raises its own RuntimeError from redis-py's AuthenticationError)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if "Authentication" in type(seen).__name__:
+            return f"refused the password ({type(seen).__name__})"
+        seen = seen.__cause__ or seen.__context__
+    return f"cannot be reached ({type(error).__name__})"
