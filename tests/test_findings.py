@@ -344,3 +344,63 @@ def test_findings_spanning_several_id_shards_read_back_once_in_order(
             reader.get("F-000012")
     # The shared read keeps parsed findings, not their documents as well.
     assert not [name for name in store.storage._cache if name.startswith("findings.")]
+
+
+def finding_files(data_dir: Path) -> dict[str, str]:
+    files = json.loads((data_dir / "hot.json").read_bytes())["files"]
+    return {s: str(entry[0]) for s, entry in files.items() if s.startswith("findings.")}
+
+
+def test_a_write_touches_only_its_findings_shards_and_detection_finds_old_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shards, "ID_RANGE", 2)  # ids 1 | 2-3 | 4-5: three shard files
+    book, _ = store_book(tmp_path)
+    book.raise_candidates([candidate(port) for port in (21, 22, 23, 24, 25)], T0)
+    before = finding_files(tmp_path)
+    assert list(before) == ["findings.000000", "findings.000001", "findings.000002"]
+    # The shards F-000002 is not in are damaged (same size, other bytes): a transition
+    # that read them would fail; an ack reads and rewrites its own shard only.
+    others = {s: tmp_path / "hot" / before[s] for s in ("findings.000000", "findings.000002")}
+    kept = {s: path.read_bytes() for s, path in others.items()}
+    for path in others.values():
+        path.write_bytes(b" " * path.stat().st_size)
+    acked = book.ack("F-000002", ALICE, T0 + timedelta(minutes=1))
+    for s, path in others.items():
+        path.write_bytes(kept[s])
+    after = finding_files(tmp_path)
+    assert acked.status == "acknowledged"
+    assert after["findings.000001"] != before["findings.000001"]
+    assert {s: after[s] for s in others} == {s: before[s] for s in others}
+    # Detection matches keys whose findings live in old shards (one rewritten since the
+    # key index was derived, one never read by this book, one in another process's book):
+    # no duplicate; a new key's finding goes to a new last shard, the old ones untouched.
+    later = T0 + timedelta(minutes=5)
+    for reader, ports in ((book, (22, 21)), (store_book(tmp_path)[0], (25, 23))):
+        outcome = reader.ingest_candidates([candidate(p, scan="S-2") for p in ports], later)
+        assert outcome.new == [] and [f.port for f in outcome.refreshed] == list(ports)
+    (new,) = book.raise_candidates([candidate(22, scan="S-3"), candidate(26, scan="S-3")], later)
+    assert new.id == "F-000006" and book.get("F-000002").status == "acknowledged"
+    final = finding_files(tmp_path)
+    assert final == after | {"findings.000003": final["findings.000003"]}
+    assert [f.port for f in book.all()] == [21, 22, 23, 24, 25, 26]
+
+
+def test_open_findings_on_some_ports_in_a_transaction_or_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shards, "ID_RANGE", 2)
+    book, store = store_book(tmp_path)
+    severities = ["low", "critical", "medium", "high", "critical"]
+    for port, severity in zip((21, 22, 23, 24, 25), severities, strict=True):
+        book.raise_candidates([candidate(port, severity=severity)], T0)
+    book.ack("F-000003", ALICE, T0 + timedelta(minutes=1))
+    book.risk_accept("F-000004", BOB, T0 + timedelta(days=9), "vendor fix due", T0)
+    book.close("F-000005", BOB, "false alarm", T0 + timedelta(minutes=2))
+    places = {f"127.77.0.50:{port}/tcp" for port in (21, 23, 24, 25, 26)}
+    wanted = [f for f in book.open() if f.port in (21, 23)]
+    assert [f.id for f in wanted] == ["F-000003", "F-000001"]  # the queue's order
+    assert book.open_on(places) == wanted
+    with store.lock.hold():
+        assert book.open_on(places) == wanted
+        assert book.open_on(set()) == []

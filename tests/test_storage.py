@@ -229,3 +229,36 @@ def test_a_console_read_of_the_state_matches_the_port_states_and_skips_scan_even
     assert found is not None and found[1].value is None  # the events were not parsed
     full = found[0].record(found[1])
     assert record == {**full, "addresses": record["addresses"]}
+
+
+def test_findings_held_as_one_shard_are_split_by_the_first_finding_write(tmp_path: Path) -> None:
+    from portconsole.core.adapters.findings import FindingBook
+    from portconsole.core.domain.finding import FindingCandidate
+
+    def seen(port: int, scan: str) -> FindingCandidate:
+        return FindingCandidate("unapproved_port", "127.0.0.9", port, "tcp", "x", "high", scan)
+
+    store = Store(tmp_path)
+    FindingBook(store.hot, store.lock).raise_candidates([seen(p, "S-1") for p in (21, 22)], T0)
+    # An earlier version's manifest: the findings table as one shard file.
+    manifest = _manifest(tmp_path)
+    docs = read_projection(tmp_path)["findings"]
+    data = shards.encode(docs)
+    name = shards.file_name("findings", data)
+    (tmp_path / "hot" / name).write_bytes(data)
+    files = {s: e for s, e in manifest["files"].items() if not s.startswith("findings.")}
+    manifest["files"] = files | {"findings": [name, len(data)]}
+    (tmp_path / "hot.json").write_bytes(shards.encode(manifest))
+    reopened = Store(tmp_path)
+    book = FindingBook(reopened.hot, reopened.lock)
+    assert book.raise_candidates([seen(22, "S-2")], T0 + timedelta(minutes=1)) == []
+    assert "findings" in _manifest(tmp_path)["files"]  # nothing written: still as it was
+    book.ack("F-000002", "alice", T0 + timedelta(minutes=2))
+    (record,) = list(Store(tmp_path).journal.records())[-1:]
+    assert list(record["effects"]["set"]["findings"]) == ["2"]  # the ack's document only
+    split = {s for s in _manifest(tmp_path)["files"] if s.startswith("findings")}
+    assert split == {"findings.000000"}
+    assert [(f.id, f.status) for f in book.all()] == [
+        ("F-000001", "new"),
+        ("F-000002", "acknowledged"),
+    ]

@@ -21,24 +21,35 @@ changes nothing else leaves its document as it was (a cycle's journal transactio
 grow with the queue). Its stored `last_seen`/`last_scan_id` name the scan that last changed
 it; when a port or host was last seen is the scan state's (`portconsole state`).
 
-Reads outside a transaction keep the parsed findings by shard file (the findings table is
-sharded by id range, shards.py; a file never changes while it exists): after a cycle that
-changed a few findings, a read parses only their shard. `shared_all`/`shared_open` hand
-out those objects themselves, for readers that do not change them; `all`/`open`/`get`
-answer copies anyone may change.
+Reads outside a transaction share parsed findings by shard file (findings_reads.py); a
+read-modify-write touches only the shards of the findings it reads or writes, found
+through a key index (findings_docs.py).
 """
 
 from __future__ import annotations
 
-import bisect
-import heapq
-from collections.abc import Callable, Collection, Iterable, MutableMapping
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 from tinydb import TinyDB
-from tinydb.table import Document, Table
 
+from portconsole.core.adapters.findings_docs import (
+    IDS,
+    FindingDocs,
+    KeyIndex,
+    ShardDocs,
+    TableDocs,
+)
+from portconsole.core.adapters.findings_reads import TABLE, SharedReads, queue_of
+from portconsole.core.adapters.findings_rules import (
+    absorb,
+    new_finding,
+    notification_change,
+    resolve_by_scan,
+    written_form,
+)
+from portconsole.core.adapters.hot_storage import ShardedStorage
 from portconsole.core.adapters.shards import Projection
 from portconsole.core.adapters.storage import DataLock
 from portconsole.core.domain.approval import is_placeholder
@@ -62,86 +73,9 @@ from portconsole.core.domain.finding import (
     TimelineEntry,
     refusal,
 )
-from portconsole.core.domain.model import severity_rank
-from portconsole.core.domain.record_ids import RecordIds
+from portconsole.core.domain.model import port_key, severity_rank
 from portconsole.core.errors import NotFoundError, UserError
 from portconsole.core.timeutil import iso, utcnow
-
-TABLE = "findings"
-IDS = RecordIds("F-")
-# What a refresh moves on every sighting; a change to these alone is not written.
-REFRESH_FIELDS = ("last_seen", "last_scan_id")
-
-
-def _replace_docs(table: Table, findings: Iterable[Finding]) -> None:
-    """Rewrite several findings in one file write (TinyDB rewrites the file per call)."""
-    by_id = {f.id: f.to_json() for f in findings}
-    if not by_id:
-        return
-
-    def rewrite(doc: MutableMapping[str, Any]) -> None:
-        fresh = by_id[doc["id"]]
-        doc.clear()
-        doc.update(fresh)
-
-    updater: Callable[[MutableMapping[str, Any]], None] = rewrite
-    table.update(updater, doc_ids=[IDS.number(i) or 0 for i in by_id])
-
-
-def _queue_key(finding: Finding) -> tuple[int, datetime, str]:
-    """The queue's order: most severe first, then oldest."""
-    return (-severity_rank(finding.severity), finding.first_seen, finding.id)
-
-
-def _queue_of(findings: Iterable[Finding]) -> list[Finding]:
-    """The open findings, most severe first, then oldest."""
-    return sorted((f for f in findings if f.is_open), key=_queue_key)
-
-
-class _Parsed:
-    """One shard file's findings, parsed once: all of them by id, and its open ones in
-    queue order (the queue merges these: no sort of 100,000 findings, which would hold
-    the GIL the console's UI thread needs for a tenth of a second)."""
-
-    __slots__ = ("doc_ids", "findings", "queue")
-
-    def __init__(self, docs: dict[str, Any]) -> None:
-        self.doc_ids = tuple(sorted(int(k) for k in docs))
-        self.findings = tuple(Finding.from_json(docs[str(k)]) for k in self.doc_ids)
-        self.queue = _queue_of(self.findings)
-
-    def get(self, doc_id: int) -> Finding | None:
-        at = bisect.bisect_left(self.doc_ids, doc_id)
-        found = at < len(self.doc_ids) and self.doc_ids[at] == doc_id
-        return self.findings[at] if found else None
-
-
-def _written_form(finding: Finding) -> dict[str, Any]:
-    """A finding's document without the fields a mere refresh moves (see REFRESH_FIELDS)."""
-    data = finding.to_json()
-    for name in REFRESH_FIELDS:
-        data.pop(name, None)
-    return data
-
-
-def _notification_change(result: dict[str, Any], moment: datetime) -> Callable[[Finding], None]:
-    """Append a delivery attempt to a finding; a success adds a `notified` step (see
-    FindingBook.record_notification)."""
-    entry = dict(result)
-    entry.setdefault("at", iso(moment))
-    delivered = bool(entry.get("ok")) or str(
-        entry.get("outcome") or entry.get("status") or ""
-    ).lower() in ("success", "delivered", "sent")
-    target = str(entry.get("target") or "")
-
-    def change(f: Finding) -> None:
-        f.notifications.append(dict(entry))
-        if delivered:
-            f.timeline.append(
-                TimelineEntry("notified", moment, SYSTEM_ACTOR, f"to {target}" if target else "")
-            )
-
-    return change
 
 
 def _required(text: str, what: str, example: str) -> str:
@@ -159,78 +93,83 @@ class FindingBook:
         self.lock = lock
         # cache_size=0: another process may write the file between our reads.
         self.table = db.table(TABLE, cache_size=0)
-        # Parsed findings by shard file name, and the last queue with the files it came from.
-        self._parsed: dict[str, _Parsed] = {}
-        self._queue: tuple[tuple[str, ...], list[Finding]] = ((), [])
+        self._reads = SharedReads(db)
+        self._index = KeyIndex()
+
+    def _docs(self) -> FindingDocs:
+        """The documents for a read-modify-write (the data lock held): a transaction's
+        shards, or (a plain TinyDB file) the table."""
+        storage = self.db.storage
+        if isinstance(storage, ShardedStorage) and storage.memory is None:
+            data = storage.read()
+            if isinstance(data, Projection) and not data.shared:
+                return ShardDocs(data, storage, self._index, self._reads.parsed)
+        return TableDocs(self.table)
 
     # -- reading -------------------------------------------------------------------------
-
-    def _shared(self) -> tuple[tuple[str, ...], dict[str, _Parsed]] | None:
-        """The parsed findings by shard file, in id order, from the parsed-shard cache
-        (only files not met before are parsed); None inside a transaction (or a store
-        rebuilt in memory)."""
-        data = self.db.storage.read()
-        if not isinstance(data, Projection) or not data.shared:
-            return None
-        known = self._parsed
-        parsed: dict[str, _Parsed] = {}
-        for name, docs in data.table_shards(TABLE, known):
-            found = known.get(name) if docs is None else None
-            parsed[name] = found if found is not None else _Parsed(docs or {})
-        self._parsed = parsed
-        return tuple(parsed), parsed
 
     def shared_all(self) -> list[Finding]:
         """Every finding, oldest id first: objects shared with later reads, never to be
         changed (`Finding.sighted` and `copy` make changed ones)."""
-        shared = self._shared()
-        if shared is None:
-            return self.all()
-        return [f for shard in shared[1].values() for f in shard.findings]
+        shared = self._reads.all()
+        return self.all() if shared is None else shared
 
     def shared_open(self) -> list[Finding]:
-        """The queue (see `open`), of objects shared with later reads: never change them.
-        Merged from the shards' own queues, again only when a shard file changed."""
-        shared = self._shared()
-        if shared is None:
-            return self.open()
-        names, parsed = shared
-        known, queue = self._queue
-        if names != known:
-            queue = list(heapq.merge(*(p.queue for p in parsed.values()), key=_queue_key))
-            self._queue = (names, queue)
-        return list(queue)
+        """The queue (see `open`), of objects shared with later reads: never change them."""
+        shared = self._reads.open()
+        return self.open() if shared is None else shared
 
     def all(self) -> list[Finding]:
         """Every finding, oldest id first (copies: the caller may change them)."""
-        if self._shared() is not None:
-            return [f.copy() for f in self.shared_all()]
+        shared = self._reads.all()
+        if shared is not None:
+            return [f.copy() for f in shared]
         docs = sorted(self.table.all(), key=lambda d: d.doc_id)
         return [Finding.from_json(d) for d in docs]
 
     def open(self) -> list[Finding]:
         """The queue: new, acknowledged and flagged findings, most severe first, then oldest."""
-        if self._shared() is not None:
-            return [f.copy() for f in self.shared_open()]
-        return _queue_of(self.all())
+        shared = self._reads.open()
+        if shared is not None:
+            return [f.copy() for f in shared]
+        return queue_of(self.all())
 
     def get(self, finding_id: str) -> Finding:
         """A finding by id (`F-000123`, `f-123` or `123`); NotFoundError if there is none."""
+        return self._get(finding_id, None)
+
+    def _get(self, finding_id: str, docs: FindingDocs | None) -> Finding:
         number = IDS.number(finding_id)
-        shared = self._shared() if number is not None else None
-        if shared is not None and number is not None:
-            # The parsed shards, not the table: a table read would parse (and keep) the
-            # documents of every shard again.
-            for shard in shared[1].values():
-                finding = shard.get(number)
-                if finding is not None:
-                    return finding.copy()
-        doc = self.table.get(doc_id=number) if number is not None and shared is None else None
-        if doc is None or isinstance(doc, list):
+        finding = None
+        if number is not None:
+            shared, finding = (False, None) if docs is not None else self._reads.find(number)
+            if shared:
+                finding = finding.copy() if finding is not None else None
+            else:
+                finding = (docs or self._docs()).find(number)
+        if finding is None:
             raise NotFoundError(
                 f"no finding {finding_id!r}; list them with `portconsole findings --all`"
             )
-        return Finding.from_json(doc)
+        return finding
+
+    def open_on(self, places: Collection[str]) -> list[Finding]:
+        """The open findings on these ports (`port_key`s), in queue order, as they stand
+        (copies); inside a transaction, only their shards are read."""
+
+        def on(port: int | None, host: str, proto: str | None) -> bool:
+            return port is not None and port_key(host, port, proto or "") in places
+
+        if not self.lock.in_transaction:
+            return [f.copy() for f in self.shared_open() if on(f.port, f.host, f.proto)]
+        docs = self._docs()
+        found = [
+            docs.find(number)
+            for keys in docs.keys()
+            for number, _, _, host, port, proto, status in keys.resolvable
+            if status in OPEN_STATUSES and on(port, host, proto)
+        ]
+        return queue_of(f for f in found if f is not None)
 
     # -- detection -----------------------------------------------------------------------
 
@@ -263,12 +202,12 @@ class FindingBook:
         )
         outcome = RaiseOutcome()
         with self.lock.hold():
-            docs = self.table.all()
-            next_number = max((d.doc_id for d in docs), default=0) + 1
-            latest: dict[str, Finding] = {}
-            for doc in sorted(docs, key=lambda d: d.doc_id):
-                finding = Finding.from_json(doc)
-                latest[finding.key] = finding  # the newest finding per key decides
+            docs = self._docs()
+            latest: dict[str, int] = {}  # the newest finding's number per key
+            next_number = 1
+            for keys in docs.keys():
+                latest.update(keys.latest)
+                next_number = max(next_number, keys.top + 1)
             seen: dict[str, Finding] = {}  # every finding a candidate matched or created
             changed: dict[str, Finding] = {}  # those whose document must be written
             created: list[Finding] = []
@@ -276,107 +215,24 @@ class FindingBook:
                 key = candidate.key
                 if key in seen:
                     continue  # the same problem twice in one scan is one finding
-                current = latest.get(key)
+                number = latest.get(key)
+                current = docs.find(number) if number is not None else None
                 if current is not None:
-                    before = _written_form(current)
-                    if self._absorb(current, candidate, moment, window, actor, outcome):
+                    before = written_form(current)
+                    if absorb(current, candidate, moment, window, actor, outcome):
                         seen[key] = current
-                        if _written_form(current) != before:
+                        if written_form(current) != before:
                             changed[key] = current
                         continue
-                finding = Finding(
-                    id=IDS.make(next_number),
-                    kind=candidate.kind,
-                    severity=candidate.severity,
-                    host=candidate.host,
-                    port=candidate.port,
-                    proto=candidate.proto,
-                    service=candidate.service,
-                    status=NEW,
-                    first_seen=moment,
-                    last_seen=moment,
-                    scan_id=candidate.scan_id,
-                    last_scan_id=candidate.scan_id,
-                    details=dict(candidate.details),
-                    timeline=[
-                        TimelineEntry("detected", moment, actor, f"scan {candidate.scan_id}")
-                    ],
-                )
+                finding = new_finding(candidate, IDS.make(next_number), moment, actor)
                 next_number += 1
                 created.append(finding)
                 seen[key] = finding
                 changed[key] = finding
                 outcome.new.append(finding)
             created_ids = {f.id for f in created}
-            _replace_docs(self.table, [f for f in changed.values() if f.id not in created_ids])
-            if created:
-                self.table.insert_multiple(
-                    [Document(f.to_json(), doc_id=IDS.number(f.id) or 0) for f in created]
-                )
+            docs.write([f for f in changed.values() if f.id not in created_ids], created)
         return outcome
-
-    @staticmethod
-    def _absorb(
-        finding: Finding,
-        candidate: FindingCandidate,
-        moment: datetime,
-        window: timedelta,
-        actor: str,
-        outcome: RaiseOutcome,
-    ) -> bool:
-        """Fold a candidate into an existing finding if it is the same episode; True if so."""
-        if finding.status in (APPROVED, CLOSED):
-            return False
-        if finding.status == RESOLVED:
-            resolved_at = finding.resolved_at or finding.last_seen
-            if moment - resolved_at > window:
-                return False
-            restored = finding.resolved_from if finding.resolved_from in OPEN_STATUSES else NEW
-            if (
-                finding.resolved_from == RISK_ACCEPTED
-                and finding.risk_until
-                and finding.risk_until > moment
-            ):
-                restored = RISK_ACCEPTED
-            finding.status = restored
-            finding.flap_count += 1
-            finding.resolved_at = None
-            finding.resolved_from = ""
-            finding.timeline.append(
-                TimelineEntry(
-                    "reopened",
-                    moment,
-                    actor,
-                    f"seen again by scan {candidate.scan_id} within the flap window "
-                    f"(flap {finding.flap_count})",
-                )
-            )
-            outcome.reopened.append(finding)
-        elif finding.status == RISK_ACCEPTED and (
-            finding.risk_until is None or finding.risk_until <= moment
-        ):
-            finding.status = NEW
-            finding.timeline.append(
-                TimelineEntry(
-                    "reopened",
-                    moment,
-                    actor,
-                    "risk acceptance lapsed"
-                    + (f" on {iso(finding.risk_until)}" if finding.risk_until else ""),
-                )
-            )
-            outcome.lapsed.append(finding)
-        else:
-            outcome.refreshed.append(finding)
-            if candidate.details.get("backfilled"):
-                # An older report (a backfill, see ScanCycle._backfilled) seeing an open
-                # problem again tells nothing newer than the book: the finding stays as it is.
-                return True
-        finding.last_seen = moment
-        finding.last_scan_id = candidate.scan_id
-        finding.service = candidate.service or finding.service
-        finding.details = {**finding.details, **candidate.details}
-        return True
 
     def resolve_missing(
         self,
@@ -397,25 +253,16 @@ class FindingBook:
         moment = now or utcnow()
         resolved: list[Finding] = []
         with self.lock.hold():
-            for finding in self.all():
-                if finding.status not in RESOLVABLE_STATUSES or finding.kind not in kinds:
-                    continue
-                if finding.key in still_true_keys:
-                    continue
-                if not covered(finding.host, finding.port, finding.proto):
-                    continue
-                where = f"scan {scan_id}" if scan_id else "a later scan"
-                finding.resolved_from = finding.status
-                finding.status = RESOLVED
-                finding.resolved_at = moment
-                finding.timeline.append(
-                    TimelineEntry("remediated", moment, actor, f"no longer seen by {where}")
-                )
-                finding.timeline.append(
-                    TimelineEntry("verified", moment, actor, f"condition confirmed gone by {where}")
-                )
-                resolved.append(finding)
-            _replace_docs(self.table, resolved)
+            docs = self._docs()
+            for keys in docs.keys():
+                for number, key, kind, host, port, proto, _ in keys.resolvable:
+                    if kind in kinds and key not in still_true_keys and covered(host, port, proto):
+                        finding = docs.find(number)
+                        if finding is not None and finding.status in RESOLVABLE_STATUSES:
+                            resolved.append(finding)
+            for finding in resolved:
+                resolve_by_scan(finding, moment, actor, scan_id)
+            docs.write(resolved)
         return resolved
 
     def escalate(
@@ -450,7 +297,8 @@ class FindingBook:
         """Apply `change` if the finding's status allows `action` (by DECISION_STATUSES
         when `allowed` is None)."""
         with self.lock.hold():
-            finding = self.get(finding_id)
+            docs = self._docs()
+            finding = self._get(finding_id, docs)
             if allowed is None:
                 refused = refusal(finding, action)
                 if refused:
@@ -461,7 +309,7 @@ class FindingBook:
                     f"(allowed when {', '.join(s.replace('_', ' ') for s in sorted(allowed))})"
                 )
             change(finding)
-            _replace_docs(self.table, [finding])
+            docs.write([finding])
             return finding
 
     def ack(self, finding_id: str, actor: str, now: datetime | None = None) -> Finding:
@@ -550,12 +398,17 @@ class FindingBook:
             f.timeline.append(TimelineEntry("reopened", moment, actor, cleaned))
 
         with self.lock.hold():
-            current = self.get(finding_id)
-            newer = [f for f in self.all() if f.key == current.key and f.id > current.id]
-            if newer:
+            docs = self._docs()
+            current = self._get(finding_id, docs)
+            latest = max(
+                (keys.latest.get(current.key, 0) for keys in docs.keys()),
+                default=0,
+            )
+            newer = docs.find(latest) if latest > (IDS.number(current.id) or 0) else None
+            if newer is not None:
                 raise UserError(
                     f"cannot reopen {current.id}: the same problem was raised again as "
-                    f"{newer[-1].id} ({newer[-1].status}); work on that one"
+                    f"{newer.id} ({newer.status}); work on that one"
                 )
             return self._transition(current.id, {APPROVED} if revoked else None, "reopen", change)
 
@@ -621,7 +474,7 @@ class FindingBook:
         `result` is kept as given; it counts as delivered when `ok` is true or `outcome`
         (or `status`) is success/delivered/sent. `target` (e.g. a redacted URL) names where.
         """
-        change = _notification_change(result, now or utcnow())
+        change = notification_change(result, now or utcnow())
         return self._transition(finding_id, set(STATUSES), "record a notification for", change)
 
     def record_notifications(
@@ -630,15 +483,16 @@ class FindingBook:
         """Append one delivery attempt to every finding its message reports, in one read and
         one write (a digest's N findings: one file write, not N). Ids with no finding (a test
         message, a finding archived since) are skipped; returns the findings recorded."""
-        change = _notification_change(result, now or utcnow())
+        change = notification_change(result, now or utcnow())
         with self.lock.hold():
+            docs = self._docs()
             changed = []
             for finding_id in dict.fromkeys(finding_ids):
                 try:
-                    finding = self.get(finding_id)
+                    finding = self._get(finding_id, docs)
                 except NotFoundError:
                     continue
                 change(finding)
                 changed.append(finding)
-            _replace_docs(self.table, changed)
+            docs.write(changed)
             return changed

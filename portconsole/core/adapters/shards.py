@@ -233,13 +233,18 @@ class Projection(MutableMapping[str, Any]):
         self._watch.add(name)
         return docs
 
-    def live_block(self, table: str, block: str, create: bool) -> dict[str, Any] | None:
+    def live_block(
+        self, table: str, block: str, create: bool, watch: bool = True
+    ) -> dict[str, Any] | None:
+        """A block's documents, to change in place (`watch`: compared with the file at the
+        commit), or only to read."""
         shard = shard_name(table, block)
         if not self._exists(shard) and not create:
             return None
         docs = self._load(shard)
-        self._removed.discard(shard)
-        self._watch.add(shard)
+        if watch:
+            self._removed.discard(shard)
+            self._watch.add(shard)
         return docs
 
     def block_names(self, table: str) -> list[str]:
@@ -260,9 +265,9 @@ class Projection(MutableMapping[str, Any]):
         memory) is named by `id()` of its documents, prefixed `*`.
 
         For the reader that keeps its own form of the documents: a shard whose file is in
-        `known` is not loaded (None), and a shared projection parses the others without
-        keeping them in its cache (100,000 findings held twice, as documents and as the
-        reader's objects, took 300 MB more). One shard at a time: a reader that parses
+        `known` is not loaded (None), and the others are parsed without being kept (in a
+        shared projection's cache or a transaction's shards: 100,000 findings held twice,
+        as documents and as the reader's objects, took 300 MB more). One shard at a time: a reader that parses
         each as it comes holds one shard's documents, not the table's."""
         for shard in self._shards_of(table):
             changed = shard in self._set or shard in self._watch or shard not in self.files
@@ -279,9 +284,14 @@ class Projection(MutableMapping[str, Any]):
                 if docs is None:
                     docs = json.loads(self._read(shard))  # may move to a newer file name
             if docs is None:
-                docs = self._load(shard)
+                docs = json.loads(self._read(shard))  # a transaction's: not kept either
             yield str(self.files[shard][0]), docs
             docs = None  # this shard's documents go before the next is read
+
+    def split_whole(self, table: str) -> None:
+        """Split an id-range table held as one shard (an earlier version's), in memory."""
+        if table in ID_TABLES and self._exists(table):
+            self[table] = self[table]
 
     # ------------------------------------------------------------------ table map
 

@@ -342,11 +342,7 @@ class FingerprintAfter(ServiceBase):
     def _open_findings_on(self, scan: ScanResult) -> list[Finding]:
         """The open findings on the ports a fingerprint scan covers, as they stand."""
         ports = {port_key(h.address, p.port, p.proto) for h in scan.hosts for p in h.ports}
-        return [
-            f
-            for f in self.findings_book.open()
-            if f.port is not None and port_key(f.host, f.port, f.proto or "") in ports
-        ]
+        return self.findings_book.open_on(ports)
 
     def _escalate(self, before: list[Finding], scan: ScanResult) -> list[Finding]:
         """Escalate each of `before` that the detection after -sV showed worse

@@ -1,0 +1,153 @@
+"""How a scan's candidates and a delivery change findings: the rules FindingBook applies
+in its transactions, apart from where the documents live (findings.py, findings_docs.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from portconsole.core.domain.finding import (
+    APPROVED,
+    CLOSED,
+    NEW,
+    OPEN_STATUSES,
+    RESOLVED,
+    RISK_ACCEPTED,
+    SYSTEM_ACTOR,
+    Finding,
+    FindingCandidate,
+    RaiseOutcome,
+    TimelineEntry,
+)
+from portconsole.core.timeutil import iso
+
+# What a refresh moves on every sighting; a change to these alone is not written.
+REFRESH_FIELDS = ("last_seen", "last_scan_id")
+
+
+def written_form(finding: Finding) -> dict[str, Any]:
+    """A finding's document without the fields a mere refresh moves (see REFRESH_FIELDS)."""
+    data = finding.to_json()
+    for name in REFRESH_FIELDS:
+        data.pop(name, None)
+    return data
+
+
+def notification_change(result: dict[str, Any], moment: datetime) -> Callable[[Finding], None]:
+    """Append a delivery attempt to a finding; a success adds a `notified` step (see
+    FindingBook.record_notification)."""
+    entry = dict(result)
+    entry.setdefault("at", iso(moment))
+    delivered = bool(entry.get("ok")) or str(
+        entry.get("outcome") or entry.get("status") or ""
+    ).lower() in ("success", "delivered", "sent")
+    target = str(entry.get("target") or "")
+
+    def change(f: Finding) -> None:
+        f.notifications.append(dict(entry))
+        if delivered:
+            f.timeline.append(
+                TimelineEntry("notified", moment, SYSTEM_ACTOR, f"to {target}" if target else "")
+            )
+
+    return change
+
+
+def new_finding(
+    candidate: FindingCandidate, finding_id: str, moment: datetime, actor: str
+) -> Finding:
+    """A candidate no finding absorbed, as a new finding."""
+    return Finding(
+        id=finding_id,
+        kind=candidate.kind,
+        severity=candidate.severity,
+        host=candidate.host,
+        port=candidate.port,
+        proto=candidate.proto,
+        service=candidate.service,
+        status=NEW,
+        first_seen=moment,
+        last_seen=moment,
+        scan_id=candidate.scan_id,
+        last_scan_id=candidate.scan_id,
+        details=dict(candidate.details),
+        timeline=[TimelineEntry("detected", moment, actor, f"scan {candidate.scan_id}")],
+    )
+
+
+def absorb(
+    finding: Finding,
+    candidate: FindingCandidate,
+    moment: datetime,
+    window: timedelta,
+    actor: str,
+    outcome: RaiseOutcome,
+) -> bool:
+    """Fold a candidate into an existing finding if it is the same episode; True if so."""
+    if finding.status in (APPROVED, CLOSED):
+        return False
+    if finding.status == RESOLVED:
+        resolved_at = finding.resolved_at or finding.last_seen
+        if moment - resolved_at > window:
+            return False
+        restored = finding.resolved_from if finding.resolved_from in OPEN_STATUSES else NEW
+        if (
+            finding.resolved_from == RISK_ACCEPTED
+            and finding.risk_until
+            and finding.risk_until > moment
+        ):
+            restored = RISK_ACCEPTED
+        finding.status = restored
+        finding.flap_count += 1
+        finding.resolved_at = None
+        finding.resolved_from = ""
+        finding.timeline.append(
+            TimelineEntry(
+                "reopened",
+                moment,
+                actor,
+                f"seen again by scan {candidate.scan_id} within the flap window "
+                f"(flap {finding.flap_count})",
+            )
+        )
+        outcome.reopened.append(finding)
+    elif finding.status == RISK_ACCEPTED and (
+        finding.risk_until is None or finding.risk_until <= moment
+    ):
+        finding.status = NEW
+        finding.timeline.append(
+            TimelineEntry(
+                "reopened",
+                moment,
+                actor,
+                "risk acceptance lapsed"
+                + (f" on {iso(finding.risk_until)}" if finding.risk_until else ""),
+            )
+        )
+        outcome.lapsed.append(finding)
+    else:
+        outcome.refreshed.append(finding)
+        if candidate.details.get("backfilled"):
+            # An older report (a backfill, see ScanCycle._backfilled) seeing an open
+            # problem again tells nothing newer than the book: the finding stays as it is.
+            return True
+    finding.last_seen = moment
+    finding.last_scan_id = candidate.scan_id
+    finding.service = candidate.service or finding.service
+    finding.details = {**finding.details, **candidate.details}
+    return True
+
+
+def resolve_by_scan(finding: Finding, moment: datetime, actor: str, scan_id: str) -> None:
+    """Resolve a finding whose condition a scan no longer saw where it looked."""
+    where = f"scan {scan_id}" if scan_id else "a later scan"
+    finding.resolved_from = finding.status
+    finding.status = RESOLVED
+    finding.resolved_at = moment
+    finding.timeline.append(
+        TimelineEntry("remediated", moment, actor, f"no longer seen by {where}")
+    )
+    finding.timeline.append(
+        TimelineEntry("verified", moment, actor, f"condition confirmed gone by {where}")
+    )
