@@ -453,3 +453,22 @@ def test_read_commands_work_on_a_read_only_snapshot(monitor: Monitor, tmp_path: 
         ).stdout  # fmt: skip
     finally:
         subprocess.run(["umount", str(snapshot)], check=False)
+
+
+def test_an_older_head_put_back_under_a_running_process_is_noticed(monitor: Monitor) -> None:
+    # A running process skips re-reading the journal's last record while the last segment
+    # and head.json are as it last checked them: a head.json put back must still be seen.
+    head = monitor.paths.data_dir / "journal" / "head.json"
+    approve_8080(monitor)
+    older = head.read_bytes()
+    first = next(f.id for f in monitor.findings(include_closed=True))
+    monitor.note(first, "checked")
+    monitor.note(first, "checked twice")  # two behind: not a crash between events and head
+    assert head.read_bytes() != older
+    with monitor.store.lock.hold():  # a transaction that appends nothing: the tail agreed
+        pass
+    head.write_bytes(older)
+    monitor.note(next(f.id for f in monitor.findings(include_closed=True)), "checked again")
+    mismatches = [e for e in monitor.audit_events() if e.action == "journal.head_mismatch"]
+    assert len(mismatches) == 1, [e.action for e in monitor.audit_events()][-5:]
+    assert "behind the events" in mismatches[0].details["problem"]

@@ -205,6 +205,10 @@ class AuditLog:
         self.lock = lock
         self._staged: dict[int, _Staged] = {}
         self._pending_mismatch: dict[str, Any] | None = None
+        # The last segment as `_recover` last found it agreeing with head.json (path, inode,
+        # size, mtime) and that head: unchanged since, its last record is not read again
+        # (after a big transaction that record is megabytes, parsed at every begin).
+        self._agreed: tuple[tuple[str, int, int, int], tuple[int, str]] | None = None
 
     # -- files -------------------------------------------------------------------------
 
@@ -382,12 +386,21 @@ class AuditLog:
             return
         path = segments[-1]
         cut_torn_tail(path)
+        head = self._read_head()
+        stat = path.stat()
+        seen = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if (
+            head is not None
+            and self._agreed is not None
+            and self._agreed == (seen, (head.seq, head.hash))
+        ):
+            return
         last = last_record(path)
         if last is None:
             return
-        head = self._read_head()
         last_seq, last_hash = int(last["seq"]), str(last["hash"])
         if head is not None and (head.seq, head.hash) == (last_seq, last_hash):
+            self._agreed = (seen, (last_seq, last_hash))
             return
         tx = last.get("tx") or [last_seq, 1]
         if head is not None and head.seq == int(tx[0]) - 1:
