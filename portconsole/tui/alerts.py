@@ -40,16 +40,22 @@ class Alert:
     proto: str | None
     service: str
     reopened: bool
-    since: datetime  # first seen, or when it was reopened
+    since: datetime  # first seen, or when it was reopened or escalated
+    escalated: bool = False  # a later look (-sV) showed it worse: its severity rose
 
     @property
     def target(self) -> str:
         return self.host if self.port is None else f"{self.host}:{self.port}/{self.proto}"
 
 
+# Timeline steps after which an open finding is news again.
+_NEWS_STEPS = ("reopened", "escalated")
+
+
 def _episode(finding: Finding) -> int:
-    """How many times the finding was reopened: a change means it came back."""
-    return sum(1 for entry in finding.timeline if entry.step == "reopened")
+    """How many times the finding was reopened or escalated: a change means it came back,
+    or turned out worse than first told (its severity rose)."""
+    return sum(1 for entry in finding.timeline if entry.step in _NEWS_STEPS)
 
 
 def open_episodes(findings: Iterable[Finding]) -> dict[str, int]:
@@ -59,7 +65,11 @@ def open_episodes(findings: Iterable[Finding]) -> dict[str, int]:
 
 def _alert(finding: Finding, reopened: bool) -> Alert:
     since = finding.first_seen
-    if reopened:
+    last = finding.timeline[-1] if finding.timeline else None
+    escalated = False
+    if last is not None and last.step == "escalated":  # news again, not back again
+        since, reopened, escalated = last.at, False, True
+    elif reopened:
         for entry in reversed(finding.timeline):
             if entry.step == "reopened":
                 since = entry.at
@@ -74,6 +84,7 @@ def _alert(finding: Finding, reopened: bool) -> Alert:
         service=finding.service,
         reopened=reopened,
         since=since,
+        escalated=escalated,
     )
 
 
@@ -189,7 +200,7 @@ def banner_text(alerts: list[Alert], now: datetime) -> str:
     if not alerts:
         return ""
     first = alerts[0]
-    what = "REOPENED" if first.reopened else "NEW"
+    what = "ESCALATED" if first.escalated else "REOPENED" if first.reopened else "NEW"
     count = f"{len(alerts)} new findings · " if len(alerts) > 1 else f"{what} · "
     service = f" {clean(first.service, 20)}" if first.service else ""
     kind = "" if first.kind == "unapproved_port" else f" ({clean(first.kind, 24)})"

@@ -265,3 +265,33 @@ async def test_theme_is_remembered_in_the_config_dir_and_moved_once(
         assert again.theme == "portconsole-high-contrast"
     finally:
         again.monitor.close()
+
+
+def test_an_escalated_finding_alerts_again_as_escalated() -> None:
+    # The sweep raised it as an unknown service; -sV later named telnet and the book
+    # escalated it (fingerprint_after): every console is told again, at the new severity.
+    from datetime import UTC, datetime, timedelta
+
+    from portconsole.core.domain.finding import Finding, TimelineEntry
+
+    found = datetime(2026, 5, 1, tzinfo=UTC)
+    finding = Finding(
+        "F-000001", "unapproved_port", "medium", "127.0.0.5", 2323, "tcp", "unknown", "new",
+        found, found, "s-1",
+    )  # fmt: skip
+    finding.timeline = [TimelineEntry("detected", found, "portconsole", "scan s-1")]
+    tracker = AlertTracker()
+    tracker.observe([])
+    (first,) = tracker.observe([finding])
+    assert (first.severity, first.escalated, first.reopened) == ("medium", False, False)
+    tracker.mark_seen()
+    assert tracker.observe([finding]) == []
+    later = found + timedelta(seconds=40)
+    worse = finding.copy()
+    worse.severity, worse.service = "high", "telnet"
+    worse.timeline.append(TimelineEntry("escalated", later, "portconsole", "medium -> high"))
+    (again,) = tracker.observe([worse])
+    assert (again.severity, again.escalated, again.reopened) == ("high", True, False)
+    assert again.since == later and rings_bell([again], "high")
+    assert banner_text([again], later).startswith("ESCALATED · HIGH 127.0.0.5:2323/tcp telnet")
+    assert tracker.observe([worse]) == []  # told once
