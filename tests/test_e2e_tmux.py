@@ -48,12 +48,18 @@ class Tmux:
             time.sleep(pause)
 
     def screen(self) -> str:
-        return subprocess.run(
+        shown = subprocess.run(
             ["tmux", "capture-pane", "-p", "-t", self.session],
             capture_output=True,
             text=True,
-            check=True,
-        ).stdout
+            check=False,
+        )
+        if shown.returncode != 0:
+            raise AssertionError(
+                f"tmux session {self.session} is gone: the program in it quit "
+                f"({shown.stderr.strip()})"
+            )
+        return shown.stdout
 
     def wait_for(self, predicate: object, timeout: float, what: str) -> str:
         deadline = time.monotonic() + timeout
@@ -119,9 +125,15 @@ def _start_demo(session_args: list[str], command: str, env: dict[str, str], data
     config = data / "demo-config.toml"
     with open(Path(tempfile.gettempdir()) / "portconsole-e2e-demo.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        # A demo that fails (a traceback, a non-zero status) keeps its pane for a minute,
+        # so the test's next look at the screen shows why instead of "no server running".
+        kept = (
+            f"{_with_env(command, env)}; status=$?; if [ $status -ne 0 ]; then "
+            'echo "the demo exited with status $status"; sleep 60; fi'
+        )
         subprocess.run(
             ["tmux", "new-session", "-d", *session_args, "-x", "80", "-y", "24"]
-            + [_with_env(command, env)],
+            + ["sh -c " + shlex.quote(kept)],
             check=True,
             env=env,
         )
