@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -96,6 +96,22 @@ class ServiceBase:
         # Dated by the service's clock, like the records the event is about.
         moment = at if at is not None else self.clock()
         return AuditEntry(action, self.actor, outcome, resource, details, moment)
+
+    def _finding_entries(
+        self, at: datetime, *groups: tuple[str, Iterable[Finding]]
+    ) -> list[AuditEntry]:
+        """One entry per finding of each (action, findings) group: `finding.raised`,
+        `finding.reopened`, ... naming the finding, with its kind and severity."""
+        return [
+            self._entry(
+                action,
+                resource=finding_resource(finding),
+                details={"kind": finding.kind, "severity": finding.severity},
+                at=at,
+            )
+            for action, findings in groups
+            for finding in findings
+        ]
 
     def finding(self, finding_id: str) -> Finding:
         return self.findings_book.get(finding_id)

@@ -22,7 +22,7 @@ from portconsole.core.domain.finding import Finding, FindingCandidate
 from portconsole.core.domain.model import ScanResult, port_key
 from portconsole.core.domain.schedule import Gap
 from portconsole.core.domain.state import PortState
-from portconsole.core.services.base import ServiceBase, finding_resource
+from portconsole.core.services.base import ServiceBase
 from portconsole.core.timeutil import iso
 
 
@@ -74,15 +74,9 @@ class ScanFindings(ServiceBase):
                 [self._gap_candidate(gap, "") for gap in gaps], now, self.settings.scan.flap_window
             )
             alerts = outcome.new + outcome.lapsed
-            entries = self._gap_entries(gaps, now) + [
-                self._entry(
-                    "finding.raised",
-                    resource=finding_resource(finding),
-                    details={"kind": finding.kind, "severity": finding.severity},
-                    at=now,
-                )
-                for finding in outcome.new
-            ]
+            entries = self._gap_entries(gaps, now) + self._finding_entries(
+                now, ("finding.raised", outcome.new)
+            )
             self.audit.append_many(entries)
             self._enqueue(alerts, "")
         return alerts
@@ -122,21 +116,13 @@ class ScanFindings(ServiceBase):
                 {c.key for c in candidates}, Coverage.of_scan(scan).covers, now, scan.scan_id
             )
         )
-        entries = [
-            self._entry(
-                action,
-                resource=finding_resource(finding),
-                details={"kind": finding.kind, "severity": finding.severity},
-                at=now,
-            )
-            for action, findings in (
-                ("finding.raised", outcome.new),
-                ("finding.reopened", outcome.reopened),
-                ("finding.risk_lapsed", outcome.lapsed),
-                ("finding.resolved", resolved),
-            )
-            for finding in findings
-        ]
+        entries = self._finding_entries(
+            now,
+            ("finding.raised", outcome.new),
+            ("finding.reopened", outcome.reopened),
+            ("finding.risk_lapsed", outcome.lapsed),
+            ("finding.resolved", resolved),
+        )
         return outcome.new + outcome.lapsed, entries
 
     def _open_after(self, scan: ScanResult) -> list[PortState] | list[ObservedPort]:

@@ -24,7 +24,7 @@ from portconsole.core.adapters.site_router import SiteRouter, replay_window
 from portconsole.core.adapters.site_scanner import SiteEvent
 from portconsole.core.adapters.site_seen import SeenJobs
 from portconsole.core.domain.finding import FindingCandidate
-from portconsole.core.services.base import ServiceBase, finding_resource
+from portconsole.core.services.base import ServiceBase
 
 if TYPE_CHECKING:
     from portconsole.core.adapters.scanning import ScannerLike
@@ -109,14 +109,6 @@ def record_site_event(service: ScanCycle, event: SiteEvent) -> None:
                 [candidate], now, service.settings.scan.flap_window
             )
             alerts = outcome.new + outcome.lapsed
-            entries += [
-                service._entry(
-                    "finding.raised",
-                    resource=finding_resource(finding),
-                    details={"kind": finding.kind, "severity": finding.severity},
-                    at=now,
-                )
-                for finding in outcome.new
-            ]
+            entries += service._finding_entries(now, ("finding.raised", outcome.new))
         service.audit.append_many(entries)
         service._enqueue(alerts, "")
