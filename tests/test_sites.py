@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import pytest
 
 from portconsole.core.errors import UserError
 from portconsole.core.monitor import Monitor
+from portconsole.core.services.cycle_result import CycleResult
 from portconsole.core.settings import load_settings
 from tests.fleet import TestFleet, is_listening
 
@@ -355,6 +357,30 @@ def test_a_worker_never_scans_outside_its_own_scope(two_sites: Sites) -> None:
         monitor.close()
 
 
+class CycleInThread:
+    """A group's cycle run in a thread, so a test can act while the site's worker scans."""
+
+    def __init__(self, monitor: Monitor, group: str) -> None:
+        self.result: CycleResult | None = None
+        self.error: UserError | None = None
+        self.thread = threading.Thread(target=self._run, args=(monitor, group))
+        self.thread.start()
+
+    def _run(self, monitor: Monitor, group: str) -> None:
+        try:
+            self.result = monitor.run_cycle(group)
+        except UserError as error:
+            self.error = error
+
+    def finished(self, timeout: float) -> CycleResult:
+        """The cycle's result, once it ended within `timeout` seconds without an error."""
+        self.thread.join(timeout=timeout)
+        assert not self.thread.is_alive(), "the cycle did not end"
+        assert self.error is None, self.error
+        assert self.result is not None
+        return self.result
+
+
 def _scanning_worker(workers: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes] | None:
     """The worker with an nmap child right now (read from /proc)."""
     pids = {w.pid: w for w in workers}
@@ -383,19 +409,8 @@ def test_a_worker_killed_mid_scan_leaves_its_job_to_the_other(two_sites: Sites) 
     second = two_sites.start_worker("north", "north-2")
     two_sites.wait_ready("north", 2)
     monitor = two_sites.monitor()
-    import threading
-
-    outcome: dict[str, object] = {}
-
-    def cycle() -> None:
-        try:
-            outcome["result"] = monitor.run_cycle("g-north")
-        except UserError as error:
-            outcome["error"] = error
-
-    runner = threading.Thread(target=cycle)
+    runner = CycleInThread(monitor, "g-north")
     try:
-        runner.start()
         deadline = time.monotonic() + 20
         victim = None
         while victim is None and time.monotonic() < deadline:
@@ -405,18 +420,15 @@ def test_a_worker_killed_mid_scan_leaves_its_job_to_the_other(two_sites: Sites) 
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait()
         survivor = "north-2@test" if victim is first else "north-1@test"
-        runner.join(timeout=90)
-        assert not runner.is_alive()
-        assert "error" not in outcome, outcome.get("error")
-        result = outcome["result"]
-        assert result.scan.outcome == "success"  # type: ignore[attr-defined]
-        assert [h.address for h in result.scan.hosts] == [north.address]  # type: ignore[attr-defined]
+        result = runner.finished(timeout=90)
+        assert result.scan.outcome == "success"
+        assert [h.address for h in result.scan.hosts] == [north.address]
         workers = [e["details"]["worker"] for e in events(monitor, "site.result.accepted")]  # type: ignore[index]
         assert workers[0] == survivor
         ends = [e["details"] for e in events(monitor, "scan.end")]
         assert [(d["site"], d["worker"]) for d in ends] == [("north", survivor)]  # type: ignore[index]
     finally:
-        runner.join(timeout=1)
+        runner.thread.join(timeout=1)
         monitor.close()
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from portconsole.core.errors import UserError
 from portconsole.core.settings import load_settings
 from tests.test_sites import (  # noqa: F401 - redis and two_sites are fixtures
     REPO,
+    CycleInThread,
     Sites,
     _scanning_worker,
     needs_redis,
@@ -97,17 +97,8 @@ def test_a_redis_blip_during_a_scan_loses_nothing(
     worker = two_sites.start_worker("north", "north-1")
     two_sites.wait_ready("north", 1)
     monitor = two_sites.monitor()
-    outcome: dict[str, object] = {}
-
-    def cycle() -> None:
-        try:
-            outcome["result"] = monitor.run_cycle("g-north")
-        except UserError as error:
-            outcome["error"] = error
-
-    runner = threading.Thread(target=cycle)
+    runner = CycleInThread(monitor, "g-north")
     try:
-        runner.start()
         deadline = time.monotonic() + 20
         while _scanning_worker([worker]) is None:
             assert time.monotonic() < deadline, "the worker did not start nmap"
@@ -116,18 +107,15 @@ def test_a_redis_blip_during_a_scan_loses_nothing(
         two_sites.redis.stop()
         time.sleep(3)
         two_sites.redis = start_redis(two_sites.tmp, port=port)
-        runner.join(timeout=60)
-        assert not runner.is_alive()
-        assert "error" not in outcome, outcome.get("error")
-        result = outcome["result"]
-        assert result.scan.outcome == "success"  # type: ignore[attr-defined]
-        assert [h.address for h in result.scan.hosts] == [north.address]  # type: ignore[attr-defined]
+        result = runner.finished(timeout=60)
+        assert result.scan.outcome == "success"
+        assert [h.address for h in result.scan.hosts] == [north.address]
         assert not [f for f in monitor.findings_book.all() if f.kind == "monitoring_gap"]
         # The worker did meet the blip when storing its result (Celery's own log line).
         log = (two_sites.tmp / "worker-north-1.log").read_text()
         assert "Failed operation _store_result. Retrying" in log, log[-2000:]
     finally:
-        runner.join(timeout=1)
+        runner.thread.join(timeout=1)
         monitor.close()
 
 
