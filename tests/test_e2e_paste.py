@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from portconsole.demo import DEMO_INTERVAL_SECONDS, DEMO_PORT_OFFSET
-from tests.test_e2e_tmux import Tmux, _marked, _shows, demo, pytestmark
+from tests.test_e2e_tmux import Tmux, _marked, _shows, demo, pytestmark, settled_services
 
 __all__ = ["demo", "pytestmark"]
 
@@ -62,6 +62,7 @@ def test_pasted_keys_fill_the_approve_form_and_a_revoke_brings_the_finding_back(
         10,
         "the filter, submitted",
     )
+    settled_services(tmux)
     # The key that opens the form and everything typed into it, in one write.
     paste(tmux, "apublic web 2nd\tweb team\tcarol")
     screen = tmux.wait_for(lambda s: "carol" in s, 10, "the approve form, filled")

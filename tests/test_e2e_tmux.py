@@ -115,6 +115,16 @@ def _with_env(command: str, env: dict[str, str]) -> str:
     return f"env -i {assignments} {command}"
 
 
+def settled_services(tmux: Tmux) -> None:
+    """Wait until the console's header no longer says it is identifying ports (the cycle's
+    background -sV): an approval made before -sV names a port's service expects nmap's
+    port-table guess, and -sV naming another service then raises a service_changed finding
+    on the port just approved."""
+    tmux.wait_for(
+        lambda s: bool(s) and "identifying" not in s.splitlines()[0], 120, "-sV to finish"
+    )
+
+
 def _start_demo(session_args: list[str], command: str, env: dict[str, str], data: Path) -> None:
     """Start a demo in a new 80x24 tmux session, one demo at a time until its fleet is up.
 
@@ -203,6 +213,7 @@ def test_drift_is_seen_and_approved_with_keys_only(demo: tuple[Tmux, Path]) -> N
         10,
         "the filter",
     )
+    settled_services(tmux)
     tmux.keys("a")
     tmux.wait_for(lambda s: "Justification" in s, 10, "the approve form")
     screen = tmux.screen()
