@@ -28,7 +28,8 @@ from portconsole.core.domain.notification import (
 )
 from portconsole.core.errors import ConfigError
 from portconsole.core.secrets import config_secrets, mask_text, mask_url
-from portconsole.core.settings import NotifySettings, NotifyTarget
+from portconsole.core.settings import NotifySettings
+from portconsole.core.settings_sections import NotifyTarget
 from portconsole.core.timeutil import utcnow
 from tests.servers import HttpCatcher, SmtpCatcher, free_port
 
