@@ -8,7 +8,7 @@ built; moving, sorting and filtering keep it that way and keep the cursor on its
 from __future__ import annotations
 
 import gc
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from portconsole.core.adapters.findings import FindingBook
@@ -32,16 +32,16 @@ def address(index: int) -> str:
     return f"127.{40 + index // 250}.{index // 250 % 250}.{1 + index % 250}"
 
 
-def big_store(data_dir: Path, count: int = HOSTS) -> None:
-    at = utcnow() - timedelta(hours=1)
+def sweep(scan_id: str, at: datetime, count: int) -> ScanResult:
+    """A daemon's sweep that finished at `at`: `count` hosts, each with PORTS open."""
     hosts = [
         HostObservation(
             address(i), "up", "", [PortObservation(p, "tcp", "open", "http") for p in PORTS]
         )
         for i in range(count)
     ]
-    scan = ScanResult(
-        scan_id="scale-seed",
+    return ScanResult(
+        scan_id=scan_id,
         started_at=at - timedelta(seconds=30),
         finished_at=at,
         nmap_version="7.93",
@@ -54,6 +54,12 @@ def big_store(data_dir: Path, count: int = HOSTS) -> None:
         hosts=hosts,
         origin="daemon",
     )
+
+
+def big_store(data_dir: Path, count: int = HOSTS) -> None:
+    at = utcnow() - timedelta(hours=1)
+    scan = sweep("scale-seed", at, count)
+    hosts = scan.hosts
     store = Store(data_dir, RetentionSettings())
     store.ingest(scan)
     book = FindingBook(store.hot, store.lock)
@@ -170,28 +176,7 @@ async def test_a_replaced_snapshot_is_freed_in_a_thread_and_shared_findings_stay
             assert first is not None and len(first.findings) == count
             stored = {f.id: f.last_seen for f in monitor.findings_book.shared_open()}
             later = utcnow()
-            hosts = [
-                HostObservation(
-                    address(i), "up", "", [PortObservation(p, "tcp", "open", "http") for p in PORTS]
-                )
-                for i in range(count)
-            ]
-            Store(tmp_path / "data", RetentionSettings()).ingest(
-                ScanResult(
-                    scan_id="scale-again",
-                    started_at=later - timedelta(seconds=5),
-                    finished_at=later,
-                    nmap_version="7.93",
-                    scan_type="syn",
-                    privileged=True,
-                    targets=["127.40.0.0/14"],
-                    addresses=[h.address for h in hosts],
-                    ports=",".join(str(p) for p in PORTS),
-                    protocols=["tcp"],
-                    hosts=hosts,
-                    origin="daemon",
-                )
-            )
+            Store(tmp_path / "data", RetentionSettings()).ingest(sweep("scale-again", later, count))
             app.action_reload()
             assert await wait_for(pilot, lambda: app.snapshot is not first, timeout=30)
             await settle(pilot)
