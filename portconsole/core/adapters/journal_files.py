@@ -67,13 +67,50 @@ def records_backwards(path: Path) -> Iterator[dict[str, Any]]:
             chunk *= 4
 
 
+# Every event is written as canonical JSON (keys sorted), so its chain fields come last:
+# `"hash":...,"id":...,...,"seq":...,"tx":...}`. Outside a string this key can only be a key:
+# inside one, every quote is escaped.
+_HASH_KEY = b',"hash":'
+
+
+def chain_fields(line: bytes) -> dict[str, Any] | None:
+    """The fields of an event line from its top-level `hash` key on (hash, ..., seq, tx),
+    parsed from the end of `line` alone; None if they are not there (a torn line, or an
+    event not in canonical key order).
+
+    A transaction that writes 100,000 findings is one event of tens of MB: parsing it
+    whole to learn its seq and hash took ~300 MB and a second, three times as a process
+    opened the store. A `hash` key nested deeper leaves unbalanced braces after it, so
+    it does not parse: the search goes on to an earlier one."""
+    end = len(line)
+    while True:
+        at = line.rfind(_HASH_KEY, 0, end)
+        if at < 0:
+            return None
+        end = at
+        try:
+            fields = json.loads(b"{" + line[at + 1 :])
+        except ValueError:
+            continue
+        if isinstance(fields, dict) and "seq" in fields:
+            return fields
+
+
 def last_record(path: Path) -> dict[str, Any] | None:
-    """The last complete event of a segment, reading only its tail."""
+    """The chain fields (`chain_fields`: seq, hash, tx, ...) of the last complete event of
+    a segment, reading only its tail; the whole event only if it is not canonical."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         return None
     with path.open("rb") as handle:
+        handle.seek(max(0, size - TAIL_CHUNK))
+        tail = handle.read()
+        if tail.endswith(b"\n"):
+            # The last line, or its end when it started before the chunk.
+            fields = chain_fields(tail[tail.rfind(b"\n", 0, len(tail) - 1) + 1 : -1])
+            if fields is not None:
+                return fields
         start = max(0, size - TAIL_CHUNK)
         step = TAIL_CHUNK * 4  # grows, so a long last line is read a few times, not n/64k
         while True:
