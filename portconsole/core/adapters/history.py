@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from portconsole.core.adapters.history_at import PointInTimeReader
+from portconsole.core.adapters.shards import Projection
+from portconsole.core.adapters.sightings import HostPorts, SightingsCache, host_sightings
 from portconsole.core.adapters.store_segment import SCAN, Line, Segment, no_gc
 from portconsole.core.domain.changes import SERVICE_IDENTIFIED, HotTables
 from portconsole.core.domain.coverage import Coverage
-from portconsole.core.domain.finding import stored_time
 from portconsole.core.domain.model import OPEN
 from portconsole.core.domain.state import (
-    ROW_LAST,
-    ROW_LAST_SCAN,
     ROW_STATE,
     ChangeEvent,
     HostState,
@@ -31,7 +30,6 @@ from portconsole.core.domain.state import (
     host_state_of,
     parse_time,
     port_state_of,
-    split_port_key,
 )
 from portconsole.core.errors import StoreError
 from portconsole.core.timeutil import iso, month_key
@@ -57,7 +55,7 @@ def _scan_record(segment: Segment, line: Line) -> dict[str, Any]:
     parse held the GIL for half a second of the console's first read, and stayed parsed
     in the segment cache. Anything unexpected: the whole line, checked (`Segment.record`)."""
     if line.value is None:
-        text = line.raw[:_RECORD_PREFIX].decode("utf-8", "replace")
+        text = segment.raw(line, _RECORD_PREFIX).decode("utf-8", "replace")
         try:
             at = 1  # past "["
             for _ in range(3):  # the tag, the time and the scan id
@@ -83,6 +81,7 @@ class HistoryReader(PointInTimeReader):
 
     data_dir: Path
     xml_dir: Path
+    _sightings: SightingsCache
 
     def current_ports(
         self,
@@ -121,27 +120,22 @@ class HistoryReader(PointInTimeReader):
             result += rows
         return result
 
-    def open_port_sightings(
-        self, hosts: Iterable[str] | None = None
-    ) -> dict[str, dict[tuple[int, str], tuple[datetime, str]]]:
+    def open_port_sightings(self, hosts: Iterable[str] | None = None) -> dict[str, HostPorts]:
         """Address -> (port, proto) -> (last seen, last scan id) of its open ports, for
         every host or the `hosts` given: what a console snapshot needs of 200,000 ports
         (counts, approvals, latest sightings) without a PortState each (a sixth of the
-        time, and no sort)."""
+        time, and no sort). The whole fleet's, read lock-free, comes compact from the
+        sightings kept by shard file (sightings.py), without keeping the ports parsed."""
         hot = self._snapshot()
-        if hosts is None:
-            docs: Iterable[dict[str, Any]] = hot.ports.values()
-        else:
-            docs = [doc for doc in map(hot.ports.get, dict.fromkeys(hosts)) if doc is not None]
+        source = hot.source
         with no_gc():
-            return {
-                doc["host"]: {
-                    split_port_key(key): (stored_time(row[ROW_LAST]), row[ROW_LAST_SCAN])
-                    for key, row in doc["ports"].items()
-                    if row[ROW_STATE] == OPEN
-                }
-                for doc in docs
-            }
+            if hosts is None and isinstance(source, Projection) and source.shared:
+                return self._sightings.read(source)
+            if hosts is None:
+                docs: Iterable[dict[str, Any]] = hot.ports.values()
+            else:
+                docs = [doc for doc in map(hot.ports.get, dict.fromkeys(hosts)) if doc is not None]
+            return {doc["host"]: host_sightings(doc["ports"]) for doc in docs}
 
     def hosts(self, only: Iterable[str] | None = None) -> list[HostState]:
         """Every host the store tracks, or those of `only` it tracks (their blocks only)."""
@@ -256,7 +250,7 @@ class HistoryReader(PointInTimeReader):
     ) -> Iterable[tuple[list[Any], datetime, str]]:
         for segment, line in self._scan_lines_between(hot, since, until):
             assert line.at is not None
-            for event in segment.events(line):
+            for event in segment.each_event(line):
                 if not identified and event[0] == SERVICE_IDENTIFIED:
                     continue
                 yield event, line.at, line.scan_id

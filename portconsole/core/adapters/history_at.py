@@ -226,7 +226,7 @@ class PointInTimeReader:
             if line.kind != SCAN or line.at is None or (at is not None and line.at > at):
                 continue
             scans.append((line.at, line))
-            for event in segment.events(line):
+            for event in segment.each_event(line):
                 if host is None or event[1] == host:
                     replay(event, line.at_text, line.scan_id, hosts, ports)
         return hosts, ports, scans

@@ -235,7 +235,7 @@ class ProjectionKeeper:
                 hot.meta["checkpoint"] = {
                     "month": month,
                     "offset": mark.offset,
-                    "size": len(mark.raw) + 1,
+                    "size": mark.length + 1,
                 }
             hot.meta["recent"] = [str(c.get("scan_id")) for c in chunks][-RECENT_SCAN_IDS:]
             late: dict[str, str] = {}

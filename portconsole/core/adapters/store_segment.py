@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from portconsole.core.adapters.storage import quarantine
 from portconsole.core.domain.state import parse_time
@@ -46,6 +46,10 @@ RECENT_SCAN_IDS = 256
 CHECKPOINT, LIST, SCAN = "C", "L", "S"
 # The first bytes of a scan line hold its time and id (an id is at most 128 characters).
 _HEADER_BYTES = 256
+_LIST_TAG = b'["L",'
+_DECODER = json.JSONDecoder()
+# How much of a segment indexing reads at a time.
+_INDEX_CHUNK = 1 << 20
 
 
 @contextlib.contextmanager
@@ -159,13 +163,20 @@ def decode_checkpoint(body: dict[str, Any], host: str | None, open_state: str) -
 # --------------------------------------------------------------------------- segments
 
 
+# A line parsed once is kept parsed while it is at most this long; a longer one (a sweep of
+# 10,000 hosts is one 25 MB line, a checkpoint of 200,000 ports 20 MB) is read and parsed
+# again each time it is needed, rather than held by every process that once read it.
+KEEP_PARSED_BYTES = 256 * 1024
+
+
 @dataclass(slots=True)
 class Line:
-    """One committed line: its tag and, for a scan, its time and id; parsed on demand."""
+    """One committed line: its tag, where it is and, for a scan, its time and id. Its bytes
+    stay in the file (committed bytes never change) and are read and parsed on demand."""
 
     kind: str
-    offset: int  # in the file: for error messages
-    raw: bytes
+    offset: int  # in the file
+    length: int  # without its newline
     at: datetime | None = None
     at_text: str = ""
     scan_id: str = ""
@@ -192,23 +203,41 @@ class Segment:
             self.list_sets[list_id] = cached
         return cached
 
+    def raw(self, line: Line, limit: int | None = None) -> bytes:
+        """The line's bytes (its first `limit` only, if given), read from the file."""
+        length = line.length if limit is None else min(limit, line.length)
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(line.offset)
+                data = handle.read(length)
+        except FileNotFoundError:
+            raise StoreError(
+                f"history segment {self.path} went away while it was read (pruned by "
+                "retention?): retry"
+            ) from None
+        if len(data) < length:
+            raise _damaged(self.path, f"truncated (the line at byte {line.offset} is cut off)")
+        return data
+
     def parsed(self, line: Line) -> list[Any]:
         """The line's JSON; a line that does not parse names the file (and is copied aside)."""
-        if line.value is None:
-            try:
-                value = json.loads(line.raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise _damaged(
-                    self.path, f"corrupt (the line at byte {line.offset} is not JSON)"
-                ) from None
-            if not isinstance(value, list) or not value or value[0] != line.kind:
-                raise _damaged(self.path, f"corrupt (the line at byte {line.offset})")
-            if line.kind == SCAN and (
-                len(value) != 5 or not isinstance(value[3], dict) or not isinstance(value[4], list)
-            ):
-                raise _damaged(self.path, f"corrupt (the scan line at byte {line.offset})")
+        if line.value is not None:
+            return line.value
+        try:
+            value = json.loads(self.raw(line))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise _damaged(
+                self.path, f"corrupt (the line at byte {line.offset} is not JSON)"
+            ) from None
+        if not isinstance(value, list) or not value or value[0] != line.kind:
+            raise _damaged(self.path, f"corrupt (the line at byte {line.offset})")
+        if line.kind == SCAN and (
+            len(value) != 5 or not isinstance(value[3], dict) or not isinstance(value[4], list)
+        ):
+            raise _damaged(self.path, f"corrupt (the scan line at byte {line.offset})")
+        if line.length <= KEEP_PARSED_BYTES:
             line.value = value
-        return line.value
+        return value
 
     def scan_lines(self) -> list[Line]:
         return [line for line in self.lines if line.kind == SCAN]
@@ -221,6 +250,41 @@ class Segment:
         events: list[list[Any]] = self.parsed(line)[4]
         return events
 
+    def each_event(self, line: Line) -> Iterator[list[Any]]:
+        """A scan line's events one at a time: a line kept parsed gives its list; a long one
+        is decoded an event at a time (a first sweep of 10,000 hosts is 200,000 events in
+        one 25 MB line: parsed whole, ~250 MB at once)."""
+        if line.value is not None or line.length <= KEEP_PARSED_BYTES:
+            yield from self.events(line)
+            return
+        try:
+            text = self.raw(line).decode("utf-8")
+            at = 1  # past "["
+            for _ in range(4):  # the tag, the time, the scan id and the record
+                _, at = _DECODER.raw_decode(text, at)
+                if text[at] != ",":
+                    raise ValueError(at)
+                at += 1
+            if text[at] != "[":
+                raise ValueError(at)
+            at += 1
+            if text[at] == "]":
+                return
+            while True:
+                event, at = _DECODER.raw_decode(text, at)
+                if not isinstance(event, list):
+                    raise ValueError(at)
+                yield event
+                if text[at] == "]":
+                    break
+                if text[at] != ",":
+                    raise ValueError(at)
+                at += 1
+            if text[at:] != "]]":
+                raise ValueError(at)
+        except (ValueError, IndexError, UnicodeDecodeError):
+            raise _damaged(self.path, f"corrupt (the scan line at byte {line.offset})") from None
+
     def checkpoint(self, line: Line) -> dict[str, Any]:
         value = self.parsed(line)
         if len(value) != 2 or not isinstance(value[1], dict):
@@ -228,14 +292,40 @@ class Segment:
         body: dict[str, Any] = value[1]
         return body
 
-    def add(self, data: bytes, start: int) -> None:
-        """Index the committed lines in `data` (which starts at byte `start` of the file)."""
-        offset = start
-        for raw in data.split(b"\n")[:-1]:
-            self.lines.append(self._index(raw, offset))
-            offset += len(raw) + 1
+    def add(self, handle: BinaryIO, start: int, end: int) -> None:
+        """Index the committed lines from byte `start` (where `handle` is) to `end`, reading
+        in chunks: of each line only its first bytes are kept while indexing (a list's, all
+        of it), so a 50 MB line costs a chunk, not its size twice over."""
+        offset = start  # where the current line starts
+        head = bytearray()  # its first bytes, or all of it for a list line
+        position = start
+        while position < end:
+            chunk = handle.read(min(_INDEX_CHUNK, end - position))
+            if not chunk:
+                raise _damaged(self.path, f"truncated ({position} of {end} bytes)")
+            view = memoryview(chunk)
+            at = 0
+            while True:
+                newline = chunk.find(b"\n", at)
+                piece = view[at : len(chunk) if newline < 0 else newline]
+                if head.startswith(_LIST_TAG):
+                    head += piece
+                elif len(head) < _HEADER_BYTES:
+                    need = _HEADER_BYTES - len(head)
+                    head += piece[:need]
+                    if head.startswith(_LIST_TAG):
+                        head += piece[need:]
+                if newline < 0:
+                    break
+                end_of_line = position + newline
+                self.lines.append(self._index(bytes(head), offset, end_of_line - offset))
+                offset, head, at = end_of_line + 1, bytearray(), newline + 1
+            position += len(chunk)
+        if offset != end:
+            raise _damaged(self.path, "corrupt (a committed line is cut off)")
 
-    def _index(self, raw: bytes, offset: int) -> Line:
+    def _index(self, raw: bytes, offset: int, length: int) -> Line:
+        """A line from its first bytes (`raw`: all of it for a list line)."""
         tag = raw[:6]
         if tag.startswith(b'["S","'):
             parts = raw[:_HEADER_BYTES].split(b'"', 6)
@@ -245,7 +335,7 @@ class Segment:
                     return Line(
                         SCAN,
                         offset,
-                        raw,
+                        length,
                         parse_time(at_text),
                         at_text,
                         parts[5].decode("ascii"),
@@ -253,15 +343,24 @@ class Segment:
                 except (UnicodeDecodeError, ValueError):
                     pass
         elif tag.startswith(b'["C",'):
-            return Line(CHECKPOINT, offset, raw)
+            return Line(CHECKPOINT, offset, length)
         elif tag.startswith(b'["L",'):
-            line = Line(LIST, offset, raw)
-            value = self.parsed(line)
+            line = Line(LIST, offset, length)
+            value = _parsed_list(raw, self.path, offset)
             if len(value) == 3 and isinstance(value[2], list):
                 self.lists[str(value[1])] = [str(item) for item in value[2]]
-                line.value = None  # kept once, in `lists`
                 return line
         raise _damaged(self.path, f"corrupt (the line at byte {offset})")
+
+
+def _parsed_list(raw: bytes, path: Path, offset: int) -> list[Any]:
+    try:
+        value = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _damaged(path, f"corrupt (the line at byte {offset} is not JSON)") from None
+    if not isinstance(value, list) or not value or value[0] != LIST:
+        raise _damaged(path, f"corrupt (the line at byte {offset})")
+    return value
 
 
 def _damaged(path: Path, what: str) -> StoreError:
@@ -297,19 +396,13 @@ class SegmentCache:
         if segment is None or segment.size > committed:
             segment = Segment(month=month, path=path)
         if committed > segment.size:
+            self._cache.pop(month, None)  # re-cached only once fully indexed
             try:
                 with path.open("rb") as handle:
                     handle.seek(segment.size)
-                    data = handle.read(committed - segment.size)
+                    segment.add(handle, segment.size, committed)
             except FileNotFoundError:
-                self._cache.pop(month, None)
                 return Segment(month=month, path=path)
-            if len(data) < committed - segment.size:
-                raise _damaged(path, f"truncated ({segment.size + len(data)} of {committed} bytes)")
-            if not data.endswith(b"\n"):
-                raise _damaged(path, "corrupt (a committed line is cut off)")
-            self._cache.pop(month, None)  # re-cached only once fully indexed
-            segment.add(data, segment.size)
             segment.size = committed
         self._cache[month] = segment
         self._cache.move_to_end(month)
