@@ -79,6 +79,7 @@ from portconsole.core.adapters.projection import (
 from portconsole.core.adapters.rebuild import ProjectionKeeper
 from portconsole.core.adapters.segment_files import SegmentFiles
 from portconsole.core.adapters.shards import Projection
+from portconsole.core.adapters.sightings import SightingsCache, fleet_sightings
 from portconsole.core.adapters.storage import (
     DataLock,
     atomic_write_bytes,
@@ -99,7 +100,7 @@ from portconsole.core.adapters.store_segment import (
 from portconsole.core.domain.changes import HotTables, apply_scan, check_scan_id, list_id
 from portconsole.core.domain.model import OPEN, Change, ScanResult
 from portconsole.core.domain.raw_xml import gzip_members
-from portconsole.core.domain.state import ROW_LAST, ROW_LAST_SCAN, ROW_STATE, as_utc, parse_time
+from portconsole.core.domain.state import ROW_STATE, as_utc, parse_time, split_port_key
 from portconsole.core.errors import StoreError
 from portconsole.core.settings import RetentionSettings
 from portconsole.core.timeutil import iso, month_key, utcnow
@@ -154,6 +155,7 @@ class Store(HistoryReader, ProjectionKeeper, SegmentFiles):
         self.journal = AuditLog(self.data_dir, self.lock)
         self._segments = SegmentCache(self.segment_dir)
         self._read_cache: tuple[str, HotTables] | None = None
+        self._sightings = SightingsCache()
         self._memory: HotTables | None = None  # a read-only store's projection rebuilt in memory
         self._tx_chunks: dict[int, list[dict[str, Any]]] = {}
         self.damage: str | None = None  # why a read-only store could not check its projection
@@ -441,16 +443,20 @@ class Store(HistoryReader, ProjectionKeeper, SegmentFiles):
         for address, doc in hosts.items():
             now = hot.hosts.get(address, {})
             host_lines.append((doc, now.get("last_covered"), now.get("last_covered_scan_id")))
+        # Only when each open port was last seen is needed of the current ports: kept
+        # compact, not all 200,000 rows parsed at once (shards read one at a time).
+        seen_now = fleet_sightings(hot, times=str)
+        nothing: dict[tuple[int, str], tuple[str, str]] = {}
         port_lines = []
         for address, rows in ports.items():
-            current = hot.ports.get(address, {}).get("ports", {})
-            items = []
+            current = seen_now.get(address, nothing)
+            items: list[tuple[str, list[Any], Any, Any]] = []
             for key, row in rows.items():
                 if row[ROW_STATE] != OPEN:
                     continue
-                now = current.get(key)
-                if now is not None and now[ROW_STATE] == OPEN:
-                    items.append((key, row, now[ROW_LAST], now[ROW_LAST_SCAN]))
+                now = current.get(split_port_key(key))
+                if now is not None:
+                    items.append((key, row, now[0], now[1]))
                 else:
                     items.append((key, row, None, None))
             port_lines.append((address, items))
