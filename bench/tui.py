@@ -17,7 +17,8 @@ at 80x24 over a real Monitor and measures, in this process:
   back, sorts it (`o`) and filters it (`/`);
 - with `--ingest`, all of the above while another process ingests scans of the whole fleet
   into the same store, one after another (each moves the data version: the console re-reads);
-- peak RSS of this process (the console; the store is built in a child process);
+- peak RSS of this process while the console runs (the store is built in a child process;
+  the timed store read after the console quits is not counted);
 - the time from a port opening to the alert on a follower console: a real
   `portconsole daemon` leads (real nmap, the demo's 15 s interval, 1 s jitter and -sV on
   changed ports) over a second 1,000-host store, and the real console follows it under
@@ -439,6 +440,8 @@ def main() -> None:
             results = asyncio.run(measure(monitor, args.hosts, findings))
         finally:
             monitor.close()
+        # The console's peak, before this process reads the store again below.
+        console_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         # What the first data frame waits for: one store read (the console's worker makes
         # the same call), timed on its own with a fresh Monitor after the console quit.
         monitor = Monitor.open(config, data_dir, origin="tui")
@@ -454,7 +457,7 @@ def main() -> None:
         if ingester is not None:
             ingester.kill()
             ingester.wait()
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = console_rss_mb
     first, stall = results["first_frame_s"], results["worst_stall_ms"]
     print(
         f"time to first frame:      {first:.2f} s  (target <= 1.5 s) {'OK' if first <= 1.5 else 'MISSED'}"
