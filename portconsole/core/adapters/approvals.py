@@ -222,12 +222,13 @@ class ApprovalRegistry:
         on_behalf_of: str = "",
         four_eyes: bool = False,
         four_eyes_basis: str = "",
+        service_basis: str = "",
     ) -> Approval:
         """Record a new approval, retiring any active one for the same host:port/proto.
 
         `approver` is the person approving (in the console, usually the actor's person);
         `actor` is who recorded it. The returned record's `supersedes` names the ids it
-        retired, so the caller can audit those too.
+        retired, so the caller can audit those too. `service_basis`: see Approval.
         """
         moment = now or utcnow()
         approved = approved_at or moment
@@ -252,6 +253,7 @@ class ApprovalRegistry:
             on_behalf_of=on_behalf_of.strip(),
             four_eyes=four_eyes,
             four_eyes_basis=four_eyes_basis,
+            service_basis=service_basis,
         )
         result = self._apply([self.validate(spec)], actor, moment, prune_source=None)
         return result.added[0]
@@ -280,6 +282,19 @@ class ApprovalRegistry:
             assert number is not None
             _replace_docs(self.table, {number: retired.to_json()})
             return retired
+
+    def adopt_service(self, approval_id: str, service: str) -> Approval:
+        """An approval awaiting -sV takes the service -sV named (its product pattern stays):
+        the guess it was given is replaced, and it no longer awaits anything."""
+        with self.lock.hold():
+            current = self.get(approval_id)
+            if not current.awaits_identification:
+                raise UserError(f"approval {current.id} expects a stated service; it adopts none")
+            adopted = replace(current, service=service.strip(), service_basis="")
+            number = IDS.number(current.id)
+            assert number is not None
+            _replace_docs(self.table, {number: adopted.to_json()})
+            return adopted
 
     def review(
         self,
@@ -418,6 +433,7 @@ class ApprovalRegistry:
                     on_behalf_of=spec.on_behalf_of,
                     four_eyes=spec.four_eyes,
                     four_eyes_basis=spec.four_eyes_basis,
+                    service_basis=spec.service_basis,
                 )
                 if current is not None:
                     record.supersedes.append(current.id)

@@ -10,6 +10,12 @@ the requester's identity; the approval is recorded under the approver's. They ar
 the two recorded persons differ. A name typed by the approver ("on behalf of", a baseline's
 `requester:`) is kept but proves nothing. Each review (PCI DSS 1.2.7) is kept on the approval
 with who, when, the outcome and the next review date.
+
+An approval made from a finding before -sV identified its port names the sweep's guess,
+nmap's port table (8081 -> `sunproxyadmin`): its `service_basis` is PORT_TABLE, and the
+port's first identification replaces the guess with what -sV named (`adopts_from` says
+when; services/fingerprint_after.py does it). Any other approval's service was stated (a
+baseline rule, or an identified finding's) and is held to as it is.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ PROTOCOLS = ("tcp", "udp", "sctp")
 # review says which, the change itself is a new request); retire: no longer needed.
 ReviewOutcome = Literal["keep", "change", "retire"]
 REVIEW_OUTCOMES: tuple[str, ...] = get_args(ReviewOutcome)
+
+# service_basis: "" (stated) or PORT_TABLE (a sweep's guess, awaiting -sV).
+PORT_TABLE = "port-table"
 
 PENDING = "pending"
 REQUEST_APPROVED = "approved"
@@ -121,6 +130,7 @@ class ApprovalSpec:
     on_behalf_of: str = ""
     four_eyes: bool = False
     four_eyes_basis: str = ""
+    service_basis: str = ""  # see Approval
 
     def content(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in CONTENT_FIELDS)
@@ -272,6 +282,9 @@ class Approval:
     four_eyes: bool = False
     four_eyes_basis: str = ""
     reviews: list[Review] = field(default_factory=list)
+    # PORT_TABLE: `service` is the sweep's guess, awaiting the port's first -sV (see the
+    # module docstring); "": stated. Not stored when stated, so older records read the same.
+    service_basis: str = ""
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -297,6 +310,23 @@ class Approval:
         """The newest review recorded by `at` (default: any)."""
         done = [r for r in self.reviews if at is None or r.at <= at]
         return done[-1] if done else None
+
+    @property
+    def awaits_identification(self) -> bool:
+        """Its service is a port-table guess that the port's first -sV replaces."""
+        return self.service_basis == PORT_TABLE
+
+    def adopts_from(self, first_seen: datetime, fingerprinted_at: datetime | None) -> bool:
+        """Whether the fingerprint landing now on its port (open since `first_seen`, last
+        fingerprinted at `fingerprinted_at` before it) is the identification it awaits: the
+        first of the open period it was approved in. A port fingerprinted meanwhile by
+        another path, or closed and opened again since, is not the port it guessed about."""
+        return (
+            self.active
+            and self.awaits_identification
+            and fingerprinted_at is None
+            and first_seen <= self.recorded_at
+        )
 
     def four_eyes_basis_text(self) -> str:
         """Why four eyes were or were not met, also for records made before requests existed."""
@@ -332,6 +362,8 @@ class Approval:
             value = data[name]
             data[name] = iso(value) if value is not None else None
         data["reviews"] = [review.to_json() for review in self.reviews]
+        if not self.service_basis:
+            del data["service_basis"]
         return data
 
     @classmethod

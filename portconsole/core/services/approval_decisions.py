@@ -10,6 +10,12 @@ Revoking a mistaken approval retires it (`approval.revoked`, with the reason). W
 is known open (the store's current state), the finding it approved is reopened at once
 (`finding.reopened`); otherwise, or for an approval with no finding (a baseline rule), the
 next scan that sees the port open raises it as unapproved.
+
+An approval takes its finding's service. Approved before -sV has identified the port, that
+service is the sweep's guess from nmap's port table: the approval records so
+(`service_basis`, domain/approval.py) and adopts what the port's first -sV names
+(services/fingerprint_after.py), rather than raising `service_changed` on the port just
+approved.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from datetime import UTC, date, datetime
 from portconsole.core.adapters.approval_requests import is_request_id
 from portconsole.core.domain.approval import (
     PENDING,
+    PORT_TABLE,
     Approval,
     ApprovalRequest,
     four_eyes,
@@ -205,6 +212,7 @@ class ApprovalDecisions(ServiceBase):
                     "then you approve it (or set approval.separation_of_duties = false)"
                 )
             now = self.clock()
+            service_basis = _service_basis(self, finding)
             if request is not None:
                 approval = self.approvals.add(
                     host=finding.host,
@@ -228,6 +236,7 @@ class ApprovalDecisions(ServiceBase):
                     on_behalf_of=request.on_behalf_of,
                     four_eyes=met,
                     four_eyes_basis=basis,
+                    service_basis=service_basis,
                 )
                 self.approvals.requests.mark_approved(request.id, approval.id, now)
             else:
@@ -249,6 +258,7 @@ class ApprovalDecisions(ServiceBase):
                     now=now,
                     four_eyes=met,
                     four_eyes_basis=basis,
+                    service_basis=service_basis,
                 )
             for retired_id in approval.supersedes:
                 self._audit(
@@ -269,6 +279,8 @@ class ApprovalDecisions(ServiceBase):
                     "requested_by": approval.requested_by or None,
                     "four_eyes": met,
                     "four_eyes_basis": basis,
+                    "service": approval.service,
+                    "service_basis": approval.service_basis or "stated",
                 },
             )
             finding = self.findings_book.approve(
@@ -355,6 +367,16 @@ class ApprovalDecisions(ServiceBase):
                         details={"kind": resolved.kind, "severity": resolved.severity},
                     )
         return reviewed
+
+
+def _service_basis(self: ApprovalDecisions, finding: Finding) -> str:
+    """PORT_TABLE when the finding's port is open in the store and -sV has not identified it
+    yet (its service is the sweep's port-table guess), else "" (stated)."""
+    guessed = any(
+        (p.port, p.proto) == (finding.port, finding.proto) and p.fingerprinted_at is None
+        for p in self.store.current_ports(finding.host)
+    )
+    return PORT_TABLE if guessed else ""
 
 
 def _revoke(self: ApprovalDecisions, approval_id: str, reason: str) -> Revocation:

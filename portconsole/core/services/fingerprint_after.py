@@ -18,6 +18,14 @@ telnet: detect.escalation) is escalated in that same transaction: its severity r
 falls), its details say what answered, its timeline says why (`escalated`), the journal has
 a `finding.escalated` event, and it is notified again, once (a later cycle sees nothing new).
 
+An approval made from a sweep's finding before -sV identified its port expects the sweep's
+guess (nmap's port table: 8081 -> `sunproxyadmin`; domain/approval.py `service_basis`).
+The port's first identification is what it awaits: in this same transaction, before
+detection, it adopts the service -sV named (`approval.service_adopted`, with the guess and
+the identification; its product pattern stays as it was), so detection judges the port
+against it and raises no `service_changed` on the port just approved (insecure services
+still count). Later identifications are judged against it as any approval's are.
+
 Rules:
 - A port -sV answered is fingerprinted even if -sV named nothing (it answers nothing): it
   is not asked again before its age. A host out of budget is concluded nothing about (its
@@ -55,9 +63,10 @@ from portconsole.core.adapters.fingerprints import (
     run_fingerprints,
 )
 from portconsole.core.adapters.journal import AuditEntry
+from portconsole.core.domain.approval import Approval
 from portconsole.core.domain.detect import escalation, may_escalate
 from portconsole.core.domain.finding import Finding
-from portconsole.core.domain.model import Change, PortObservation, ScanResult, port_key
+from portconsole.core.domain.model import OPEN, Change, PortObservation, ScanResult, port_key
 from portconsole.core.domain.schedule import Gap
 from portconsole.core.domain.state import PortState
 from portconsole.core.errors import NotFoundError
@@ -269,6 +278,7 @@ class FingerprintAfter(ServiceBase):
         """The later transaction: ingest, detect, journal and notify what -sV identified."""
         with self.store.lock.hold():
             hosts = list(run.hosts)
+            named = _named(run)
             still_open = {
                 (p.host, p.port, p.proto): p for p in self.store.current_ports(hosts=hosts)
             }
@@ -318,6 +328,7 @@ class FingerprintAfter(ServiceBase):
                 return FingerprintOutcome(None, error=scan.error)
             known_hosts = [h.address for h in self.store.hosts(hosts) if h.status == "up"]
             changes = self.store.ingest(scan)
+            adopted = self._adopt_services(scan, named, still_open)
             details["changes"] = len(changes)
             details["raw_xml_sha256"] = scan.raw_xml_sha256
             entries = [
@@ -329,6 +340,7 @@ class FingerprintAfter(ServiceBase):
                     at=scan.finished_at,
                 ),
                 *self._change_entries(changes, scan),
+                *adopted,
             ]
             before = self._open_findings_on(scan) if may_escalate(scan, self.settings) else []
             alerts, finding_entries = self._detect(scan, known_hosts, [])
@@ -338,6 +350,46 @@ class FingerprintAfter(ServiceBase):
             )
             self._enqueue(alerts + escalated, scan.scan_id, scan)
         return FingerprintOutcome(scan, changes, alerts, escalated, error=scan.error)
+
+    def _adopt_services(
+        self,
+        scan: ScanResult,
+        named: Mapping[tuple[str, int, str], str],
+        before: Mapping[tuple[str, int, str], PortState],
+    ) -> list[AuditEntry]:
+        """Approvals awaiting their port's first -sV adopt the service it `named` (see the
+        module docstring); `before`: each port as the store had it before this fingerprint.
+        A port -sV named nothing keeps its guess. Returns the entries for this transaction."""
+        entries = []
+        for approval in self.approvals.active():
+            port = before.get(approval.key)
+            service = named.get(approval.key, "")
+            if not service or port is None:
+                continue
+            if not approval.adopts_from(port.first_seen, port.fingerprinted_at):
+                continue
+            adopted = self.approvals.adopt_service(approval.id, service)
+            entries.append(self._adopted_entry(approval, adopted, scan))
+        return entries
+
+    def _adopted_entry(self, guessed: Approval, adopted: Approval, scan: ScanResult) -> AuditEntry:
+        return self._entry(
+            "approval.service_adopted",
+            resource={
+                "host": adopted.host,
+                "port": adopted.port,
+                "proto": adopted.proto,
+                "approval_id": adopted.id,
+            },
+            details={
+                "approval_id": adopted.id,
+                "guessed": guessed.service,
+                "identified": adopted.service,
+                "product_pattern": adopted.product_pattern,
+                "scan_id": scan.scan_id,
+            },
+            at=scan.finished_at,
+        )
 
     def _open_findings_on(self, scan: ScanResult) -> list[Finding]:
         """The open findings on the ports a fingerprint scan covers, as they stand."""
@@ -382,6 +434,17 @@ class FingerprintAfter(ServiceBase):
             },
             at=scan.finished_at,
         )
+
+
+def _named(run: FingerprintRun) -> dict[tuple[str, int, str], str]:
+    """The service -sV itself named on each port it answered (before `_answered` keeps a
+    silent port's old name)."""
+    return {
+        (address, p.port, p.proto): p.service
+        for address, host in run.hosts.items()
+        for p in host.ports
+        if p.state == OPEN and p.service
+    }
 
 
 def _answered(observed: PortObservation, stored: PortState) -> PortObservation:
