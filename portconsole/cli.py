@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -266,11 +267,23 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _before_exit() -> None:
+    """The command is done and the process is about to exit: move every object to the
+    collector's permanent generation, so the interpreter's shutdown does not walk them all
+    once more (measured: 60-90 ms of a `portconsole scan`'s wall time, more than its
+    ingest). Reference counting still frees them; atexit handlers and thread joins run as
+    usual. Only when the process is the command's own (see `main`)."""
+    gc.freeze()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(command_named(arguments))
     args = parser.parse_args(arguments)
     logs.configure_from_args(args)
+    # Run as the `portconsole` command (argv from sys.argv), not called by other code: the
+    # process ends with the command, which lets it tune the collector (_monitor, _before_exit).
+    args.own_process = argv is None
     for name in ("config", "data_dir", "readonly"):
         if not hasattr(args, name):
             setattr(args, name, None if name != "readonly" else False)
@@ -278,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = handler(args)
         sys.stdout.flush()
+        if args.own_process:
+            _before_exit()
         return code
     except BrokenPipeError:
         # The reader went away (`portconsole state | head -1`): that is not an error.

@@ -211,3 +211,30 @@ def test_loading_settings_never_parses_a_builtins_text_signature(tmp_path: Path)
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_only_the_commands_own_process_tunes_the_garbage_collector(
+    tmp_path: Path, store_args: list[str]
+) -> None:
+    """`portconsole` (argv from sys.argv) opens the Monitor with the collector paused and
+    freezes what it made, then freezes everything before exiting (shutdown would walk it
+    all again); `main(argv)` called by other code leaves the caller's collector alone."""
+    code = (
+        "import gc, io, sys\n"
+        "from contextlib import redirect_stdout\n"
+        "from portconsole.cli import main\n"
+        "before = gc.get_freeze_count()\n"
+        f"args = [*{store_args!r}, 'state', '--json']\n"
+        "with redirect_stdout(io.StringIO()):\n"
+        "    assert main(args) == 0\n"
+        "called = (gc.get_freeze_count() == before, gc.isenabled())\n"
+        "sys.argv = ['portconsole', *args]\n"
+        "with redirect_stdout(io.StringIO()):\n"
+        "    assert main() == 0\n"
+        "print(called, (gc.get_freeze_count() > before, gc.isenabled()))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[0] == "(True, True) (True, True)"
