@@ -136,7 +136,8 @@ def cmd_approvals(args: argparse.Namespace) -> int:
             [
                 a.id,
                 f"{a.host}:{a.port}/{a.proto}",
-                a.service,
+                # A guess from nmap's port table until the port's first -sV names it.
+                f"{a.service} (guess, awaiting -sV)" if a.awaits_identification else a.service,
                 a.owner,
                 a.requester or "-",
                 a.approver,

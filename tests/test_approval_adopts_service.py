@@ -155,11 +155,15 @@ def test_an_adopted_service_is_judged_like_a_stated_one_from_then_on(tmp_path: P
         telnet = approve(monitor, unapproved(monitor, 2323))
         assert (web.service, web.service_basis) == ("blackice-icecap", PORT_TABLE)
         assert (telnet.service, telnet.service_basis) == ("3d-nfsd", PORT_TABLE)
+        listed = run_cli(tmp_path, "approvals")
+        assert listed.returncode == 0, listed.stderr
+        assert "blackice-icecap (guess, awaiting -sV)" in listed.stdout
         gate.set()
         result.settle_fingerprint(30)
 
         assert approval_of(monitor, 8081).service == "http"
         assert kinds_on(monitor, 8081) == []
+        assert "awaiting -sV" not in run_cli(tmp_path, "approvals").stdout
         # Adopted telnet is still an insecure service: approved without a mitigation.
         assert approval_of(monitor, 2323).service == "telnet"
         assert kinds_on(monitor, 2323) == ["insecure_service"]
