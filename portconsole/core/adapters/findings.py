@@ -40,6 +40,8 @@ from portconsole.core.adapters.findings_docs import (
     KeyIndex,
     ShardDocs,
     TableDocs,
+    approved_under,
+    resolvable_on,
 )
 from portconsole.core.adapters.findings_reads import TABLE, SharedReads, queue_of
 from portconsole.core.adapters.findings_rules import (
@@ -152,6 +154,16 @@ class FindingBook:
                 f"no finding {finding_id!r}; list them with `portconsole findings --all`"
             )
         return finding
+
+    def approved_under(self, approval_id: str) -> list[Finding]:
+        """The findings approved under an approval, oldest first (copies; the lock held)."""
+        return approved_under(self._docs(), approval_id)
+
+    def resolvable_on(
+        self, kind: str, host: str, port: int | None, proto: str | None
+    ) -> list[Finding]:
+        """Findings of `kind` there a scan or decision may resolve (copies; the lock held)."""
+        return resolvable_on(self._docs(), kind, host, port, proto)
 
     def open_on(self, places: Collection[str]) -> list[Finding]:
         """The open findings on these ports (`port_key`s), in queue order, as they stand

@@ -24,7 +24,12 @@ from tinydb.table import Document, Table
 from portconsole.core.adapters.findings_reads import TABLE, ParsedShard
 from portconsole.core.adapters.hot_storage import ShardedStorage
 from portconsole.core.adapters.shards import Projection, id_block
-from portconsole.core.domain.finding import RESOLVABLE_STATUSES, Finding, finding_key
+from portconsole.core.domain.finding import (
+    APPROVED,
+    RESOLVABLE_STATUSES,
+    Finding,
+    finding_key,
+)
 from portconsole.core.domain.record_ids import RecordIds
 
 IDS = RecordIds("F-")
@@ -36,11 +41,13 @@ Resolvable = tuple[int, str, str, str, int | None, str | None, str]
 @dataclass(slots=True)
 class ShardKeys:
     """One shard's findings as detection matches them: the newest number per key, the
-    highest number, and the findings in a resolvable status (in id order)."""
+    highest number, the findings in a resolvable status (in id order), and the approved
+    ones by the approval they were approved under (a revocation reopens those)."""
 
     latest: dict[str, int] = field(default_factory=dict)
     top: int = 0
     resolvable: list[Resolvable] = field(default_factory=list)
+    approved: dict[str, list[int]] = field(default_factory=dict)
 
     @classmethod
     def of_docs(cls, docs: Mapping[str, Any]) -> ShardKeys:
@@ -48,13 +55,18 @@ class ShardKeys:
         for number in sorted(int(n) for n in docs):
             doc = docs[str(number)]
             keys._add(number, doc["kind"], doc["host"], doc["port"], doc["proto"], doc["status"])
+            if doc["status"] == APPROVED:
+                keys.approved.setdefault(str(doc.get("approval_id") or ""), []).append(number)
         return keys
 
     @classmethod
     def of_findings(cls, findings: Iterable[Finding]) -> ShardKeys:
         keys = cls()
         for f in findings:
-            keys._add(IDS.number(f.id) or 0, f.kind, f.host, f.port, f.proto, f.status)
+            number = IDS.number(f.id) or 0
+            keys._add(number, f.kind, f.host, f.port, f.proto, f.status)
+            if f.status == APPROVED:
+                keys.approved.setdefault(f.approval_id, []).append(number)
         return keys
 
     def _add(
@@ -168,3 +180,19 @@ class ShardDocs:
 
 
 FindingDocs = TableDocs | ShardDocs
+
+
+def approved_under(docs: FindingDocs, approval_id: str) -> list[Finding]:
+    """The findings approved under `approval_id`, oldest first: only their shards read."""
+    numbers = sorted(n for keys in docs.keys() for n in keys.approved.get(approval_id, ()))
+    return [f for f in map(docs.find, numbers) if f is not None]
+
+
+def resolvable_on(
+    docs: FindingDocs, kind: str, host: str, port: int | None, proto: str | None
+) -> list[Finding]:
+    """The findings of `kind` on host/port/proto in a resolvable status, oldest first."""
+    numbers = [
+        r[0] for keys in docs.keys() for r in keys.resolvable if r[2:6] == (kind, host, port, proto)
+    ]
+    return [f for f in map(docs.find, numbers) if f is not None]

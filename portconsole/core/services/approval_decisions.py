@@ -31,7 +31,7 @@ from portconsole.core.domain.approval import (
     ApprovalRequest,
     four_eyes,
 )
-from portconsole.core.domain.finding import APPROVED, RESOLVABLE_STATUSES, Finding, refusal
+from portconsole.core.domain.finding import APPROVED, Finding, refusal
 from portconsole.core.domain.model import FindingKind
 from portconsole.core.errors import PermissionRefused, UserError
 from portconsole.core.services.base import ServiceBase, finding_resource, refusal_recorded
@@ -352,12 +352,11 @@ class ApprovalDecisions(ServiceBase):
                 if done.next_review_by
                 else ", approval retired"
             )
-            for finding in self.findings_book.all():
-                if (
-                    finding.kind == FindingKind.APPROVAL_EXPIRED
-                    and finding.details.get("approval_id") == reviewed.id
-                    and finding.status in RESOLVABLE_STATUSES
-                ):
+            expired = self.findings_book.resolvable_on(
+                FindingKind.APPROVAL_EXPIRED, reviewed.host, reviewed.port, reviewed.proto
+            )
+            for finding in expired:
+                if finding.details.get("approval_id") == reviewed.id:
                     resolved = self.findings_book.resolve_by_decision(
                         finding.id, str(self.actor), text, now=now
                     )
@@ -392,9 +391,7 @@ def _revoke(self: ApprovalDecisions, approval_id: str, reason: str) -> Revocatio
         p.port == revoked.port and p.proto == revoked.proto
         for p in self.store.current_ports(revoked.host)
     )
-    approved = [
-        f for f in self.findings_book.all() if f.status == APPROVED and f.approval_id == revoked.id
-    ]
+    approved = self.findings_book.approved_under(revoked.id)
     if not known_open or not approved:
         return Revocation(revoked, None)
     finding = self.findings_book.reopen(
