@@ -21,7 +21,13 @@ from xml.etree import ElementTree
 
 import pytest
 
-from portconsole.core.adapters.scanner import ScanCancelled, Scanner
+from portconsole.core.adapters.scanner import (
+    SPACED_DELAY_MS,
+    SPACED_TRIES,
+    ScanCancelled,
+    Scanner,
+    spaced_seconds,
+)
 from portconsole.core.domain.model import HostObservation, Progress, ScanResult
 from portconsole.core.domain.raw_xml import GzipDocuments, gzip_members
 from portconsole.core.domain.targets import PortSpec, Scope, expand_targets, parse_ports
@@ -374,24 +380,52 @@ def test_probe_many_asks_many_hosts_in_a_few_nmap_runs(
     listening = {host: fleet.listen(host, "tcp") for host in hosts}
     # The first host also listens on the second host's port, but is not asked about it.
     fleet.listen(hosts[0], "tcp", port=listening[hosts[1]])
-    questions = {
-        host: [(listening[host], "tcp"), (fleet.closed_port(host), "tcp")] for host in hosts
-    }
+    closed = {host: fleet.closed_port(host) for host in hosts}
+    questions = {host: [(listening[host], "tcp"), (closed[host], "tcp")] for host in hosts}
     scanner = Scanner(ScanSettings(workers=4), LOOPBACK, nmap_path=path)
 
     answered = scanner.probe_many(questions)
 
-    assert answered == {host: {(listening[host], "tcp")} for host in hosts}
+    # Each asked port with its state: a closed one is answered closed (a reset), not
+    # merely "not open", so a vanished port is called closed only on that answer.
+    assert answered == {
+        host: {(listening[host], "tcp"): "open", (closed[host], "tcp"): "closed"} for host in hosts
+    }
     # 20 hosts in batches of 5 over 4 workers, not 20 runs (lines of runs started at once
     # may interleave in the log: count the runs, not the lines).
     assert log.read_text().count("-oX") == 4
-    # A closed port is answered as not open; probe() agrees host by host.
-    assert scanner.probe(hosts[2], questions[hosts[2]]) == answered[hosts[2]]
+    assert "--scan-delay" not in log.read_text()
+    # probe() agrees host by host on what is open.
+    assert scanner.probe(hosts[2], questions[hosts[2]]) == {(listening[hosts[2]], "tcp")}
 
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(ScanCancelled):
         scanner.probe_many(questions, cancel=cancel)
+
+
+def test_a_spaced_probe_spreads_its_tries_in_one_bounded_run(
+    fleet: TestFleet, recording_nmap: tuple[str, Path]
+) -> None:
+    path, log = recording_nmap
+    hosts = [fleet.new_address() for _ in range(3)]
+    listening = {host: fleet.listen(host, "tcp") for host in hosts}
+    closed = {host: fleet.closed_port(host) for host in hosts}
+    questions = {host: [(listening[host], "tcp"), (closed[host], "tcp")] for host in hosts}
+    scanner = Scanner(ScanSettings(workers=4), LOOPBACK, nmap_path=path)
+
+    started = time.monotonic()
+    answered = scanner.probe_many(questions, spaced=True)
+    took = time.monotonic() - started
+
+    assert answered == {
+        host: {(listening[host], "tcp"): "open", (closed[host], "tcp"): "closed"} for host in hosts
+    }
+    # Every host in one run, not one per batch.
+    (run,) = [line for line in log.read_text().splitlines() if "-oX" in line]
+    assert f"--scan-delay {SPACED_DELAY_MS}ms --max-retries {SPACED_TRIES - 1}" in run
+    # A host's two ports are asked SPACED_DELAY_MS apart; the hosts go in parallel.
+    assert SPACED_DELAY_MS / 1000 <= took < spaced_seconds(2), took
 
 
 def test_a_cycle_confirms_new_ports_with_batched_reprobes(fleet: TestFleet, tmp_path: Path) -> None:
@@ -406,10 +440,10 @@ def test_a_cycle_confirms_new_ports_with_batched_reprobes(fleet: TestFleet, tmp_
     asked: list[dict[str, list[tuple[int, str]]]] = []
 
     class FlapBeforeReprobe(Scanner):
-        def probe_many(self, questions, cancel=None):  # type: ignore[no-untyped-def]
+        def probe_many(self, questions, cancel=None, *, spaced=False):  # type: ignore[no-untyped-def]
             asked.append({a: sorted(p) for a, p in questions.items()})
             fleet.close(hosts[3], flapping)
-            return super().probe_many(questions, cancel)
+            return super().probe_many(questions, cancel, spaced=spaced)
 
     settings, paths = load_settings(write_config(tmp_path / "config.toml"), tmp_path / "data")
     monitor = Monitor(

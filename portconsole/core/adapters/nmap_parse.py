@@ -458,7 +458,8 @@ class _Reader:
             hostname=draft.hostname,
             ports=ports,
             filtered=draft.filtered,
-            # Known only when every port nmap listed is kept: otherwise "" (closed).
+            # Known only when every port nmap listed is kept: otherwise "" (closed; the
+            # confirm re-probe gives a vanished port its own state, services/probe.py).
             unlisted=(
                 draft.extraports[0] if len(draft.extraports) == 1 and not draft.dropped else ""
             ),

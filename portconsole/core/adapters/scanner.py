@@ -56,6 +56,7 @@ from portconsole.core.adapters.scan_batches import (
 from portconsole.core.adapters.scan_command import NMAP_MISSING, NmapCommand, raise_if_user_fixable
 from portconsole.core.adapters.scanning import (
     Fingerprint,
+    PortStates,
     ScanCancelled,
     ScanProgress,
     ScanTally,
@@ -79,6 +80,14 @@ from portconsole.core.settings import ScanSettings
 from portconsole.core.timeutil import utcnow
 
 __all__ = ["Fingerprint", "ScanCancelled", "Scanner", "new_scan_id"]
+
+# The spaced re-probe (probe_many(spaced=True)): a SYN rate limit drops tries sent close
+# together (nmap -T4 sends its four within ~1 s), so these are sent SPACED_DELAY_MS apart
+# per host: at a limit of one SYN a second one of two tries gets through, down to about
+# one every two seconds. A port that really drops costs SPACED_TRIES probes of its host.
+SPACED_DELAY_MS = 1100
+SPACED_TRIES = 2
+SPACED_SLACK_SECONDS = 3.0
 
 
 @dataclass(slots=True)
@@ -308,12 +317,20 @@ class Scanner:
         self,
         questions: Mapping[str, Iterable[tuple[int, str]]],
         cancel: threading.Event | None = None,
-    ) -> dict[str, set[tuple[int, str]]]:
+        *,
+        spaced: bool = False,
+    ) -> dict[str, PortStates]:
         """`probe` for many hosts at once, in host batches like a sweep (a confirm of 200
-        new hosts is about 13 nmap runs, not 200): address -> its asked ports open now.
+        new hosts is about 13 nmap runs, not 200): address -> the state nmap gave each
+        asked port (a port it gave none, e.g. two states folded into <extraports>, is
+        left out).
 
-        A host whose batch failed or that nmap did not report is left out (it answered
-        nothing, which never reads as "closed"); raises ScanCancelled on cancel.
+        `spaced`: every host in one run (per address family), in parallel, its probes
+        SPACED_DELAY_MS apart and each port (of all the hosts' ports: nmap asks each host
+        every port of its run) tried SPACED_TRIES times, killed after `spaced_seconds`:
+        for a few ports of a few hosts (the caller bounds them). A host whose run failed or
+        that nmap did not report is left out (it answered nothing, which never reads as
+        "closed"); raises ScanCancelled on cancel.
         """
         wanted: dict[str, set[tuple[int, str]]] = {}
         for address, ports in questions.items():
@@ -326,29 +343,35 @@ class Scanner:
         if any(proto == "udp" for pairs in wanted.values() for _, proto in pairs):
             self._require_udp_privilege()
         self.nmap_version()
-        batches = split_batches(sorted(wanted, key=ip_sort_key), self.batch_size_for(len(wanted)))
+        hosts = sorted(wanted, key=ip_sort_key)
+        batches = split_batches(hosts, len(hosts) if spaced else self.batch_size_for(len(hosts)))
 
         def run(batch: list[str]) -> _RunOutcome:
             asked = sorted({pair for address in batch for pair in wanted[address]})
             udp = any(proto == "udp" for _, proto in asked)
             args = self._command.sweep_args(batch, port_argument(asked), udp)
-            return self._run(args, batch, cancel, self.batch_timeout_for(len(batch)))
+            timeout = self.batch_timeout_for(len(batch))
+            if spaced:
+                args[args.index("--") : args.index("--")] = [
+                    "--scan-delay", f"{SPACED_DELAY_MS}ms", "--max-retries",
+                    str(SPACED_TRIES - 1), "--min-hostgroup", str(len(batch)),
+                ]  # fmt: skip
+                timeout = min(timeout, spaced_seconds(len(asked)))
+            # Every state is kept: a probe asks about a few ports, and closed is an answer.
+            return self._run(args, batch, cancel, timeout, open_only=False)
 
         workers = max(1, min(self.settings.workers, len(batches)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nmap-probe") as pool:
             outcomes = list(pool.map(run, batches))
         if any(outcome.cancelled for outcome in outcomes):
             raise ScanCancelled("re-probe cancelled; nothing was concluded")
-        answered: dict[str, set[tuple[int, str]]] = {}
-        for outcome in outcomes:
-            for address in [] if outcome.error else outcome.addresses:
-                host = outcome.hosts.get(address)
-                if host is not None:
-                    asked = wanted[address]
-                    answered[address] = {
-                        p.key for p in host.ports if p.state == OPEN and p.key in asked
-                    }
-        return answered
+        return {
+            address: _states(host, wanted[address])
+            for outcome in outcomes
+            if not outcome.error
+            for address in outcome.addresses
+            if (host := outcome.hosts.get(address)) is not None
+        }
 
     def fingerprint(
         self,
@@ -448,3 +471,17 @@ class Scanner:
 
 def _finished(futures: list[Future[_RunOutcome]]) -> list[_RunOutcome]:
     return [f.result() for f in futures if f.done() and not f.cancelled()]
+
+
+def spaced_seconds(ports: int) -> float:
+    """The most a spaced re-probe of `ports` ports may take (then it is killed):
+    its probes, SPACED_DELAY_MS apart, plus SPACED_SLACK_SECONDS for nmap's start and the
+    last probe's wait."""
+    return ports * SPACED_TRIES * SPACED_DELAY_MS / 1000 + SPACED_SLACK_SECONDS
+
+
+def _states(host: HostObservation, asked: set[tuple[int, str]]) -> PortStates:
+    """The state nmap gave each asked port: listed, or the one state of its <extraports>."""
+    listed = {p.key: p.state for p in host.ports}
+    states = {key: listed.get(key) or host.unlisted for key in asked}
+    return {key: state for key, state in states.items() if state}

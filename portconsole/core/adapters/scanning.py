@@ -87,16 +87,28 @@ class ScannerLike(Protocol):
     ) -> dict[tuple[int, str], PortObservation]: ...
 
 
+# A re-probe's answer for one host: each asked port nmap gave a state for ("open",
+# "closed", "filtered", ...). A port missing from it got no state either way.
+PortStates = dict[tuple[int, str], str]
+
+
 @runtime_checkable
 class BatchProber(Protocol):
     """A scanner that re-probes many hosts in a few nmap runs (`Scanner.probe_many`): the
-    confirm step uses it when the scanner has it, else one `probe` per host."""
+    confirm step uses it when the scanner has it, else one `probe` per host.
+
+    It answers each port's state, not only whether it is open, so that a port the sweep
+    lost is called closed only on a reset. `spaced`: probes of a host spaced out in time
+    (a rate limit on SYNs drops tries sent close together), in one bounded run.
+    """
 
     def probe_many(
         self,
         questions: Mapping[str, Iterable[tuple[int, str]]],
         cancel: threading.Event | None = None,
-    ) -> dict[str, set[tuple[int, str]]]: ...
+        *,
+        spaced: bool = False,
+    ) -> dict[str, PortStates]: ...
 
 
 def normalise_addresses(addresses: Iterable[str]) -> list[str]:

@@ -1,7 +1,26 @@
 """The second look of a cycle: re-probe what changed, choose what to fingerprint (-sV).
 
 Scanners miss ports under load and ports flap, so a new or vanished port is probed again
-before it counts; service detection costs ~10x a sweep (and ~165 s on a port that answers
+before it counts (`scan.confirm_probes` rounds). A vanished port (open before, not open in
+the sweep) takes the state the re-probes give it, not the sweep's guess (a sweep keeps only
+open ports, and reads a port it did not list as closed once it listed closed ports):
+
+- open at any re-probe: still there, no change;
+- a reset (nmap's `closed`) at any re-probe: `port_closed`;
+- silent (`filtered`): probed once more, spaced out, since a SYN rate limit drops tries
+  sent close together (nmap -T4 sends its four within ~1 s, and a limit of one SYN a second
+  swallowed all of them in ~2 of 5 cycles). Only a port silent through that too is
+  `port_filtered`; a silent port is never `port_closed`.
+
+The spaced re-probe is bounded: one nmap run (per address family) over at most
+SPACED_HOSTS hosts in parallel and SPACED_PORTS distinct ports, each port tried twice,
+1.1 s between a host's probes (scanner.SPACED_*), killed after 3 x 2 x 1.1 + 3 = 9.6 s;
+a silent port beyond those bounds is filtered at once. No setting: the bounds hold for a
+/16 with many vanished ports. A port behind a DROP rule costs a
+cycle about 3.5 s more (measured with one such port). A scanner that names only the open
+ports (not a `BatchProber`: the replay, a site) leaves a not-open port the sweep's state.
+
+Service detection costs ~10x a sweep (and ~165 s on a port that answers
 nothing), so it runs only on new, changed or stale ports, after detection and in the
 background (services/fingerprint_after.py); stored fingerprints are carried over meanwhile.
 
@@ -16,25 +35,37 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Hashable, Mapping
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from portconsole.core.adapters.scanning import BatchProber
+from portconsole.core.adapters.scanning import BatchProber, PortStates
 from portconsole.core.domain.coverage import Coverage
 from portconsole.core.domain.model import (
+    FILTERED,
+    FILTERED_STATES,
     OPEN,
+    HostObservation,
     PortObservation,
     ScanResult,
 )
 from portconsole.core.domain.state import PortState
+from portconsole.core.domain.targets import ip_sort_key
 from portconsole.core.errors import UserError
 from portconsole.core.services.base import ServiceBase
 from portconsole.core.settings import DEFAULT_REFINGERPRINT_HOURS
 
 Key = TypeVar("Key", bound=Hashable)
+
+CLOSED = "closed"
+# The spaced re-probe's bounds: at most this many hosts, and this many distinct ports
+# (the commonest among the silent ones; nmap asks every host of a run each port of it).
+# A silent vanished port beyond them is filtered from the first re-probe's silence.
+SPACED_HOSTS = 64
+SPACED_PORTS = 3
 
 
 def refingerprint_due(
@@ -68,6 +99,30 @@ def refingerprint_due(
     return {keys[index] for _, index in due[:cap]}
 
 
+def vanished_state(answers: Sequence[PortStates], key: tuple[int, str]) -> str:
+    """What re-probes say of a port the sweep lost: "open" when any found it open,
+    "closed" when any got a reset, "filtered" when every one that gave a state got no
+    answer, "" when none gave a state (a scanner that names only open ports)."""
+    states = {answer[key] for answer in answers if key in answer}
+    if OPEN in states:
+        return OPEN
+    if CLOSED in states:
+        return CLOSED
+    return FILTERED if states else ""
+
+
+def _settle(host: HostObservation, states: Mapping[tuple[int, str], str]) -> None:
+    """Give the host's vanished ports the states the re-probes concluded ("" keeps the
+    sweep's): each is filtered by `host.filtered` or else closed, never by the sweep's
+    guess for ports it did not list (`unlisted`), which only vanished ports are read for."""
+    if not any(states.values()):
+        return
+    final = {key: now or host.state_of(key) for key, now in states.items()}
+    kept = {key for key in host.filtered if key not in final}
+    host.filtered = sorted(kept | {key for key, now in final.items() if now in FILTERED_STATES})
+    host.unlisted = ""
+
+
 class Probing(ServiceBase):
     """Confirm and fingerprint, for the scan cycle."""
 
@@ -79,8 +134,11 @@ class Probing(ServiceBase):
     ) -> list[str]:
         """Re-probe new and vanished ports; drop what a re-probe does not confirm.
 
-        Scanners miss ports under load and ports flap: a new open port must still be open,
-        and a vanished port must still be closed, at every re-probe before either counts.
+        Scanners miss ports under load and ports flap: a new open port must still be open
+        at every re-probe before it counts, and a vanished port open at any re-probe is
+        still there. A vanished port takes the state the re-probes give it (see the module
+        docstring): closed only on a reset, filtered when silent through the spaced
+        re-probe too.
         """
         probes = self.settings.scan.confirm_probes
         if probes <= 0:
@@ -89,94 +147,136 @@ class Probing(ServiceBase):
         known_by_host: dict[str, set[tuple[int, str]]] = {}
         for address, port, proto in state:
             known_by_host.setdefault(address, set()).add((port, proto))
-        suspects: dict[str, set[tuple[int, str]]] = {}
+        new: dict[str, set[tuple[int, str]]] = {}
+        gone: dict[str, set[tuple[int, str]]] = {}
         for host in scan.hosts:
             seen = {p.key for p in host.open_ports()}
             known_keys = known_by_host.get(host.address, set())
-            new = seen - known_keys
+            if fresh := seen - known_keys:
+                new[host.address] = fresh
             # Vanished: known open, covered by this scan (port and protocol), not seen now.
-            gone = {k for k in known_keys - seen if coverage.covers(host.address, *k)}
-            if new or gone:
-                suspects[host.address] = new | gone
+            if lost := {k for k in known_keys - seen if coverage.covers(host.address, *k)}:
+                gone[host.address] = lost
+        suspects = {a: new.get(a, set()) | gone.get(a, set()) for a in {*new, *gone}}
         if not suspects:
             return []
-        unconfirmed: list[str] = []
         outcomes = self._reprobe(suspects, probes, cancel)
+        settled: dict[str, dict[tuple[int, str], str]] = {}
+        for address, answers in outcomes.items():
+            if answers:
+                settled[address] = {k: vanished_state(answers, k) for k in gone.get(address, ())}
+        silent = {
+            address: {k for k, s in states.items() if s == FILTERED}
+            for address, states in settled.items()
+        }
+        for address, states in self._spaced_reprobe(silent, cancel).items():
+            settled[address].update(states)
+        unconfirmed: list[str] = []
         hosts = {h.address: h for h in scan.hosts}  # one index, not a search per host
-        for address, results in outcomes:
-            if not results:
+        for address, answers in outcomes.items():
+            target = hosts[address]
+            if not answers:
                 continue
-            target = hosts.get(address)
-            if target is None:
-                continue
-            by_key = {p.key: p for p in target.ports}
-            for key in suspects[address]:
-                was_seen = key in by_key and by_key[key].state == OPEN
-                agree = all((key in r) == was_seen for r in results)
-                if agree:
+            for key in new.get(address, ()):
+                if all(answer.get(key) == OPEN for answer in answers):
                     continue
+                # Opened for one probe and gone at the re-probe: not a new port yet.
                 unconfirmed.append(f"{address}:{key[0]}/{key[1]}")
-                if was_seen:
-                    # Opened for one probe and gone at the re-probe: not a new port yet.
-                    target.ports = [p for p in target.ports if p.key != key]
-                else:
-                    # Missed by the sweep but open at the re-probe: the port is still there.
-                    known = state[(address, *key)]
-                    target.ports.append(
-                        PortObservation(
-                            key[0],
-                            key[1],
-                            OPEN,
-                            known.service,
-                            known.product,
-                            known.version,
-                            known.extrainfo,
-                        )
+                target.ports = [p for p in target.ports if p.key != key]
+            states = settled[address]
+            for key, now in states.items():
+                if now != OPEN:
+                    continue
+                # Missed by the sweep but open at a re-probe: the port is still there.
+                unconfirmed.append(f"{address}:{key[0]}/{key[1]}")
+                known = state[(address, *key)]
+                target.ports.append(
+                    PortObservation(
+                        key[0],
+                        key[1],
+                        OPEN,
+                        known.service,
+                        known.product,
+                        known.version,
+                        known.extrainfo,
                     )
+                )
+            _settle(target, {k: s for k, s in states.items() if s != OPEN})
             target.ports.sort(key=lambda p: (p.proto, p.port))
         return unconfirmed
+
+    def _spaced_reprobe(
+        self, silent: dict[str, set[tuple[int, str]]], cancel: threading.Event
+    ) -> dict[str, dict[tuple[int, str], str]]:
+        """What a spaced re-probe says of vanished ports silent at the first re-probe:
+        "open", "closed" or "filtered" (still silent, or the run failed), for at most
+        SPACED_HOSTS hosts and SPACED_PORTS distinct ports (the others are not asked)."""
+        scanner = self.scanner
+        if not any(silent.values()) or not isinstance(scanner, BatchProber) or cancel.is_set():
+            return {}
+        counts = Counter(key for keys in silent.values() for key in keys)
+        ports = set(sorted(counts, key=lambda k: (-counts[k], k[1], k[0]))[:SPACED_PORTS])
+        asked = {
+            address: sorted(keys & ports)
+            for address, keys in sorted(silent.items(), key=lambda item: ip_sort_key(item[0]))
+            if keys & ports
+        }
+        asked = dict(list(asked.items())[:SPACED_HOSTS])
+        try:
+            answers = scanner.probe_many(asked, cancel=cancel, spaced=True)
+        except UserError:
+            answers = {}
+        return {
+            address: {
+                key: vanished_state([answers[address]], key) if address in answers else FILTERED
+                for key in asked[address]
+            }
+            for address in asked
+        }
 
     def _reprobe(
         self,
         suspects: dict[str, set[tuple[int, str]]],
         probes: int,
         cancel: threading.Event,
-    ) -> list[tuple[str, list[set[tuple[int, str]]]]]:
-        """Each suspect host with the open ports of each of its `probes` re-probes, or with
+    ) -> dict[str, list[PortStates]]:
+        """Each suspect host with its answer to each of its `probes` re-probes, or with
         none when a re-probe failed or was cancelled: that confirms nothing either way, and
         the sweep's answer stands (better a finding to dismiss than a port never reported).
 
         A scanner that can (`BatchProber`) re-probes every host together, in host batches
-        like a sweep; another is asked one host at a time, `workers` at once.
+        like a sweep, and gives each port's state; another is asked one host at a time,
+        `workers` at once, and says only which ports are open.
         """
         scanner = self.scanner
         if isinstance(scanner, BatchProber):
-            rounds: list[dict[str, set[tuple[int, str]]]] = []
+            rounds: list[dict[str, PortStates]] = []
             for _ in range(probes):
                 if cancel.is_set():
-                    return [(address, []) for address in suspects]
+                    return {address: [] for address in suspects}
                 try:
                     rounds.append(scanner.probe_many(suspects, cancel=cancel))
                 except UserError:
-                    return [(address, []) for address in suspects]
-            return [
-                (address, [r[address] for r in rounds] if all(address in r for r in rounds) else [])
+                    return {address: [] for address in suspects}
+            return {
+                address: [r[address] for r in rounds] if all(address in r for r in rounds) else []
                 for address in suspects
-            ]
+            }
 
-        def reprobe(address: str) -> tuple[str, list[set[tuple[int, str]]]]:
-            results = []
+        def reprobe(address: str) -> tuple[str, list[PortStates]]:
+            answers: list[PortStates] = []
             for _ in range(probes):
                 if cancel.is_set():
                     return address, []
                 try:
-                    results.append(scanner.probe(address, sorted(suspects[address]), cancel=cancel))
+                    found = scanner.probe(address, sorted(suspects[address]), cancel=cancel)
                 except UserError:
                     return address, []
-            return address, results
+                answers.append(dict.fromkeys(found, OPEN))
+            return address, answers
 
         with ThreadPoolExecutor(max_workers=max(1, self.settings.scan.workers)) as pool:
-            return list(pool.map(reprobe, suspects))
+            return dict(pool.map(reprobe, suspects))
 
     def _fingerprint_plan(
         self,
