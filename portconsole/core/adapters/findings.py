@@ -48,13 +48,13 @@ from portconsole.core.adapters.findings_rules import (
     absorb,
     new_finding,
     notification_change,
+    required_text,
     resolve_by_scan,
     written_form,
 )
 from portconsole.core.adapters.hot_storage import ShardedStorage
 from portconsole.core.adapters.shards import Projection
 from portconsole.core.adapters.storage import DataLock
-from portconsole.core.domain.approval import is_placeholder
 from portconsole.core.domain.finding import (
     ACKNOWLEDGED,
     APPROVED,
@@ -78,13 +78,6 @@ from portconsole.core.domain.finding import (
 from portconsole.core.domain.model import port_key, severity_rank
 from portconsole.core.errors import NotFoundError, UserError
 from portconsole.core.timeutil import iso, utcnow
-
-
-def _required(text: str, what: str, example: str) -> str:
-    cleaned = text.strip()
-    if not cleaned or is_placeholder(cleaned):
-        raise UserError(f"a {what} is required: {example}")
-    return cleaned
 
 
 class FindingBook:
@@ -356,7 +349,7 @@ class FindingBook:
         now: datetime | None = None,
     ) -> Finding:
         """Close it as approved, pointing at the approval record the caller created."""
-        cleaned = _required(
+        cleaned = required_text(
             justification, "justification", "say what business need this port serves"
         )
         moment = now or utcnow()
@@ -375,7 +368,7 @@ class FindingBook:
         self, finding_id: str, actor: str, cause: str, now: datetime | None = None
     ) -> Finding:
         """Close it with its root cause (a monitoring gap explained, a false alarm); final."""
-        cleaned = _required(cause, "cause", "say what caused it (e.g. 'scanner host rebooted')")
+        cleaned = required_text(cause, "cause", "say what caused it (e.g. 'scanner host rebooted')")
         moment = now or utcnow()
 
         def change(f: Finding) -> None:
@@ -397,7 +390,7 @@ class FindingBook:
         """Back to new, wanting attention again: a flag or a close undone (`revoked`: an
         approval revoked, the finding it approved). The reason lands on the timeline; a
         finding whose problem was raised again since (a newer finding) is not reopened."""
-        cleaned = _required(reason, "reason", "say why it needs attention again")
+        cleaned = required_text(reason, "reason", "say why it needs attention again")
         moment = now or utcnow()
 
         def change(f: Finding) -> None:
@@ -442,7 +435,7 @@ class FindingBook:
         self, finding_id: str, actor: str, reason: str, now: datetime | None = None
     ) -> Finding:
         """Mark it unauthorized: it stays in the queue until a scan shows it remediated."""
-        cleaned = _required(reason, "reason", "say why this is unauthorized")
+        cleaned = required_text(reason, "reason", "say why this is unauthorized")
         moment = now or utcnow()
 
         def change(f: Finding) -> None:
@@ -461,7 +454,7 @@ class FindingBook:
         now: datetime | None = None,
     ) -> Finding:
         """Accept the risk until a date; the finding reopens if still true after it."""
-        cleaned = _required(reason, "reason", "say why the risk is acceptable until then")
+        cleaned = required_text(reason, "reason", "say why the risk is acceptable until then")
         moment = now or utcnow()
         if until <= moment:
             raise UserError(f"risk acceptance must end in the future, not {iso(until)}")

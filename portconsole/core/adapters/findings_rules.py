@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from portconsole.core.domain.approval import is_placeholder
 from portconsole.core.domain.finding import (
     APPROVED,
     CLOSED,
@@ -20,6 +21,7 @@ from portconsole.core.domain.finding import (
     RaiseOutcome,
     TimelineEntry,
 )
+from portconsole.core.errors import UserError
 from portconsole.core.timeutil import iso
 
 # What a refresh moves on every sighting; a change to these alone is not written.
@@ -151,3 +153,12 @@ def resolve_by_scan(finding: Finding, moment: datetime, actor: str, scan_id: str
     finding.timeline.append(
         TimelineEntry("verified", moment, actor, f"condition confirmed gone by {where}")
     )
+
+
+def required_text(text: str, what: str, example: str) -> str:
+    """A reason, cause or note a decision needs: stripped, refused when empty or a
+    placeholder ("n/a", "tbd"), with an example of what to write."""
+    cleaned = text.strip()
+    if not cleaned or is_placeholder(cleaned):
+        raise UserError(f"a {what} is required: {example}")
+    return cleaned
