@@ -16,6 +16,8 @@ from portconsole.core.adapters.store_segment import (
     LIST,
     SCAN,
     SegmentCache,
+    encode_checkpoint,
+    encode_checkpoint_line,
     encode_lines,
 )
 from portconsole.core.errors import StoreError
@@ -109,3 +111,37 @@ def test_a_damaged_long_scan_line_is_refused_when_streamed(tmp_path: Path) -> No
     with pytest.raises(StoreError, match="corrupt"):
         seen.extend(segment.each_event(segment.lines[0]))
     assert len(seen) == 19_999  # every event before the damaged one
+
+
+def _checkpoint_rows(size: int) -> tuple[list, list]:
+    hosts = [
+        (
+            {"address": f"127.0.{i // 250}.{i % 250}", "status": "up", "hostname": "h\u00e9"},
+            None,
+            "s",
+        )
+        for i in range(size)
+    ]
+    row = ["open", "http", 'nginx "1"', "1.27", "", "2026-11-01T00:00:00Z", "t", "s", None, None]
+    ports = [(f"127.0.{i // 250}.{i % 250}", [(f"{p}/tcp", row, "t2", "s2") for p in range(8000, 8020)])
+             for i in range(size)]  # fmt: skip
+    return hosts, ports
+
+
+def test_a_checkpoint_is_written_and_read_a_row_at_a_time_as_the_same_bytes(
+    tmp_path: Path,
+) -> None:
+    hosts, ports = _checkpoint_rows(3000)
+    whole = encode_lines([encode_checkpoint(hosts, ports)])
+    assert encode_checkpoint_line(hosts, ports) == whole
+    assert encode_checkpoint_line([], []) == encode_lines([encode_checkpoint([], [])])
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    spaced = json.dumps(json.loads(whole), indent=None).encode() + b"\n"  # ", " and ": "
+    (folder / "2026-11.jsonl").write_bytes(whole + spaced)
+    segment = SegmentCache(folder).load("2026-11", len(whole) + len(spaced))
+    streamed, fallback = segment.lines
+    assert streamed.length > KEEP_PARSED_BYTES
+    assert segment.checkpoint(streamed) == json.loads(whole)[1]
+    assert streamed.value is None  # decoded a row at a time, not kept
+    assert segment.checkpoint(fallback) == json.loads(whole)[1]  # another form: parsed whole

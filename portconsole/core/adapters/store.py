@@ -94,7 +94,7 @@ from portconsole.core.adapters.store_segment import (
     SEGMENT_DIR,
     SegmentCache,
     decode_checkpoint,
-    encode_checkpoint,
+    encode_checkpoint_line,
     encode_lines,
 )
 from portconsole.core.domain.changes import HotTables, apply_scan, check_scan_id, list_id
@@ -363,7 +363,7 @@ class Store(HistoryReader, ProjectionKeeper, SegmentFiles):
             mark = {}
         since = committed - mark.get("offset", 0) - mark.get("size", 0)
         if not mark or since >= max(CHECKPOINT_MIN_BYTES, mark["size"] * CHECKPOINT_SHARE):
-            checkpoint = encode_lines([self._checkpoint(hot, month, committed)])
+            checkpoint = self._checkpoint(hot, month, committed)
             mark = {"month": month, "offset": committed, "size": len(checkpoint)}
         else:
             checkpoint = b""
@@ -428,7 +428,7 @@ class Store(HistoryReader, ProjectionKeeper, SegmentFiles):
             hot.meta["last_scan_month"] = month
         return plan.changes
 
-    def _checkpoint(self, hot: HotTables, month: str, committed: int) -> list[Any]:
+    def _checkpoint(self, hot: HotTables, month: str, committed: int) -> bytes:
         """A checkpoint of the history so far: what replaying the month up to here gives
         (so answers do not depend on where checkpoints fall), and from the hot state the
         newest scan that covered each host and open port (so answers need no older scans).
@@ -460,7 +460,7 @@ class Store(HistoryReader, ProjectionKeeper, SegmentFiles):
                 else:
                     items.append((key, row, None, None))
             port_lines.append((address, items))
-        return encode_checkpoint(host_lines, port_lines)
+        return encode_checkpoint_line(host_lines, port_lines)
 
     # ------------------------------------------------------------------ current state
 

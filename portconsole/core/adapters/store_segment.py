@@ -35,6 +35,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from portconsole.core.adapters.json_pieces import (
+    dumps_object_of_arrays,
+    each_item,
+    expect,
+    loads_object_of_arrays,
+    skip_values,
+)
 from portconsole.core.adapters.storage import quarantine
 from portconsole.core.domain.state import parse_time
 from portconsole.core.errors import StoreError
@@ -47,7 +54,6 @@ CHECKPOINT, LIST, SCAN = "C", "L", "S"
 # The first bytes of a scan line hold its time and id (an id is at most 128 characters).
 _HEADER_BYTES = 256
 _LIST_TAG = b'["L",'
-_DECODER = json.JSONDecoder()
 # How much of a segment indexing reads at a time.
 _INDEX_CHUNK = 1 << 20
 
@@ -122,6 +128,16 @@ def encode_checkpoint(
         if rows
     ]  # fmt: skip
     return [CHECKPOINT, {"strings": strings, "hosts": host_rows, "ports": port_rows}]
+
+
+def encode_checkpoint_line(
+    hosts: Iterable[tuple[dict[str, Any], Any, Any]],
+    ports: Iterable[tuple[str, list[tuple[str, list[Any], Any, Any]]]],
+) -> bytes:
+    """`encode_lines([encode_checkpoint(hosts, ports)])`, encoded a row at a time (the same
+    bytes, without one long call holding the GIL: json_pieces.py)."""
+    body = encode_checkpoint(hosts, ports)[1]
+    return f'["{CHECKPOINT}",{dumps_object_of_arrays(body)}]\n'.encode()
 
 
 @dataclass(slots=True)
@@ -259,33 +275,29 @@ class Segment:
             return
         try:
             text = self.raw(line).decode("utf-8")
-            at = 1  # past "["
-            for _ in range(4):  # the tag, the time, the scan id and the record
-                _, at = _DECODER.raw_decode(text, at)
-                if text[at] != ",":
-                    raise ValueError(at)
-                at += 1
-            if text[at] != "[":
-                raise ValueError(at)
-            at += 1
-            if text[at] == "]":
-                return
-            while True:
-                event, at = _DECODER.raw_decode(text, at)
+            # Past the tag, the time, the scan id and the record.
+            at = skip_values(text, expect(text, 0, "["), 4)
+            ends: list[int] = []
+            for event in each_item(text, at, ends):
                 if not isinstance(event, list):
                     raise ValueError(at)
                 yield event
-                if text[at] == "]":
-                    break
-                if text[at] != ",":
-                    raise ValueError(at)
-                at += 1
-            if text[at:] != "]]":
-                raise ValueError(at)
+            if text[ends[0] :] != "]":
+                raise ValueError(ends[0])
         except (ValueError, IndexError, UnicodeDecodeError):
             raise _damaged(self.path, f"corrupt (the scan line at byte {line.offset})") from None
 
     def checkpoint(self, line: Line) -> dict[str, Any]:
+        if line.value is None and line.length > KEEP_PARSED_BYTES:
+            # A big one is decoded a row at a time (json_pieces.py); a line in another form
+            # than the store writes is parsed whole below, and refused there if damaged.
+            try:
+                text = self.raw(line).decode("utf-8")
+                streamed, at = loads_object_of_arrays(text, expect(text, 0, '["C",'))
+                if text[at:] == "]":
+                    return streamed
+            except (ValueError, IndexError, UnicodeDecodeError):
+                pass
         value = self.parsed(line)
         if len(value) != 2 or not isinstance(value[1], dict):
             raise _damaged(self.path, f"corrupt (the checkpoint at byte {line.offset})")
