@@ -28,7 +28,8 @@ Limits: someone who can write the files and recomputes every later hash and the 
 rewrite history undetected; anchors (the head published elsewhere, see `verify(anchors=)`)
 catch that for everything before the anchor.
 
-`details` is stored as given: callers pass text with secrets already masked.
+`details` is stored as given: callers pass text with secrets already masked. The event
+types (`AuditEvent`, `AuditEntry`) and an anchor's text are in adapters/journal_events.py.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from portconsole.core.adapters.journal_events import AuditEntry, AuditEvent, parse_anchor
 from portconsole.core.adapters.journal_files import (
     cut_torn_tail,
     last_record,
@@ -72,7 +74,7 @@ from portconsole.core.domain.chain import (
 from portconsole.core.domain.model import EventOutcome
 from portconsole.core.errors import StoreError
 from portconsole.core.identity import Actor
-from portconsole.core.timeutil import iso, month_key, parse_iso, utcnow
+from portconsole.core.timeutil import iso, month_key, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -89,94 +91,12 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str, ensure_ascii=False))
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEvent:
-    """One event as stored. `actor` is the stored {user, sudo_user, ssh_client, host} map."""
-
-    seq: int
-    id: str
-    at: datetime
-    actor: dict[str, Any]
-    origin: str
-    action: str
-    outcome: str
-    resource: dict[str, Any]
-    details: dict[str, Any]
-    prev_hash: str
-    hash: str
-    recorded_at: datetime | None = None
-
-    @property
-    def who(self) -> str:
-        """The display form, "alice@myhost via 127.0.5.3"."""
-        return str(Actor.from_json(self.actor, origin=self.origin))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "id": self.id,
-            "at": iso(self.at),
-            "recorded_at": iso(self.recorded_at or self.at),
-            "actor": dict(self.actor),
-            "origin": self.origin,
-            "action": self.action,
-            "outcome": self.outcome,
-            "resource": dict(self.resource),
-            "details": dict(self.details),
-            "prev_hash": self.prev_hash,
-            "hash": self.hash,
-        }
-
-    @classmethod
-    def from_json(cls, record: Mapping[str, Any]) -> AuditEvent:
-        actor = record.get("actor")
-        recorded = record.get("recorded_at")
-        return cls(
-            seq=int(record["seq"]),
-            id=str(record.get("id", "")),
-            at=parse_iso(str(record["at"])),
-            actor=dict(actor) if isinstance(actor, dict) else {},
-            origin=str(record.get("origin", "")),
-            action=str(record.get("action", "")),
-            outcome=str(record.get("outcome", "")),
-            resource=dict(record.get("resource") or {}),
-            details=dict(record.get("details") or {}),
-            prev_hash=str(record.get("prev_hash", "")),
-            hash=str(record.get("hash", "")),
-            recorded_at=parse_iso(str(recorded)) if recorded else None,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    """An event to append (see `AuditLog.append` for the fields)."""
-
-    action: str
-    actor: Actor
-    outcome: str = "success"
-    resource: Mapping[str, Any] | None = None
-    details: Mapping[str, Any] | None = None
-    at: datetime | None = None
-
-
 @dataclass(slots=True)
 class _Staged:
     """Events of the open transaction, chained in memory until the transaction commits."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
     tip: tuple[int, str] = (0, GENESIS_HASH)
-
-
-def parse_anchor(text: str) -> tuple[int, str]:
-    """`SEQ:HASH` as printed by `audit head`; a UserError-style StoreError if malformed."""
-    seq_text, _, digest = text.strip().partition(":")
-    if (
-        not seq_text.isascii()
-        or not seq_text.isdigit()
-        or not re.fullmatch(r"[0-9a-f]{64}", digest)
-    ):
-        raise StoreError(f"anchor {text!r} is not SEQ:HASH (e.g. 42:{'ab' * 32})")
-    return int(seq_text), digest
 
 
 def _first_seq(path: Path) -> int:
@@ -526,3 +446,15 @@ class AuditLog:
             except FileNotFoundError:
                 head_raw = None
         return verify_chain(raw, head_raw, dict(anchors))
+
+
+__all__ = [
+    "HEAD_FILE",
+    "JOURNAL_DIR",
+    "OUTCOMES",
+    "SEGMENT_SUFFIX",
+    "AuditEntry",
+    "AuditEvent",
+    "AuditLog",
+    "parse_anchor",
+]

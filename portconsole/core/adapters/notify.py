@@ -1,8 +1,9 @@
 """The notification outbox: messages are stored before any delivery is tried, then delivered.
 
 The Notifier ties the pieces together: messages are composed from findings (templates and
-routes: domain/notify_messages.py), numbered per target and written to the outbox here, and
-each is sent through apprise (adapters/apprise_delivery.py) with retries and backoff.
+routes: domain/notify_messages.py), numbered per target and written to the outbox (its
+records, claims and outcomes: adapters/outbox.py), and each is sent through apprise
+(adapters/apprise_delivery.py) with retries and backoff.
 
 A notification is written to the `outbox` table of the hot store file *before* any delivery is
 tried, so a crash, a slow target or a target that is down delays a message and never drops it.
@@ -34,26 +35,29 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from tinydb import Query, TinyDB
-from tinydb.table import Document, Table
+from tinydb.table import Table
 
-from portconsole.core.adapters.apprise_delivery import (
-    SEND_GRACE_SECONDS,
-    mask_apprise_logs,
-    send,
-)
+from portconsole.core.adapters.apprise_delivery import mask_apprise_logs, send
 from portconsole.core.adapters.delivery_worker import DeliveryWorker
+from portconsole.core.adapters.outbox import (
+    OUTBOX_TABLE,
+    append_numbered,
+    claim_due,
+    record_attempt,
+    release_claims,
+    write_outcomes,
+)
 from portconsole.core.adapters.storage import DataLock
 from portconsole.core.domain.model import port_key
 from portconsole.core.domain.notification import (
     DEAD,
-    DELIVERED,
     PENDING,
     DeliveryResult,
     DeliveryTarget,
@@ -72,20 +76,12 @@ from portconsole.core.domain.notify_messages import (
 )
 from portconsole.core.secrets import config_secrets, mask_text, url_secrets
 from portconsole.core.settings import NotifySettings
-from portconsole.core.timeutil import iso, parse_iso, utcnow
+from portconsole.core.timeutil import iso, utcnow
 
 log = logging.getLogger(__name__)
 
-OUTBOX_TABLE = "outbox"
 ANCHOR_TAG = "anchor"
 ANCHOR_TIMEOUT = 10.0
-
-# Delivered messages are kept a day for `notify status` and the rate limit, then dropped: the
-# finding record and the audit chain keep the outcome, and the hot file must stay small.
-DELIVERED_KEEP = timedelta(hours=24)
-RATE_WINDOW = timedelta(seconds=60)
-# Added to a claim's lease beyond the targets' timeouts, so a live sender never loses its claim.
-LEASE_SLACK_SECONDS = 5.0
 MAX_PARALLEL_TARGETS = 8
 # Outcomes are written (outbox, findings, audit) at least this often while a target's batch is
 # sent, and never more often than writing takes: one write per message rewrote the whole
@@ -205,15 +201,7 @@ class Notifier:
         if not messages:
             return []
         with self._lock.hold():
-            table = self._table()
-            last_seq: dict[str, int] = {}
-            for doc in table.all():
-                target_id = str(doc.get("target"))
-                last_seq[target_id] = max(last_seq.get(target_id, 0), int(doc.get("seq", 0)))
-            for message in messages:
-                message.seq = last_seq.get(message.target, 0) + 1
-                last_seq[message.target] = message.seq
-            table.insert_multiple([m.to_json() for m in messages])
+            append_numbered(self._table(), messages)
         return messages
 
     # ----- delivery -----------------------------------------------------------------------
@@ -246,65 +234,10 @@ class Notifier:
 
     def _claim_due(self, token: str) -> dict[DeliveryTarget, list[OutboxMessage]]:
         now = self._clock()
-        batches: dict[DeliveryTarget, list[OutboxMessage]] = {}
         with self._lock.hold():
-            table = self._table()
-            docs = table.all()
-            self._purge_delivered(table, docs, now)
-            per_target: dict[str, list[OutboxMessage]] = {}
-            recent: dict[str, int] = {}
-            for doc in docs:
-                message = OutboxMessage.from_json(doc)
-                if (
-                    message.last_attempt_at
-                    and parse_iso(message.last_attempt_at) > now - RATE_WINDOW
-                ):
-                    recent[message.target] = recent.get(message.target, 0) + 1
-                if message.status == PENDING:
-                    per_target.setdefault(message.target, []).append(message)
-            claims: dict[str, tuple[str, str]] = {}
-            for target_id, messages in per_target.items():
-                target = self._by_id.get(target_id)
-                if target is None:
-                    continue  # no longer configured: kept, and shown by status()
-                budget = self.settings.rate_limit_per_minute - recent.get(target_id, 0)
-                batch: list[OutboxMessage] = []
-                for message in sorted(messages, key=lambda m: m.seq):
-                    if len(batch) >= budget:
-                        break
-                    if (
-                        message.claim
-                        and message.claim_until
-                        and parse_iso(message.claim_until) > now
-                    ):
-                        break  # another sender has it: its successors must wait for it
-                    if parse_iso(message.next_attempt_at) > now:
-                        break  # backing off: later messages wait so order is kept
-                    batch.append(message)
-                if not batch:
-                    continue
-                lease = len(batch) * (target.timeout + SEND_GRACE_SECONDS) + LEASE_SLACK_SECONDS
-                until = iso(now + timedelta(seconds=lease))
-                for message in batch:
-                    message.claim, message.claim_until = token, until
-                    claims[message.id] = (token, until)
-                batches[target] = batch
-            if claims:
-                table.update(_set_claims(claims), Query().id.one_of(list(claims)))
-        return batches
-
-    def _purge_delivered(self, table: Table, docs: list[Document], now: datetime) -> None:
-        cutoff = now - DELIVERED_KEEP
-        old = [
-            doc.doc_id
-            for doc in docs
-            if doc.get("status") == DELIVERED
-            and doc.get("delivered_at")
-            and parse_iso(str(doc["delivered_at"])) < cutoff
-        ]
-        if old:
-            table.remove(doc_ids=old)
-            docs[:] = [doc for doc in docs if doc.doc_id not in set(old)]
+            return claim_due(
+                self._table(), self._by_id, self.settings.rate_limit_per_minute, now, token
+            )
 
     def _deliver_target(
         self, target: DeliveryTarget, batch: list[OutboxMessage], token: str, deadline: float | None
@@ -322,7 +255,9 @@ class Notifier:
                 error = self._send(
                     target, message.title, self._body_for(target, message), message.severity
                 )
-                result = self._outcome(message, error, time.monotonic() - started)
+                result = record_attempt(
+                    message, error, time.monotonic() - started, self._clock(), self.settings
+                )
                 results.append(result)
                 unwritten.append((message, result))
                 if not result.ok:
@@ -335,7 +270,7 @@ class Notifier:
             unsent = [m.id for m in batch[attempted:]]
             if unsent:
                 with self._lock.hold():
-                    self._table().update(_release_claim(token), Query().id.one_of(unsent))
+                    release_claims(self._table(), token, unsent)
         return results
 
     @staticmethod
@@ -365,41 +300,6 @@ class Notifier:
             return None, f"[notify] webhook_secret_env names {name}, which is not set: not sent"
         return value.encode("utf-8"), None
 
-    def _outcome(
-        self, message: OutboxMessage, error: str | None, duration: float
-    ) -> DeliveryResult:
-        """Apply one attempt's outcome to `message` (not yet written) and describe it."""
-        now = self._clock()
-        message.attempts += 1
-        message.last_attempt_at = iso(now)
-        message.claim = message.claim_until = None
-        if error is None:
-            message.status = DELIVERED
-            message.delivered_at = iso(now)
-            message.last_error = None
-        else:
-            message.last_error = error
-            if message.attempts >= self.settings.max_attempts:
-                message.status = DEAD
-            else:
-                delay = min(
-                    self.settings.backoff_seconds * 2 ** (message.attempts - 1),
-                    self.settings.backoff_max_seconds,
-                )
-                message.next_attempt_at = iso(now + timedelta(seconds=delay))
-        return DeliveryResult(
-            message_id=message.id,
-            target=message.target,
-            finding_ids=tuple(message.finding_ids),
-            ok=error is None,
-            status=message.status,
-            attempts=message.attempts,
-            error=error,
-            at=message.last_attempt_at,
-            duration_seconds=duration,
-            next_attempt_at=message.next_attempt_at if message.status == PENDING else None,
-        )
-
     def _write_outcomes(self, unwritten: list[tuple[OutboxMessage, DeliveryResult]]) -> float:
         """Write the outcomes sent since the last write, and hand each to `on_result`, in one
         transaction (one file write for many messages: linear, not one rewrite per message).
@@ -413,18 +313,18 @@ class Notifier:
         started = time.monotonic()
         done = list(unwritten)
         unwritten.clear()
-        changes = {message.id: _outcome_fields(message) for message, _ in done}
+        messages = [message for message, _ in done]
         with self._callback_lock:
             try:
                 with self._lock.hold():
-                    self._table().update(_set_fields(changes), Query().id.one_of(list(changes)))
+                    write_outcomes(self._table(), messages)
                     for message, result in done:
                         if self._on_result is not None:
                             self._on_result(message, result)
             except Exception:
                 log.exception("recording %d notification results at once failed", len(done))
                 with self._lock.hold():
-                    self._table().update(_set_fields(changes), Query().id.one_of(list(changes)))
+                    write_outcomes(self._table(), messages)
                 for message, result in done:
                     self._report(message, result)
         return time.monotonic() - started
@@ -490,46 +390,6 @@ class Notifier:
 
         with ThreadPoolExecutor(min(MAX_PARALLEL_TARGETS, len(chosen))) as pool:
             return list(pool.map(one, chosen))
-
-
-def _set_claims(
-    claims: Mapping[str, tuple[str, str]],
-) -> Callable[[MutableMapping[Any, Any]], None]:
-    def apply(doc: MutableMapping[Any, Any]) -> None:
-        doc["claim"], doc["claim_until"] = claims[doc["id"]]
-
-    return apply
-
-
-def _outcome_fields(message: OutboxMessage) -> dict[str, Any]:
-    """The outbox fields one delivery attempt changes (the claim is released with them)."""
-    return {
-        "attempts": message.attempts,
-        "last_attempt_at": message.last_attempt_at,
-        "status": message.status,
-        "delivered_at": message.delivered_at,
-        "last_error": message.last_error,
-        "next_attempt_at": message.next_attempt_at,
-        "claim": None,
-        "claim_until": None,
-    }
-
-
-def _set_fields(
-    changes: Mapping[str, Mapping[str, Any]],
-) -> Callable[[MutableMapping[Any, Any]], None]:
-    def apply(doc: MutableMapping[Any, Any]) -> None:
-        doc.update(changes[doc["id"]])
-
-    return apply
-
-
-def _release_claim(token: str) -> Callable[[MutableMapping[Any, Any]], None]:
-    def apply(doc: MutableMapping[Any, Any]) -> None:
-        if doc.get("claim") == token:
-            doc["claim"] = doc["claim_until"] = None
-
-    return apply
 
 
 __all__ = ["OUTBOX_TABLE", "DeliveryWorker", "Notifier", "OnResult"]
