@@ -88,6 +88,15 @@ class FingerprintRun:
     nmap_version: str = ""
 
 
+def longest_run_seconds(hosts: int, host_timeout: float) -> float:
+    """The longest `run_fingerprints` over `hosts` hosts may take: a full and a light round
+    of one nmap per address family, each killed at its hosts' budget plus slack
+    (`_nmap_round`), or host by host (`_host_by_host`)."""
+    groups = math.ceil(max(1, hosts) / MAX_HOSTGROUP)
+    rounds = 2 * 2 * (host_timeout * groups + PROCESS_SLACK_SECONDS)
+    return max(rounds, host_timeout * (max(1, hosts) + 1))
+
+
 def run_fingerprints(
     scanner: ScannerLike,
     wanted: Mapping[str, Sequence[Pair]],

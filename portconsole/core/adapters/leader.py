@@ -210,7 +210,7 @@ class LeaderElection:
         """Is someone else's lease free for the taking (released, dead or lapsed)?"""
         if record.get("released_at") is not None:
             return True
-        if record.get("host") == self.actor.host and not _pid_exists(record.get("pid")):
+        if record.get("host") == self.actor.host and not pid_exists(record.get("pid")):
             return True
         key = (
             str(record.get("holder")),
@@ -362,7 +362,8 @@ class LeaderElection:
         self.release()
 
 
-def _pid_exists(pid: object) -> bool:
+def pid_exists(pid: object) -> bool:
+    """Whether a process with this pid runs on this host (one of another user's counts)."""
     try:
         os.kill(int(pid), 0)  # type: ignore[call-overload]
     except (TypeError, ValueError, ProcessLookupError):
@@ -385,7 +386,7 @@ def _info(
     is_self = record.get("holder") == election.holder_id
     if is_self:
         alive = election.is_leader
-    elif record.get("host") == election.actor.host and not _pid_exists(pid):
+    elif record.get("host") == election.actor.host and not pid_exists(pid):
         alive = False
     else:
         key = (

@@ -37,6 +37,9 @@ Rules:
   at most scan.batch_timeout.
 - Cancel: a job ends on its own cancel (Monitor.close, `cancel_fingerprints`), on the
   cycle's cancel or on the process's stop: nmap is killed and nothing is written.
+- Every process's console counts every running job on the data dir: a job marks itself in
+  `<data_dir>/fingerprinting/` while its ports are pending (adapters/fingerprint_marks.py),
+  and `fingerprints_pending` adds the live marks of other processes to its own jobs.
 - Only what still holds is recorded: under the label's run lock (no sweep of the group is
   between its nmap and its ingest), ports the store no longer has open (a later sweep closed them) are left
   out. The record is dated when it is written (after any decision recorded while -sV ran:
@@ -51,11 +54,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from portconsole.core.adapters.fingerprint_marks import FingerprintMarks, run_seconds
 from portconsole.core.adapters.fingerprints import (
     FingerprintRun,
     fingerprint_scan,
@@ -116,6 +121,7 @@ class FingerprintJob:
         wanted: Mapping[str, Sequence[Pair]],
         begun: datetime,
     ) -> None:
+        self.id = uuid.uuid4().hex
         self.label = label
         # Its times are the caller's clock when the cycle handed over, plus the seconds
         # it ran (a clock pinned by a test moves on without it).
@@ -206,19 +212,35 @@ class FingerprintAfter(ServiceBase):
         return [o for job in jobs if (o := job.wait(timeout)) is not None]
 
     def fingerprints_pending(self) -> int:
-        """How many ports this process's running jobs are still identifying (the console's
-        header: "identifying N ports")."""
+        """How many ports the running jobs of every process on the data dir are still
+        identifying (the console's header: "identifying N ports"): this process's own,
+        plus the live marks of the others' (never this process's marks: counted here)."""
         with self._fingerprint_lock:
-            return sum(job.pending_ports for job in self._fingerprint_jobs.values())
+            own = sum(job.pending_ports for job in self._fingerprint_jobs.values())
+        marks = self._fingerprint_marks.others(tidy=not self.readonly)
+        return own + sum(mark.ports for mark in marks)
 
     def cancel_fingerprints(self, timeout: float = 5.0) -> None:
-        """Cancel every running job and wait for it to end (nmap killed, nothing written)."""
+        """Cancel every running job and wait for it to end (nmap killed, nothing written);
+        their marks come down even if one did not end within `timeout`."""
         with self._fingerprint_lock:
             jobs = list(self._fingerprint_jobs.values())
         for job in jobs:
             job.cancel.set()
         for job in jobs:
             job.wait(timeout)
+        self._fingerprint_marks.remove_own()
+
+    @property
+    def _fingerprint_marks(self) -> FingerprintMarks:
+        """This process's marks (made on first use: no constructor touches the disk; one
+        per Monitor, made under the lock, or its own marks would count as another's)."""
+        with self._fingerprint_lock:
+            marks: FingerprintMarks | None = self.__dict__.get("_marks")
+            if marks is None:
+                marks = FingerprintMarks(self.paths.data_dir, self.actor.host)
+                self.__dict__["_marks"] = marks
+            return marks
 
     def fingerprint_budget(self, label: str, wanted: Mapping[str, Sequence[Pair]]) -> float:
         """Seconds each host of this job may take (see the module docstring)."""
@@ -246,6 +268,18 @@ class FingerprintAfter(ServiceBase):
     def _run_fingerprint(
         self, job: FingerprintJob, cycle_cancel: threading.Event | None
     ) -> FingerprintOutcome:
+        """Run `job` marked for the other processes until its ports are no longer pending."""
+        marks = self._fingerprint_marks
+        seconds = run_seconds(len(job.wanted), self.fingerprint_budget(job.label, job.wanted))
+        marks.add(job.id, job.label, job.ports, seconds)
+        try:
+            return self._fingerprint_body(job, cycle_cancel)
+        finally:
+            marks.remove(job.id)
+
+    def _fingerprint_body(
+        self, job: FingerprintJob, cycle_cancel: threading.Event | None
+    ) -> FingerprintOutcome:
         stops = (cycle_cancel, self.stopping)
 
         def halted() -> bool:
@@ -270,6 +304,7 @@ class FingerprintAfter(ServiceBase):
             if halted():
                 return FingerprintOutcome(None, cancelled=True)
             job.recording = True
+            self._fingerprint_marks.remove(job.id)  # not pending for other processes either
             return self._record_fingerprint(job, run)
         finally:
             lock.release()

@@ -9,6 +9,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from portconsole.core.adapters.dns import resolve_host_name
+from portconsole.core.adapters.fingerprint_marks import FingerprintMarks
 from portconsole.core.adapters.leader import LeaderInfo
 from portconsole.core.domain.approval import approval_status
 from portconsole.core.domain.finding import Finding
@@ -36,7 +37,9 @@ class Overview:
     paused: bool
     follow_reason: str = ""  # why this process may not lead ("" if it may)
     sites_down: tuple[str, ...] = ()  # sites whose group's last run failed (services/sites.py)
-    identifying: int = 0  # ports this process's background -sV is identifying (fingerprint_after)
+    # Ports the background -sV of any process on the data dir is identifying (this one's
+    # jobs and the others' marks: services/fingerprint_after.py).
+    identifying: int = 0
 
 
 @dataclass(slots=True)
@@ -73,11 +76,16 @@ class Queries(ServiceBase):
     """Read-only questions, for the Monitor."""
 
     if TYPE_CHECKING:
+        # FingerprintAfter's (the Monitor's)
+        def fingerprints_pending(self) -> int: ...
 
-        def fingerprints_pending(self) -> int: ...  # FingerprintAfter's (the Monitor's)
+        @property
+        def _fingerprint_marks(self) -> FingerprintMarks: ...
 
     def data_version(self) -> str:
-        return self.store.data_version()
+        """A cheap token that moves whenever what the console shows may have: the store, or
+        a mark of a background -sV (another process's started or ended)."""
+        return f"{self.store.data_version()}/{self._fingerprint_marks.version()}"
 
     @functools.cached_property
     def _groups_by_address(self) -> dict[str, list[str]]:

@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from portconsole.core.adapters.leader import pid_exists
 from portconsole.core.adapters.storage import DataLock, atomic_write_bytes, load_json_file
 from portconsole.core.domain.schedule import OUTCOMES, Gap, GroupStatus
 from portconsole.core.errors import NotFoundError
@@ -78,14 +79,7 @@ def _runner_alive(record: Mapping[str, Any]) -> bool:
     runner = record.get("runner")
     if not isinstance(runner, dict) or runner.get("host") != socket.gethostname():
         return False
-    try:
-        pid = int(runner["pid"])
-        os.kill(pid, 0)
-    except (KeyError, TypeError, ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True  # exists, owned by another user
-    return True
+    return pid_exists(runner.get("pid"))
 
 
 class Scheduler:

@@ -1,8 +1,8 @@
 """The monitoring header shown on every main screen: two lines, and an alert banner.
 
 The first line says who scans (this console, the leader), whether service detection
-(-sV) this process left running after a cycle is still identifying ports, and the last
-scan; the second the counts (and this console's scan progress).
+(-sV) left running after a cycle (by any process on the data dir) is still identifying
+ports, and the last scan; the second the counts (and this console's scan progress).
 
 The banner (a third line) shows only while this console has unseen alerts
 (tui/alerts.py): the most severe first, styled by its severity with the theme's colours.
