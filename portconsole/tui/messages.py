@@ -25,6 +25,9 @@ class FleetSnapshot:
     hosts: list[HostRow]
     findings: list[Finding]
     request: int = 0
+    # The header and hosts only, the findings still being read (a console's first read
+    # shows its hosts table first: at 100,000 findings they take as long again).
+    partial: bool = False
     # Indexes built once per snapshot, where it is constructed (the reader's thread), so
     # the UI thread never walks 100,000 findings to find one.
     hosts_by_address: dict[str, HostRow] = field(default_factory=dict)

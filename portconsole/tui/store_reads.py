@@ -120,6 +120,12 @@ class StoreReadsMixin(_AppBase):
             self._reading = True
         self.load_snapshot()
 
+    def read_hosts(self, request: int) -> FleetSnapshot:
+        """Blocking: the header and hosts without the findings (a partial snapshot)."""
+        version = self.monitor.data_version()
+        overview, hosts = self.monitor.snapshot_hosts()
+        return FleetSnapshot(version, overview, hosts, [], request, partial=True)
+
     def read_snapshot(self, request: int) -> FleetSnapshot:
         """Blocking: call from a thread."""
         monitor = self.monitor
@@ -143,6 +149,10 @@ class StoreReadsMixin(_AppBase):
                 self._requested += 1
                 request = self._requested
             try:
+                if request == 1:
+                    # The console's first read shows its hosts before the findings are read
+                    # (at 10,000 hosts and 100,000 findings: ~1 s sooner).
+                    self.post_message(SnapshotLoaded(read_without_gc(self.read_hosts, request)))
                 self.post_message(SnapshotLoaded(read_without_gc(self.read_snapshot, request)))
             except UserError as error:
                 self.report_error(str(error))
@@ -161,11 +171,15 @@ class StoreReadsMixin(_AppBase):
         self._last_load = time.monotonic()
         self.snapshot = snapshot
         self.generation += 1
-        raised = self.alerts.observe_episodes(
-            snapshot.findings_by_id,
-            snapshot.open_episodes,
-            changed=snapshot.changed_episodes,
-            base=snapshot.episodes_base,
+        raised = (
+            []
+            if snapshot.partial  # no findings read yet: nothing to alert on, nor to forget
+            else self.alerts.observe_episodes(
+                snapshot.findings_by_id,
+                snapshot.open_episodes,
+                changed=snapshot.changed_episodes,
+                base=snapshot.episodes_base,
+            )
         )
         if raised and rings_bell(raised, self.bell_threshold):
             self.bell()

@@ -28,7 +28,7 @@ class Overview:
     hosts: int
     open_ports: int
     unapproved: int
-    open_findings: int
+    open_findings: int | None  # None: not read yet (snapshot_hosts)
     leader: LeaderInfo | None
     is_leader: bool
     last_scan: dict[str, Any] | None
@@ -242,17 +242,23 @@ class Queries(ServiceBase):
         findings = self._last_sightings(self.findings_book.shared_open(), seen)
         return self._overview(rows, findings), rows, findings
 
+    def snapshot_hosts(self) -> tuple[Overview, list[HostRow]]:
+        """The overview and host rows without reading the findings: a console's first frame
+        (the findings of a big store take as long again to read). `open_findings` is None."""
+        rows = self._host_rows(self.store.open_port_sightings())
+        return self._overview(rows, None), rows
+
     def overview(self) -> Overview:
         return self._overview(self.host_rows(), self.findings_book.shared_open())
 
-    def _overview(self, rows: list[HostRow], open_findings: list[Finding]) -> Overview:
+    def _overview(self, rows: list[HostRow], open_findings: list[Finding] | None) -> Overview:
         next_due = self.scheduler.next_due()
         leader = self.leader.current()
         return Overview(
             hosts=len(rows),
             open_ports=sum(r.open_ports for r in rows),
             unapproved=sum(r.unapproved for r in rows),
-            open_findings=len(open_findings),
+            open_findings=None if open_findings is None else len(open_findings),
             leader=leader,
             is_leader=self.leader.is_leader,
             last_scan=self.store.last_scan(),

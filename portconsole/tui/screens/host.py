@@ -156,7 +156,7 @@ class HostScreen(ConsoleScreen):
         snapshot = self.console.snapshot
         row = None
         if snapshot is not None:
-            row = next((h for h in snapshot.hosts if h.address == self.address), None)
+            row = snapshot.hosts_by_address.get(self.address)
         title = Text()
         title.append(clean(self.address, 45), style="bold")
         if row is not None:

@@ -165,9 +165,12 @@ class TriageScreen(ConsoleScreen):
         return LazyRows(queue, build, search=finding_search_text, sort_values=FINDING_SORT)
 
     def show_data(self) -> None:
+        snapshot = self.console.snapshot
         self.query_one("#findings", KeyedTable).sync(
             filtered(self.finding_rows(), self.filter_text),
-            self.empty_hint(
+            "Reading the findings…"
+            if snapshot is None or snapshot.partial
+            else self.empty_hint(
                 "No open findings: new ones appear here after each scan (s scans now)."
             ),
         )
@@ -179,7 +182,10 @@ class TriageScreen(ConsoleScreen):
         if finding is None:
             snapshot = self.console.snapshot
             detail.append(
-                "No open findings." if snapshot is not None else "Loading…", style="italic"
+                "No open findings."
+                if snapshot is not None and not snapshot.partial
+                else "Loading…",
+                style="italic",
             )
         else:
             if self.marked:

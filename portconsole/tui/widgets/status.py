@@ -123,9 +123,8 @@ def _counts(state: HeaderState, *, short: bool) -> Text:
         line.append("! " + unapproved, style="bold")
     else:
         line.append(unapproved)
-    line.append(
-        f" · {overview.open_findings} open" if short else f" · findings {overview.open_findings}"
-    )
+    count = "…" if overview.open_findings is None else overview.open_findings  # being read
+    line.append(f" · {count} open" if short else f" · findings {count}")
     if state.scan is None and overview.next_scan is not None:
         group = f" {clean(overview.next_group, 16)}" if overview.next_group else ""
         line.append(f" · next {short_time(overview.next_scan)[11:]}{group}")
