@@ -4,11 +4,13 @@ that the event loop would have to wait for)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
 from portconsole.core.domain.model import Progress
+from portconsole.core.services.queries import Sightings, later_sighting
 from portconsole.tui.alerts import open_episodes
 
 if TYPE_CHECKING:
@@ -25,6 +27,8 @@ class FleetSnapshot:
     hosts: list[HostRow]
     findings: list[Finding]
     request: int = 0
+    # The open ports' sightings (Queries.snapshot): when each finding was last seen.
+    seen: Sightings = field(default_factory=dict)
     # The header and hosts only, the findings still being read (a console's first read
     # shows its hosts table first: at 100,000 findings they take as long again).
     partial: bool = False
@@ -54,6 +58,14 @@ class FleetSnapshot:
 
     def finding(self, finding_id: str) -> Finding | None:
         return self.findings_by_id.get(finding_id)
+
+    def last_seen(self, finding: Finding) -> datetime:
+        """When the finding's problem was last seen: its record's time, or a later
+        sighting (an open port's, an unknown host's last time up) of this read."""
+        host = self.hosts_by_address.get(finding.host)
+        up = {host.address: (host.last_seen, "")} if host and host.status == "up" else {}
+        later = later_sighting(finding, self.seen, up)
+        return later[0] if later is not None else finding.last_seen
 
 
 @dataclass

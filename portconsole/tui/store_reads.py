@@ -73,6 +73,7 @@ def release_snapshot(snapshot: FleetSnapshot) -> None:
     findings, hosts = snapshot.findings, snapshot.hosts
     snapshot.findings, snapshot.hosts = [], []
     snapshot.findings_by_id, snapshot.hosts_by_address, snapshot.open_episodes = {}, {}, {}
+    snapshot.seen = {}
     for items in (findings, hosts):
         while items:
             del items[-RELEASE_SLICE:]
@@ -130,8 +131,8 @@ class StoreReadsMixin(_AppBase):
         """Blocking: call from a thread."""
         monitor = self.monitor
         version = monitor.data_version()
-        overview, hosts, findings = monitor.snapshot()
-        snapshot = FleetSnapshot(version, overview, hosts, findings, request)
+        overview, hosts, findings, seen = monitor.snapshot()
+        snapshot = FleetSnapshot(version, overview, hosts, findings, request, seen)
         # Which open findings are new or reopened since the previous read, found here
         # rather than on the UI thread (reads run one at a time, and each is applied).
         snapshot.diff_episodes(self._last_episodes)

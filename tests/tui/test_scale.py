@@ -19,6 +19,7 @@ from portconsole.core.monitor import Monitor
 from portconsole.core.settings import RetentionSettings
 from portconsole.core.timeutil import utcnow
 from portconsole.tui.app import PortConsoleApp
+from portconsole.tui.safe import short_time
 from portconsole.tui.widgets import KeyedTable, LazyRows
 from tests.tui.conftest import screen_text, settle, type_text, wait_for
 
@@ -158,9 +159,10 @@ async def test_mouse_sorts_by_header_and_opens_a_row(tmp_path: Path) -> None:
 async def test_a_replaced_snapshot_is_freed_in_a_thread_and_shared_findings_stay(
     tmp_path: Path,
 ) -> None:
-    """Another process's scan sees every host again: the console's next snapshot shows each
-    finding's newer sighting (copies), the book's shared findings keep their stored value,
-    and the replaced snapshot is emptied off the UI thread while the tables show the new."""
+    """Another process's scan sees every host again: the console's next snapshot knows each
+    finding's newer sighting (no copies of the findings: the book's shared ones keep their
+    stored value), and the replaced snapshot is emptied off the UI thread while the tables
+    show the new."""
     count = 300
     config = tmp_path / "config.toml"
     config.write_text('scope = ["127.0.0.0/8"]\n', encoding="utf-8")
@@ -184,9 +186,13 @@ async def test_a_replaced_snapshot_is_freed_in_a_thread_and_shared_findings_stay
             assert table.row_count == count and address(0) in screen_text(app)
             shown = app.snapshot.findings
             assert len(shown) == count
-            assert {(f.last_seen, f.last_scan_id) for f in shown} == {(later, "scale-again")}
+            assert {app.snapshot.last_seen(f) for f in shown} == {later}
+            assert {f.id: f.last_seen for f in shown} == stored  # as written, not copied
             again = {f.id: f.last_seen for f in monitor.findings_book.shared_open()}
             assert again == stored and later not in again.values()
+            await pilot.press("2")
+            await settle(pilot)
+            assert f"last {short_time(later)}" in screen_text(app)  # the detail pane's
     finally:
         monitor.close()
 

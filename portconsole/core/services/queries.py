@@ -72,6 +72,26 @@ class PortRow:
 Sightings = Mapping[str, Mapping[tuple[int, str], tuple[datetime, str]]]
 
 
+def later_sighting(
+    finding: Finding, seen: Sightings, up: Mapping[str, tuple[datetime | None, str]]
+) -> tuple[datetime, str] | None:
+    """When and by which scan an open finding's problem was last seen, if later than its
+    record says (`seen`: the open ports' sightings; `up`: hosts up, with when and by which
+    scan they were last seen): the book writes a finding only when it changes."""
+    if not finding.is_open:
+        return None
+    sighting: tuple[datetime | None, str] | None
+    if finding.port is not None and finding.proto is not None:
+        sighting = seen.get(finding.host, {}).get((finding.port, finding.proto))
+    elif finding.kind == FindingKind.UNKNOWN_HOST:
+        sighting = up.get(finding.host)
+    else:
+        sighting = None
+    if sighting is None or sighting[0] is None or sighting[0] <= finding.last_seen:
+        return None
+    return sighting[0], sighting[1]
+
+
 class Queries(ServiceBase):
     """Read-only questions, for the Monitor."""
 
@@ -212,35 +232,32 @@ class Queries(ServiceBase):
             return findings
         if seen is None:
             seen = self.store.open_port_sightings(hosts)
-        up = {h.address: h for h in self.store.hosts(hosts) if h.status == "up"}
-        nothing: dict[tuple[int, str], tuple[datetime, str]] = {}
+        up = {
+            h.address: (h.last_seen, h.last_scan_id)
+            for h in self.store.hosts(hosts)
+            if h.status == "up"
+        }
         shown: list[Finding] = []
         for finding in findings:
-            if finding.is_open:
-                if finding.port is not None and finding.proto is not None:
-                    sighting = seen.get(finding.host, nothing).get((finding.port, finding.proto))
-                    when, scan_id = sighting if sighting is not None else (None, "")
-                elif finding.kind == FindingKind.UNKNOWN_HOST and finding.host in up:
-                    host = up[finding.host]
-                    when, scan_id = host.last_seen, host.last_scan_id
-                else:
-                    when, scan_id = None, ""
-                if when is not None and when > finding.last_seen:
-                    finding = finding.sighted(when, scan_id)
-            shown.append(finding)
+            sighting = later_sighting(finding, seen, up)
+            shown.append(finding if sighting is None else finding.sighted(*sighting))
         return shown
 
-    def snapshot(self) -> tuple[Overview, list[HostRow], list[Finding]]:
-        """The overview, host rows and open findings from one read of each table.
+    def snapshot(self) -> tuple[Overview, list[HostRow], list[Finding], Sightings]:
+        """The overview, host rows, open findings and open ports' sightings from one read
+        of each table.
 
-        A console refreshes all three together; reading them separately parsed the hot
+        A console refreshes all of them together; reading them separately parsed the hot
         file twice as often, and every parse holds the GIL the UI thread needs. The
-        findings are the book's shared objects (never changed here, see _last_sightings).
+        findings are the book's shared objects, as last written (never changed here): when
+        one was last seen is `later_sighting` of it, asked when shown. Copies of 100,000
+        findings seen since (`_last_sightings`), made on every read while scans land, were
+        the churn that fragmented a console's memory.
         """
         seen = self.store.open_port_sightings()
         rows = self._host_rows(seen)
-        findings = self._last_sightings(self.findings_book.shared_open(), seen)
-        return self._overview(rows, findings), rows, findings
+        findings = self.findings_book.shared_open()
+        return self._overview(rows, findings), rows, findings, seen
 
     def snapshot_hosts(self) -> tuple[Overview, list[HostRow]]:
         """The overview and host rows without reading the findings: a console's first frame

@@ -179,8 +179,8 @@ class TriageScreen(ConsoleScreen):
     def show_detail(self) -> None:
         finding = self.selected()
         detail = Text()
+        snapshot = self.console.snapshot
         if finding is None:
-            snapshot = self.console.snapshot
             detail.append(
                 "No open findings."
                 if snapshot is not None and not snapshot.partial
@@ -199,7 +199,8 @@ class TriageScreen(ConsoleScreen):
                 detail.append(f" ({clean(finding.service, 30)})")
             detail.append(f"\n{finding.severity} · {finding.status} · first seen ")
             detail.append(
-                f"{short_time(finding.first_seen)} · last {short_time(finding.last_seen)}"
+                f"{short_time(finding.first_seen)} · "
+                f"last {short_time(snapshot.last_seen(finding) if snapshot else finding.last_seen)}"
             )
             # The pane shows two lines of timeline: the two newest steps, newest last.
             for entry in finding.timeline[-2:]:
