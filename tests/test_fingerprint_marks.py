@@ -11,6 +11,7 @@ dead processes and marks past their deadline are written by hand, as a crash lea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import stat
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 from portconsole.core.adapters.fingerprint_marks import FOLDER_NAME, FingerprintMarks
 from portconsole.core.adapters.replay import Network, ReplayScanner
 from portconsole.core.adapters.scanning import ScanCancelled
-from portconsole.core.monitor import Monitor
+from portconsole.core.monitor import CycleResult, Monitor
 from portconsole.core.services.fingerprint_after import FingerprintJob
 from portconsole.core.timeutil import iso, utcnow
 from portconsole.tui.app import PortConsoleApp
@@ -115,7 +116,10 @@ def open_follower(tmp_path: Path, *, readonly: bool = False) -> Monitor:
     )
 
 
-def test_a_follower_counts_the_ports_another_monitors_sv_is_identifying(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def held_sv(tmp_path: Path) -> Iterator[tuple[Monitor, Monitor, CycleResult, threading.Event]]:
+    """A leader whose cycle's -sV (3 ports) is held until the gate opens, and a follower
+    on the same data dir that already counts it; both closed at the end."""
     leader, replay = replay_monitor(tmp_path, NETWORK)
     follower = open_follower(tmp_path)
     jobs: list[FingerprintJob] = []
@@ -125,6 +129,16 @@ def test_a_follower_counts_the_ports_another_monitors_sv_is_identifying(tmp_path
         assert result.fingerprint is not None
         jobs.append(result.fingerprint)
         assert eventually(lambda: follower.overview().identifying == 3)
+        yield leader, follower, result, gate
+    finally:
+        gate.set()
+        follower.close()
+        leader.close()
+
+
+def test_a_follower_counts_the_ports_another_monitors_sv_is_identifying(tmp_path: Path) -> None:
+    with held_sv(tmp_path) as (leader, follower, result, gate):
+        assert result.fingerprint is not None
         assert follower.fingerprints_pending() == 3
         # Its own job is counted once: in memory, never again from its own mark.
         assert leader.overview().identifying == 3
@@ -145,32 +159,17 @@ def test_a_follower_counts_the_ports_another_monitors_sv_is_identifying(tmp_path
         assert mark_files(tmp_path) == []
         assert follower.data_version() != held
         assert all(p.fingerprinted_at for p in follower.store.current_ports())
-    finally:
-        gate.set()
-        follower.close()
-        leader.close()
 
 
 def test_closing_the_monitor_cancels_its_sv_and_takes_its_mark_down(tmp_path: Path) -> None:
-    leader, replay = replay_monitor(tmp_path, NETWORK)
-    follower = open_follower(tmp_path)
-    jobs: list[FingerprintJob] = []
-    gate = hold_sv(replay, jobs)
-    try:
-        result = leader.run_cycle(targets=[HOST], ports=PORTS)
+    with held_sv(tmp_path) as (leader, follower, result, _gate):
         assert result.fingerprint is not None
-        jobs.append(result.fingerprint)
-        assert eventually(lambda: follower.overview().identifying == 3)
         leader.close()  # cancels the job: nmap killed, nothing written
         outcome = result.fingerprint.wait(10)
         assert outcome is not None and outcome.cancelled
         assert mark_files(tmp_path) == []
         assert follower.overview().identifying == 0
         assert not [r for r in follower.audit.records() if r["action"] == "scan.fingerprint"]
-    finally:
-        gate.set()
-        follower.close()
-        leader.close()
 
 
 def test_marks_of_dead_processes_and_past_their_deadline_are_ignored_and_removed(
