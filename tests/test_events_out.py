@@ -48,6 +48,7 @@ def _run(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tupl
 def _journal_with_nasty_note(tmp_path: Path) -> Monitor:
     monitor, _ = replay_monitor(tmp_path, {"127.0.0.2": {22: "ssh", 2222: "ssh"}})
     result = monitor.run_cycle(targets=["127.0.0.2"], ports="22,2222")
+    result.settle_fingerprint(30)  # its -sV is a later transaction: landed before the reads
     monitor.note(result.findings[0].id, NASTY)
     return monitor
 
