@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from portconsole.tui.app import PortConsoleApp
+from portconsole.tui.screens.approval_forms import ApproveForm
 from tests.tui.conftest import (
     open_replay_monitor,
     replay_network,
@@ -49,6 +50,39 @@ async def test_the_header_counts_ports_being_identified_until_their_result_lands
             assert await wait_for(pilot, lambda: "identifying" not in screen_text(app), timeout=20)
             assert monitor.fingerprints_pending() == 0
             assert all(p.fingerprinted_at for p in monitor.store.current_ports())
+    finally:
+        gate.set()
+        monitor.close()
+
+
+async def test_the_approve_form_says_when_the_service_is_still_nmaps_guess(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.toml"
+    write_config(config, [HOST], [22, 23], fingerprint="changed")
+    network = replay_network(config, {HOST: {22: "ssh", 23: "telnet"}})
+    gate = threading.Event()  # -sV answers only once the test lets it
+    network.on_call = lambda kind, _a, _p: gate.wait(20) if kind == "fingerprint" else None
+    monitor = open_replay_monitor(config, tmp_path / "data", network)
+    app = PortConsoleApp(monitor, schedule=False)
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("s")
+            assert await wait_for(pilot, lambda: "◌ identifying 2 ports" in screen_text(app), 20)
+            await pilot.press("2")
+            await settle(pilot)
+            await pilot.press("a")
+            assert await wait_for(pilot, lambda: isinstance(app.screen, ApproveForm))
+            guess = "ssh is a guess from the port number; the approval takes what -sV names."
+            assert await wait_for(pilot, lambda: guess in screen_text(app))
+            await pilot.press("escape")
+            gate.set()
+            assert await wait_for(pilot, lambda: "identifying" not in screen_text(app), 20)
+            # Named by -sV now: the form says nothing of a guess.
+            await pilot.press("a")
+            assert await wait_for(pilot, lambda: "No request recorded" in screen_text(app))
+            assert "is a guess" not in screen_text(app)
     finally:
         gate.set()
         monitor.close()

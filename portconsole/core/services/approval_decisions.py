@@ -153,6 +153,11 @@ class ApprovalDecisions(ServiceBase):
     def pending_request(self, finding_id: str) -> ApprovalRequest | None:
         return self.approvals.requests.pending_for(finding_id)
 
+    def service_is_guess(self, finding_id: str) -> bool:
+        """Whether approving the finding now would approve nmap's port-table guess of its
+        service (-sV has not named it yet; the approval adopts what it names)."""
+        return _service_basis(self, self.finding(finding_id)) == PORT_TABLE
+
     @refusal_recorded("finding.approve")
     def approve(
         self,

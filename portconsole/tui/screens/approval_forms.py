@@ -146,6 +146,7 @@ class RequestForm(TermsForm):
 @dataclass
 class RequestLoaded(Message):
     request: ApprovalRequest | None
+    guessed: bool = False  # the finding's service is nmap's port-table guess (-sV pending)
 
 
 class ApproveForm(TermsForm):
@@ -179,13 +180,26 @@ class ApproveForm(TermsForm):
 
     @work(thread=True, exit_on_error=False, group="decision", description="find a request")
     def load_request(self) -> None:
-        self.post_message(RequestLoaded(self.console.monitor.pending_request(self.finding.id)))
+        monitor = self.console.monitor
+        self.post_message(
+            RequestLoaded(
+                monitor.pending_request(self.finding.id),
+                monitor.service_is_guess(self.finding.id),
+            )
+        )
 
     def on_request_loaded(self, message: RequestLoaded) -> None:
         self.looking = False
         self.pending = message.request
         info = self.query_one("#request-info", Static)
         request = message.request
+        guess = Text()
+        if message.guessed:
+            guess.append(
+                f"\n{clean(self.finding.service, 30) or 'The service'} is a guess from the port "
+                "number; the approval takes what -sV names.",
+                style="italic",
+            )
         if request is None:
             text = Text("No request recorded: ")
             if self.console.monitor.settings.approval.separation_of_duties:
@@ -195,7 +209,7 @@ class ApproveForm(TermsForm):
                 )
             else:
                 text.append("this approval will not count as four eyes.")
-            info.update(text)
+            info.update(text + guess)
             return
         text = Text()
         text.append(f"{request.id} ", style="bold")
@@ -210,7 +224,7 @@ class ApproveForm(TermsForm):
             text.append(f"\nMitigation: {clean(request.mitigation, 100)}")
         if request.on_behalf_of:
             text.append(f"\nOn behalf of: {clean(request.on_behalf_of, 60)}")
-        info.update(text)
+        info.update(text + guess)
         for row in self.query(".field"):
             row.display = False
         self.query_one("#confirm", Button).focus()
