@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from portconsole.core.monitor import Monitor
 from portconsole.tui.app import PortConsoleApp
 from portconsole.tui.screens.approval_forms import ApproveForm
 from tests.tui.conftest import (
@@ -25,15 +26,26 @@ from tests.tui.conftest import (
 HOST = "127.0.0.2"
 
 
-async def test_the_header_counts_ports_being_identified_until_their_result_lands(
-    tmp_path: Path,
-) -> None:
+def held_sv_monitor(tmp_path: Path) -> tuple[Monitor, threading.Event]:
+    """A console's Monitor over ssh (22) and telnet (23) on HOST whose -sV answers only once
+    the returned gate is set."""
     config = tmp_path / "config.toml"
     write_config(config, [HOST], [22, 23], fingerprint="changed")
     network = replay_network(config, {HOST: {22: "ssh", 23: "telnet"}})
-    gate = threading.Event()  # -sV answers only once the test lets it
-    network.on_call = lambda kind, _a, _p: gate.wait(20) if kind == "fingerprint" else None
-    monitor = open_replay_monitor(config, tmp_path / "data", network)
+    gate = threading.Event()
+
+    def hold(kind: str, _address: str, _ports: str) -> None:
+        if kind == "fingerprint":
+            gate.wait(20)
+
+    network.on_call = hold
+    return open_replay_monitor(config, tmp_path / "data", network), gate
+
+
+async def test_the_header_counts_ports_being_identified_until_their_result_lands(
+    tmp_path: Path,
+) -> None:
+    monitor, gate = held_sv_monitor(tmp_path)
     app = PortConsoleApp(monitor, schedule=False)
     try:
         async with app.run_test(size=(100, 24)) as pilot:
@@ -58,12 +70,7 @@ async def test_the_header_counts_ports_being_identified_until_their_result_lands
 async def test_the_approve_form_says_when_the_service_is_still_nmaps_guess(
     tmp_path: Path,
 ) -> None:
-    config = tmp_path / "config.toml"
-    write_config(config, [HOST], [22, 23], fingerprint="changed")
-    network = replay_network(config, {HOST: {22: "ssh", 23: "telnet"}})
-    gate = threading.Event()  # -sV answers only once the test lets it
-    network.on_call = lambda kind, _a, _p: gate.wait(20) if kind == "fingerprint" else None
-    monitor = open_replay_monitor(config, tmp_path / "data", network)
+    monitor, gate = held_sv_monitor(tmp_path)
     app = PortConsoleApp(monitor, schedule=False)
     try:
         async with app.run_test(size=(80, 24)) as pilot:
