@@ -15,7 +15,7 @@ from portconsole.core.domain.approval import person_of
 from portconsole.core.domain.baseline_export import export_baseline
 from portconsole.core.domain.baseline_format import BaselineError
 from portconsole.core.errors import NotFoundError, PermissionRefused, UserError
-from portconsole.core.settings import GroupSettings, Settings
+from portconsole.core.settings import GroupSettings, Settings, settings_from
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_baselines"
 ACTOR = "carol@console via 127.0.0.9"
@@ -343,7 +343,7 @@ def test_separation_of_duties_refuses_self_approval(tmp_path: Path) -> None:
     relaxed = ApprovalRegistry(
         db,
         lock,
-        Settings.model_validate({"approval": {"separation_of_duties": False}}),
+        settings_from({"approval": {"separation_of_duties": False}}),
     )
     same = relaxed.add(**{**fields, "port": 9443}, approver="alice")  # type: ignore[arg-type]
     assert same.requester == "alice" == same.approver

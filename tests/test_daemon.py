@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from portconsole import logs
-from portconsole.core.settings import Settings
+from portconsole.core.settings import settings_from
 from tests.conftest import write_config
 from tests.fleet import TestFleet
 
@@ -348,7 +348,7 @@ def test_debug_json_logs_show_each_nmap_command_and_never_a_secret(tmp_path: Pat
 
 def test_every_log_record_has_secrets_masked(capsys: pytest.CaptureFixture[str]) -> None:
     """The handler's filter masks the settings' secrets in messages, arguments and tracebacks."""
-    settings = Settings.model_validate({"notify": {"urls": [NOTIFY_URL]}})
+    settings = settings_from({"notify": {"urls": [NOTIFY_URL]}})
     logs.configure("debug", "json")
     logs.apply_settings(settings)
     try:

@@ -27,7 +27,7 @@ from portconsole.core.domain.detect import (
 from portconsole.core.domain.finding import Finding
 from portconsole.core.domain.model import HostObservation, PortObservation, ScanResult
 from portconsole.core.errors import UserError
-from portconsole.core.settings import Settings
+from portconsole.core.settings import Settings, settings_from
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 WEB = "127.77.0.10"
@@ -303,7 +303,7 @@ def test_only_covered_places_are_judged(stores: tuple[ApprovalRegistry, FindingB
 
 
 def test_severity_rules() -> None:
-    settings = Settings.model_validate(
+    settings = settings_from(
         {"severity": {"by_port": {"8080": "low"}, "by_kind": {"host_gone": "critical"}}}
     )
     assert severity_for("unapproved_port", 5432, settings) == "high"  # database
@@ -341,7 +341,7 @@ def test_a_later_fingerprint_escalates_an_open_finding_up_never_down(
     assert escalation(before[22], after[22], settings) == "high"
     assert escalation(before[8080], after[8080], settings) is None
     # Escalation follows the settings: an insecure_service severity of critical.
-    strict = Settings.model_validate({"severity": {"by_kind": {"insecure_service": "critical"}}})
+    strict = settings_from({"severity": {"by_kind": {"insecure_service": "critical"}}})
     assert escalation(before[2323], after[2323], strict) == "critical"
 
     raised = book.escalate(after[2323].id, "high", {"escalated_from": "medium"}, "telnet", NOW)

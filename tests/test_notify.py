@@ -30,6 +30,7 @@ from portconsole.core.errors import ConfigError
 from portconsole.core.secrets import config_secrets, mask_text, mask_url
 from portconsole.core.settings import NotifySettings
 from portconsole.core.settings_sections import NotifyTarget
+from portconsole.core.strict import convert
 from portconsole.core.timeutil import utcnow
 from tests.servers import HttpCatcher, SmtpCatcher, free_port
 
@@ -80,7 +81,7 @@ def settings(*urls: str | NotifyTarget | dict[str, Any], **overrides: Any) -> No
         "max_attempts": 5,
     }
     values.update(overrides)
-    return NotifySettings.model_validate(values)
+    return convert(values, NotifySettings)
 
 
 def json_target(

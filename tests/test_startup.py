@@ -43,7 +43,7 @@ NMAP_RUNNING = (
     "portconsole.core.adapters.nmap_process",
 )
 # Not needed either to print help or the version: no settings, no store.
-NOT_FOR_HELP = (*HEAVY, "pydantic", "tinydb", "nmap", "portconsole.core.monitor")
+NOT_FOR_HELP = (*HEAVY, "msgspec", "tinydb", "nmap", "portconsole.core.monitor")
 _IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)\s*$")
 
 
@@ -196,21 +196,6 @@ def test_a_command_line_builds_its_commands_parser_only() -> None:
     assert _commands_in(build_parser(command_named(["--version"]))) == []
     assert _commands_in(build_parser(command_named(["scna"]))) == every  # the real error
     assert _commands_in(build_parser(command_named(["-h", "scan"]))) == every
-
-
-def test_loading_settings_never_parses_a_builtins_text_signature(tmp_path: Path) -> None:
-    """pydantic reads every default factory's signature; a builtin's (list, dict) is parsed
-    from its text by the tokenizer, whose first use compiles a large regex at start-up."""
-    config = write_config(tmp_path / "config.toml")
-    code = (
-        "import sys, tokenize\n"
-        "from pathlib import Path\n"
-        "from portconsole.core.settings import load_settings\n"
-        f"load_settings(Path({str(config)!r}), Path({str(tmp_path / 'data')!r}))\n"
-        "sys.exit(tokenize._compile.cache_info().currsize)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
-    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_only_the_commands_own_process_tunes_the_garbage_collector(

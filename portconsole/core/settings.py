@@ -15,14 +15,11 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import msgspec
 import platformdirs
-from pydantic import (
-    Field,
-    ValidationError,
-    field_validator,
-)
+from msgspec import Meta, field
 
 from portconsole.core.domain.targets import DEFAULT_SCOPE, Scope, check_in_scope, parse_ports
 from portconsole.core.errors import ConfigError, TargetError
@@ -35,188 +32,253 @@ from portconsole.core.settings_sections import (
     Severity,
     StoreSettings,
     TuiSettings,
-    _no_entries,
-    _Strict,
 )
+from portconsole.core.strict import FieldError, Strict, convert, problem
 
 APP_NAME = "portconsole"
 ENV_PREFIX = "PORTCONSOLE_"
 
 
-def _check_ports(value: str | None) -> str | None:
-    if value is None:
-        return None
+def _check_ports(value: str) -> str:
+    """A port list in its normal form (as the scanner is given it), or FieldError."""
     try:
         return str(parse_ports(value))
     except TargetError as error:
-        raise ValueError(str(error)) from None
+        raise FieldError("ports", str(error)) from None
 
 
-class ScanSettings(_Strict):
-    ports: str = Field(
-        "22,23,80,443,3306,5432,6379,8080",
-        description="Ports scanned when a target group does not set its own: '22,80,8000-8100' or 'all'.",
-    )
-    udp: bool = Field(False, description="Also scan UDP (slow; needs root). Off unless asked for.")
-    timing: int = Field(4, ge=0, le=5, description="nmap timing template, -T0 to -T5.")
-    workers: int = Field(
-        4, ge=1, le=32, description="Parallel nmap processes (one per host batch)."
-    )
-    max_nmap_processes: int = Field(
-        0,
-        ge=0,
-        le=256,
-        description="Most nmap processes running at once in one process, over every group "
-        "running in parallel (sweeps, re-probes, -sV), shared so that one scan never takes "
-        "the last free one; 0 = the CPU count, at least 4 and at least workers + 1.",
-    )
-    batch_size: int = Field(
-        0,
-        ge=0,
-        le=256,
-        description="Hosts per nmap process; 0 spreads the hosts evenly over the workers "
-        "(at most 16 per process), which measured fastest, and grows the batches of a large "
-        "target set to about 4 nmap runs per worker (at most 4,096 hosts each).",
-    )
-    batch_timeout: float = Field(
-        300.0,
-        gt=0,
-        description="Seconds one nmap batch may run per 16 hosts before it is killed and "
-        "reported (a grown batch gets at most 8 times this).",
-    )
-    fingerprint: Literal["changed", "all", "none"] = Field(
-        "changed",
-        description="Service detection (-sV): on new or changed ports only, on every open port, or never.",
-    )
-    force_unprivileged: bool = Field(
-        False, description="Use a TCP connect scan even when running as root."
-    )
-    confirm_probes: int = Field(
-        1,
-        ge=0,
-        le=5,
-        description="Re-probes of a new or vanished port before it becomes a finding.",
-    )
-    flap_window: int = Field(
-        3600,
-        ge=0,
-        description="Seconds in which a port that opens and closes again is one finding.",
-    )
+def _check_scope(value: list[str] | None) -> None:
+    if value is not None:
+        try:
+            Scope(value)
+        except TargetError as error:
+            raise FieldError("scope", str(error)) from None
 
-    _ports = field_validator("ports")(classmethod(lambda cls, v: _check_ports(v)))
+
+class ScanSettings(Strict):
+    ports: Annotated[
+        str,
+        Meta(
+            description="Ports scanned when a target group does not set its own: '22,80,8000-8100' or 'all'."
+        ),
+    ] = "22,23,80,443,3306,5432,6379,8080"
+    udp: Annotated[
+        bool, Meta(description="Also scan UDP (slow; needs root). Off unless asked for.")
+    ] = False
+    timing: Annotated[int, Meta(ge=0, le=5, description="nmap timing template, -T0 to -T5.")] = 4
+    workers: Annotated[
+        int, Meta(ge=1, le=32, description="Parallel nmap processes (one per host batch).")
+    ] = 4
+    max_nmap_processes: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=256,
+            description=(
+                "Most nmap processes running at once in one process, over every group "
+                "running in parallel (sweeps, re-probes, -sV), shared so that one scan never takes "
+                "the last free one; 0 = the CPU count, at least 4 and at least workers + 1."
+            ),
+        ),
+    ] = 0
+    batch_size: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=256,
+            description=(
+                "Hosts per nmap process; 0 spreads the hosts evenly over the workers "
+                "(at most 16 per process), which measured fastest, and grows the batches of a large "
+                "target set to about 4 nmap runs per worker (at most 4,096 hosts each)."
+            ),
+        ),
+    ] = 0
+    batch_timeout: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description=(
+                "Seconds one nmap batch may run per 16 hosts before it is killed and "
+                "reported (a grown batch gets at most 8 times this)."
+            ),
+        ),
+    ] = 300.0
+    fingerprint: Annotated[
+        Literal["changed", "all", "none"],
+        Meta(
+            description="Service detection (-sV): on new or changed ports only, on every open port, or never."
+        ),
+    ] = "changed"
+    force_unprivileged: Annotated[
+        bool, Meta(description="Use a TCP connect scan even when running as root.")
+    ] = False
+    confirm_probes: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=5,
+            description="Re-probes of a new or vanished port before it becomes a finding.",
+        ),
+    ] = 1
+    flap_window: Annotated[
+        int,
+        Meta(
+            ge=0, description="Seconds in which a port that opens and closes again is one finding."
+        ),
+    ] = 3600
+
+    def __post_init__(self) -> None:
+        self.ports = _check_ports(self.ports)
 
 
 # Re-fingerprint age of a group, and of ports scanned outside any group (ad-hoc targets).
 DEFAULT_REFINGERPRINT_HOURS = 24.0
 
 
-class GroupSettings(_Strict):
-    targets: list[str] = Field(description="Addresses, CIDRs, ranges (127.0.0.2-41) or names.")
-    ports: str | None = Field(None, description="Ports for this group; default [scan].ports.")
-    interval: int = Field(900, ge=10, description="Seconds between scheduled scans of this group.")
-    jitter: int = Field(30, ge=0, description="Up to this many seconds are added to each interval.")
-    udp: bool | None = Field(None, description="Override [scan].udp for this group.")
-    description: str = Field("", description="What the group is, shown in the console.")
-    refingerprint_hours: float = Field(
-        DEFAULT_REFINGERPRINT_HOURS,
-        ge=0,
-        le=24 * 365,
-        description="Hours after which an open port is fingerprinted (-sV) again, so a service "
-        "swapped behind it is noticed; spread over the group's cycles, 0 = every cycle.",
-    )
-    site: str | None = Field(
-        None,
-        description="Scan this group from a site's workers ([sites.NAME]); unset: scanned here.",
-    )
-    timeout: int | None = Field(
-        None,
-        ge=10,
-        description="Seconds a cycle of this group may run before it is cancelled (a failed "
-        "run, a gap of this group only); unset: interval + jitter + daemon.gap_grace_seconds.",
-    )
-    discovery: Literal["default", "none"] = Field(
-        "default",
-        description="Host discovery for addresses not known from history or the baseline "
-        "(known ones are always scanned with -Pn): 'default' (nmap's ping probes; an address "
-        "that answers none is down) or 'none' (-Pn: every address is port-scanned, for hosts "
-        "that drop pings; slow on a sparse range).",
-    )
+class GroupSettings(Strict):
+    targets: Annotated[
+        list[str], Meta(description="Addresses, CIDRs, ranges (127.0.0.2-41) or names.")
+    ]
+    ports: Annotated[
+        str | None, Meta(description="Ports for this group; default [scan].ports.")
+    ] = None
+    interval: Annotated[
+        int, Meta(ge=10, description="Seconds between scheduled scans of this group.")
+    ] = 900
+    jitter: Annotated[
+        int, Meta(ge=0, description="Up to this many seconds are added to each interval.")
+    ] = 30
+    udp: Annotated[bool | None, Meta(description="Override [scan].udp for this group.")] = None
+    description: Annotated[str, Meta(description="What the group is, shown in the console.")] = ""
+    refingerprint_hours: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=24 * 365,
+            description=(
+                "Hours after which an open port is fingerprinted (-sV) again, so a service "
+                "swapped behind it is noticed; spread over the group's cycles, 0 = every cycle."
+            ),
+        ),
+    ] = DEFAULT_REFINGERPRINT_HOURS
+    site: Annotated[
+        str | None,
+        Meta(
+            description="Scan this group from a site's workers ([sites.NAME]); unset: scanned here."
+        ),
+    ] = None
+    timeout: (
+        Annotated[
+            int,
+            Meta(
+                ge=10,
+                description=(
+                    "Seconds a cycle of this group may run before it is cancelled (a failed run, "
+                    "a gap of this group only); unset: interval + jitter + "
+                    "daemon.gap_grace_seconds."
+                ),
+            ),
+        ]
+        | None
+    ) = None
+    discovery: Annotated[
+        Literal["default", "none"],
+        Meta(
+            description=(
+                "Host discovery for addresses not known from history or the baseline "
+                "(known ones are always scanned with -Pn): 'default' (nmap's ping probes; an address "
+                "that answers none is down) or 'none' (-Pn: every address is port-scanned, for hosts "
+                "that drop pings; slow on a sparse range)."
+            )
+        ),
+    ] = "default"
 
-    _ports = field_validator("ports")(classmethod(lambda cls, v: _check_ports(v)))
+    def __post_init__(self) -> None:
+        if self.ports is not None:
+            self.ports = _check_ports(self.ports)
 
 
-class SiteSettings(_Strict):
+class SiteSettings(Strict):
     """One site: its Celery broker and the key its results are signed with (docs: README)."""
 
-    broker: str = Field(
-        description="The site's Celery broker, e.g. redis://127.0.0.1:6379/0 (also its result "
-        "backend)."
-    )
-    key_file: Path | None = Field(
-        None, description="File holding the site's shared HMAC key (never printed or logged)."
-    )
-    key_env: str | None = Field(
-        None, description="Or the name of an environment variable holding that key."
-    )
-    scope: list[str] | None = Field(
-        None,
-        description="CIDR blocks this site may scan; unset: the top-level scope. Checked by "
-        "the worker before it scans and by the central on every result.",
-    )
-    redeliver_after: int = Field(
-        600,
-        ge=2,
-        le=86400,
-        description="Seconds after which a job a worker took and never acknowledged (it was "
-        "killed) is handed to another worker of the site; longer than the longest scan.",
-    )
+    broker: Annotated[
+        str,
+        Meta(
+            description=(
+                "The site's Celery broker, e.g. redis://127.0.0.1:6379/0 (also its result backend)."
+            )
+        ),
+    ]
+    key_file: Annotated[
+        Path | None,
+        Meta(description="File holding the site's shared HMAC key (never printed or logged)."),
+    ] = None
+    key_env: Annotated[
+        str | None, Meta(description="Or the name of an environment variable holding that key.")
+    ] = None
+    scope: Annotated[
+        list[str] | None,
+        Meta(
+            description=(
+                "CIDR blocks this site may scan; unset: the top-level scope. Checked by "
+                "the worker before it scans and by the central on every result."
+            )
+        ),
+    ] = None
+    redeliver_after: Annotated[
+        int,
+        Meta(
+            ge=2,
+            le=86400,
+            description=(
+                "Seconds after which a job a worker took and never acknowledged (it was "
+                "killed) is handed to another worker of the site; longer than the longest scan."
+            ),
+        ),
+    ] = 600
 
-    @field_validator("scope")
-    @classmethod
-    def _site_scope_parses(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None:
-            try:
-                Scope(value)
-            except TargetError as error:
-                raise ValueError(str(error)) from None
-        return value
+    def __post_init__(self) -> None:
+        _check_scope(self.scope)
 
 
-class RetentionSettings(_Strict):
-    scan_months: int = Field(
-        12, ge=1, description="Months scan records and change events are kept."
-    )
-    raw_xml_months: int = Field(12, ge=1, description="Months raw nmap XML is kept.")
+class RetentionSettings(Strict):
+    scan_months: Annotated[
+        int, Meta(ge=1, description="Months scan records and change events are kept.")
+    ] = 12
+    raw_xml_months: Annotated[int, Meta(ge=1, description="Months raw nmap XML is kept.")] = 12
 
 
-class ApprovalSettings(_Strict):
-    separation_of_duties: bool = Field(
-        True, description="Refuse an approval by the person who requested it."
-    )
-    review_months: int = Field(
-        6, ge=1, le=36, description="Default months until an approval's review."
-    )
-    insecure_services: list[str] = Field(
-        default_factory=lambda: [
-            "telnet",
-            "ftp",
-            "rsh",
-            "rlogin",
-            "rexec",
-            "shell",
-            "login",
-            "exec",
-            "tftp",
-            "snmp",
-            "vnc",
-            "x11",
-            "pop3",
-            "imap",
-            "http-proxy-plain",
-            "netbios-ssn",
-            "smb1",
-        ],
-        description="Service names that need a mitigation note to be approved.",
+class ApprovalSettings(Strict):
+    separation_of_duties: Annotated[
+        bool, Meta(description="Refuse an approval by the person who requested it.")
+    ] = True
+    review_months: Annotated[
+        int, Meta(ge=1, le=36, description="Default months until an approval's review.")
+    ] = 6
+    insecure_services: Annotated[
+        list[str], Meta(description="Service names that need a mitigation note to be approved.")
+    ] = field(
+        default_factory=(
+            lambda: [
+                "telnet",
+                "ftp",
+                "rsh",
+                "rlogin",
+                "rexec",
+                "shell",
+                "login",
+                "exec",
+                "tftp",
+                "snmp",
+                "vnc",
+                "x11",
+                "pop3",
+                "imap",
+                "http-proxy-plain",
+                "netbios-ssn",
+                "smb1",
+            ]
+        )
     )
 
 
@@ -231,77 +293,76 @@ _DEFAULT_KIND_SEVERITY: dict[str, Severity] = {
 }
 
 
-class SeveritySettings(_Strict):
-    default: Severity = Field("medium", description="Severity of a finding no rule matches.")
-    high_ports: list[int] = Field(
-        default_factory=lambda: [
-            21,
-            22,
-            23,
-            135,
-            139,
-            445,
-            1433,
-            1521,
-            2375,
-            3306,
-            3389,
-            5432,
-            5900,
-            5984,
-            6379,
-            9200,
-            11211,
-            27017,
-        ],
-        description="Databases and remote administration: findings on these are high.",
+class SeveritySettings(Strict):
+    default: Annotated[Severity, Meta(description="Severity of a finding no rule matches.")] = (
+        "medium"
     )
-    by_kind: dict[str, Severity] = Field(
-        default_factory=lambda: dict(_DEFAULT_KIND_SEVERITY),
-        description="Severity per finding kind (unapproved_port uses the port rules).",
+    high_ports: Annotated[
+        list[int],
+        Meta(description="Databases and remote administration: findings on these are high."),
+    ] = field(
+        default_factory=(
+            lambda: [
+                21,
+                22,
+                23,
+                135,
+                139,
+                445,
+                1433,
+                1521,
+                2375,
+                3306,
+                3389,
+                5432,
+                5900,
+                5984,
+                6379,
+                9200,
+                11211,
+                27017,
+            ]
+        )
     )
-    by_port: dict[str, Severity] = Field(
-        default_factory=_no_entries, description='Severity per port, e.g. {"8080" = "low"}.'
-    )
+    by_kind: Annotated[
+        dict[str, Severity],
+        Meta(description="Severity per finding kind (unapproved_port uses the port rules)."),
+    ] = field(default_factory=lambda: dict(_DEFAULT_KIND_SEVERITY))
+    by_port: Annotated[
+        dict[str, Severity], Meta(description='Severity per port, e.g. {"8080" = "low"}.')
+    ] = field(default_factory=dict)
 
 
-class Settings(_Strict):
+class Settings(Strict):
     """Everything PortConsole reads from its TOML file."""
 
-    scope: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_SCOPE),
-        description="CIDR blocks that may be scanned; everything else is refused.",
-    )
-    data_dir: Path | None = Field(
-        None, description="Where the store lives; default per platformdirs."
-    )
-    groups: dict[str, GroupSettings] = Field(
-        default_factory=_no_entries, description="Named target groups, e.g. [groups.web-tier]."
-    )
-    sites: dict[str, SiteSettings] = Field(
-        default_factory=_no_entries,
-        description="Sites whose workers scan groups, e.g. [sites.pci].",
-    )
-    scan: ScanSettings = Field(default_factory=ScanSettings)
-    retention: RetentionSettings = Field(default_factory=RetentionSettings)
-    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
-    severity: SeveritySettings = Field(default_factory=SeveritySettings)
-    notify: NotifySettings = Field(default_factory=NotifySettings)
-    tui: TuiSettings = Field(default_factory=TuiSettings)
-    report: ReportSettings = Field(default_factory=ReportSettings)
-    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
-    store: StoreSettings = Field(default_factory=StoreSettings)
-    audit: AuditSettings = Field(default_factory=AuditSettings)
-    log: LogSettings = Field(default_factory=LogSettings)
+    scope: Annotated[
+        list[str], Meta(description="CIDR blocks that may be scanned; everything else is refused.")
+    ] = field(default_factory=lambda: list(DEFAULT_SCOPE))
+    data_dir: Annotated[
+        Path | None, Meta(description="Where the store lives; default per platformdirs.")
+    ] = None
+    groups: Annotated[
+        dict[str, GroupSettings], Meta(description="Named target groups, e.g. [groups.web-tier].")
+    ] = field(default_factory=dict)
+    sites: Annotated[
+        dict[str, SiteSettings],
+        Meta(description="Sites whose workers scan groups, e.g. [sites.pci]."),
+    ] = field(default_factory=dict)
+    scan: ScanSettings = field(default_factory=ScanSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    approval: ApprovalSettings = field(default_factory=ApprovalSettings)
+    severity: SeveritySettings = field(default_factory=SeveritySettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    tui: TuiSettings = field(default_factory=TuiSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    log: LogSettings = field(default_factory=LogSettings)
 
-    @field_validator("scope")
-    @classmethod
-    def _scope_parses(cls, value: list[str]) -> list[str]:
-        try:
-            Scope(value)
-        except TargetError as error:
-            raise ValueError(str(error)) from None
-        return value
+    def __post_init__(self) -> None:
+        _check_scope(self.scope)
 
     def scope_obj(self) -> Scope:
         return Scope(self.scope)
@@ -375,10 +436,6 @@ def builtin_themes_dir() -> Path:
     return themes_dir()
 
 
-def _format_loc(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
-
-
 def _parse_env_value(raw: str) -> Any:
     try:
         return tomllib.loads(f"v = {raw}")["v"]
@@ -416,6 +473,27 @@ def warn_if_world_readable(path: Path) -> str | None:
     return None
 
 
+def settings_from(data: Mapping[str, Any], where_from: str = "(settings)") -> Settings:
+    """Settings from parsed TOML (a dict). Raises ConfigError naming the first bad key, as
+    `config FILE: scan.workers: expected int >= 1`."""
+    try:
+        # A named table's entries one by one first: an error inside one names it
+        # (groups.web.ports), where the whole document's conversion says only "groups".
+        for section, kind in (("groups", GroupSettings), ("sites", SiteSettings)):
+            entries = data.get(section)
+            if isinstance(entries, Mapping):
+                for name, entry in entries.items():
+                    try:
+                        convert(entry, kind)
+                    except msgspec.ValidationError as error:
+                        where, what = problem(error, (section, str(name)))
+                        raise ConfigError(f"config {where_from}: {where}: {what}") from None
+        return convert(data, Settings)
+    except msgspec.ValidationError as error:
+        where, what = problem(error)
+        raise ConfigError(f"config {where_from}: {where}: {what}") from None
+
+
 def load_settings(
     config: Path | None = None,
     data_dir: Path | None = None,
@@ -440,17 +518,8 @@ def load_settings(
     elif explicit:
         raise ConfigError(f"config file {config_file} does not exist")
     _apply_env(data, env)
-    try:
-        settings = Settings.model_validate(data)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = _format_loc(tuple(first["loc"]))
-        message = first["msg"]
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
-        raise ConfigError(
-            f"config {config_file if exists else '(environment)'}: {where}: {message}"
-        ) from None
+    where_from = str(config_file) if exists else "(environment)"
+    settings = settings_from(data, where_from)
     scope = settings.scope_obj()
     for name, group in settings.groups.items():
         if group.site is not None and group.site not in settings.sites:
@@ -468,7 +537,7 @@ def load_settings(
                     check_in_scope(target, settings.site_scope(group.site))
             except TargetError as error:
                 raise ConfigError(
-                    f"config {config_file if exists else '(environment)'}: groups.{name}.targets: "
+                    f"config {where_from}: groups.{name}.targets: "
                     f"target {target!r}: {error}; widen scope or remove the target"
                 ) from None
     resolved_data = (

@@ -16,15 +16,17 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+import msgspec
+from msgspec import Meta
 from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
 from portconsole.core.adapters.storage import atomic_write_bytes, load_json_file
 from portconsole.core.errors import StoreError
 from portconsole.core.settings import default_config_file
+from portconsole.core.strict import FieldError, Strict, convert, problem, to_builtins
 
 DEFAULT_THEME = "portconsole-dark"
 MONO_THEME = "portconsole-mono"
@@ -76,61 +78,62 @@ def _parse_colour(value: str | None) -> str | None:
     return value
 
 
-class ThemeFile(BaseModel):
+_COLOUR_FIELDS = (
+    "primary",
+    "secondary",
+    "warning",
+    "error",
+    "success",
+    "accent",
+    "foreground",
+    "background",
+    "surface",
+    "panel",
+    "boost",
+)
+
+
+class ThemeFile(Strict):
     """The content of one theme file: the fields of `textual.theme.Theme`, nothing else."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    name: str = Field(description="Theme name, lower-case letters, digits and dashes.")
-    primary: str = Field(description="Main accent colour (cursor, focused borders).")
-    secondary: str | None = Field(None, description="Second accent colour.")
-    warning: str | None = Field(None, description="Warnings; unapproved ports use it too.")
-    error: str | None = Field(None, description="Errors and unapproved, high-severity items.")
-    success: str | None = Field(None, description="Good news: approved, verified.")
-    accent: str | None = Field(None, description="Highlights.")
-    foreground: str | None = Field(None, description="Default text colour.")
-    background: str | None = Field(None, description="Screen background.")
-    surface: str | None = Field(None, description="Widget background.")
-    panel: str | None = Field(None, description="Panels and headers.")
-    boost: str | None = Field(None, description="Tint added to raised surfaces.")
-    dark: bool = Field(True, description="True for a dark theme.")
-    luminosity_spread: float = Field(0.15, ge=0, le=1, description="Shade spread.")
-    text_alpha: float = Field(0.95, ge=0, le=1, description="Text opacity.")
-    variables: dict[str, str] = Field(
-        default_factory=dict, description="Extra Textual CSS variables, e.g. footer-key-foreground."
+    name: Annotated[str, Meta(description="Theme name, lower-case letters, digits and dashes.")]
+    primary: Annotated[str, Meta(description="Main accent colour (cursor, focused borders).")]
+    secondary: Annotated[str | None, Meta(description="Second accent colour.")] = None
+    warning: Annotated[str | None, Meta(description="Warnings; unapproved ports use it too.")] = (
+        None
     )
-    ansi: bool = Field(False, description="Use the terminal's own ANSI colours.")
+    error: Annotated[
+        str | None, Meta(description="Errors and unapproved, high-severity items.")
+    ] = None
+    success: Annotated[str | None, Meta(description="Good news: approved, verified.")] = None
+    accent: Annotated[str | None, Meta(description="Highlights.")] = None
+    foreground: Annotated[str | None, Meta(description="Default text colour.")] = None
+    background: Annotated[str | None, Meta(description="Screen background.")] = None
+    surface: Annotated[str | None, Meta(description="Widget background.")] = None
+    panel: Annotated[str | None, Meta(description="Panels and headers.")] = None
+    boost: Annotated[str | None, Meta(description="Tint added to raised surfaces.")] = None
+    dark: Annotated[bool, Meta(description="True for a dark theme.")] = True
+    luminosity_spread: Annotated[float, Meta(ge=0, le=1, description="Shade spread.")] = 0.15
+    text_alpha: Annotated[float, Meta(ge=0, le=1, description="Text opacity.")] = 0.95
+    variables: Annotated[
+        dict[str, str],
+        Meta(description="Extra Textual CSS variables, e.g. footer-key-foreground."),
+    ] = msgspec.field(default_factory=dict)
+    ansi: Annotated[bool, Meta(description="Use the terminal's own ANSI colours.")] = False
 
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("use lower-case letters, digits and dashes")
-        return value
-
-    @field_validator(
-        "primary",
-        "secondary",
-        "warning",
-        "error",
-        "success",
-        "accent",
-        "foreground",
-        "background",
-        "surface",
-        "panel",
-        "boost",
-    )
-    @classmethod
-    def _check_colour(cls, value: str | None) -> str | None:
-        return _parse_colour(value)
-
-    @field_validator("variables")
-    @classmethod
-    def _check_variables(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, text in value.items():
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise FieldError("name", "use lower-case letters, digits and dashes")
+        for colour in _COLOUR_FIELDS:
+            try:
+                _parse_colour(getattr(self, colour))
+            except ValueError as error:
+                raise FieldError(colour, str(error)) from None
+        for key, text in self.variables.items():
             if not _VARIABLE.match(key):
-                raise ValueError(f"variable name {key!r}: use lower-case letters and dashes")
+                raise FieldError(
+                    "variables", f"variable name {key!r}: use lower-case letters and dashes"
+                )
             # Colour-valued variables are checked; others (text styles) are free-form words.
             if key.endswith(("-background", "-foreground", "-color")) and text not in (
                 "auto",
@@ -140,11 +143,12 @@ class ThemeFile(BaseModel):
                 try:
                     Color.parse(head)
                 except ColorParseError:
-                    raise ValueError(f"variable {key}: {text!r} is not a colour") from None
-        return value
+                    raise FieldError(
+                        "variables", f"variable {key}: {text!r} is not a colour"
+                    ) from None
 
     def to_theme(self) -> Theme:
-        return Theme(**self.model_dump())
+        return Theme(**to_builtins(self))
 
 
 @dataclass
@@ -168,13 +172,9 @@ class ThemeCatalog:
         return head + ":\n" + "\n".join(f"- {line}" for line in self.errors)
 
 
-def _first_error(path: Path, error: ValidationError) -> str:
-    problems = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        problems.append(f"{where}: {message}")
-    return f"{path}: " + "; ".join(problems)
+def _first_error(path: Path, error: msgspec.ValidationError) -> str:
+    where, what = problem(error)
+    return f"{path}: {where}: {what}"
 
 
 def load_theme_file(path: Path) -> Theme:
@@ -186,8 +186,8 @@ def load_theme_file(path: Path) -> Theme:
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: cannot read: {error}") from None
     try:
-        return ThemeFile.model_validate(data).to_theme()
-    except ValidationError as error:
+        return convert(data, ThemeFile, strict=True).to_theme()
+    except msgspec.ValidationError as error:
         raise ValueError(_first_error(path, error)) from None
 
 

@@ -25,10 +25,11 @@ SETTINGS_TABLE = "settings_fingerprint"
 def settings_fingerprint(settings: Settings) -> str:
     """sha256 of the effective settings, notification secrets masked, data dir left out."""
     from portconsole.core.secrets import mask_url
+    from portconsole.core.strict import to_builtins
 
-    data = settings.model_dump(mode="json")
+    data = to_builtins(settings)
     data["notify"]["urls"] = [
-        {**t.model_dump(mode="json"), "url": mask_url(t.url)} for t in settings.notify.targets()
+        {**to_builtins(t), "url": mask_url(t.url)} for t in settings.notify.targets()
     ]
     data.pop("data_dir", None)
     return hashlib.sha256(
