@@ -271,6 +271,8 @@ _HANDLERS: dict[str, Handler] = {
 
 @dataclass(slots=True)
 class _Listener:
+    """One demo listener: the address and port it serves, its protocol and its server."""
+
     address: str
     port: int
     kind: str

@@ -160,6 +160,8 @@ class LiveCounts:
 
 @dataclass(slots=True)
 class _HostDraft:
+    """One <host> of the report as it streams in, until its closing tag makes it a HostResult."""
+
     status: str | None = None  # None: no <status> (masscan)
     reason: str = ""
     address: str = ""
@@ -173,6 +175,8 @@ class _HostDraft:
 
 @dataclass(slots=True)
 class _PortDraft:
+    """One <port> of the host being read, until its closing tag."""
+
     port: int
     proto: str
     state: str = "unknown"

@@ -92,6 +92,8 @@ class SiteEvent:
 
 @dataclass(slots=True)
 class _Job:
+    """A job sent to a site's queue, and what its result must match to be taken."""
+
     kind: str
     group: str
     addresses: list[str]

@@ -32,6 +32,8 @@ def event_hash(record: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ChainHead:
+    """The journal's last event: its sequence number, hash and segment file."""
+
     seq: int
     hash: str
     segment: str
@@ -47,6 +49,8 @@ class ChainHead:
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
+    """What `audit verify` found: whether the chain holds, how far, and the first break."""
+
     ok: bool
     count: int
     first_bad_seq: int | None

@@ -313,6 +313,8 @@ class HotTables:
 
 @dataclass(slots=True)
 class ScanPlan:
+    """What a scan changes in the projection: its changes and events, and the hosts it covered, found down, left stale or outside its scope."""
+
     changes: list[Change] = field(default_factory=list)
     events: list[list[Any]] = field(
         default_factory=list

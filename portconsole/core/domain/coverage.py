@@ -32,6 +32,8 @@ def port_list(text: str) -> PortSpec | None:
 
 @dataclass(frozen=True, slots=True)
 class Coverage:
+    """What one scan covered: hosts, ports and protocols, and the hosts it found down, stale or outside."""
+
     hosts: frozenset[str]
     ports: PortSpec | None
     protocols: frozenset[str]

@@ -115,6 +115,8 @@ class FindingCandidate:
 
 @dataclass(frozen=True, slots=True)
 class TimelineEntry:
+    """One step of a finding's response timeline: what happened, when, and who did it."""
+
     step: str  # one of STEPS
     at: datetime
     actor: str

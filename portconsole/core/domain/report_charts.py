@@ -40,6 +40,8 @@ _LABEL_CHARS = 18
 
 @dataclass(frozen=True, slots=True)
 class Chart:
+    """One chart of a report: its SVG, caption, and the figures it links to."""
+
     key: str  # the figure's id is `chart-<key>`
     title: str
     svg: str | None  # escaped markup; None when the pack does not hold the data

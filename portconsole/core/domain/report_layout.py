@@ -32,6 +32,8 @@ Cell = str | int | float | bool | Duration | None
 
 @dataclass(slots=True)
 class Table:
+    """One table of a report section: columns, rows, and the rows that need attention."""
+
     name: str  # the CSV file stem
     title: str
     columns: list[str]
@@ -47,6 +49,8 @@ class Table:
 
 @dataclass(slots=True)
 class Section:
+    """One section of a report: anchor, title, paragraphs and tables."""
+
     anchor: str
     title: str
     paragraphs: list[str] = field(default_factory=list)

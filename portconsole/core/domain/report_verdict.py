@@ -36,6 +36,8 @@ NAMED = 3
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """One line of a report's verdict: a figure, its parts, and whether it needs attention."""
+
     key: str  # continuity | exposure | response | integrity
     label: str
     figure: str  # the headline figure, our own words

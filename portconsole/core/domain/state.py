@@ -114,6 +114,8 @@ class PortAt(PortState):
 
 @dataclass(slots=True)
 class HostState:
+    """A host as the projection knows it: status, name, and when it was last seen and covered."""
+
     address: str
     status: str  # up | down
     hostname: str
@@ -138,6 +140,8 @@ class HostState:
 
 @dataclass(slots=True)
 class ChangeEvent:
+    """One change of a port or host between two scans, as recorded."""
+
     kind: str
     host: str
     port: int | None
@@ -176,6 +180,8 @@ class Uncovered:
 
 @dataclass(slots=True)
 class PointInTime:
+    """What was open on the fleet at one moment, and how far the record reaches."""
+
     at: datetime
     open_ports: list[PortAt]
     uncovered: list[Uncovered]

@@ -44,6 +44,8 @@ class Overview:
 
 @dataclass(slots=True)
 class HostRow:
+    """One row of the hosts table: a host with its open and unapproved port counts."""
+
     address: str
     name: str
     open_ports: int
@@ -54,6 +56,8 @@ class HostRow:
 
 @dataclass(slots=True)
 class PortRow:
+    """One row of a host's port table: the port, its service, state and approval."""
+
     host: str
     port: int
     proto: str
