@@ -24,7 +24,7 @@ from portconsole.cli_common import (
     _table,
     _when,
 )
-from portconsole.core.domain.approval import REVIEW_OUTCOMES
+from portconsole.core.domain.approval_terms import REVIEW_OUTCOMES
 
 
 def cmd_ack(args: argparse.Namespace) -> int:

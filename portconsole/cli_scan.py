@@ -21,7 +21,6 @@ from portconsole.cli_common import (
     _time_arg,
     _when,
 )
-from portconsole.core.domain.model import location
 from portconsole.core.textsafe import terminal_safe
 from portconsole.core.timeutil import TIME_FORMS_HELP, iso
 
@@ -74,6 +73,14 @@ def _cancel_on_signals() -> threading.Event:
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     return cancel
+
+
+def location(host: str, port: int | None, proto: str | None) -> str:
+    """`host:port/proto` (domain/model.py's, imported when a result is printed: `--help`
+    and a usage error never load the domain's records)."""
+    from portconsole.core.domain.model import location as of
+
+    return of(host, port, proto)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:

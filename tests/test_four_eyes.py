@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from portconsole.core.domain.evidence_register import approval_row, review_rows
 from portconsole.core.errors import PermissionRefused, UserError

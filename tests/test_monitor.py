@@ -9,11 +9,11 @@ adapter too.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from portconsole.core.adapters.replay import ReplayScanner
 from portconsole.core.domain.model import Progress

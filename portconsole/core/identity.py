@@ -22,8 +22,9 @@ import pwd
 import socket
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 # "system": events the store records by itself (a migration, a rebuild, a bare update).
 ORIGINS = ("tui", "cli", "daemon", "system")
@@ -144,8 +145,7 @@ def _os_user(environ: Mapping[str, str]) -> str:
         return f"uid{euid}"
 
 
-@dataclass(frozen=True, slots=True)
-class Actor:
+class Actor(Struct, frozen=True):
     """One operator (or the daemon) acting from one machine through one front end.
 
     `user` is the effective OS user; `sudo_user` the invoking user when run under sudo

@@ -13,13 +13,12 @@ import os
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 import platformdirs
-from msgspec import Meta, field
+from msgspec import Meta, Struct, field
 
 from portconsole.core.domain.targets import DEFAULT_SCOPE, Scope, check_in_scope, parse_ports
 from portconsole.core.errors import ConfigError, TargetError
@@ -382,8 +381,7 @@ class Settings(Strict):
         return chosen if chosen else self.scan.ports
 
 
-@dataclass(frozen=True, slots=True)
-class Paths:
+class Paths(Struct, frozen=True):
     """Every file and folder in use; printed by `portconsole paths`."""
 
     config_file: Path

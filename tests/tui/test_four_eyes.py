@@ -4,8 +4,9 @@ form into the real store and journal, at 80x24."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
+
+from msgspec.structs import replace
 
 from portconsole.core.monitor import Monitor
 from portconsole.tui.app import PortConsoleApp

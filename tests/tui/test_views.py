@@ -161,7 +161,7 @@ async def test_no_color_uses_the_mono_theme_and_keeps_the_marker(
 async def test_broken_theme_file_is_reported_once(
     site: Site, scanned: Monitor, monkeypatch: object
 ) -> None:
-    from dataclasses import replace
+    from msgspec.structs import replace
 
     themes = site.data_dir.parent / "user-themes"
     themes.mkdir()

@@ -12,9 +12,9 @@ registry, this writes no audit events: the caller audits what changed.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 
+from msgspec.structs import replace
 from tinydb import TinyDB
 from tinydb.table import Document
 

@@ -14,10 +14,10 @@ reviews are kept on the approval they review.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, MutableMapping
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from msgspec.structs import replace
 from tinydb import TinyDB
 from tinydb.table import Document, Table
 
@@ -26,7 +26,6 @@ from portconsole.core.adapters.storage import DataLock
 from portconsole.core.domain.approval import (
     PROTOCOLS,
     RETIRED,
-    REVIEW_OUTCOMES,
     Approval,
     ApprovalSpec,
     ImportResult,
@@ -38,6 +37,7 @@ from portconsole.core.domain.approval import (
     person_of,
 )
 from portconsole.core.domain.approval_index import ApprovalIndex
+from portconsole.core.domain.approval_terms import REVIEW_OUTCOMES
 from portconsole.core.domain.record_ids import RecordIds
 from portconsole.core.errors import NotFoundError, PermissionRefused, UserError
 from portconsole.core.settings import ApprovalSettings, Settings

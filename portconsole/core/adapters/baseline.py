@@ -18,11 +18,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from msgspec import Struct, field
 
 from portconsole.core.adapters.dns import resolve_host_name
 from portconsole.core.domain.approval import ApprovalSpec
@@ -55,8 +55,7 @@ _ANY_SCOPE = Scope(["0.0.0.0/0", "::/0"])
 _HOST_RANGE = re.compile(r"^[\d.\-]+$")
 
 
-@dataclass(slots=True)
-class Baseline:
+class Baseline(Struct):
     """The result of reading a baseline file: problems, or the specs it approves."""
 
     file: str

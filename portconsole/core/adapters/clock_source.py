@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 TIMEOUT_SECONDS = 2.0
 NOT_KNOWN = "not known (timedatectl gave no answer on this system)"
 
 
-@dataclass(frozen=True, slots=True)
-class ClockSource:
+class ClockSource(Struct, frozen=True):
     """What the system said of its clock when the report was made."""
 
     source: str

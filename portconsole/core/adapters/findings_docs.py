@@ -16,9 +16,9 @@ was rewritten under a new name, and is then derived again from that one shard.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from msgspec import Struct, field
 from tinydb.table import Document, Table
 
 from portconsole.core.adapters.findings_reads import TABLE, ParsedShard
@@ -38,8 +38,7 @@ IDS = RecordIds("F-")
 Resolvable = tuple[int, str, str, str, int | None, str | None, str]
 
 
-@dataclass(slots=True)
-class ShardKeys:
+class ShardKeys(Struct):
     """One shard's findings as detection matches them: the newest number per key, the
     highest number, the findings in a resolvable status (in id order), and the approved
     ones by the approval they were approved under (a revocation reopens those)."""

@@ -28,10 +28,11 @@ import logging
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct
 
 from portconsole.core.adapters.fingerprints import longest_run_seconds
 from portconsole.core.adapters.leader import pid_exists
@@ -54,8 +55,7 @@ def run_seconds(hosts: int, host_timeout: float) -> float:
     return longest_run_seconds(hosts, host_timeout) + RECORD_SLACK_SECONDS
 
 
-@dataclass(frozen=True, slots=True)
-class FingerprintMark:
+class FingerprintMark(Struct, frozen=True):
     """One running -sV job, as its process announced it."""
 
     job_id: str

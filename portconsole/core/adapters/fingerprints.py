@@ -30,9 +30,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
+
+from msgspec import Struct, field
+from msgspec.structs import replace
 
 from portconsole.core.adapters.scan_batches import port_argument
 from portconsole.core.adapters.scanning import (
@@ -73,8 +75,7 @@ def host_budget(ports: int, cap: float) -> float:
     return max(1.0, min(cap, BASE_SECONDS + PER_PORT_SECONDS * max(1, ports)))
 
 
-@dataclass(slots=True)
-class FingerprintRun:
+class FingerprintRun(Struct):
     """What one bounded -sV run saw: the open ports it identified, by host."""
 
     started: datetime

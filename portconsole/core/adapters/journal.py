@@ -42,10 +42,11 @@ import re
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct, field
 
 from portconsole.core.adapters.journal_events import AuditEntry, AuditEvent, parse_anchor
 from portconsole.core.adapters.journal_files import (
@@ -91,8 +92,7 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str, ensure_ascii=False))
 
 
-@dataclass(slots=True)
-class _Staged:
+class _Staged(Struct):
     """Events of the open transaction, chained in memory until the transaction commits."""
 
     records: list[dict[str, Any]] = field(default_factory=list)

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from msgspec import Struct
 
 from portconsole.core.errors import StoreError
 from portconsole.core.identity import Actor
 from portconsole.core.timeutil import iso, parse_iso
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEvent:
+class AuditEvent(Struct, frozen=True):
     """One event as stored. `actor` is the stored {user, sudo_user, ssh_client, host} map."""
 
     seq: int
@@ -78,8 +78,7 @@ class AuditEvent:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
+class AuditEntry(Struct, frozen=True):
     """An event to append (see `AuditLog.append` for the fields)."""
 
     action: str

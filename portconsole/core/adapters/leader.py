@@ -41,10 +41,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct
 
 from portconsole.core.adapters.storage import (
     FILE_MODE,
@@ -72,8 +73,7 @@ def this_tty() -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class LeaderInfo:
+class LeaderInfo(Struct, frozen=True):
     """Who holds the lease. `alive`: not expired by this process's judgement. `stale`: its
     renewal is overdue by the wall clock (shown, never acted upon)."""
 

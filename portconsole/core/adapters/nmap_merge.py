@@ -7,7 +7,7 @@ repeat here, so the rule for what a repeat means lives in one place.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from msgspec.structs import replace
 
 from portconsole.core.domain.model import HostObservation, PortObservation
 

@@ -33,13 +33,13 @@ import ipaddress
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import BinaryIO, cast
 from xml.etree.ElementTree import Element, TreeBuilder, XMLPullParser
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser, ParseError
+from msgspec import Struct, field
 
 from portconsole.core.adapters.nmap_merge import merge_host, merge_port
 from portconsole.core.domain.model import FILTERED_STATES, OPEN, HostObservation, PortObservation
@@ -115,8 +115,7 @@ def epoch(text: str | None) -> datetime | None:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class ScanInfo:
+class ScanInfo(Struct, frozen=True):
     """One <scaninfo>: scan type, protocol and the port list nmap was given."""
 
     type: str
@@ -124,8 +123,7 @@ class ScanInfo:
     services: str
 
 
-@dataclass(slots=True)
-class ParsedReport:
+class ParsedReport(Struct):
     """What a report says, bounded and validated. `hosts` is in document order."""
 
     scanner: str = ""  # "nmap", "masscan", ...
@@ -146,8 +144,7 @@ class ParsedReport:
         return "-sV" in words or "-A" in words
 
 
-@dataclass(slots=True)
-class LiveCounts:
+class LiveCounts(Struct):
     """How far a running nmap has got: <host>s completed, their open ports, and the newest
     `<taskprogress>` percent (`--stats-every`) since then: of the host group nmap scans now
     (it writes a group's hosts when the group ends)."""
@@ -158,8 +155,7 @@ class LiveCounts:
     task: str = ""
 
 
-@dataclass(slots=True)
-class _HostDraft:
+class _HostDraft(Struct):
     """One <host> of the report as it streams in, until its closing tag makes it a HostResult."""
 
     status: str | None = None  # None: no <status> (masscan)
@@ -173,8 +169,7 @@ class _HostDraft:
     dropped: bool = False  # open_only dropped a listed port that is neither open nor filtered
 
 
-@dataclass(slots=True)
-class _PortDraft:
+class _PortDraft(Struct):
     """One <port> of the host being read, until its closing tag."""
 
     port: int

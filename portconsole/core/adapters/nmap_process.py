@@ -29,8 +29,9 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+from msgspec import Struct
 
 from portconsole.core.adapters import nmap_budget
 
@@ -77,8 +78,7 @@ class AnyEvent:
         return any(e.is_set() for e in self._events)
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessResult:
+class ProcessResult(Struct, frozen=True):
     """How one process ended. On cancel or timeout it was killed and its output dropped."""
 
     returncode: int | None

@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from dataclasses import replace
 from pathlib import Path
+
+from msgspec.structs import replace
 
 from portconsole.core.adapters.nmap_parse import (
     MAX_REPORT_BYTES,

@@ -30,9 +30,10 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from xml.sax.saxutils import quoteattr
+
+from msgspec import Struct
 
 from portconsole.core.adapters.nmap_parse import parse_report, port_id, protocol
 from portconsole.core.adapters.scanning import (
@@ -52,8 +53,7 @@ from portconsole.core.errors import ScannerError, TargetError
 from portconsole.core.timeutil import utcnow
 
 
-@dataclass(frozen=True, slots=True)
-class Service:
+class Service(Struct, frozen=True):
     """What a port answers: the name a sweep shows, and what -sV identifies.
 
     A sweep names an open port from nmap's services table, by its number; `table` is that

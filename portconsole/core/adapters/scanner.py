@@ -32,7 +32,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 from portconsole.core.adapters.nmap_output import NmapOutput
 from portconsole.core.adapters.nmap_parse import LiveCounts, ReportRefused
@@ -90,8 +91,7 @@ SPACED_TRIES = 2
 SPACED_SLACK_SECONDS = 3.0
 
 
-@dataclass(slots=True)
-class _RunOutcome:
+class _RunOutcome(Struct):
     """What one nmap process produced: parsed hosts, or why there are none."""
 
     addresses: list[str]

@@ -20,9 +20,11 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol, runtime_checkable
+
+from msgspec import Struct, field
+from msgspec.structs import replace
 
 from portconsole.core.domain.model import (
     OPEN,
@@ -175,8 +177,7 @@ ETA_MIN_FRACTION = 0.01
 ETA_MIN_SECONDS = 1.0
 
 
-@dataclass(slots=True)
-class _Running:
+class _Running(Struct):
     """One running batch as ScanProgress counts it: `work` is in host equivalents."""
 
     size: int
@@ -284,8 +285,7 @@ class ScanProgress:
         )
 
 
-@dataclass(slots=True)
-class ScanTally:
+class ScanTally(Struct):
     """What one scan gathered, turned into its ScanResult by `result`.
 
     The rules for a scan's outcome live here once: a host whose run failed is left out of

@@ -25,9 +25,10 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
+
+from msgspec import Struct, field
 
 from portconsole.core.adapters.nmap_parse import ReportRefused, parse_report
 from portconsole.core.adapters.scanning import (
@@ -76,8 +77,7 @@ class SiteRefused(UserError):
     """A site's answer was refused (unsigned, mis-signed, replayed, late, out of scope)."""
 
 
-@dataclass(frozen=True, slots=True)
-class SiteEvent:
+class SiteEvent(Struct, frozen=True):
     """What the monitor records about a site's answer (accepted, refused, or declined)."""
 
     # site.result.accepted | site.result.refused | site.job.declined | site.unavailable
@@ -90,8 +90,7 @@ class SiteEvent:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class _Job:
+class _Job(Struct):
     """A job sent to a site's queue, and what its result must match to be taken."""
 
     kind: str

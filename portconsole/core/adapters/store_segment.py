@@ -30,10 +30,11 @@ import gc
 import json
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from msgspec import Struct, field
 
 from portconsole.core.adapters.json_pieces import (
     dumps_object_of_arrays,
@@ -140,8 +141,7 @@ def encode_checkpoint_line(
     return f'["{CHECKPOINT}",{dumps_object_of_arrays(body)}]\n'.encode()
 
 
-@dataclass(slots=True)
-class Checkpoint:
+class Checkpoint(Struct):
     """A decoded checkpoint: host docs (with `seen_at`, `seen_scan_id`) and open port rows
     (`PORT_FIELDS` order, then the seen time and scan id)."""
 
@@ -185,8 +185,7 @@ def decode_checkpoint(body: dict[str, Any], host: str | None, open_state: str) -
 KEEP_PARSED_BYTES = 256 * 1024
 
 
-@dataclass(slots=True)
-class Line:
+class Line(Struct):
     """One committed line: its tag, where it is and, for a scan, its time and id. Its bytes
     stay in the file (committed bytes never change) and are read and parsed on demand."""
 
@@ -199,8 +198,7 @@ class Line:
     value: list[Any] | None = None
 
 
-@dataclass(slots=True)
-class Segment:
+class Segment(Struct):
     """One month's history, up to `size` bytes: lines indexed, parsed as questions need."""
 
     month: str

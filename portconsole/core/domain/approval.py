@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, MutableMapping
-from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any, Literal, NamedTuple
 
+from msgspec import Struct, field
+from msgspec.structs import fields
+
+from portconsole.core.domain.records import asdict
 from portconsole.core.errors import UserError
 from portconsole.core.timeutil import iso, parse_iso
 
@@ -33,10 +36,6 @@ ACTIVE = "active"
 RETIRED = "retired"
 PROTOCOLS = ("tcp", "udp", "sctp")
 
-# keep: still needed as it is; change: still in force, but a change was asked for (the
-# review says which, the change itself is a new request); retire: no longer needed.
-ReviewOutcome = Literal["keep", "change", "retire"]
-REVIEW_OUTCOMES: tuple[str, ...] = get_args(ReviewOutcome)
 
 # service_basis: "" (stated) or PORT_TABLE (a sweep's guess, awaiting -sV).
 PORT_TABLE = "port-table"
@@ -100,8 +99,7 @@ def normalise_host(host: str) -> str:
         raise UserError(f"{host!r} is not an IP address; approvals name single addresses") from None
 
 
-@dataclass(frozen=True, slots=True)
-class ApprovalSpec:
+class ApprovalSpec(Struct, frozen=True):
     """What one baseline rule (or a console approval) asks to be approved for one host:port.
 
     `file` and `line` point back at the baseline rule it came from, for error messages.
@@ -136,8 +134,7 @@ class ApprovalSpec:
         return tuple(getattr(self, name) for name in CONTENT_FIELDS)
 
 
-@dataclass(frozen=True, slots=True)
-class Review:
+class Review(Struct, frozen=True):
     """One review of an approval: who, when, what they concluded, when it is next due.
 
     `previous_review_by` is the due date the review replaced, so the due date at any past
@@ -147,7 +144,7 @@ class Review:
     at: datetime
     reviewer: str  # the recorded identity (Actor display form)
     reviewer_person: str
-    outcome: str  # one of REVIEW_OUTCOMES
+    outcome: str  # one of approval_terms.REVIEW_OUTCOMES
     note: str
     next_review_by: datetime | None  # None when the review retired the approval
     previous_review_by: datetime
@@ -187,8 +184,7 @@ class Review:
         )
 
 
-@dataclass(slots=True)
-class ApprovalRequest:
+class ApprovalRequest(Struct):
     """A request to approve a finding's port, recorded under the requester's identity.
 
     `requested_by` is the recorded identity (Actor display form) and `requester_person` the
@@ -247,8 +243,7 @@ def four_eyes(requester_person: str, approver_person: str, request_id: str) -> t
     )
 
 
-@dataclass(slots=True)
-class Approval:
+class Approval(Struct):
     """One approval record as stored. Times are timezone-aware UTC."""
 
     id: str

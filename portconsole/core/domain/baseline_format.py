@@ -9,11 +9,11 @@ checks that may resolve names, are the reader's (adapters/baseline.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import yaml
+from msgspec import Struct
 
 from portconsole.core.errors import UserError
 from portconsole.core.timeutil import iso
@@ -41,8 +41,7 @@ DEFAULT_KEYS = tuple(k for k in RULE_KEYS if k not in ("ports", "description"))
 TEXT_KEYS = ("service", "product", "justification", "owner", "requester", "approver", "mitigation")
 
 
-@dataclass(frozen=True, slots=True)
-class LintProblem:
+class LintProblem(Struct, frozen=True):
     """One problem in a baseline file, with where it is."""
 
     file: str

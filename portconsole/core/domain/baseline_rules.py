@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
+
+from msgspec import Struct
 
 from portconsole.core.domain.approval import PROTOCOLS, is_insecure, is_placeholder, person_of
 from portconsole.core.domain.baseline_format import TEXT_KEYS, shown_date
@@ -26,8 +27,7 @@ from portconsole.core.timeutil import add_months, parse_iso
 Problem = Callable[[int, str, str], None]
 
 
-@dataclass(slots=True)
-class Value:
+class Value(Struct):
     """A rule field's value, with the line and field path it came from (maybe `defaults`)."""
 
     value: Any
@@ -35,8 +35,7 @@ class Value:
     where: str  # the field path shown in problems
 
 
-@dataclass(frozen=True, slots=True)
-class RuleFields:
+class RuleFields(Struct, frozen=True):
     """A rule's fields as read; `ports` is None when they had a problem."""
 
     ports: PortSpec | None

@@ -29,10 +29,11 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol
+
+from msgspec import Struct, field
 
 from portconsole.core.domain.model import (
     FILTERED,
@@ -92,7 +93,7 @@ META_NAME = "store"
 CLOSED_ROW_KEEP = timedelta(days=1)
 
 
-NO_FINGERPRINT_FLAG = "fingerprinted" not in PortObservation.__dataclass_fields__
+NO_FINGERPRINT_FLAG = "fingerprinted" not in PortObservation.__struct_fields__
 
 
 CHANGE_KINDS = (
@@ -311,8 +312,7 @@ class HotTables:
         return rows
 
 
-@dataclass(slots=True)
-class ScanPlan:
+class ScanPlan(Struct):
     """What a scan changes in the projection: its changes and events, and the hosts it covered, found down, left stale or outside its scope."""
 
     changes: list[Change] = field(default_factory=list)

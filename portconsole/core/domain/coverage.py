@@ -12,8 +12,9 @@ step, history and point-in-time answers all ask this class.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
+
+from msgspec import Struct, field
 
 from portconsole.core.domain.model import OPEN, ScanResult
 from portconsole.core.domain.targets import PortSpec, parse_ports
@@ -30,8 +31,7 @@ def port_list(text: str) -> PortSpec | None:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class Coverage:
+class Coverage(Struct, frozen=True):
     """What one scan covered: hosts, ports and protocols, and the hosts it found down, stale or outside."""
 
     hosts: frozenset[str]

@@ -36,9 +36,10 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+
+from msgspec import Struct
 
 from portconsole.core.domain.approval import Approval, is_insecure
 from portconsole.core.domain.approval_index import ApprovalIndex, as_index
@@ -81,8 +82,7 @@ class PortView(Protocol):
     def version(self) -> str: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ObservedPort:
+class ObservedPort(Struct, frozen=True):
     """An open port as one scan saw it (a PortView without the store)."""
 
     host: str

@@ -18,9 +18,10 @@ the scan history, so it comes in through `measure` (the builder's detection cloc
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+
+from msgspec import Struct
 
 from portconsole.core.domain.compliance import PORT_KINDS, RESPONSE_STEPS
 from portconsole.core.domain.finding import Finding
@@ -38,8 +39,7 @@ from portconsole.core.settings import Settings
 from portconsole.core.timeutil import iso, parse_iso
 
 
-@dataclass(slots=True)
-class Detection:
+class Detection(Struct):
     """A finding's time to detect, and what it was measured from."""
 
     seconds: float | None

@@ -14,10 +14,12 @@ The book that stores them and applies the lifecycle is adapters/findings.py.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
+
+from msgspec import Struct, field
+from msgspec.structs import fields
 
 from portconsole.core.domain.model import FindingKind, port_key
 from portconsole.core.timeutil import iso, parse_iso
@@ -92,8 +94,7 @@ def finding_key(kind: str, host: str, port: int | None, proto: str | None) -> st
     return f"{kind}|{port_key(host, port, proto or '')}"
 
 
-@dataclass(frozen=True, slots=True)
-class FindingCandidate:
+class FindingCandidate(Struct, frozen=True):
     """A problem detection saw in one scan, before it is matched against the book.
 
     Host-level kinds (unknown_host, host_gone) have `port` and `proto` None.
@@ -113,8 +114,7 @@ class FindingCandidate:
         return finding_key(self.kind, self.host, self.port, self.proto)
 
 
-@dataclass(frozen=True, slots=True)
-class TimelineEntry:
+class TimelineEntry(Struct, frozen=True):
     """One step of a finding's response timeline: what happened, when, and who did it."""
 
     step: str  # one of STEPS
@@ -186,8 +186,7 @@ def _plain_copy(value: Any) -> Any:
     return value
 
 
-@dataclass(slots=True)
-class Finding:
+class Finding(Struct):
     """One finding as stored. Text from the network (service, details) is untrusted."""
 
     id: str
@@ -333,8 +332,7 @@ def _time_or_none(raw: Any) -> datetime | None:
 _ALL_FIELDS = attrgetter(*(f.name for f in fields(Finding)))
 
 
-@dataclass(slots=True)
-class RaiseOutcome:
+class RaiseOutcome(Struct):
     """What raising one scan's candidates did to the book.
 
     new: findings created (notify these). reopened: resolved findings that came back within

@@ -23,9 +23,10 @@ events, the recorded gaps and the findings, and this module lays the ledger out.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+
+from msgspec import Struct
 
 from portconsole.core.domain.coverage import port_list
 from portconsole.core.domain.finding import OPEN_STATUSES, Finding
@@ -53,8 +54,7 @@ UNRECORDED_CAUSE = "no successful scan within the window (no gap was recorded at
 STILL_OPEN = " (still open at the period's end)"
 
 
-@dataclass(frozen=True, slots=True)
-class ScanMark:
+class ScanMark(Struct, frozen=True):
     """What the ledger needs of one scan record."""
 
     scan_id: str
@@ -176,8 +176,7 @@ def _complement(
     return [(a, b) for a, b in holes if b > a]
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedGap:
+class RecordedGap(Struct, frozen=True):
     """A gap the scheduler recorded, with the finding raised for it and its closing cause."""
 
     gap: Gap

@@ -1,13 +1,15 @@
-"""Plain dataclasses shared by every part of the core. No I/O here."""
+"""Plain records (msgspec Structs, see records.py) shared by every part of the core. No I/O here."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from msgspec import Struct, field
+
+from portconsole.core.domain.records import asdict
 from portconsole.core.timeutil import iso
 
 # Port states as nmap reports them; only "open" counts as exposure.
@@ -77,8 +79,7 @@ class EventOutcome(StrEnum):
     FAILURE = "failure"
 
 
-@dataclass(frozen=True, slots=True)
-class PortObservation:
+class PortObservation(Struct, frozen=True):
     """One port on one host as one scan saw it. Text fields come from the network: untrusted."""
 
     port: int
@@ -100,8 +101,7 @@ class PortObservation:
         return asdict(self)
 
 
-@dataclass(slots=True)
-class HostObservation:
+class HostObservation(Struct):
     """One host in one scan: `up` or `down`, with the ports the scan found (open ones only
     unless the caller asked for more).
 
@@ -138,8 +138,7 @@ class HostObservation:
         }
 
 
-@dataclass(slots=True)
-class ScanResult:
+class ScanResult(Struct):
     """One scan cycle's result: metadata plus per-host observations.
 
     `addresses` is every address the scan was planned to cover and `ports` the port
@@ -159,7 +158,7 @@ class ScanResult:
     protocols: list[str]
     hosts: list[HostObservation]
     # The plain reports; a live scan's are a raw_xml.GzipDocuments (compressed as nmap wrote).
-    raw_xml: Sequence[bytes] = field(default_factory=list, repr=False)
+    raw_xml: Sequence[bytes] = field(default_factory=list)
     raw_xml_sha256: str = ""
     outcome: str = "success"  # success | partial | cancelled | failed
     error: str = ""
@@ -203,8 +202,7 @@ class ScanResult:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(Struct, frozen=True):
     """A difference between a scan and the stored state.
 
     kind: port_opened | port_closed | port_filtered | service_changed | host_up | host_down.
@@ -229,8 +227,7 @@ class Change:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Progress:
+class Progress(Struct, frozen=True):
     """Scan progress, reported from worker threads. Cheap to make, newest wins."""
 
     hosts_done: int

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+from msgspec import Struct, field
+from msgspec.structs import fields
+
+from portconsole.core.domain.records import asdict
 from portconsole.core.secrets import mask_url
 from portconsole.core.settings import NotifySettings
 from portconsole.core.timeutil import iso, parse_iso
@@ -32,8 +35,7 @@ DOCUMENT_SCHEMES = frozenset({"json", "jsons", "form", "forms"})
 # ----- findings ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class NotifiableFinding:
+class NotifiableFinding(Struct, frozen=True):
     """What a notification says about one finding. Text fields may come from the network."""
 
     finding_id: str
@@ -105,8 +107,7 @@ def from_finding(obj: Any) -> NotifiableFinding:
 # ----- messages and results ------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class OutboxMessage:
+class OutboxMessage(Struct):
     """One message to one target, as stored in the outbox table."""
 
     id: str
@@ -143,8 +144,7 @@ class OutboxMessage:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryResult:
+class DeliveryResult(Struct, frozen=True):
     """The outcome of one delivery attempt. `target` is masked; `error` is masked."""
 
     message_id: str
@@ -177,8 +177,7 @@ class DeliveryResult:
         return data
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryTarget:
+class DeliveryTarget(Struct, frozen=True):
     """A configured target: where messages go, and which routes (tags) reach it."""
 
     target_id: str  # masked URL, made unique among targets that mask alike

@@ -17,15 +17,15 @@ import gzip
 import hashlib
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import overload
+
+from msgspec import Struct
 
 _LEVEL = 9  # gzip.compress's default, which the store has always used
 _GZIP_WBITS = 31  # zlib's gzip wrapper: header with mtime 0, as gzip.compress(mtime=0)
 
 
-@dataclass(frozen=True, slots=True)
-class GzipMember:
+class GzipMember(Struct, frozen=True):
     """One document compressed as a gzip member, with the sha256 of the plain document."""
 
     data: bytes

@@ -7,11 +7,10 @@ record's TinyDB document id.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from msgspec import Struct
 
 
-@dataclass(frozen=True, slots=True)
-class RecordIds:
+class RecordIds(Struct, frozen=True):
     """The ids of one kind of record, e.g. `RecordIds("F-")` for findings."""
 
     prefix: str

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+
+from msgspec import Struct
 
 from portconsole.core.domain.report_figures import severity_order
 from portconsole.core.domain.report_layout import human_duration
@@ -38,8 +39,7 @@ INK, GREY, LIGHT, FAINT = "#1b1f24", "#8c959f", "#d0d7de", "#eaeef2"
 _LABEL_CHARS = 18
 
 
-@dataclass(frozen=True, slots=True)
-class Chart:
+class Chart(Struct, frozen=True):
     """One chart of a report: its SVG, caption, and the figures it links to."""
 
     key: str  # the figure's id is `chart-<key>`

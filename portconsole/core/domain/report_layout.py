@@ -10,8 +10,9 @@ marked `Prose`. Pure: a document in, tables out.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
+
+from msgspec import Struct, field
 
 
 class Prose(str):
@@ -20,8 +21,7 @@ class Prose(str):
     __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Duration:
+class Duration(Struct, frozen=True):
     """A time span in seconds: human form in HTML and Markdown, seconds in CSV."""
 
     seconds: float | None
@@ -30,8 +30,7 @@ class Duration:
 Cell = str | int | float | bool | Duration | None
 
 
-@dataclass(slots=True)
-class Table:
+class Table(Struct):
     """One table of a report section: columns, rows, and the rows that need attention."""
 
     name: str  # the CSV file stem
@@ -47,8 +46,7 @@ class Table:
         self.attention.append(attention)
 
 
-@dataclass(slots=True)
-class Section:
+class Section(Struct):
     """One section of a report: anchor, title, paragraphs and tables."""
 
     anchor: str

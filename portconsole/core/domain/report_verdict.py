@@ -22,8 +22,9 @@ the figures it does hold and says where it came from:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from portconsole.core.domain.finding import OPEN_STATUSES
 from portconsole.core.domain.report_figures import severity_order
@@ -34,8 +35,7 @@ from portconsole.core.timeutil import parse_iso
 NAMED = 3
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(Struct, frozen=True):
     """One line of a report's verdict: a figure, its parts, and whether it needs attention."""
 
     key: str  # continuity | exposure | response | integrity

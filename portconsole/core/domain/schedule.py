@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from msgspec import Struct, field
 
 from portconsole.core.domain.model import ScanOutcome
 from portconsole.core.timeutil import iso, parse_iso
@@ -30,8 +31,7 @@ GAP_REASONS = ("late", "failed", "partial")
 OUTCOMES: tuple[str, ...] = tuple(ScanOutcome)
 
 
-@dataclass(frozen=True, slots=True)
-class Gap:
+class Gap(Struct, frozen=True):
     """A stretch of time in which a group was not (fully) monitored as scheduled."""
 
     group: str
@@ -74,8 +74,7 @@ class Gap:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class GroupStatus:
+class GroupStatus(Struct, frozen=True):
     """One group's schedule, as `Scheduler.status` reports it."""
 
     group: str

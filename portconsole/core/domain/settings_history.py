@@ -12,17 +12,17 @@ and falls back on the first scan of each group.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from msgspec import Struct
 
 from portconsole.core.settings import Settings
 
 SETTINGS_ACTIONS = ("settings.recorded", "settings.changed")
 
 
-@dataclass(frozen=True, slots=True)
-class GroupDefinition:
+class GroupDefinition(Struct, frozen=True):
     """One target group as configured: what it scans and how often."""
 
     name: str
@@ -84,8 +84,7 @@ def definitions_of(settings: Settings) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class SettingsRecord:
+class SettingsRecord(Struct, frozen=True):
     """One settings event, read back. `groups` is None for an event without definitions."""
 
     at: datetime

@@ -7,10 +7,11 @@ untrusted, escaped where shown.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
+
+from msgspec import Struct
 
 from portconsole.core.domain.model import Change, port_key
 from portconsole.core.timeutil import iso, parse_iso
@@ -60,8 +61,7 @@ def split_port_key(key: str) -> tuple[int, str]:
 DEFAULT_COVERAGE_WINDOW = timedelta(hours=24)
 
 
-@dataclass(slots=True)
-class PortState:
+class PortState(Struct):
     """The stored state of one host/port/proto. Text fields come from the network: untrusted."""
 
     host: str
@@ -98,7 +98,6 @@ class PortState:
         }
 
 
-@dataclass(slots=True)
 class PortAt(PortState):
     """A port open at a point in time, with the scan that last saw it before that time."""
 
@@ -112,8 +111,7 @@ class PortAt(PortState):
         return data
 
 
-@dataclass(slots=True)
-class HostState:
+class HostState(Struct):
     """A host as the projection knows it: status, name, and when it was last seen and covered."""
 
     address: str
@@ -138,8 +136,7 @@ class HostState:
         }
 
 
-@dataclass(slots=True)
-class ChangeEvent:
+class ChangeEvent(Struct):
     """One change of a port or host between two scans, as recorded."""
 
     kind: str
@@ -158,8 +155,7 @@ class ChangeEvent:
         return {**self.change().to_json(), "at": iso(self.at), "scan_id": self.scan_id}
 
 
-@dataclass(slots=True)
-class Uncovered:
+class Uncovered(Struct):
     """A host (port None) or an open port no scan covered within the window before a time."""
 
     host: str
@@ -178,8 +174,7 @@ class Uncovered:
         }
 
 
-@dataclass(slots=True)
-class PointInTime:
+class PointInTime(Struct):
     """What was open on the fleet at one moment, and how far the record reaches."""
 
     at: datetime

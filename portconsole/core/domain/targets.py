@@ -11,7 +11,8 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from portconsole.core.errors import TargetError
 
@@ -117,8 +118,7 @@ def no_resolution(name: str) -> list[str]:
     raise TargetError(f"host name {_shown(name)} is not resolved here: give its address")
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(Struct, frozen=True):
     """One parsed target: the text the user gave and the addresses it stands for."""
 
     text: str
@@ -227,8 +227,7 @@ def expand_targets(
     return list(seen)
 
 
-@dataclass(frozen=True, slots=True)
-class PortSpec:
+class PortSpec(Struct, frozen=True):
     """A validated set of ports, kept as sorted, merged ranges."""
 
     ranges: tuple[tuple[int, int], ...]

@@ -20,8 +20,9 @@ approved.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
+
+from msgspec import Struct
 
 from portconsole.core.adapters.approval_requests import is_request_id
 from portconsole.core.domain.approval import (
@@ -55,8 +56,7 @@ def _approval_resource(approval: Approval) -> dict[str, object]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class Revocation:
+class Revocation(Struct, frozen=True):
     """A revoked approval, and the finding it approved when that is back in the queue."""
 
     approval: Approval

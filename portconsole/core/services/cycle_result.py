@@ -3,8 +3,9 @@ fingerprint (-sV) it left running, folded in once waited for (`settle_fingerprin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+from msgspec import Struct, field
 
 from portconsole.core.domain.finding import Finding
 from portconsole.core.domain.model import Change, PortObservation, ScanResult
@@ -12,8 +13,7 @@ from portconsole.core.domain.schedule import Gap
 from portconsole.core.services.fingerprint_after import FingerprintJob, FingerprintOutcome
 
 
-@dataclass(slots=True)
-class CycleResult:
+class CycleResult(Struct):
     """What one scan cycle did: the scan, what changed, what it raised."""
 
     scan: ScanResult

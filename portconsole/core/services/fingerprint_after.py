@@ -56,9 +56,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
+
+from msgspec import Struct, field
+from msgspec.structs import replace
 
 from portconsole.core.adapters.fingerprint_marks import FingerprintMarks, run_seconds
 from portconsole.core.adapters.fingerprints import (
@@ -85,8 +87,7 @@ ACTION = "scan.fingerprint"
 LOCK_POLL_SECONDS = 0.2
 
 
-@dataclass(slots=True)
-class FingerprintOutcome:
+class FingerprintOutcome(Struct):
     """What a fingerprint job recorded (scan None: nothing was, see `error`)."""
 
     scan: ScanResult | None

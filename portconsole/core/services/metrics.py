@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from msgspec import Struct, field
 from prometheus_client import start_http_server, write_to_textfile
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -39,8 +39,7 @@ NO_GROUP = "-"
 PREFIX = "portconsole"
 
 
-@dataclass(slots=True)
-class _Totals:
+class _Totals(Struct):
     """What the journal says so far (up to `seq`)."""
 
     seq: int = 0

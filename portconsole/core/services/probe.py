@@ -38,9 +38,10 @@ import threading
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TypeVar
+
+from msgspec.structs import replace
 
 from portconsole.core.adapters.scanning import BatchProber, PortStates
 from portconsole.core.domain.coverage import Coverage

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
+
+from msgspec import Struct
 
 from portconsole.core.adapters.dns import resolve_host_name
 from portconsole.core.adapters.fingerprint_marks import FingerprintMarks
@@ -21,8 +22,7 @@ from portconsole.core.services.base import ServiceBase
 from portconsole.core.timeutil import add_months
 
 
-@dataclass(slots=True)
-class Overview:
+class Overview(Struct):
     """The header of the console: monitoring status and counts."""
 
     hosts: int
@@ -42,8 +42,7 @@ class Overview:
     identifying: int = 0
 
 
-@dataclass(slots=True)
-class HostRow:
+class HostRow(Struct):
     """One row of the hosts table: a host with its open and unapproved port counts."""
 
     address: str
@@ -54,8 +53,7 @@ class HostRow:
     status: str
 
 
-@dataclass(slots=True)
-class PortRow:
+class PortRow(Struct):
     """One row of a host's port table: the port, its service, state and approval."""
 
     host: str

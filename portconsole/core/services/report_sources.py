@@ -10,9 +10,10 @@ format of one export shows the same numbers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+from msgspec import Struct, field
 
 from portconsole import __version__
 from portconsole.core.adapters.approvals import ApprovalRegistry
@@ -29,8 +30,7 @@ DOCUMENT_FORMAT = 1
 Progress = Callable[[str, float], None]
 
 
-@dataclass(slots=True)
-class ReportSources:
+class ReportSources(Struct):
     """Everything a report reads, and who is generating it."""
 
     store: Store

@@ -31,9 +31,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
+
+from msgspec import Struct, field
 
 from portconsole.core.errors import UserError
 
@@ -67,8 +68,7 @@ class Supervised(Protocol):
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class StepResult:
+class StepResult(Struct):
     """What one supervisor step did."""
 
     leading: bool

@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.message import Message
 from textual.widgets import Button, Static
 
-from portconsole.core.domain.approval import REVIEW_OUTCOMES
+from portconsole.core.domain.approval_terms import REVIEW_OUTCOMES
 from portconsole.tui.safe import clean, short_time
 from portconsole.tui.screens.forms import DecisionDialog, DialogBase, describe_finding, field_row
 
