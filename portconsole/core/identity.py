@@ -19,7 +19,6 @@ import hashlib
 import ipaddress
 import os
 import pwd
-import socket
 import stat
 from collections.abc import Mapping
 from typing import Any
@@ -173,7 +172,7 @@ class Actor(Struct, frozen=True):
             sudo_user = None
         return cls(
             user=user,
-            host=clean_text(socket.gethostname(), MAX_HOST),
+            host=clean_text(os.uname().nodename, MAX_HOST),  # gethostname(), without socket
             origin=origin,
             sudo_user=sudo_user,
             ssh_client=parse_ssh_client(env),

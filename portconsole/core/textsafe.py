@@ -13,7 +13,6 @@ there and what it was.
 
 from __future__ import annotations
 
-import html
 import re
 import unicodedata
 
@@ -50,6 +49,8 @@ def terminal_safe(text: object, limit: int = 200) -> str:
 
 def html_safe(text: object) -> str:
     """Escaped for HTML element content and attribute values."""
+    import html  # on use: reports and packs, not every command that prints a line
+
     return html.escape(terminal_safe(text, limit=2000), quote=True)
 
 
@@ -66,4 +67,6 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
 
 def markdown_safe(text: object) -> str:
     """Escaped for Markdown table cells and prose (no links, HTML or emphasis)."""
+    import html
+
     return _MD_SPECIAL.sub(r"\\\1", html.escape(terminal_safe(text, limit=2000), quote=False))

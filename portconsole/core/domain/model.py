@@ -170,6 +170,14 @@ class ScanResult(Struct):
     # never the current state).
     backfill: bool = False
 
+    def __repr__(self) -> str:
+        # Never the raw reports (megabytes for a large range): their count and digest.
+        return (
+            f"ScanResult(scan_id={self.scan_id!r}, outcome={self.outcome!r}, "
+            f"hosts={len(self.hosts)}, raw_xml=<{len(self.raw_xml)} reports, "
+            f"sha256 {self.raw_xml_sha256[:12]!r}>)"
+        )
+
     def host(self, address: str) -> HostObservation | None:
         for host in self.hosts:
             if host.address == address:
