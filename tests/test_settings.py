@@ -164,7 +164,18 @@ def test_environment_overrides_are_converted_from_text(tmp_path: Path) -> None:
             ": sites.pci.scope: ",
         ),
         ('scope = ["nope"]\n', ": scope: "),
-        ("[report.sla_hours]\nurgent = 1\n", ": report.sla_hours: invalid enum value 'urgent'"),
+        (
+            "[report.sla_hours]\nurgent = 1\n",
+            ": report.sla_hours: invalid enum value 'urgent' (one of: critical, high, low, medium)",
+        ),
+        (
+            '[tui]\nbell = "loud"\n',
+            ": tui.bell: invalid enum value 'loud' (one of: critical, high, low, medium, off)",
+        ),
+        (
+            '[groups.web]\ntargets = ["127.0.0.2"]\ndiscovery = "ping"\n',
+            ": groups.web.discovery: invalid enum value 'ping' (one of: default, none)",
+        ),
         (
             '[notify]\nurls = [{ url = "json://127.0.0.1:1/", timeout = "soon" }]\n',
             ": notify.urls.0.timeout: expected float, got str",

@@ -484,11 +484,11 @@ def settings_from(data: Mapping[str, Any], where_from: str = "(settings)") -> Se
                     try:
                         convert(entry, kind)
                     except msgspec.ValidationError as error:
-                        where, what = problem(error, (section, str(name)))
+                        where, what = problem(error, (section, str(name)), kind)
                         raise ConfigError(f"config {where_from}: {where}: {what}") from None
         return convert(data, Settings)
     except msgspec.ValidationError as error:
-        where, what = problem(error)
+        where, what = problem(error, kind=Settings)
         raise ConfigError(f"config {where_from}: {where}: {what}") from None
 
 

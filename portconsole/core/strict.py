@@ -96,15 +96,50 @@ def _dotted(path: str) -> list[str]:
     return [part for part in re.split(r"[.\[\]]+", path) if part]
 
 
-def problem(error: msgspec.ValidationError, prefix: tuple[str, ...] = ()) -> tuple[str, str]:
+def _choices(kind: type, path: list[str], of_key: bool) -> tuple[Any, ...]:
+    """The values a Literal field at `path` of `kind` allows (of its keys, for a dict whose
+    key was refused); () when the path does not lead to one."""
+    from msgspec import inspect
+
+    node: Any = inspect.type_info(kind)
+    for step in [*path, "<key>" if of_key else None]:
+        while isinstance(node, inspect.Metadata | inspect.UnionType):
+            if isinstance(node, inspect.Metadata):
+                node = node.type
+            else:  # `X | None`: the X
+                rest = [t for t in node.types if not isinstance(t, inspect.NoneType)]
+                node = rest[0] if len(rest) == 1 else None
+        if step is None:
+            break
+        if isinstance(node, inspect.StructType):
+            node = next((f.type for f in node.fields if f.name == step), None)
+        elif isinstance(node, inspect.DictType):
+            node = node.key_type if step == "<key>" else node.value_type
+        elif isinstance(node, inspect.ListType):
+            node = node.item_type
+        else:
+            return ()
+    return node.values if isinstance(node, inspect.LiteralType) else ()
+
+
+def problem(
+    error: msgspec.ValidationError, prefix: tuple[str, ...] = (), kind: type | None = None
+) -> tuple[str, str]:
     """(where, what) of a conversion error: `scan.workers`, `expected int >= 1`; an unknown
-    key is `scan.workrs`, `unknown key`; where is "(top level)" for the document itself."""
+    key is `scan.workrs`, `unknown key`; where is "(top level)" for the document itself.
+    Given the `kind` converted to, a refused choice says which ones there are."""
     text = str(error)
     parts = list(prefix)
+    path: list[str] = []
     matched = _AT.match(text)
     if matched:
         text = matched["text"]
-        parts += _dotted(matched["outer"] or matched["path"])
+        path = _dotted(matched["outer"] or matched["path"])
+        parts += path
+    if kind is not None and text.startswith("Invalid enum value"):
+        allowed = _choices(kind, path, of_key=bool(matched and matched["outer"]))
+        if allowed:
+            text += f" (one of: {', '.join(str(value) for value in allowed)})"
     unknown = re.fullmatch(r"Object contains unknown field `(.+)`", text)
     missing = re.fullmatch(r"Object missing required field `(.+)`", text)
     if unknown or missing:

@@ -173,7 +173,7 @@ class ThemeCatalog:
 
 
 def _first_error(path: Path, error: msgspec.ValidationError) -> str:
-    where, what = problem(error)
+    where, what = problem(error, kind=ThemeFile)
     return f"{path}: {where}: {what}"
 
 
