@@ -23,12 +23,14 @@ from msgspec import Meta, Struct, field
 from portconsole.core.domain.targets import DEFAULT_SCOPE, Scope, check_in_scope, parse_ports
 from portconsole.core.errors import ConfigError, TargetError
 from portconsole.core.settings_sections import (
+    ApprovalSettings,
     AuditSettings,
     DaemonSettings,
     LogSettings,
     NotifySettings,
     ReportSettings,
-    Severity,
+    RetentionSettings,
+    SeveritySettings,
     StoreSettings,
     TuiSettings,
 )
@@ -238,98 +240,6 @@ class SiteSettings(Strict):
 
     def __post_init__(self) -> None:
         _check_scope(self.scope)
-
-
-class RetentionSettings(Strict):
-    scan_months: Annotated[
-        int, Meta(ge=1, description="Months scan records and change events are kept.")
-    ] = 12
-    raw_xml_months: Annotated[int, Meta(ge=1, description="Months raw nmap XML is kept.")] = 12
-
-
-class ApprovalSettings(Strict):
-    separation_of_duties: Annotated[
-        bool, Meta(description="Refuse an approval by the person who requested it.")
-    ] = True
-    review_months: Annotated[
-        int, Meta(ge=1, le=36, description="Default months until an approval's review.")
-    ] = 6
-    insecure_services: Annotated[
-        list[str], Meta(description="Service names that need a mitigation note to be approved.")
-    ] = field(
-        default_factory=(
-            lambda: [
-                "telnet",
-                "ftp",
-                "rsh",
-                "rlogin",
-                "rexec",
-                "shell",
-                "login",
-                "exec",
-                "tftp",
-                "snmp",
-                "vnc",
-                "x11",
-                "pop3",
-                "imap",
-                "http-proxy-plain",
-                "netbios-ssn",
-                "smb1",
-            ]
-        )
-    )
-
-
-_DEFAULT_KIND_SEVERITY: dict[str, Severity] = {
-    "insecure_service": "high",
-    "monitoring_gap": "high",
-    "approved_port_gone": "medium",
-    "service_changed": "medium",
-    "host_gone": "medium",
-    "unknown_host": "medium",
-    "approval_expired": "medium",
-}
-
-
-class SeveritySettings(Strict):
-    default: Annotated[Severity, Meta(description="Severity of a finding no rule matches.")] = (
-        "medium"
-    )
-    high_ports: Annotated[
-        list[int],
-        Meta(description="Databases and remote administration: findings on these are high."),
-    ] = field(
-        default_factory=(
-            lambda: [
-                21,
-                22,
-                23,
-                135,
-                139,
-                445,
-                1433,
-                1521,
-                2375,
-                3306,
-                3389,
-                5432,
-                5900,
-                5984,
-                6379,
-                9200,
-                11211,
-                27017,
-            ]
-        )
-    )
-    by_kind: Annotated[
-        dict[str, Severity],
-        Meta(description="Severity per finding kind (unapproved_port uses the port rules)."),
-    ] = field(default_factory=lambda: dict(_DEFAULT_KIND_SEVERITY))
-    by_port: Annotated[
-        dict[str, Severity], Meta(description='Severity per port, e.g. {"8080" = "low"}.')
-    ] = field(default_factory=dict)
 
 
 class Settings(Strict):
