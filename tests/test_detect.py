@@ -362,7 +362,7 @@ def test_a_later_fingerprint_escalates_an_open_finding_up_never_down(
 def test_one_severity_order_everywhere() -> None:
     import typing
 
-    from portconsole.core import settings as settings_module
+    from portconsole.core import settings_sections as settings_module
     from portconsole.core.domain.model import SEVERITIES, most_severe, severity_rank
 
     # The settings' type is a Literal for its error messages; it may never drift from the order.
