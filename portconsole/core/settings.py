@@ -385,21 +385,22 @@ def settings_from(data: Mapping[str, Any], where_from: str = "(settings)") -> Se
     """Settings from parsed TOML (a dict). Raises ConfigError naming the first bad key, as
     `config FILE: scan.workers: expected int >= 1`."""
     try:
-        # A named table's entries one by one first: an error inside one names it
-        # (groups.web.ports), where the whole document's conversion says only "groups".
-        for section, kind in (("groups", GroupSettings), ("sites", SiteSettings)):
-            entries = data.get(section)
-            if isinstance(entries, Mapping):
-                for name, entry in entries.items():
-                    try:
-                        convert(entry, kind)
-                    except msgspec.ValidationError as error:
-                        where, what = problem(error, (section, str(name)), kind)
-                        raise ConfigError(f"config {where_from}: {where}: {what}") from None
         return convert(data, Settings)
     except msgspec.ValidationError as error:
-        where, what = problem(error, kind=Settings)
-        raise ConfigError(f"config {where_from}: {where}: {what}") from None
+        refused = error
+    # The whole document's conversion names a bad entry of a named table only as "groups":
+    # its entries one by one say which (groups.web.ports). Only once something was refused.
+    for section, kind in (("groups", GroupSettings), ("sites", SiteSettings)):
+        entries = data.get(section)
+        if isinstance(entries, Mapping):
+            for name, entry in entries.items():
+                try:
+                    convert(entry, kind)
+                except msgspec.ValidationError as error:
+                    where, what = problem(error, (section, str(name)), kind)
+                    raise ConfigError(f"config {where_from}: {where}: {what}") from None
+    where, what = problem(refused, kind=Settings)
+    raise ConfigError(f"config {where_from}: {where}: {what}") from None
 
 
 def load_settings(
