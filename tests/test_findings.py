@@ -215,9 +215,35 @@ def test_risk_acceptance_until_a_date_then_lapses(book: FindingBook) -> None:
 
 def test_a_problem_back_after_approval_is_a_new_finding(book: FindingBook) -> None:
     (finding,) = book.raise_candidates([candidate()], T0)
-    book.approve(finding.id, BOB, "A-1", "Cache for batch jobs")
-    (again,) = book.raise_candidates([candidate()], T0 + timedelta(minutes=1))
-    assert again.id != finding.id
+    decided = T0 + timedelta(minutes=1)
+    book.approve(finding.id, BOB, "A-1", "Cache for batch jobs", now=decided)
+    # A scan that finished before the approval, ingested after it (a cycle in flight while
+    # the operator approved), saw what the approval answered: no second finding.
+    outcome = book.ingest_candidates([candidate(scan="S-2")], decided - timedelta(seconds=5))
+    assert (outcome.new, outcome.refreshed) == ([], [])
+    assert [f.status for f in book.all()] == ["approved"]
+    # A scan after the decision that still sees the problem is a new episode.
+    (again,) = book.raise_candidates([candidate(scan="S-3")], decided + timedelta(seconds=1))
+    assert again.id != finding.id and again.scan_id == "S-3"
+
+
+def test_a_gap_closed_while_a_cycle_ran_does_not_swallow_the_cycles_gap(
+    book: FindingBook,
+) -> None:
+    gap = FindingCandidate(
+        kind="monitoring_gap",
+        host="web",
+        port=None,
+        proto=None,
+        service="",
+        severity="high",
+        scan_id="S-1",
+        details={},
+    )
+    (first,) = book.raise_candidates([gap], T0)
+    book.close(first.id, BOB, "scanner host rebooted", now=T0 + timedelta(minutes=2))
+    (second,) = book.raise_candidates([gap], T0 + timedelta(minutes=1))
+    assert second.id != first.id
 
 
 def test_a_second_process_sees_writes(tmp_path: Path) -> None:

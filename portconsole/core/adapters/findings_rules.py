@@ -15,6 +15,7 @@ from portconsole.core.domain.finding import (
     OPEN_STATUSES,
     RESOLVED,
     RISK_ACCEPTED,
+    SCAN_KINDS,
     SYSTEM_ACTOR,
     Finding,
     FindingCandidate,
@@ -56,6 +57,14 @@ def notification_change(result: dict[str, Any], moment: datetime) -> Callable[[F
     return change
 
 
+def decision_time(finding: Finding) -> datetime | None:
+    """When a person last decided or closed `finding` (None if nobody has)."""
+    for entry in reversed(finding.timeline):
+        if entry.step in ("decided", "closed"):
+            return entry.at
+    return None
+
+
 def new_finding(
     candidate: FindingCandidate, finding_id: str, moment: datetime, actor: str
 ) -> Finding:
@@ -86,9 +95,15 @@ def absorb(
     actor: str,
     outcome: RaiseOutcome,
 ) -> bool:
-    """Fold a candidate into an existing finding if it is the same episode; True if so."""
+    """Fold a candidate into an existing finding if it is the same episode; True if so.
+
+    An approved or closed finding is decided: a candidate is a new episode, unless the scan
+    finished (`moment`) before the decision. Such a scan ingested after it (a cycle in flight
+    while the operator approved) saw the problem the decision answered, and is left at that.
+    """
     if finding.status in (APPROVED, CLOSED):
-        return False
+        decided = decision_time(finding)
+        return candidate.kind in SCAN_KINDS and decided is not None and moment < decided
     if finding.status == RESOLVED:
         resolved_at = finding.resolved_at or finding.last_seen
         if moment - resolved_at > window:
