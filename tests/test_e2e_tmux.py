@@ -157,6 +157,20 @@ def _start_demo(session_args: list[str], command: str, env: dict[str, str], data
         raise AssertionError(f"the demo did not write {config}; its screen:\n{shown.stdout}")
 
 
+def _wait_for_lease(lease: Path, timeout: float) -> None:
+    """Wait until `lease` (a data dir's leader.json) names a holder that has not let go."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            held = json.loads(lease.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            held = {}
+        if held.get("holder") and not held.get("released_at"):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"nobody took the lease in {lease} within {timeout:.0f} s")
+
+
 def _session_alive(session: str) -> bool:
     found = subprocess.run(["tmux", "has-session", "-t", session], capture_output=True)
     return found.returncode == 0
@@ -322,6 +336,10 @@ def two_consoles(tmp_path: Path) -> Iterator[tuple[Tmux, Tmux, Path]]:
     try:
         # Named by PORTCONSOLE_DATA_DIR only: the demo must honour it.
         _start_demo(["-s", session, "-n", "demo"], demo_command, env, data_dir)
+        # The second console starts once the demo holds the lease: started sooner, it could
+        # take the lead itself (whichever console asks first leads), and this test is about
+        # a follower. (The demo's header says "leading" only after its first round.)
+        _wait_for_lease(data_dir / "leader.json", 20)
         follower_command = (
             f"{sys.executable} -m portconsole.cli --config {config} --data-dir {data_dir} console"
         )

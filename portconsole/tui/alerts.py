@@ -191,11 +191,13 @@ class AlertTracker:
         return count
 
 
-def banner_text(alerts: list[Alert], now: datetime) -> str:
+def banner_text(alerts: list[Alert], now: datetime, width: int | None = None) -> str:
     """One line for the banner: the most severe alert, and how many more there are.
 
     `alerts` must be most severe first (as `AlertTracker.unseen` returns them). Host,
     service and kind come from the network or the store: they are cleaned to one line.
+    Given a `width`, a longer line gives up first the service and kind, then the age,
+    then the end of the target: `! to view`, the key that opens the alerts, always shows.
     """
     if not alerts:
         return ""
@@ -204,10 +206,25 @@ def banner_text(alerts: list[Alert], now: datetime) -> str:
     count = f"{len(alerts)} new findings · " if len(alerts) > 1 else f"{what} · "
     service = f" {clean(first.service, 20)}" if first.service else ""
     kind = "" if first.kind == "unapproved_port" else f" ({clean(first.kind, 24)})"
-    return (
-        f"{count}{first.severity.upper()} {clean(first.target, 50)}{service}{kind} · "
-        f"{age(first.since, now)} ago · ! to view"
-    )
+    head = f"{count}{first.severity.upper()} {clean(first.target, 50)}"
+    tail = f" · {age(first.since, now)} ago{HINT}"
+    text = head + service + kind + tail
+    if width is None or len(text) <= width:
+        return text
+    room = width - len(head) - len(tail)
+    if room >= 4:  # room for a word of the details at least
+        return head + _cut(service + kind, room) + tail
+    if len(head) + len(tail) <= width:
+        return head + tail
+    return _cut(head, max(width - len(HINT), 1)) + HINT
+
+
+HINT = " · ! to view"
+
+
+def _cut(text: str, room: int) -> str:
+    """`text` in at most `room` characters, `…` marking a cut."""
+    return text if len(text) <= room else text[: room - 1] + "…"
 
 
 def new_mark(text: str) -> Text:

@@ -316,14 +316,15 @@ def tune_gc() -> None:
 
 
 def run_console(monitor: Monitor, *, theme: str | None = None) -> int:
-    """Run the console until the operator quits; the caller closes `monitor`. Returns 0."""
+    """Run the console until the operator quits; the caller closes `monitor`. Returns the
+    exit status: 0, or 1 when the console stopped on an error (Textual printed it)."""
     tune_gc()
     app = PortConsoleApp(monitor, theme=theme)
     try:
         app.run()
     finally:
         app.cancel_event.set()
-    return 0
+    return app.return_code or 0
 
 
 __all__ = [

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from portconsole.core.monitor import Monitor
 from portconsole.tui import app as app_module
 from portconsole.tui.alerts import (
     NEW_MARK,
+    Alert,
     AlertTracker,
     banner_text,
     rings_bell,
@@ -76,6 +78,35 @@ def test_baseline_is_quiet_then_new_findings_alert(site: Site, scanned: Monitor)
     assert tracker.mark_seen([raised[1].finding_id]) == 1
     assert banner_text(tracker.unseen(), raised[0].since).startswith("NEW · HIGH")
     assert tracker.mark_seen() == 1 and tracker.unseen() == []
+
+
+def test_a_long_banner_keeps_the_key_that_opens_the_alerts() -> None:
+    since = datetime(2026, 12, 1, 11, 29, tzinfo=UTC)
+    alert = Alert(
+        "F-000004",
+        "service_changed",
+        "medium",
+        "127.77.0.50",
+        10022,
+        "tcp",
+        "unknown",
+        False,
+        since,
+    )
+    full = banner_text([alert, alert, alert, alert], since + timedelta(seconds=9))
+    assert full == (
+        "4 new findings · MEDIUM 127.77.0.50:10022/tcp unknown (service_changed) · 9s ago"
+        " · ! to view"
+    )
+    # 80 columns (78 inside the banner's frame): the details give way, the key stays.
+    cut = banner_text([alert] * 4, since + timedelta(seconds=9), 78)
+    assert cut == "4 new findings · MEDIUM 127.77.0.50:10022/tcp unknown (s… · 9s ago · ! to view"
+    assert len(cut) == 78
+    assert banner_text([alert] * 4, since, 66).endswith("10022/tcp · 0s ago · ! to view")
+    assert banner_text([alert] * 4, since, 60).endswith("10022/tcp · ! to view")
+    narrow = banner_text([alert] * 4, since, 30)
+    assert len(narrow) == 30 and narrow.endswith("… · ! to view")
+    assert banner_text([alert] * 4, since, 200) == banner_text([alert] * 4, since)
 
 
 def test_reopened_findings_alert_again_even_between_two_snapshots(

@@ -162,11 +162,13 @@ def progress_bar(scan: ScanState, width: int = 14) -> Text:
     return bar
 
 
-def alert_line(state: HeaderState) -> Text:
-    """The banner: `▲ 3 new findings · HIGH 127.0.0.5:23/tcp telnet · 12s ago · ! to view`."""
+def alert_line(state: HeaderState, width: int | None = None) -> Text:
+    """The banner: `▲ 3 new findings · HIGH 127.0.0.5:23/tcp telnet · 12s ago · ! to view`,
+    shortened to `width` columns keeping `! to view` (see banner_text)."""
     if not state.alerts or state.now is None:
         return Text()
-    return Text("▲ " + banner_text(state.alerts, state.now), style="bold", no_wrap=True)
+    text = banner_text(state.alerts, state.now, None if width is None else width - 2)
+    return Text("▲ " + text, style="bold", no_wrap=True)
 
 
 SEVERITY_CLASSES = tuple(f"-alert-{name}" for name in SEVERITIES)
@@ -214,7 +216,7 @@ class StatusHeader(Widget):
         self.set_class(bool(state.alerts), "-alerting")
         banner = self.query_one("#status-alert", Static)
         if state.alerts:
-            banner.update(alert_line(state))
+            banner.update(alert_line(state, width))
             severity = f"-alert-{state.alerts[0].severity}"
             for name in SEVERITY_CLASSES:
                 banner.set_class(name == severity, name)
