@@ -79,7 +79,8 @@ def recording_nmap(tmp_path: Path) -> tuple[str, Path]:
     log = tmp_path / "nmap-started.log"
     wrapper = tmp_path / "nmap"
     wrapper.write_text(
-        f'#!/bin/sh\necho "$@" >> {log}\nexec {shutil.which("nmap")} "$@"\n', encoding="utf-8"
+        f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\nexec {shutil.which("nmap")} "$@"\n',
+        encoding="utf-8",
     )
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     return str(wrapper), log
@@ -325,6 +326,32 @@ def test_missing_nmap_is_a_one_line_error() -> None:
     with pytest.raises(ScannerError, match="apt-get install nmap") as caught:
         scanner.scan(["127.0.0.2"], PortSpec.of([22]))
     assert "\n" not in str(caught.value)
+
+
+def test_a_sweep_learns_nmaps_version_from_its_report_without_nmap_v(
+    fleet: TestFleet, recording_nmap: tuple[str, Path], tmp_path: Path
+) -> None:
+    path, log = recording_nmap
+    host = fleet.new_address()
+    port = fleet.listen(host, "tcp")
+    scanner = Scanner(ScanSettings(), LOOPBACK, nmap_path=path)
+
+    result = scanner.scan([host], PortSpec.of([port]), fingerprint="none")
+
+    asked = subprocess.run([path, "-V"], capture_output=True, text=True, check=True).stdout
+    assert result.nmap_version and f"version {result.nmap_version}" in asked
+    runs = log.read_text().splitlines()[:-1]  # the last line is this test's own -V
+    assert len(runs) == 1 and "-oX" in runs[0] and "-V" not in runs[0].split()
+    # The version is known: a probe after the sweep starts no `nmap -V` either.
+    scanner.probe(host, [(port, "tcp")])
+    assert [r for r in log.read_text().splitlines() if r.split() == ["-V"]] == ["-V"]
+
+    # A binary that is not nmap is refused by name, as before (its report is no nmap XML).
+    fake = tmp_path / "not-nmap"
+    fake.write_text("#!/bin/sh\necho hello\n", encoding="utf-8")
+    fake.chmod(0o755)
+    with pytest.raises(ScannerError, match="did not run as nmap"):
+        Scanner(ScanSettings(), LOOPBACK, nmap_path=str(fake)).scan([host], PortSpec.of([port]))
 
 
 def test_fingerprint_callable_selects_ports(fleet: TestFleet) -> None:

@@ -1,4 +1,4 @@
-"""Files shipped inside the package (themes, sample baselines), found through importlib.resources.
+"""Files shipped inside the package (themes, sample baselines), found beside this module.
 
 The product keeps `themes/` and `sample_baselines/` at the top of the repository; the package
 reaches them through the symlinks `portconsole/_data/themes` and `portconsole/_data/sample_baselines`,
@@ -8,16 +8,17 @@ and a checkout (or an editable install) reads the repository's folders directly.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 from portconsole.core.errors import UserError
 
 
 def _folder(name: str) -> Path:
-    found = resources.files("portconsole").joinpath("_data", name)
-    if not isinstance(found, Path):
-        # Only a zipped install (zipimport) gives anything else; pip and pipx never do.
+    # The package's own folder, as importlib.resources.files("portconsole") finds it for an
+    # unzipped install (without importing importlib.resources at every start: ~3 ms).
+    found = Path(__file__).resolve().parent.parent / "_data" / name
+    if not found.is_dir():
+        # Only a zipped install (zipimport) has no such folder; pip and pipx never do that.
         raise UserError(f"PortConsole must be installed unzipped to read its {name}/ folder")
     return found
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import socket
 
 from portconsole.core.errors import TargetError
 from portconsole.core.textsafe import terminal_safe
@@ -11,6 +10,8 @@ from portconsole.core.textsafe import terminal_safe
 
 def resolve_host_name(name: str) -> list[str]:
     """Every address `name` resolves to (IPv4 and IPv6), in the resolver's order."""
+    import socket  # only a target given by name needs it (a scan's start-up does not)
+
     try:
         infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
     except socket.gaierror as error:

@@ -34,6 +34,7 @@ class NmapOutput:
         self._refused: ReportRefused | None = None
         self._on_progress = on_progress
         self._seen: tuple[int, int, float | None] = (0, 0, None)
+        self.version = ""  # the nmap version the report names, once `hosts` has read it
 
     def take(self, data: bytes) -> None:
         self._raw.feed(data)
@@ -57,10 +58,12 @@ class NmapOutput:
             self._on_progress(live)
 
     def hosts(self) -> dict[str, HostObservation]:
-        """The hosts nmap reported. Raises ReportRefused."""
+        """The hosts nmap reported (and `version`, the nmap it names). Raises ReportRefused."""
         if self._refused is not None:
             raise self._refused
-        return self._stream.close().hosts
+        report = self._stream.close()
+        self.version = report.version
+        return report.hosts
 
     def xml(self) -> GzipMember:
         return self._raw.finish()

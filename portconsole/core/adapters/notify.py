@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
@@ -110,7 +109,7 @@ class Notifier:
         self._lock = lock
         self._on_result = on_result
         self._clock = clock
-        self.console_host = console_host or socket.gethostname()
+        self.console_host = console_host or os.uname().nodename
         check_template("title_template", settings.title_template)
         check_template("body_template", settings.body_template)
         webhook_key = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""

@@ -3,18 +3,18 @@
 Why its own module: nothing a user typed may ever become an nmap argument. The vectors
 are built here from the settings, the privilege we have and validated IP addresses, in
 one place that can be read whole; `Scanner` (scanner.py) decides when to run them.
-python-nmap is only used to find nmap's version.
+python-nmap is only used to find nmap's version, when no report of a sweep has told it
+(a sweep's XML names nmap's version: a steady scan runs no `nmap -V`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import threading
 from collections.abc import Iterable, Sequence
-
-import nmap
 
 from portconsole.core.adapters.scan_batches import port_argument
 from portconsole.core.errors import ScannerError
@@ -38,8 +38,7 @@ class NmapCommand:
         self.privileged = privileged
         self._path_hint = path
         self._found_path = ""
-        self._analyser: nmap.PortScanner | None = None
-        self._analyser_lock = threading.Lock()
+        self._version_lock = threading.Lock()
         self._version = ""
 
     def path(self) -> str:
@@ -67,9 +66,12 @@ class NmapCommand:
         raise ScannerError(NMAP_MISSING)
 
     def version(self) -> str:
-        """nmap's version, e.g. `7.93`, asked once. Raises ScannerError when nmap is missing."""
-        with self._analyser_lock:
-            if self._analyser is None:
+        """nmap's version, e.g. `7.93`, asked once (python-nmap runs `nmap -V`) unless a
+        report told it (`learned`). Raises ScannerError when nmap is missing."""
+        with self._version_lock:
+            if not self._version:
+                import nmap  # python-nmap, only when no report has said which nmap ran
+
                 path = self.path()
                 try:
                     analyser = nmap.PortScanner(nmap_search_path=(path,))
@@ -77,7 +79,16 @@ class NmapCommand:
                     raise ScannerError(f"{path} did not run as nmap: {NMAP_MISSING}") from None
                 major, minor = analyser.nmap_version()
                 self._version = f"{major}.{minor}"
-                self._analyser = analyser
+            return self._version
+
+    def learned(self, reported: str) -> str:
+        """The version a report of this binary named (`7.93`, `7.94SVN`), as `version`
+        says it (major.minor); remembered, so no `nmap -V` is needed. "" if it names none."""
+        found = re.match(r"(\d+)\.(\d+)", reported)
+        if found is None:
+            return ""
+        with self._version_lock:
+            self._version = self._version or f"{int(found[1])}.{int(found[2])}"
             return self._version
 
     def require_udp_privilege(self) -> None:

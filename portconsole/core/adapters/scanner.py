@@ -99,6 +99,7 @@ class _RunOutcome(Struct):
     hosts: dict[str, HostObservation] = field(default_factory=dict)
     error: str = ""
     cancelled: bool = False
+    version: str = ""  # the nmap version its report names
 
 
 class Scanner:
@@ -177,6 +178,7 @@ class Scanner:
             return outcome
         try:
             outcome.hosts = reading.hosts()
+            outcome.version = reading.version
         except ReportRefused as error:
             outcome.error = f"nmap output could not be read: not usable nmap XML ({error})"
             return outcome
@@ -219,7 +221,7 @@ class Scanner:
         if udp:
             self._require_udp_privilege()
         check_fingerprint_mode(fingerprint)
-        version = self.nmap_version()
+        self._command.path()  # no nmap: refused before any run
         started = utcnow()
         protocols = ["tcp", "udp"] if udp else ["tcp"]
         # Rendered from the ranges, so 'all' stays a short argument.
@@ -232,6 +234,7 @@ class Scanner:
         halt = AnyEvent(stop, cancel)
         batches = plan_batches(planned, known, self.batch_size_for(len(planned)))
         workers = max(1, min(self.settings.workers, len(batches)))
+        reported = ""  # the nmap version a sweep's report names
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nmap") as pool:
             sweep_futures = [
                 pool.submit(self._sweep_batch, key, batch, sweep_ports, udp, halt, state, discover)
@@ -244,6 +247,7 @@ class Scanner:
                 elif not result.cancelled:
                     assert result.xml is not None  # a run that ended without error has XML
                     tally.swept(result.addresses, result.hosts, result.xml)
+                    reported = reported or result.version
 
             if not tally.cancelled:
                 jobs = [
@@ -267,9 +271,13 @@ class Scanner:
                             assert result.xml is not None
                             tally.fingerprinted_host(result.addresses[0], result.hosts, result.xml)
 
+        finished = utcnow()
+        # The reports name nmap's version; with none (every run failed or was cancelled),
+        # `nmap -V` tells it, and refuses a binary that is not nmap.
+        version = (self._command.learned(reported) if reported else "") or self.nmap_version()
         return tally.result(
             started=started,
-            finished=utcnow(),
+            finished=finished,
             nmap_version=version,
             scan_type=self.scan_type,
             privileged=self.privileged,

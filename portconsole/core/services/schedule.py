@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import random
-import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
@@ -77,7 +76,7 @@ def _runner_alive(record: Mapping[str, Any]) -> bool:
     interrupted run. A runner on another host cannot be checked and counts as gone.
     """
     runner = record.get("runner")
-    if not isinstance(runner, dict) or runner.get("host") != socket.gethostname():
+    if not isinstance(runner, dict) or runner.get("host") != os.uname().nodename:
         return False
     return pid_exists(runner.get("pid"))
 
@@ -307,7 +306,7 @@ class Scheduler:
                 running_since=iso(moment),
                 requested_at=None,
                 overdue_reported=None,
-                runner={"pid": os.getpid(), "host": socket.gethostname()},
+                runner={"pid": os.getpid(), "host": os.uname().nodename},
                 next_due=iso(moment + timedelta(seconds=timing.interval + jitter)),
             )
 
@@ -373,7 +372,7 @@ class Scheduler:
     def hand_back_unfinished(self, at: datetime | None = None) -> list[str]:
         """Hand back every run this process marked started and never finished (a quit
         that did not wait for its scan thread); returns those groups."""
-        mine = {"pid": os.getpid(), "host": socket.gethostname()}
+        mine = {"pid": os.getpid(), "host": os.uname().nodename}
         groups = [
             name
             for name in self.groups
