@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from portconsole.core.adapters.nmap_process import ProcessResult, run_process
+from portconsole.core.adapters.nmap_process import ProcessResult, _setpriv, run_process
 from tests.fleet import TestFleet
 
 pytestmark = [
@@ -100,11 +100,29 @@ def start_and_kill(code: str, host: str, port: int) -> tuple[int, float]:
             child.wait()
 
 
-def test_nmap_dies_when_the_scanner_is_killed() -> None:
+# Where util-linux's setpriv is missing, a preexec_fn asks for the signal instead.
+_SCAN_FOREVER_WITHOUT_SETPRIV = (
+    "from portconsole.core.adapters import nmap_process\n"
+    "nmap_process._setpriv = lambda: ''\n" + _SCAN_FOREVER
+)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        pytest.param(
+            _SCAN_FOREVER,
+            id="setpriv",
+            marks=pytest.mark.skipif(not _setpriv(), reason="util-linux setpriv is missing"),
+        ),
+        pytest.param(_SCAN_FOREVER_WITHOUT_SETPRIV, id="preexec"),
+    ],
+)
+def test_nmap_dies_when_the_scanner_is_killed(code: str) -> None:
     with TestFleet() as fleet:
         host = fleet.new_address()
         port = fleet.listen(host, "tcp")
-        _pid, outlived = start_and_kill(_SCAN_FOREVER, host, port)
+        _pid, outlived = start_and_kill(code, host, port)
         assert outlived < 2.0, "nmap was still running 2 s after its parent was killed"
         assert nmap_children(host) == {}
 
@@ -136,3 +154,5 @@ def test_run_process_reports_cancel_and_timeout_and_leaves_nothing() -> None:
     assert (done.returncode, done.stdout, done.stderr) == (3, b"out\n", b"err\n")
     with pytest.raises(FileNotFoundError):
         run_process(["/nonexistent/nmap"], None, 1)
+    with pytest.raises(PermissionError):
+        run_process([str(ROOT / "README.md")], None, 1)  # a file, not a program

@@ -3,9 +3,13 @@ in its transactions, apart from where the documents live (findings.py, findings_
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import msgspec
+from msgspec.structs import replace
 
 from portconsole.core.domain.approval import is_placeholder
 from portconsole.core.domain.finding import (
@@ -29,12 +33,20 @@ from portconsole.core.timeutil import iso
 REFRESH_FIELDS = ("last_seen", "last_scan_id")
 
 
-def written_form(finding: Finding) -> dict[str, Any]:
-    """A finding's document without the fields a mere refresh moves (see REFRESH_FIELDS)."""
-    data = finding.to_json()
-    for name in REFRESH_FIELDS:
-        data.pop(name, None)
-    return data
+def written_form(finding: Finding) -> bytes:
+    """A finding without the fields a mere refresh moves (see REFRESH_FIELDS), encoded: two
+    are equal when their documents would be. For comparing only (msgspec: ~20x to_json)."""
+    try:
+        return _ENCODER.encode(replace(finding, **_REFRESH_BLANK))
+    except TypeError:  # a detail msgspec cannot encode: the document form tells
+        data = finding.to_json()
+        for name in REFRESH_FIELDS:
+            data.pop(name, None)
+        return json.dumps(data, sort_keys=True, default=str).encode()
+
+
+_ENCODER = msgspec.json.Encoder(order="sorted")
+_REFRESH_BLANK: dict[str, Any] = {"last_seen": datetime.min.replace(tzinfo=UTC), "last_scan_id": ""}
 
 
 def notification_change(result: dict[str, Any], moment: datetime) -> Callable[[Finding], None]:
