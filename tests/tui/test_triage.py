@@ -53,6 +53,24 @@ async def test_queue_lists_open_findings_worst_first(site: Site, scanned: Monito
         assert "unapproved_port" in screen_text(app)
 
 
+async def test_a_snapshot_landing_while_triage_opens_waits_for_it(
+    site: Site, scanned: Monitor
+) -> None:
+    """A store read that lands between the `2` key and the triage screen's composition
+    (seen under CI load) redraws nothing yet; the screen draws itself when it opens."""
+    app = PortConsoleApp(scanned, schedule=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        switching = app.switch_mode("triage")  # the screen exists, not yet composed
+        assert isinstance(app.screen, TriageScreen) and not app.screen.is_mounted
+        app.generation += 1  # what a landed snapshot does before it redraws
+        app._redraw_current()
+        await switching
+        await settle(pilot)
+        table = app.screen.query_one("#findings", KeyedTable)
+        assert set(table.keys) == {f.id for f in scanned.findings()} and table.keys
+
+
 async def test_approve_with_keys_writes_store_and_audit(site: Site, scanned: Monitor) -> None:
     # Typed terms without a request: allowed only while separation of duties is off (the
     # request path is tests/tui/test_four_eyes.py); the typed requester is kept as text.

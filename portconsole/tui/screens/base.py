@@ -75,6 +75,10 @@ class ConsoleScreen(Screen[None]):
 
     def refresh_view(self, force: bool = False) -> None:
         """Redraw from the app's newest snapshot if it is newer than what is shown."""
+        if not self.is_mounted:
+            # Still composing (a view key was just pressed when a store read landed): its
+            # tables do not exist yet, and it draws itself when it opens (on_screen_resume).
+            return
         self.update_header()
         if force or self.generation_shown != self.console.generation:
             self.generation_shown = self.console.generation
