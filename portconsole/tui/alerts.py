@@ -191,6 +191,10 @@ class AlertTracker:
         return count
 
 
+# The banner's last words: the key that opens the alerts (kept on any width).
+HINT = " · ! to view"
+
+
 def banner_text(alerts: list[Alert], now: datetime, width: int | None = None) -> str:
     """One line for the banner: the most severe alert, and how many more there are.
 
@@ -217,9 +221,6 @@ def banner_text(alerts: list[Alert], now: datetime, width: int | None = None) ->
     if len(head) + len(tail) <= width:
         return head + tail
     return _cut(head, max(width - len(HINT), 1)) + HINT
-
-
-HINT = " · ! to view"
 
 
 def _cut(text: str, room: int) -> str:
