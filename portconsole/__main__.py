@@ -2,6 +2,6 @@
 
 import sys
 
-from portconsole.cli import main
+from portconsole.cli_prelaunch import main
 
 sys.exit(main())

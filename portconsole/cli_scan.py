@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
         _emit_json(result.to_json())
     else:
         _print_cycle(result)
+    if args.own_process and result.scan.outcome == "success":
+        # The sweeps this command's next run starts before it has loaded (cli_prelaunch).
+        from portconsole import cli_prelaunch
+
+        sys.stdout.flush()
+        first = monitor.first_sweeps(args.group, args.targets or None, args.ports)
+        cli_prelaunch.remember(sys.argv[1:], first, monitor.paths.config_file)
     if result.scan.outcome == "cancelled":
         return EXIT_INTERRUPTED
     # cron and systemd must be able to tell: a scan that covered less than planned is partial.

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from portconsole.core.adapters.nmap_process import ProcessResult, _setpriv, run_process
+from portconsole.core.adapters.nmap_process import ProcessResult, run_process
+from portconsole.core.adapters.nmap_spawn import _setpriv
 from tests.fleet import TestFleet
 
 pytestmark = [
@@ -102,8 +103,8 @@ def start_and_kill(code: str, host: str, port: int) -> tuple[int, float]:
 
 # Where util-linux's setpriv is missing, a preexec_fn asks for the signal instead.
 _SCAN_FOREVER_WITHOUT_SETPRIV = (
-    "from portconsole.core.adapters import nmap_process\n"
-    "nmap_process._setpriv = lambda: ''\n" + _SCAN_FOREVER
+    "from portconsole.core.adapters import nmap_spawn\n"
+    "nmap_spawn._setpriv = lambda: ''\n" + _SCAN_FOREVER
 )
 
 

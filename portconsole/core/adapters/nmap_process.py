@@ -7,27 +7,19 @@ SIGKILL). Three guarantees:
 
 * A cancel or a timeout kills the whole process group within one poll (0.1 s): nmap runs
   in its own session (`start_new_session`), so one `killpg` reaches everything it forked.
-* nmap dies with its parent. A CLI killed with SIGKILL runs no cleanup, and its own
-  session keeps nmap out of the terminal's signals, so before nmap execs it asks the
-  kernel for SIGKILL when its parent dies (`prctl(PR_SET_PDEATHSIG)`). util-linux's
-  `setpriv --pdeathsig KILL` does that and execs nmap, so Python starts the child with
-  vfork (~0.3 ms); without setpriv, a preexec_fn calls prctl, which makes Python fork its
-  whole process (~3 ms a start, holding the interpreter: a scan's runs start one by one).
+* nmap dies with its parent: the kernel kills it when the thread that started it dies
+  (`nmap_spawn.spawn`, which also keeps the runs started early for a scan, `prelaunch`).
 * A scan that stops (cancel, or a worker's error) waits for its workers, so no nmap is
   still running when the call returns.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import selectors
 import shlex
-import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -37,11 +29,9 @@ from typing import Any, Protocol
 from msgspec import Struct
 
 from portconsole.core.adapters import nmap_budget
+from portconsole.core.adapters.nmap_spawn import claim, exec_failure, kill_group, spawn
 
 POLL_SECONDS = 0.1
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-# nmap needs nothing from our environment; a fixed one keeps its output stable (LC_ALL).
-NMAP_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
 READ_BYTES = 256 * 1024
 MAX_STDERR_BYTES = 1024 * 1024  # nmap's warnings; the first line is what a user reads
 
@@ -107,18 +97,13 @@ def run_process(
     """
     if cancel is not None and cancel.is_set():
         return ProcessResult(None, cancelled=True)
+    # The same run started early for this scan (cli_prelaunch) is taken over, not doubled.
+    proc = claim(args)
     if log.isEnabledFor(logging.DEBUG):
-        log.debug("running: %s", shlex.join(args))  # secrets are masked by the log handler
-    setpriv = _setpriv()
-    proc = subprocess.Popen(
-        [setpriv, "--pdeathsig", "KILL", "--", *args] if setpriv else args,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # its own process group, so one killpg reaps all
-        preexec_fn=None if setpriv else die_with_parent(),
-        env=NMAP_ENV,
-    )
+        started = "started early" if proc is not None else "running"
+        log.debug("%s: %s", started, shlex.join(args))  # secrets are masked by the log handler
+    if proc is None:
+        proc = spawn(args)
     assert proc.stdout is not None and proc.stderr is not None
     out: list[bytes] = []
     err: list[bytes] = []
@@ -153,9 +138,10 @@ def run_process(
                 return ProcessResult(None, cancelled=True)
             if time.monotonic() > deadline:
                 return ProcessResult(None, timed_out=True)
-        if setpriv and proc.returncode in SETPRIV_EXEC_FAILED:
+        failure = exec_failure(proc)
+        if failure is not None:
             # setpriv could not exec the program: what Popen raises when it starts it.
-            raise SETPRIV_EXEC_FAILED[proc.returncode](f"cannot execute {args[0]}")
+            raise failure(f"cannot execute {args[0]}")
         return ProcessResult(proc.returncode, b"".join(out), b"".join(err))
     finally:
         selector.close()
@@ -163,79 +149,6 @@ def run_process(
             kill_group(proc)
         proc.stdout.close()
         proc.stderr.close()
-
-
-# setpriv's status when it cannot exec the program (util-linux's exitcodes.h), as the
-# error Popen would have raised starting the program itself. nmap never exits so.
-SETPRIV_EXEC_FAILED: dict[int, type[OSError]] = {127: FileNotFoundError, 126: PermissionError}
-
-
-@functools.cache
-def _setpriv() -> str:
-    """util-linux's setpriv if it is installed and has --pdeathsig (2.33+), else ""."""
-    if not sys.platform.startswith("linux"):
-        return ""
-    found = shutil.which("setpriv", path="/usr/bin:/bin")
-    if not found:
-        return ""
-    # Its option table names the options it has: read, not run (a run costs a process
-    # start in each of the scan's first runs, ~1-4 ms).
-    try:
-        with open(found, "rb") as binary:
-            return found if b"pdeathsig" in binary.read(4 * 1024 * 1024) else ""
-    except OSError:
-        return ""
-
-
-@functools.cache
-def _prctl() -> Callable[..., int] | None:
-    """libc's prctl, looked up once, before any fork (never inside a child)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes  # only without setpriv (see _setpriv): ~1 ms of every scan's start-up
-
-    try:
-        function = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    function.restype = ctypes.c_int
-    return function
-
-
-def die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn that has the kernel SIGKILL the child when its parent dies.
-
-    The signal follows the death of the *thread* that forked, not of the process: here
-    that is the thread running `run_process`, which waits for its child, so the two end
-    together. A parent that died between fork and prctl is caught by the getppid check.
-    None where prctl does not exist (not Linux): the cancel and timeout paths remain.
-    """
-    prctl = _prctl()
-    if prctl is None:
-        return None
-    parent = os.getpid()
-    sigkill = int(signal.SIGKILL)
-
-    def preexec() -> None:
-        # Between fork and exec: one system call, no locks, no imports.
-        prctl(PR_SET_PDEATHSIG, sigkill, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
-
-def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.communicate(timeout=2)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def wait_all(

@@ -32,6 +32,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
 
 from msgspec import Struct, field
 
@@ -44,6 +45,8 @@ from portconsole.core.adapters.nmap_process import (
     run_process,
     wait_all,
 )
+from portconsole.core.adapters.nmap_spawn import discard as discard_early
+from portconsole.core.adapters.nmap_spawn import launched_at
 from portconsole.core.adapters.scan_batches import (
     batch_size_for,
     batch_timeout_for,
@@ -224,8 +227,7 @@ class Scanner:
         self._command.path()  # no nmap: refused before any run
         started = utcnow()
         protocols = ["tcp", "udp"] if udp else ["tcp"]
-        # Rendered from the ranges, so 'all' stays a short argument.
-        sweep_ports = ",".join(f"{proto[0].upper()}:{ports}" for proto in protocols)
+        sweep_ports = _sweep_ports(ports, protocols)
 
         state = ScanProgress(total=len(planned), progress=progress)
         tally = ScanTally(planned)
@@ -233,12 +235,21 @@ class Scanner:
         stop = threading.Event()
         halt = AnyEvent(stop, cancel)
         batches = plan_batches(planned, known, self.batch_size_for(len(planned)))
+        commands = [self._sweep_args(b, sweep_ports, udp, discover) for b, discover in batches]
+        # Sweeps started early for this scan (nmap_spawn.prelaunch) are taken over by the
+        # runs below; any other is killed now. The scan started when the first of them did.
+        discard_early(keep=commands)
+        early = [moment for args in commands if (moment := launched_at(args)) is not None]
+        if early:
+            started = min(started, datetime.fromtimestamp(min(early), UTC))
         workers = max(1, min(self.settings.workers, len(batches)))
         reported = ""  # the nmap version a sweep's report names
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nmap") as pool:
             sweep_futures = [
-                pool.submit(self._sweep_batch, key, batch, sweep_ports, udp, halt, state, discover)
-                for key, (batch, discover) in enumerate(batches)
+                pool.submit(
+                    self._sweep_batch, key, batch, args, sweep_ports, udp, halt, state, discover
+                )
+                for key, ((batch, discover), args) in enumerate(zip(batches, commands, strict=True))
             ]
             tally.cancelled = wait_all(sweep_futures, cancel, stop)
             for result in _finished(sweep_futures):
@@ -417,17 +428,35 @@ class Scanner:
 
     # -- workers --------------------------------------------------------------------------
 
+    def sweep_commands(
+        self,
+        addresses: list[str],
+        ports: PortSpec,
+        *,
+        udp: bool = False,
+        known: Iterable[str] | None = None,
+    ) -> list[list[str]]:
+        """The nmap sweeps `scan` would run for these arguments, in the order it starts
+        them (`cli_prelaunch` starts the first ones early, for the next such scan)."""
+        planned = self._checked(addresses)
+        sweep_ports = _sweep_ports(ports, ["tcp", "udp"] if udp else ["tcp"])
+        batches = plan_batches(planned, known, self.batch_size_for(len(planned)))
+        return [self._sweep_args(batch, sweep_ports, udp, discover) for batch, discover in batches]
+
+    def _sweep_args(self, batch: list[str], ports: str, udp: bool, discover: bool) -> list[str]:
+        return self._command.sweep_args(batch, ports, udp, discover, stats=True)
+
     def _sweep_batch(
         self,
         key: int,
         batch: list[str],
+        args: list[str],
         ports: str,
         udp: bool,
         cancel: Cancellable,
         state: ScanProgress,
         discover: bool = False,
     ) -> _RunOutcome:
-        args = self._command.sweep_args(batch, ports, udp, discover, stats=True)
         state.begin(key, len(batch), nmap_hostgroup(tcp_port_count(ports), udp))
 
         def live(counts: LiveCounts) -> None:
@@ -475,6 +504,11 @@ class Scanner:
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+
+def _sweep_ports(ports: PortSpec, protocols: list[str]) -> str:
+    """A sweep's -p argument: rendered from the ranges, so 'all' stays a short argument."""
+    return ",".join(f"{proto[0].upper()}:{ports}" for proto in protocols)
 
 
 def _finished(futures: list[Future[_RunOutcome]]) -> list[_RunOutcome]:

@@ -28,7 +28,13 @@ from portconsole.core.domain.finding import Finding
 from portconsole.core.domain.model import Change, Progress, ScanResult
 from portconsole.core.domain.schedule import Gap
 from portconsole.core.domain.state import PortState
-from portconsole.core.domain.targets import PortSpec, expand_targets, parse_ports
+from portconsole.core.domain.targets import (
+    PortSpec,
+    Resolver,
+    expand_targets,
+    no_resolution,
+    parse_ports,
+)
 from portconsole.core.errors import UserError
 from portconsole.core.services.cycle_result import CycleResult
 from portconsole.core.services.fingerprint_after import FingerprintAfter
@@ -44,7 +50,11 @@ class ScanCycle(ScanFindings, Probing, FingerprintAfter):
     """Scanning and ingesting, for the Monitor."""
 
     def resolve_targets(
-        self, targets: list[str] | None, group: str | None, ports: str | None
+        self,
+        targets: list[str] | None,
+        group: str | None,
+        ports: str | None,
+        resolve: Resolver = resolve_host_name,
     ) -> tuple[list[str], list[str], PortSpec, bool, str]:
         """Targets, addresses, ports, udp and group label for one cycle."""
         udp = self.settings.scan.udp
@@ -84,7 +94,7 @@ class ScanCycle(ScanFindings, Probing, FingerprintAfter):
                 )
             )
             label = "all"
-        addresses = expand_targets(texts, self.scope, resolve_host_name)
+        addresses = expand_targets(texts, self.scope, resolve)
         return texts, addresses, spec, udp, label
 
     def run_cycle(
@@ -103,6 +113,39 @@ class ScanCycle(ScanFindings, Probing, FingerprintAfter):
         cancel = cancel or threading.Event()
         with self._scan_lock(label):  # one run per group at a time; groups in parallel
             return self._cycle(texts, addresses, spec, udp, label, progress, cancel, fingerprint)
+
+    def first_sweeps(
+        self, group: str | None = None, targets: list[str] | None = None, ports: str | None = None
+    ) -> list[list[str]]:
+        """The nmap sweeps `run_cycle` with these arguments would start at once (the first
+        `[scan] workers` of them), as the store and settings are now; `portconsole scan`
+        keeps them so that its next such run starts them before it has loaded
+        (cli_prelaunch). [] for targets named by host name (never resolved again here) and
+        for a group scanned by a site."""
+        from portconsole.core.adapters.scanner import Scanner
+
+        scanner = self.scanner
+        try:
+            _texts, addresses, spec, udp, label = self.resolve_targets(
+                targets, group, ports, resolve=no_resolution
+            )
+            conf = self.settings.groups.get(label)
+            if not isinstance(scanner, Scanner) or (conf is not None and conf.site is not None):
+                return []
+            known = self._known_hosts(label, addresses)
+            commands = scanner.sweep_commands(addresses, spec, udp=udp, known=known)
+        except UserError:  # a target or nmap refused: the next run says why
+            return []
+        return commands[: self.settings.scan.workers]
+
+    def _known_hosts(self, label: str, addresses: list[str]) -> set[str] | None:
+        """Hosts known from history or the baseline, swept without ping discovery (-Pn); a
+        group with discovery = "none" sweeps every address so (None)."""
+        if self.settings.group_discovery(label) == "none":
+            return None
+        return {h.address for h in self.store.hosts(addresses)} | {
+            a.host for a in self.approvals.all()
+        }
 
     def rescan_host(
         self,
@@ -154,12 +197,7 @@ class ScanCycle(ScanFindings, Probing, FingerprintAfter):
                 targets=texts,
                 origin=self.origin,
                 group=label,
-                # Known from history or the baseline: swept without ping discovery (-Pn);
-                # a group with discovery = "none" sweeps every address so (None).
-                known=None
-                if self.settings.group_discovery(label) == "none"
-                else {h.address for h in self.store.hosts(addresses)}
-                | {a.host for a in self.approvals.all()},
+                known=self._known_hosts(label, addresses),
             )
         except UserError as error:
             self._audit(
