@@ -33,7 +33,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from portconsole import __version__
-from portconsole.core.adapters import nmap_spawn
 
 try:  # hashlib's own blake2b, without hashlib loading OpenSSL first (~4 ms before nmap)
     from _blake2 import blake2b
@@ -78,6 +77,9 @@ def start(argv: Sequence[str]) -> int:
             return 0
     except (OSError, ValueError, KeyError, TypeError):
         return 0
+    # Only now: a command that keeps no plan (every other one) never loads subprocess.
+    from portconsole.core.adapters import nmap_spawn
+
     return nmap_spawn.prelaunch(commands)
 
 
