@@ -20,6 +20,7 @@ baseline rule, or an identified finding's) and is held to as it is.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, MutableMapping
 from datetime import datetime
@@ -86,9 +87,15 @@ def is_placeholder(text: str) -> bool:
 
 def is_insecure(service: str, insecure_services: Iterable[str]) -> bool:
     """True when a service name (or any `|` alternative of it) is on the insecure list."""
-    listed = {s.strip().lower() for s in insecure_services}
+    listed = _normalised(tuple(insecure_services))
     names = [s.strip().lower() for s in service.split("|")]
     return any(name in listed for name in names if name and name != "*")
+
+
+@functools.lru_cache(maxsize=16)
+def _normalised(names: tuple[str, ...]) -> frozenset[str]:
+    """The insecure list as compared (a detection asks once per port, with the same list)."""
+    return frozenset(s.strip().lower() for s in names)
 
 
 def normalise_host(host: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 
 from msgspec import Struct
@@ -238,7 +239,11 @@ class PortSpec(Struct, frozen=True):
         return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in self.ranges)
 
     def __contains__(self, port: object) -> bool:
-        return isinstance(port, int) and any(a <= port <= b for a, b in self.ranges)
+        if not isinstance(port, int):
+            return False
+        # The last range starting at or below `port` is the only one that can hold it.
+        at = bisect_right(self.ranges, (port, 65536)) - 1
+        return at >= 0 and port <= self.ranges[at][1]
 
     def __len__(self) -> int:
         return sum(b - a + 1 for a, b in self.ranges)
