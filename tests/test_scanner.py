@@ -418,9 +418,9 @@ def test_probe_many_asks_many_hosts_in_a_few_nmap_runs(
     assert answered == {
         host: {(listening[host], "tcp"): "open", (closed[host], "tcp"): "closed"} for host in hosts
     }
-    # 20 hosts in batches of 5 over 4 workers, not 20 runs (lines of runs started at once
-    # may interleave in the log: count the runs, not the lines).
-    assert log.read_text().count("-oX") == 4
+    # 20 hosts asked 40 ports in all: one run, not 20 (lines of runs started at once may
+    # interleave in the log: count the runs, not the lines).
+    assert log.read_text().count("-oX") == 1
     assert "--scan-delay" not in log.read_text()
     # probe() agrees host by host on what is open.
     assert scanner.probe(hosts[2], questions[hosts[2]]) == {(listening[hosts[2]], "tcp")}
@@ -594,6 +594,23 @@ def test_a_large_range_is_a_few_nmap_runs_and_quiet_hosts_are_up(
     assert log.read_text().count("-oX - --") == len(result.raw_xml) == 16
     assert len(result.hosts) == len(hosts) == 1022
     assert all(h.status == "up" and h.ports == [] for h in result.hosts)
+
+
+def test_a_reprobe_shares_runs_while_their_ports_stay_few() -> None:
+    from portconsole.core.adapters.scan_batches import PROBE_BATCH_PORTS, probe_batches
+
+    same = {f"127.0.1.{i}": {(22, "tcp"), (80, "tcp")} for i in range(1, 201)}
+    assert [len(b) for b in probe_batches(same)] == [200]  # 200 hosts, 2 ports: one run
+    # Each host its own port: a run holds PROBE_BATCH_PORTS hosts (nmap would ask every
+    # host of a run all of the run's ports).
+    spread = {f"127.0.2.{i}": {(1000 + i, "tcp")} for i in range(1, 201)}
+    batches = probe_batches(spread)
+    assert sorted(len(b) for b in batches) == [8, 64, 64, 64]
+    assert sorted(a for b in batches for a in b) == sorted(spread)
+    # A host asked more ports than the limit runs alone; IPv6 never joins IPv4.
+    big = {(p, "tcp") for p in range(1, PROBE_BATCH_PORTS + 10)}
+    mixed = {"127.0.3.1": big, "127.0.3.2": {(22, "tcp")}, "::1": {(22, "tcp")}}
+    assert sorted(probe_batches(mixed)) == [["127.0.3.1"], ["127.0.3.2"], ["::1"]]
 
 
 def test_batches_never_mix_ipv4_and_ipv6() -> None:

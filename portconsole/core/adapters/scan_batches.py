@@ -74,6 +74,36 @@ def plan_batches(
     return batches
 
 
+# A re-probe asks a few ports of each host, but nmap asks every host of a run every port
+# of the run: hosts share a run while the run's ports stay within this many. Measured on a
+# 2-core machine: a re-probe of 40 hosts x 30 ports in one nmap run took 0.08 s, in four
+# runs 0.13 s (each start costs CPU, and each run's capture sees the others' packets).
+PROBE_BATCH_PORTS = 64
+
+
+def probe_batches(wanted: dict[str, set[tuple[int, str]]]) -> list[list[str]]:
+    """Host batches for a re-probe of `wanted` (address -> its asked ports): as few runs as
+    keep each run's ports within PROBE_BATCH_PORTS (or one host's own, if more) and its
+    hosts within AUTO_BATCH_MAX; hosts asked the same ports go together. IPv4 and IPv6
+    never share a run."""
+    out: list[list[str]] = []
+    for v6 in (False, True):
+        family = sorted((a for a in wanted if (":" in a) == v6), key=lambda a: sorted(wanted[a]))
+        batch: list[str] = []
+        ports: set[tuple[int, str]] = set()
+        for address in family:
+            grown = ports | wanted[address]
+            fits = len(grown) <= max(PROBE_BATCH_PORTS, len(wanted[address]))
+            if batch and (not fits or len(batch) >= AUTO_BATCH_MAX):
+                out.append(batch)
+                batch, grown = [], set(wanted[address])
+            batch.append(address)
+            ports = grown
+        if batch:
+            out.append(batch)
+    return out
+
+
 def port_argument(ports: Iterable[tuple[int, str]]) -> str:
     """`T:22,80,U:53` from (port, proto) pairs, ranges merged."""
     by_proto: dict[str, list[int]] = {"tcp": [], "udp": []}

@@ -53,6 +53,7 @@ from portconsole.core.adapters.scan_batches import (
     nmap_hostgroup,
     plan_batches,
     port_argument,
+    probe_batches,
     split_batches,
     tcp_port_count,
     timeout_note,
@@ -339,10 +340,10 @@ class Scanner:
         *,
         spaced: bool = False,
     ) -> dict[str, PortStates]:
-        """`probe` for many hosts at once, in host batches like a sweep (a confirm of 200
-        new hosts is about 13 nmap runs, not 200): address -> the state nmap gave each
-        asked port (a port it gave none, e.g. two states folded into <extraports>, is
-        left out).
+        """`probe` for many hosts at once, in as few nmap runs as keep each run's ports few
+        (scan_batches.probe_batches: a confirm of 200 new hosts asked the same few ports
+        is one run, not 200): address -> the state nmap gave each asked port (a port it
+        gave none, e.g. two states folded into <extraports>, is left out).
 
         `spaced`: every host in one run (per address family), in parallel, its probes
         SPACED_DELAY_MS apart and each port (of all the hosts' ports: nmap asks each host
@@ -363,7 +364,7 @@ class Scanner:
             self._require_udp_privilege()
         self.nmap_version()
         hosts = sorted(wanted, key=ip_sort_key)
-        batches = split_batches(hosts, len(hosts) if spaced else self.batch_size_for(len(hosts)))
+        batches = split_batches(hosts, len(hosts)) if spaced else probe_batches(wanted)
 
         def run(batch: list[str]) -> _RunOutcome:
             asked = sorted({pair for address in batch for pair in wanted[address]})
