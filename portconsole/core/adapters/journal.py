@@ -204,8 +204,6 @@ class AuditLog:
             last["effects"] = _plain(effects)
         if chunks:
             last["chunks"] = _plain(list(chunks))
-        if effects or chunks:
-            last["hash"] = event_hash(last)
         return self._write(staged.records)
 
     def _stage(self, staged: _Staged, entries: Sequence[AuditEntry]) -> list[dict[str, Any]]:
@@ -220,10 +218,10 @@ class AuditLog:
                     AuditEntry(HEAD_MISMATCH, Actor.current("system"), "failure", None, mismatch),
                     *entries,
                 ]
+        # prev_hash is the chain's tip; _write links the staged events to each other.
+        prev_seq, prev_hash = staged.tip
         if staged.records:
-            prev_seq, prev_hash = int(staged.records[-1]["seq"]), str(staged.records[-1]["hash"])
-        else:
-            prev_seq, prev_hash = staged.tip
+            prev_seq = int(staged.records[-1]["seq"])
         now = utcnow()
         made: list[dict[str, Any]] = []
         for entry in entries:
@@ -244,10 +242,12 @@ class AuditLog:
                     "prev_hash": prev_hash,
                 }
             )
-            record["hash"] = event_hash(record)
+            # Hashed once, when the transaction is written (_write): the transaction marker
+            # joins the hash, so a hash computed now would be computed again.
+            record["hash"] = ""
             staged.records.append(record)
             made.append(record)
-            prev_seq, prev_hash = record["seq"], record["hash"]
+            prev_seq = record["seq"]
         return made[-asked:]
 
     def _write(self, records: list[dict[str, Any]]) -> ChainHead:
@@ -365,8 +365,8 @@ class AuditLog:
     def append_many(self, entries: Sequence[AuditEntry]) -> list[AuditEvent]:
         """Record several events as one transaction (or stage them in the open one).
 
-        Inside a transaction the returned events carry their final seq; their hash is final
-        once the transaction commits.
+        Inside a transaction the returned events carry their final seq and no hash yet (""):
+        the chain is hashed when the transaction commits.
         """
         for entry in entries:
             if entry.outcome not in OUTCOMES:

@@ -27,7 +27,6 @@ from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
 from msgspec import Struct, field
-from msgspec.structs import fields
 
 from portconsole.core.domain.records import asdict
 from portconsole.core.errors import UserError
@@ -227,7 +226,7 @@ class ApprovalRequest(Struct):
 
     @classmethod
     def from_json(cls, data: MutableMapping[str, Any] | dict[str, Any]) -> ApprovalRequest:
-        known = {f.name for f in fields(cls)}
+        known = set(cls.__struct_fields__)
         values = {k: v for k, v in data.items() if k in known}
         for name in ("review_by", "requested_at", "approved_at"):
             raw = values.get(name)
@@ -370,7 +369,7 @@ class Approval(Struct):
 
     @classmethod
     def from_json(cls, data: MutableMapping[str, Any] | dict[str, Any]) -> Approval:
-        known = {f.name for f in fields(cls)}
+        known = set(cls.__struct_fields__)
         values = {k: v for k, v in data.items() if k in known}
         for name in _APPROVAL_TIMES:
             raw = values.get(name)

@@ -19,7 +19,6 @@ from operator import attrgetter
 from typing import Any
 
 from msgspec import Struct, field
-from msgspec.structs import fields
 
 from portconsole.core.domain.model import FindingKind, port_key
 from portconsole.core.timeutil import iso, parse_iso
@@ -329,7 +328,7 @@ def _time_or_none(raw: Any) -> datetime | None:
     return stored_time(raw) if raw else None
 
 
-_ALL_FIELDS = attrgetter(*(f.name for f in fields(Finding)))
+_ALL_FIELDS = attrgetter(*Finding.__struct_fields__)
 
 
 class RaiseOutcome(Struct):

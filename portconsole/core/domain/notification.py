@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 from msgspec import Struct, field
-from msgspec.structs import fields
 
 from portconsole.core.domain.records import asdict
 from portconsole.core.secrets import mask_url
@@ -60,7 +59,7 @@ class NotifiableFinding(Struct, frozen=True):
         values = dict(data)
         if "finding_id" not in values and "id" in values:
             values["finding_id"] = values["id"]
-        names = {f.name for f in fields(cls)}
+        names = set(cls.__struct_fields__)
         return _normalised(cls(**{k: v for k, v in values.items() if k in names}))
 
 
@@ -97,9 +96,9 @@ def from_finding(obj: Any) -> NotifiableFinding:
         return NotifiableFinding.from_mapping(obj)
     finding_id = getattr(obj, "finding_id", None) or getattr(obj, "id", None)
     values = {
-        f.name: getattr(obj, f.name)
-        for f in fields(NotifiableFinding)
-        if f.name != "finding_id" and hasattr(obj, f.name)
+        name: getattr(obj, name)
+        for name in NotifiableFinding.__struct_fields__
+        if name != "finding_id" and hasattr(obj, name)
     }
     return NotifiableFinding.from_mapping({"finding_id": finding_id, **values})
 
@@ -140,7 +139,7 @@ class OutboxMessage(Struct):
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> OutboxMessage:
-        names = {f.name for f in fields(cls)}
+        names = set(cls.__struct_fields__)
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
