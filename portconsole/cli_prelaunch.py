@@ -47,6 +47,9 @@ ENV_PREFIX = "PORTCONSOLE_"
 # Plans kept, newest first: one per distinct scan command a user runs.
 KEEP_PLANS = 32
 MAX_PLAN_BYTES = 1024 * 1024
+# A plan is kept only for a scan that took at most this long: the head start is the
+# ~0.1 s Python takes to load, worth it for a short scan only.
+WORTH_SECONDS = 10.0
 
 
 def plans_dir() -> str:

@@ -115,11 +115,18 @@ def cmd_scan(args: argparse.Namespace) -> int:
     else:
         _print_cycle(result)
     if args.own_process and result.scan.outcome == "success":
-        # The sweeps this command's next run starts before it has loaded (cli_prelaunch).
+        # The sweeps this command's next run starts before it has loaded (cli_prelaunch),
+        # for a short scan only: a long one would gain a fraction of a second, and working
+        # out a /16's sweeps again costs ~2 s.
         from portconsole import cli_prelaunch
 
         sys.stdout.flush()
-        first = monitor.first_sweeps(args.group, args.targets or None, args.ports)
+        took = (result.scan.finished_at - result.scan.started_at).total_seconds()
+        first = (
+            monitor.first_sweeps(args.group, args.targets or None, args.ports)
+            if took <= cli_prelaunch.WORTH_SECONDS
+            else []
+        )
         cli_prelaunch.remember(sys.argv[1:], first, monitor.paths.config_file)
     if result.scan.outcome == "cancelled":
         return EXIT_INTERRUPTED
