@@ -122,6 +122,11 @@ class PortConsoleApp(StoreReadsMixin, ScanningMixin, PreferencesMixin, App[None]
         self._dirty = False
         self._reading = False
         self._read_lock = threading.Lock()
+        # The last full snapshot the UI thread has taken, and how many replaced ones are
+        # still being freed: the reader waits for both (store_reads.wait_until_taken).
+        self._taken = threading.Condition()
+        self._handled = 0
+        self._releasing = 0
         self._seen_version = ""
         self._last_load = 0.0
         self._last_reclaim = time.monotonic()
