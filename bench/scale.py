@@ -20,7 +20,7 @@ console, latency.
   replaced). Times `detect()` over a scan covering every port, and the per-port approval
   status a cycle reports (`scan --json`) and a console snapshot shows, twice: scanning every
   approval for each port (the way before the approval index) and through one
-  `ApprovalIndex` built per cycle or snapshot.
+  `ApprovalIndex` built per cycle or snapshot; detect() and the index are the best of 3 runs.
 - digest: a real Monitor store with F open findings, one digest message (`[notify] mode =
   "digest"`) to a local webhook (tests/servers.py's HttpCatcher on 127.0.0.1), then
   `flush_outbox`: the send plus recording the delivery on every finding and in the journal.
@@ -69,6 +69,12 @@ def timed(action: Callable[[], T]) -> tuple[float, T]:
     started = time.perf_counter()
     value = action()
     return time.perf_counter() - started, value
+
+
+def best_of(runs: int, action: Callable[[], T]) -> tuple[float, T]:
+    """The fastest of `runs` timed runs of `action`, with the last run's value."""
+    results = [timed(action) for _ in range(runs)]
+    return min(seconds for seconds, _ in results), results[-1][1]
 
 
 # ----- detection -------------------------------------------------------------------------------
@@ -170,11 +176,13 @@ def bench_detection(sizes: list[int], table: Table) -> None:
 def _detection_row(size: int, settings: Settings) -> float:
     scan, approvals = _fleet(size)
     ports = [_view(host.address, p) for host in scan.hosts for p in host.ports]
-    detect_s, candidates = timed(
-        lambda: detect(scan, ports, [], ApprovalIndex(approvals), settings, NOW)
+    # The best of three runs: one run of a few milliseconds moves with whatever else the
+    # machine does (one-shot growth figures ranged 3.9x-6x for the same code).
+    detect_s, candidates = best_of(
+        3, lambda: detect(scan, ports, [], ApprovalIndex(approvals), settings, NOW)
     )
     assert candidates == [], candidates  # every port approved: nothing to raise
-    indexed_s, approved = timed(lambda: _statuses_indexed(scan, approvals))
+    indexed_s, approved = best_of(3, lambda: _statuses_indexed(scan, approvals))
     assert approved == len(ports)
     before = "(skipped)"
     if size <= 4000:  # quadratic: 16,000 x 16,000 would take minutes

@@ -40,7 +40,6 @@ import asyncio
 import io
 import os
 import random
-import resource
 import signal
 import statistics
 import subprocess
@@ -53,7 +52,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.store import Fleet  # noqa: E402
+from bench.store import Fleet, peak_mb  # noqa: E402
 from portconsole.core.adapters.findings import FindingBook  # noqa: E402
 from portconsole.core.adapters.store import Store  # noqa: E402
 from portconsole.core.domain.finding import FindingCandidate  # noqa: E402
@@ -440,8 +439,9 @@ def main() -> None:
             results = asyncio.run(measure(monitor, args.hosts, findings))
         finally:
             monitor.close()
-        # The console's peak, before this process reads the store again below.
-        console_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # The console's peak, before this process reads the store again below (VmHWM:
+        # ru_maxrss would be bench/scale.py's own peak, inherited across fork and exec).
+        console_rss_mb = peak_mb()
         # What the first data frame waits for: one store read (the console's worker makes
         # the same call), timed on its own with a fresh Monitor after the console quit.
         monitor = Monitor.open(config, data_dir, origin="tui")

@@ -172,9 +172,9 @@ class StoreReadsMixin(_AppBase):
     def wait_until_taken(self, request: int) -> None:
         """Blocking (the reader's thread): until the UI thread has taken full snapshot
         `request` and freed the snapshot it replaced. So at most two snapshots exist while
-        the next is read (the one shown and the new one): reading on at once could hold
-        three or four (~330 MB each at 10,000 hosts and 100,000 findings; one bench run
-        peaked at 1.1 GB while another process ingested)."""
+        the next is read (the one shown and the new one): a reader asked again while it
+        read went on at once and could hold three or four (~330 MB each at 10,000 hosts
+        and 100,000 findings)."""
         deadline = time.monotonic() + TAKE_TIMEOUT_SECONDS
         with self._taken:
             while (self._handled < request or self._releasing > 0) and not (
