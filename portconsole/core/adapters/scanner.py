@@ -228,15 +228,13 @@ class Scanner:
         self._command.path()  # no nmap: refused before any run
         started = utcnow()
         protocols = ["tcp", "udp"] if udp else ["tcp"]
-        sweep_ports = _sweep_ports(ports, protocols)
+        sweep_ports, batches, commands = self._sweep_plan(planned, ports, udp, known)
 
         state = ScanProgress(total=len(planned), progress=progress)
         tally = ScanTally(planned)
         # Workers watch `stop`, set on the caller's cancel or on an error that ends the scan.
         stop = threading.Event()
         halt = AnyEvent(stop, cancel)
-        batches = plan_batches(planned, known, self.batch_size_for(len(planned)))
-        commands = [self._sweep_args(b, sweep_ports, udp, discover) for b, discover in batches]
         # Sweeps started early for this scan (nmap_spawn.prelaunch) are taken over by the
         # runs below; any other is killed now. The scan started when the first of them did.
         discard_early(keep=commands)
@@ -439,13 +437,22 @@ class Scanner:
     ) -> list[list[str]]:
         """The nmap sweeps `scan` would run for these arguments, in the order it starts
         them (`cli_prelaunch` starts the first ones early, for the next such scan)."""
-        planned = self._checked(addresses)
-        sweep_ports = _sweep_ports(ports, ["tcp", "udp"] if udp else ["tcp"])
-        batches = plan_batches(planned, known, self.batch_size_for(len(planned)))
-        return [self._sweep_args(batch, sweep_ports, udp, discover) for batch, discover in batches]
+        return self._sweep_plan(self._checked(addresses), ports, udp, known)[2]
 
-    def _sweep_args(self, batch: list[str], ports: str, udp: bool, discover: bool) -> list[str]:
-        return self._command.sweep_args(batch, ports, udp, discover, stats=True)
+    def _sweep_plan(
+        self, planned: list[str], ports: PortSpec, udp: bool, known: Iterable[str] | None
+    ) -> tuple[str, list[tuple[list[str], bool]], list[list[str]]]:
+        """The sweeps' -p argument, host batches (with discovery or not) and their nmap
+        argument vectors: the -p argument is rendered from the ranges, so 'all' stays
+        short."""
+        protocols = ("tcp", "udp") if udp else ("tcp",)
+        sweep_ports = ",".join(f"{proto[0].upper()}:{ports}" for proto in protocols)
+        batches = plan_batches(planned, known, self.batch_size_for(len(planned)))
+        commands = [
+            self._command.sweep_args(batch, sweep_ports, udp, discover, stats=True)
+            for batch, discover in batches
+        ]
+        return sweep_ports, batches, commands
 
     def _sweep_batch(
         self,
@@ -505,11 +512,6 @@ class Scanner:
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def _sweep_ports(ports: PortSpec, protocols: list[str]) -> str:
-    """A sweep's -p argument: rendered from the ranges, so 'all' stays a short argument."""
-    return ",".join(f"{proto[0].upper()}:{ports}" for proto in protocols)
 
 
 def _finished(futures: list[Future[_RunOutcome]]) -> list[_RunOutcome]:
