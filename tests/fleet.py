@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import socket
+import stat
 import threading
+from pathlib import Path
 from types import TracebackType
 
 from portconsole.demo import ListenerFleet
@@ -122,3 +125,15 @@ class TestFleet:
 
     def open_ports_of(self, address: str) -> list[int]:
         return sorted(p for a, p in self.open if a == address)
+
+
+def logging_nmap(folder: Path, log: Path) -> Path:
+    """`folder/nmap`: the real nmap behind a wrapper that appends each start's arguments to
+    `log`, to prove which runs started (or that none did)."""
+    wrapper = folder / "nmap"
+    wrapper.write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\nexec {shutil.which("nmap")} "$@"\n',
+        encoding="utf-8",
+    )
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    return wrapper

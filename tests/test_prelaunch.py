@@ -22,7 +22,7 @@ import pytest
 
 from portconsole.core.adapters import nmap_spawn
 from tests.conftest import write_config
-from tests.fleet import TestFleet
+from tests.fleet import TestFleet, logging_nmap
 
 pytestmark = [
     pytest.mark.nmap,
@@ -44,12 +44,7 @@ class Setup:
         self.bin = tmp_path / "bin"
         self.bin.mkdir()
         self.log = tmp_path / "nmap-started.log"
-        wrapper = self.bin / "nmap"
-        wrapper.write_text(
-            f'#!/bin/sh\nprintf "%s\\n" "$*" >> {self.log}\nexec {shutil.which("nmap")} "$@"\n',
-            encoding="utf-8",
-        )
-        wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+        logging_nmap(self.bin, self.log)
         self.hosts = hosts
         self.ports = ",".join(str(p) for p in ports)
 

@@ -10,7 +10,6 @@ import gzip
 import hashlib
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import threading
@@ -41,7 +40,7 @@ from portconsole.demo import (
     demo_config_toml,
     demo_services,
 )
-from tests.fleet import TestFleet, free_port
+from tests.fleet import TestFleet, free_port, logging_nmap
 
 pytestmark = [
     pytest.mark.nmap,
@@ -77,13 +76,7 @@ def fleet() -> Iterator[TestFleet]:
 def recording_nmap(tmp_path: Path) -> tuple[str, Path]:
     """A real nmap behind a wrapper that logs each start, to prove none happened."""
     log = tmp_path / "nmap-started.log"
-    wrapper = tmp_path / "nmap"
-    wrapper.write_text(
-        f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\nexec {shutil.which("nmap")} "$@"\n',
-        encoding="utf-8",
-    )
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-    return str(wrapper), log
+    return str(logging_nmap(tmp_path, log)), log
 
 
 def scan_args(result_xml: bytes) -> str:
