@@ -120,13 +120,15 @@ def raw_pool(
     )
 
 
-def product_batches(hosts: Sequence[str], workers: int) -> list[list[str]]:
-    """The host batches the product's scanner makes at these settings (its own rule)."""
+def product_batches(hosts: Sequence[str], ports: int, workers: int) -> list[list[str]]:
+    """The host batches the product's scanner makes at these settings for a sweep of
+    `ports` ports per host (its own rule)."""
     from portconsole.core.adapters.scanner import Scanner
     from portconsole.core.domain.targets import Scope
     from portconsole.core.settings import ScanSettings
 
-    size = Scanner(ScanSettings(workers=workers), Scope(["127.0.0.0/8"])).batch_size_for(len(hosts))
+    scanner = Scanner(ScanSettings(workers=workers), Scope(["127.0.0.0/8"]))
+    size = scanner.batch_size_for(len(hosts), ports)
     return [list(hosts[i : i + size]) for i in range(0, len(hosts), size)]
 
 

@@ -20,6 +20,7 @@ from xml.etree import ElementTree
 
 import pytest
 
+from portconsole.core.adapters.scan_batches import batch_size_for
 from portconsole.core.adapters.scanner import (
     SPACED_DELAY_MS,
     SPACED_TRIES,
@@ -561,20 +562,36 @@ def test_demo_config_is_valid_and_covers_the_fleet(tmp_path: Path) -> None:
 
 
 def test_auto_batches_spread_hosts_over_the_workers() -> None:
-    auto = Scanner(ScanSettings(workers=4), LOOPBACK)
-    assert [auto.batch_size_for(n) for n in (1, 3, 40, 200)] == [1, 1, 10, 16]
+    four = ScanSettings(workers=4)
+
+    def size(hosts: int, ports: int, cpus: int = 16) -> int:
+        return batch_size_for(four, hosts, ports, cpus)
+
+    # Much work per host: spread evenly over the workers, at most 16 hosts per run.
+    assert [size(n, 1000) for n in (1, 40, 200)] == [1, 10, 16]
     # A large target set grows its batches: a /16 is 16 nmap runs of 4,096, not 4,096 of 16.
-    assert [auto.batch_size_for(n) for n in (1000, 65534, 1 << 24)] == [63, 4096, 4096]
+    assert [size(n, 1000) for n in (1000, 65534, 1 << 24)] == [63, 4096, 4096]
+    # Little work is fewer, bigger runs: each gets 2,048 probes or more, one run per CPU
+    # at most (a run costs ~75 ms however small).
+    assert size(40, 30) == 40  # 1,200 probes: one run
+    assert size(40, 100) == 20  # 4,000 probes: two
+    assert size(3, 1000) == 2  # 3,000 probes: two
+    assert size(40, 1000, cpus=2) == 20  # two CPUs: two runs
+    assert size(1000, 10, cpus=2) == 500
+    assert size(65534, 10, cpus=2) == 4096  # a /16 keeps its 16 runs
+    auto = Scanner(four, LOOPBACK)
+    assert auto.batch_size_for(40, 30) == 40  # the scanner applies it, with this CPU count
     assert auto.batch_timeout_for(10) == 300 and auto.batch_timeout_for(64) == 300 * 4
     assert auto.batch_timeout_for(4096) == 300 * 8  # capped: a hung run dies within the hour
-    assert Scanner(ScanSettings(workers=2), LOOPBACK).batch_size_for(3) == 2
-    assert Scanner(ScanSettings(workers=4, batch_size=5), LOOPBACK).batch_size_for(40) == 5
+    assert Scanner(ScanSettings(workers=2), LOOPBACK).batch_size_for(3, 1000) == 2
+    assert Scanner(ScanSettings(workers=4, batch_size=5), LOOPBACK).batch_size_for(40, 30) == 5
 
 
-def test_a_large_range_is_a_few_nmap_runs_and_quiet_hosts_are_up(
+def test_a_large_range_of_little_work_is_one_nmap_run_and_quiet_hosts_are_up(
     recording_nmap: tuple[str, Path],
 ) -> None:
-    """1,022 answering hosts with nothing open: 16 nmap runs, each host up with no port."""
+    """1,022 answering hosts asked one closed port each: one nmap run (1,022 probes: a run
+    costs more to start than they take), each host up with no port."""
     path, log = recording_nmap
     hosts = expand_targets(["127.89.4.0/22"], LOOPBACK)
     closed = free_port(hosts[0])
@@ -584,7 +601,7 @@ def test_a_large_range_is_a_few_nmap_runs_and_quiet_hosts_are_up(
 
     assert result.outcome == "success", result.error
     # Counted in the text: parallel runs' long log lines may interleave.
-    assert log.read_text().count("-oX - --") == len(result.raw_xml) == 16
+    assert log.read_text().count("-oX - --") == len(result.raw_xml) == 1
     assert len(result.hosts) == len(hosts) == 1022
     assert all(h.status == "up" and h.ports == [] for h in result.hosts)
 

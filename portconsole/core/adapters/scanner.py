@@ -126,9 +126,10 @@ class Scanner:
         """nmap's version, e.g. `7.93`. Raises ScannerError when nmap is missing."""
         return self._command.version()
 
-    def batch_size_for(self, hosts: int) -> int:
-        """Hosts per nmap process (see scan_batches.batch_size_for)."""
-        return batch_size_for(self.settings, hosts)
+    def batch_size_for(self, hosts: int, ports: int) -> int:
+        """Hosts per nmap process, for hosts asked `ports` ports each (see
+        scan_batches.batch_size_for)."""
+        return batch_size_for(self.settings, hosts, ports)
 
     def batch_timeout_for(self, hosts: int) -> float:
         """Seconds one nmap run over `hosts` hosts may take (see scan_batches)."""
@@ -447,7 +448,8 @@ class Scanner:
         short."""
         protocols = ("tcp", "udp") if udp else ("tcp",)
         sweep_ports = ",".join(f"{proto[0].upper()}:{ports}" for proto in protocols)
-        batches = plan_batches(planned, known, self.batch_size_for(len(planned)))
+        size = self.batch_size_for(len(planned), len(ports) * len(protocols))
+        batches = plan_batches(planned, known, size)
         commands = [
             self._command.sweep_args(batch, sweep_ports, udp, discover, stats=True)
             for batch, discover in batches
