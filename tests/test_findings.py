@@ -11,9 +11,15 @@ from tinydb import TinyDB
 
 from portconsole.core.adapters import shards
 from portconsole.core.adapters.findings import FindingBook
+from portconsole.core.adapters.findings_reads import ParsedShard
 from portconsole.core.adapters.storage import AtomicJSONStorage, DataLock
 from portconsole.core.adapters.store import Store
-from portconsole.core.domain.finding import FindingCandidate, finding_key
+from portconsole.core.domain.finding import (
+    Finding,
+    FindingCandidate,
+    finding_key,
+    findings_from_stored,
+)
 from portconsole.core.domain.model import severity_rank
 from portconsole.core.errors import NotFoundError, UserError
 
@@ -430,3 +436,66 @@ def test_open_findings_on_some_ports_in_a_transaction_or_not(
     with store.lock.hold():
         assert book.open_on(places) == wanted
         assert book.open_on(set()) == []
+
+
+def findings_documents(data_dir: Path) -> dict[str, bytes]:
+    """Every findings shard file's bytes, by file name."""
+    return {
+        name: (data_dir / "hot" / name).read_bytes() for name in finding_files(data_dir).values()
+    }
+
+
+def test_a_shard_decoded_in_one_pass_reads_as_from_json_does(tmp_path: Path) -> None:
+    book, _ = store_book(tmp_path)
+    raised = book.raise_candidates([candidate(port) for port in (21, 22, 23, 24)], T0)
+    first, second, third, fourth = (f.id for f in raised)
+    book.record_notification(first, {"ok": True, "target": "json://127.0.0.1:8099/"}, T0)
+    book.ack(first, ALICE, T0 + timedelta(minutes=5))
+    book.note(first, BOB, "owner says a developer left it running", T0 + timedelta(minutes=6))
+    book.risk_accept(second, BOB, T0 + timedelta(days=30), "vendor fix due next month", now=T0)
+    book.flag(third, BOB, "nobody owns it", T0 + timedelta(minutes=7))
+    book.close(fourth, ALICE, "decommissioned", T0 + timedelta(hours=1))
+    files = findings_documents(tmp_path)
+    assert files
+    for raw in files.values():
+        decoded = findings_from_stored(raw)
+        assert decoded is not None
+        expected = {k: Finding.from_json(v) for k, v in json.loads(raw).items()}
+        assert decoded == expected
+        # Shared as from_json shares: one host text, one object per timeline step alike.
+        found = list(decoded.values())
+        assert all(f.host is found[0].host for f in found)
+        detected = [f.timeline[0] for f in found]
+        assert all(entry is detected[0] for entry in detected)
+    other, _ = store_book(tmp_path)  # another process, reading the files cold
+    assert other.shared_all() == book.all()
+    assert [f.id for f in other.shared_open()] == [first, third]
+
+
+def test_a_document_in_another_form_is_read_with_from_json() -> None:
+    when = "2026-11-27T09:00:00Z"
+    document = Finding.from_json(
+        {
+            "id": "F-000001", "kind": "unapproved_port", "severity": "high",
+            "host": "127.77.0.50", "port": 6379, "proto": "tcp", "service": "redis",
+            "status": "new", "first_seen": when, "last_seen": when, "scan_id": "S-1",
+            "timeline": [{"step": "detected", "at": when, "actor": "portconsole"}],
+        }
+    ).to_json()  # fmt: skip
+    # (a stored form, whether the one-pass decode takes it as it is)
+    forms = [
+        ({**document, "flap_count": None}, False),  # an earlier version's null
+        ({**document, "first_seen": "2026-11-27T10:00:00+01:00"}, False),  # not in UTC
+        ({**document, "timeline": [{"step": "detected", "at": "2026-11-27T09:00:00"}]}, False),
+        ({k: v for k, v in document.items() if k != "last_scan_id"}, True),  # its default
+    ]
+    for form, as_it_is in forms:
+        raw = json.dumps({"1": form}).encode()
+        shard = ParsedShard(raw)
+        assert shard.findings == (Finding.from_json(form),)
+        assert (findings_from_stored(raw) is not None) is as_it_is
+    assert shard.findings[0].first_seen == T0
+    with pytest.raises(TypeError, match="lacks 'status'"):
+        ParsedShard(
+            json.dumps({"1": {k: v for k, v in document.items() if k != "status"}}).encode()
+        )

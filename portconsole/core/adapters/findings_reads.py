@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from tinydb import TinyDB
 
 from portconsole.core.adapters.shards import Projection
-from portconsole.core.domain.finding import Finding
+from portconsole.core.domain.finding import Finding, findings_from_stored
 from portconsole.core.domain.model import severity_rank
 
 TABLE = "findings"
@@ -41,9 +42,15 @@ class ParsedShard:
 
     __slots__ = ("doc_ids", "findings", "queue")
 
-    def __init__(self, docs: dict[str, Any]) -> None:
-        self.doc_ids = tuple(sorted(int(k) for k in docs))
-        self.findings = tuple(Finding.from_json(docs[str(k)]) for k in self.doc_ids)
+    def __init__(self, docs: Mapping[str, Any] | bytes) -> None:
+        """`docs`: the shard's documents, or its file's bytes (decoded in one pass when
+        every document is in the form `to_json` writes, else each with `from_json`)."""
+        found = findings_from_stored(docs) if isinstance(docs, bytes) else None
+        if found is None:
+            documents = json.loads(docs) if isinstance(docs, bytes) else docs
+            found = {k: Finding.from_json(v) for k, v in documents.items()}
+        self.doc_ids = tuple(sorted(int(k) for k in found))
+        self.findings = tuple(found[str(k)] for k in self.doc_ids)
         self.queue = queue_of(self.findings)
 
     def get(self, doc_id: int) -> Finding | None:
@@ -69,7 +76,7 @@ class SharedReads:
             return None
         known = self.parsed
         parsed: dict[str, ParsedShard] = {}
-        for name, docs in data.table_shards(TABLE, known):
+        for name, docs in data.table_shards(TABLE, known, raw=True):
             found = known.get(name) if docs is None else None
             parsed[name] = found if found is not None else ParsedShard(docs or {})
         self.parsed = parsed

@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Container, Iterator, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from portconsole.core.adapters.projection import DERIVED_TABLES, POSITION_TABLE
 from portconsole.core.adapters.storage import (
@@ -256,9 +256,19 @@ class Projection(MutableMapping[str, Any]):
         changed) rather than a transaction's own."""
         return self._cache is not None
 
+    @overload
     def table_shards(
-        self, table: str, known: Container[str] = ()
-    ) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        self, table: str, known: Container[str] = (), *, raw: Literal[False] = False
+    ) -> Iterator[tuple[str, dict[str, Any] | None]]: ...
+
+    @overload
+    def table_shards(
+        self, table: str, known: Container[str] = (), *, raw: Literal[True]
+    ) -> Iterator[tuple[str, dict[str, Any] | bytes | None]]: ...
+
+    def table_shards(
+        self, table: str, known: Container[str] = (), *, raw: bool = False
+    ) -> Iterator[tuple[str, dict[str, Any] | bytes | None]]:
         """A table's shards in order, each as (the file it was read from, its documents):
         a file name names the same documents for as long as it exists, so a reader may keep
         what it derived from them by that name. A shard not read from a file (changed in
@@ -268,7 +278,9 @@ class Projection(MutableMapping[str, Any]):
         `known` is not loaded (None), and the others are parsed without being kept (in a
         shared projection's cache or a transaction's shards: 100,000 findings held twice,
         as documents and as the reader's objects, took 300 MB more). One shard at a time: a reader that parses
-        each as it comes holds one shard's documents, not the table's."""
+        each as it comes holds one shard's documents, not the table's. `raw`: a shard read
+        from its file comes as its bytes, for a reader that parses them its own way (one
+        held parsed comes as documents still)."""
         for shard in self._shards_of(table):
             changed = shard in self._set or shard in self._watch or shard not in self.files
             if changed:
@@ -278,13 +290,13 @@ class Projection(MutableMapping[str, Any]):
             if str(self.files[shard][0]) in known:
                 yield str(self.files[shard][0]), None
                 continue
-            docs: dict[str, Any] | None = self._loaded.get(shard)
+            docs: dict[str, Any] | bytes | None = self._loaded.get(shard)
             if docs is None and self._cache is not None:
                 docs = self._cache.get(str(self.files[shard][0]))
-                if docs is None:
-                    docs = json.loads(self._read(shard))  # may move to a newer file name
             if docs is None:
-                docs = json.loads(self._read(shard))  # a transaction's: not kept either
+                # Not kept (a shared projection's cache, a transaction's shards); the read
+                # may move to a newer file name.
+                docs = self._read(shard) if raw else json.loads(self._read(shard))
             yield str(self.files[shard][0]), docs
             docs = None  # this shard's documents go before the next is read
 
