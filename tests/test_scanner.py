@@ -587,21 +587,29 @@ def test_auto_batches_spread_hosts_over_the_workers() -> None:
     assert Scanner(ScanSettings(workers=4, batch_size=5), LOOPBACK).batch_size_for(40, 30) == 5
 
 
-def test_a_large_range_of_little_work_is_one_nmap_run_and_quiet_hosts_are_up(
-    recording_nmap: tuple[str, Path],
+@pytest.mark.parametrize(
+    ("settings", "runs"),
+    [
+        # 1,022 probes: one run (a run costs more to start than they take).
+        (ScanSettings(workers=4), 1),
+        # Cut by hand: 16 runs, four at a time, their results merged.
+        (ScanSettings(workers=4, batch_size=64), 16),
+    ],
+)
+def test_a_large_range_is_few_nmap_runs_and_quiet_hosts_are_up(
+    recording_nmap: tuple[str, Path], settings: ScanSettings, runs: int
 ) -> None:
-    """1,022 answering hosts asked one closed port each: one nmap run (1,022 probes: a run
-    costs more to start than they take), each host up with no port."""
+    """1,022 answering hosts asked one closed port each: each host up with no port."""
     path, log = recording_nmap
     hosts = expand_targets(["127.89.4.0/22"], LOOPBACK)
     closed = free_port(hosts[0])
-    scanner = Scanner(ScanSettings(workers=4), LOOPBACK, nmap_path=path)
+    scanner = Scanner(settings, LOOPBACK, nmap_path=path)
 
     result = scanner.scan(hosts, PortSpec.of([closed]), fingerprint="none")
 
     assert result.outcome == "success", result.error
     # Counted in the text: parallel runs' long log lines may interleave.
-    assert log.read_text().count("-oX - --") == len(result.raw_xml) == 1
+    assert log.read_text().count("-oX - --") == len(result.raw_xml) == runs
     assert len(result.hosts) == len(hosts) == 1022
     assert all(h.status == "up" and h.ports == [] for h in result.hosts)
 
