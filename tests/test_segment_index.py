@@ -19,6 +19,7 @@ from portconsole.core.adapters.store_segment import (
     encode_checkpoint,
     encode_checkpoint_line,
     encode_lines,
+    release,
 )
 from portconsole.core.errors import StoreError
 
@@ -145,3 +146,13 @@ def test_a_checkpoint_is_written_and_read_a_row_at_a_time_as_the_same_bytes(
     assert segment.checkpoint(streamed) == json.loads(whole)[1]
     assert streamed.value is None  # decoded a row at a time, not kept
     assert segment.checkpoint(fallback) == json.loads(whole)[1]  # another form: parsed whole
+
+
+def test_release_empties_big_containers_and_leaves_what_they_held_to_others() -> None:
+    kept = ["a row someone else still holds"]
+    rows = [[n, "x"] for n in range(5000)] + [kept]
+    table = {f"127.0.{n // 250}.{n % 250}": {"22/tcp": [n]} for n in range(5000)}
+    table["127.9.9.9"] = {"kept": kept}
+    release(rows, table, [], {})
+    assert rows == [] and table == {}
+    assert kept == ["a row someone else still holds"]

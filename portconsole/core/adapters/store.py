@@ -96,6 +96,7 @@ from portconsole.core.adapters.store_segment import (
     decode_checkpoint,
     encode_checkpoint_line,
     encode_lines,
+    release,
 )
 from portconsole.core.domain.changes import HotTables, apply_scan, check_scan_id, list_id
 from portconsole.core.domain.model import OPEN, Change, ScanResult
@@ -460,7 +461,10 @@ class Store(HistoryReader, ProjectionKeeper, SegmentFiles):
                 else:
                     items.append((key, row, None, None))
             port_lines.append((address, items))
-        return encode_checkpoint_line(host_lines, port_lines)
+        try:
+            return encode_checkpoint_line(host_lines, port_lines)
+        finally:
+            release(port_lines, host_lines, ports, hosts, seen_now)
 
     # ------------------------------------------------------------------ current state
 
