@@ -13,6 +13,7 @@ The book that stores them and applies the lifecycle is adapters/findings.py.
 
 from __future__ import annotations
 
+import functools
 import sys
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -330,7 +331,12 @@ def _time_or_none(raw: Any) -> datetime | None:
 
 
 _ALL_FIELDS = attrgetter(*Finding.__struct_fields__)
-_STORED = msgspec.json.Decoder(dict[str, Finding])
+
+
+@functools.cache
+def _stored_decoder() -> msgspec.json.Decoder[dict[str, Finding]]:
+    """Built on first use, not at import: every command imports this module."""
+    return msgspec.json.Decoder(dict[str, Finding])
 
 
 def findings_from_stored(raw: bytes) -> dict[str, Finding] | None:
@@ -342,7 +348,7 @@ def findings_from_stored(raw: bytes) -> dict[str, Finding] | None:
     reads those with `from_json`, which takes them. Shares text and times as `from_json`
     does, and a timeline step the findings hold alike is one object (entries are frozen)."""
     try:
-        found = _STORED.decode(raw)
+        found = _stored_decoder().decode(raw)
     except msgspec.MsgspecError:
         return None
     moments: dict[datetime, datetime] = {}
