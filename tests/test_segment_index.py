@@ -19,9 +19,9 @@ from portconsole.core.adapters.store_segment import (
     encode_checkpoint,
     encode_checkpoint_line,
     encode_lines,
-    release,
 )
 from portconsole.core.errors import StoreError
+from portconsole.core.release import release
 
 
 def _lines(rng: random.Random) -> list[list]:

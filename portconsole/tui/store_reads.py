@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from textual import work
 
 from portconsole.core.errors import UserError
+from portconsole.core.release import release
 from portconsole.tui.alerts import AlertTracker, rings_bell
 from portconsole.tui.messages import FleetSnapshot, PollFinished, RefreshWanted, SnapshotLoaded
 from portconsole.tui.screens.base import ConsoleScreen
@@ -40,8 +41,6 @@ log = logging.getLogger("portconsole.tui.app")
 FULL_RELOAD_SECONDS = 15.0
 # How often what `read_without_gc` froze is handed back to the garbage collector.
 RECLAIM_SECONDS = 600.0
-# How many of a replaced snapshot's rows `release_snapshot` frees at a time.
-RELEASE_SLICE = 2048
 # How often a reader waiting for the UI thread to take its snapshot looks at the quit, and
 # how long it waits at most (an app that stopped taking messages never holds it forever).
 POLL_SECONDS = 0.1
@@ -78,9 +77,7 @@ def release_snapshot(snapshot: FleetSnapshot) -> None:
     snapshot.findings, snapshot.hosts = [], []
     snapshot.findings_by_id, snapshot.hosts_by_address, snapshot.open_episodes = {}, {}, {}
     snapshot.seen = {}
-    for items in (findings, hosts):
-        while items:
-            del items[-RELEASE_SLICE:]
+    release(findings, hosts)
 
 
 class StoreReadsMixin(_AppBase):

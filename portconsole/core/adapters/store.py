@@ -96,13 +96,13 @@ from portconsole.core.adapters.store_segment import (
     decode_checkpoint,
     encode_checkpoint_line,
     encode_lines,
-    release,
 )
 from portconsole.core.domain.changes import HotTables, apply_scan, check_scan_id, list_id
 from portconsole.core.domain.model import OPEN, Change, ScanResult
 from portconsole.core.domain.raw_xml import gzip_members
 from portconsole.core.domain.state import ROW_STATE, as_utc, parse_time, split_port_key
 from portconsole.core.errors import StoreError
+from portconsole.core.release import release
 from portconsole.core.settings import RetentionSettings
 from portconsole.core.timeutil import iso, month_key, utcnow
 

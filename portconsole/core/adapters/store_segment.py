@@ -46,6 +46,7 @@ from portconsole.core.adapters.json_pieces import (
 from portconsole.core.adapters.storage import quarantine
 from portconsole.core.domain.state import parse_time
 from portconsole.core.errors import StoreError
+from portconsole.core.release import release
 
 SEGMENT_DIR = "scans"
 SEGMENT_SUFFIX = ".jsonl"
@@ -70,24 +71,6 @@ def no_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-# How many items `release` frees at a time.
-RELEASE_SLICE = 2048
-
-
-def release(*containers: list[Any] | dict[Any, Any]) -> None:
-    """Empty big lists and dicts a slice at a time, in order. Dropped at once, the rows of
-    a 200,000-port checkpoint were freed in one cascade that held the GIL ~100 ms: a console
-    running its own scan cycle froze that long (bench/tui.py)."""
-    for items in containers:
-        if isinstance(items, dict):
-            while items:
-                for _ in range(min(RELEASE_SLICE, len(items))):
-                    items.popitem()
-        else:
-            while items:
-                del items[-RELEASE_SLICE:]
 
 
 def encode_lines(lines: list[list[Any]]) -> bytes:
