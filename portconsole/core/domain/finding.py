@@ -355,11 +355,7 @@ def findings_from_stored(raw: bytes) -> dict[str, Finding] | None:
     entries: dict[TimelineEntry, TimelineEntry] = {}
     moment = moments.setdefault
     for finding in found.values():
-        first, last = finding.first_seen, finding.last_seen
-        if first.tzinfo is not UTC or last.tzinfo is not UTC:
-            return None
-        finding.first_seen, finding.last_seen = moment(first, first), moment(last, last)
-        for name in ("risk_until", "resolved_at"):
+        for name in _TIME_FIELDS:
             value = getattr(finding, name)
             if value is not None:
                 if value.tzinfo is not UTC:
