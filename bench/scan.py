@@ -321,8 +321,8 @@ def silent(args: argparse.Namespace, table: Table, work: Path) -> None:
         silent_count = fleet.place(args.silent, ("tcp",), rng)
         sweeps = [raw_sweep(fleet).seconds for _ in range(3)]
         sweep = median(sweeps)
-        # A confirmed finding needs two nmap runs (the sweep, then its re-probe), and a run
-        # costs this much even for one port of one host.
+        # A run costs this much even for one port of one host: what a finding would wait
+        # for again if its confirmation were an nmap re-probe (scan.confirm_connect off).
         host, port = next((h, p) for h, ports in fleet.opened.items() for p in ports)
         one_run = median(raw_pool([[host]], str(port), 1).seconds for _ in range(3))
         config = run_dir / "config.toml"
@@ -375,7 +375,8 @@ def silent(args: argparse.Namespace, table: Table, work: Path) -> None:
         f"{'' if complete else 'NOT all '}within {took:.1f} s of the cycle's start; the cycle "
         f"ended in {end}; its own sweep {own:.2f} s (ratio {took / own:.1f}); raw pool sweep "
         f"{sweep:.2f} s (ratio {ratio:.1f})  (target <= 2); one raw nmap run of one port "
-        f"takes {one_run:.2f} s here, and a finding waits for two (the sweep, its re-probe)"
+        f"takes {one_run:.2f} s here, which a new TCP port confirmed by a connect does not "
+        f"wait for again"
     )
     if sv_done:
         print(

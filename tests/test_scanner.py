@@ -449,9 +449,16 @@ def test_a_spaced_probe_spreads_its_tries_in_one_bounded_run(
     assert SPACED_DELAY_MS / 1000 <= took < spaced_seconds(2), took
 
 
-def test_a_cycle_confirms_new_ports_with_batched_reprobes(fleet: TestFleet, tmp_path: Path) -> None:
-    """The real scanner's confirm: every suspect host re-probed together; a port that
-    closed between the sweep and the re-probe is unconfirmed and raises nothing."""
+@pytest.mark.parametrize("connect", [False, True], ids=["nmap-only", "connect-first"])
+def test_a_cycle_confirms_new_ports_with_batched_reprobes(
+    fleet: TestFleet, tmp_path: Path, connect: bool
+) -> None:
+    """The real scanner's confirm: a port that closed between the sweep and the re-probe
+    is unconfirmed and raises nothing. nmap-only: every suspect host re-probed together in
+    one round. connect-first: the new ports that accept a TCP connect are confirmed with no
+    nmap run; only the one that closed is asked of nmap, which finds it closed."""
+    from msgspec.structs import replace
+
     from portconsole.core.monitor import Monitor
     from tests.conftest import write_config
 
@@ -459,22 +466,33 @@ def test_a_cycle_confirms_new_ports_with_batched_reprobes(fleet: TestFleet, tmp_
     steady = {host: fleet.listen(host, "tcp") for host in hosts}
     flapping = fleet.listen(hosts[3], "tcp")
     asked: list[dict[str, list[tuple[int, str]]]] = []
+    connected: list[dict[str, list[tuple[int, str]]]] = []
 
     class FlapBeforeReprobe(Scanner):
+        def confirm_open(self, questions, cancel=None):  # type: ignore[no-untyped-def]
+            connected.append({a: sorted(p) for a, p in questions.items()})
+            fleet.close(hosts[3], flapping)
+            return super().confirm_open(questions, cancel)
+
         def probe_many(self, questions, cancel=None, *, spaced=False):  # type: ignore[no-untyped-def]
             asked.append({a: sorted(p) for a, p in questions.items()})
             fleet.close(hosts[3], flapping)
             return super().probe_many(questions, cancel, spaced=spaced)
 
     settings, paths = load_settings(write_config(tmp_path / "config.toml"), tmp_path / "data")
+    scan_settings = replace(settings.scan, confirm_connect=connect)
     monitor = Monitor(
-        settings, paths, scanner=FlapBeforeReprobe(settings.scan, settings.scope_obj())
+        settings, paths, scanner=FlapBeforeReprobe(scan_settings, settings.scope_obj())
     )
     ports = ",".join(str(p) for p in [*steady.values(), flapping])
 
     result = monitor.run_cycle(targets=hosts, ports=ports, fingerprint="none")
 
-    assert len(asked) == 1 and set(asked[0]) == set(hosts)  # one batched re-probe round
+    if connect:
+        assert len(connected) == 1 and set(connected[0]) == set(hosts)
+        assert asked == [{hosts[3]: [(flapping, "tcp")]}]
+    else:
+        assert len(asked) == 1 and set(asked[0]) == set(hosts)  # one batched re-probe round
     assert result.unconfirmed == [f"{hosts[3]}:{flapping}/tcp"]
     raised = {(f.host, f.port) for f in result.findings if f.port is not None}
     assert raised == {(host, port) for host, port in steady.items()}

@@ -115,6 +115,12 @@ def test_the_fingerprint_of_every_section_is_what_earlier_versions_recorded(
     # And it moves with any value: one port more is another fingerprint.
     changed, _ = load(tmp_path, EVERY_SECTION.replace('ports = "80,443"', 'ports = "80,444"'))
     assert settings_fingerprint(changed) != EVERY_SECTION_SHA256  # type: ignore[arg-type]
+    # A setting added later counts once it is set away from its default.
+    for value, same in (("true", True), ("false", False)):
+        text = EVERY_SECTION.replace("[scan]\n", f"[scan]\nconfirm_connect = {value}\n", 1)
+        later, _ = load(tmp_path, text)
+        assert later.scan.confirm_connect is same  # type: ignore[attr-defined]
+        assert (settings_fingerprint(later) == EVERY_SECTION_SHA256) is same  # type: ignore[arg-type]
 
 
 def test_values_are_typed_and_normalised(tmp_path: Path) -> None:

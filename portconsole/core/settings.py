@@ -124,6 +124,16 @@ class ScanSettings(Strict):
             description="Re-probes of a new or vanished port before it becomes a finding.",
         ),
     ] = 1
+    confirm_connect: Annotated[
+        bool,
+        Meta(
+            description=(
+                "Confirm a new open TCP port by a TCP connect (closed at once, nothing "
+                "sent) before any nmap re-probe: reported one nmap run sooner. A port "
+                "that does not accept is re-probed by nmap as before."
+            )
+        ),
+    ] = True
     flap_window: Annotated[
         int,
         Meta(

@@ -113,6 +113,19 @@ class BatchProber(Protocol):
     ) -> dict[str, PortStates]: ...
 
 
+@runtime_checkable
+class OpenConfirmer(Protocol):
+    """A scanner that can confirm a port open without an nmap run (`Scanner.confirm_open`:
+    a TCP connect). The confirm step asks it first for the new ports of a sweep; a port
+    it does not name goes to the re-probe as before."""
+
+    def confirm_open(
+        self,
+        questions: Mapping[str, Iterable[tuple[int, str]]],
+        cancel: threading.Event | None = None,
+    ) -> dict[str, set[tuple[int, str]]]: ...
+
+
 def normalise_addresses(addresses: Iterable[str]) -> list[str]:
     """Every address as canonical text; anything that is not an IP address is refused."""
     out: dict[str, None] = {}

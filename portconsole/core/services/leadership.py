@@ -22,8 +22,16 @@ from portconsole.core.timeutil import iso
 SETTINGS_TABLE = "settings_fingerprint"
 
 
+# Settings added after data dirs began recording fingerprints, each with its default: left
+# out of the fingerprint at that default, so that an upgrade which adds a setting is not a
+# change of the configuration (nor makes an upgraded console and a daemon not yet upgraded
+# disagree on who may lead). A config that sets another value is fingerprinted with it.
+LATER_SETTINGS: dict[tuple[str, str], object] = {("scan", "confirm_connect"): True}
+
+
 def settings_fingerprint(settings: Settings) -> str:
-    """sha256 of the effective settings, notification secrets masked, data dir left out."""
+    """sha256 of the effective settings, notification secrets masked, data dir and later
+    settings at their defaults (LATER_SETTINGS) left out."""
     from portconsole.core.secrets import mask_url
     from portconsole.core.strict import to_builtins
 
@@ -32,6 +40,9 @@ def settings_fingerprint(settings: Settings) -> str:
         {**to_builtins(t), "url": mask_url(t.url)} for t in settings.notify.targets()
     ]
     data.pop("data_dir", None)
+    for (section, key), default in LATER_SETTINGS.items():
+        if data[section].get(key) == default:
+            del data[section][key]
     return hashlib.sha256(
         json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()
