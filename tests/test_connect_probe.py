@@ -115,3 +115,15 @@ def test_the_scanner_confirms_tcp_only_inside_its_scope(fleet: TestFleet) -> Non
     # Turned off: nothing is confirmed this way, every port goes to nmap.
     off = Scanner(replace(ScanSettings(), confirm_connect=False), Scope([f"{address}/32"]))
     assert off.confirm_open(question) == {}
+
+
+def test_ipv6_loopback(fleet: TestFleet) -> None:
+    try:
+        port = fleet.listen("::1")
+    except Exception:  # noqa: BLE001 - some CI containers have no ::1
+        pytest.skip("::1 is not available")
+    with socket.socket(socket.AF_INET6) as unused:
+        unused.bind(("::1", 0))
+        refused = int(unused.getsockname()[1])  # nothing listens once it is closed
+
+    assert connect_probe.accepting([("::1", port), ("::1", refused)]) == {("::1", port)}
