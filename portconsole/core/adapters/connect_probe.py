@@ -22,11 +22,15 @@ import errno
 import selectors
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
+
+from portconsole.core.adapters.scanning import check_pairs, checked_addresses
 
 if TYPE_CHECKING:
     import socket
+
+    from portconsole.core.domain.targets import Scope
 
 # More ports than this in one confirm go to nmap whole: each connect leaves a socket in
 # TIME_WAIT for a minute, and a batch this size is not a new port someone waits for.
@@ -36,6 +40,27 @@ MAX_IN_FLIGHT = 128
 # dropped would be sent again only after 1 s, so nothing is waited for beyond that.
 WINDOW = 1.0
 _POLL = 0.05
+
+
+def open_ports(
+    questions: Mapping[str, Iterable[tuple[int, str]]],
+    scope: Scope,
+    cancel: threading.Event | None = None,
+) -> dict[str, set[tuple[int, str]]]:
+    """The TCP ports of `questions` (address -> (port, proto) pairs) that accept a
+    connection now, by canonical address (`accepting`); UDP ones are never asked. Every
+    address is checked against `scope` first, as for nmap (TargetError outside it)."""
+    pairs: list[tuple[str, int]] = []
+    for address, ports in questions.items():
+        tcp = sorted({int(p) for p, proto in ports if proto == "tcp"})
+        if tcp:
+            check_pairs([(port, "tcp") for port in tcp])
+            checked = checked_addresses([address], scope)[0]
+            pairs.extend((checked, port) for port in tcp)
+    found: dict[str, set[tuple[int, str]]] = {}
+    for address, port in accepting(pairs, cancel=cancel):
+        found.setdefault(address, set()).add((port, "tcp"))
+    return found
 
 
 def accepting(

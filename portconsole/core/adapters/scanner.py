@@ -399,22 +399,12 @@ class Scanner:
         cancel: threading.Event | None = None,
     ) -> dict[str, set[tuple[int, str]]]:
         """The TCP ports of `questions` (address -> ports the sweep just saw open) that
-        accept a connection now, by host (connect_probe.accepting): open, without an nmap
-        run. A port left out is unknown, not closed: the caller asks nmap (`probe_many`).
-        Nothing when `scan.confirm_connect` is off or a UDP port is all there is."""
+        accept a connection now (connect_probe.open_ports): open, without an nmap run. A
+        port left out is unknown, not closed: the caller asks nmap (`probe_many`). Nothing
+        when `scan.confirm_connect` is off."""
         if not self.settings.confirm_connect:
             return {}
-        pairs: list[tuple[str, int]] = []
-        for address, ports in questions.items():
-            tcp = sorted({int(p) for p, proto in ports if proto == "tcp"})
-            if tcp:
-                check_pairs([(port, "tcp") for port in tcp])
-                checked = self._checked([address])[0]
-                pairs.extend((checked, port) for port in tcp)
-        found: dict[str, set[tuple[int, str]]] = {}
-        for address, port in connect_probe.accepting(pairs, cancel=cancel):
-            found.setdefault(address, set()).add((port, "tcp"))
-        return found
+        return connect_probe.open_ports(questions, self.scope, cancel)
 
     def fingerprint(
         self,
