@@ -11,9 +11,11 @@ Why we run nmap ourselves instead of calling ``nmap.PortScanner().scan()``:
   a batch timeout) kills the whole process group within a second and leaves no nmap
   behind; and each nmap is killed by the kernel if we die (``PR_SET_PDEATHSIG``).
 
-Which nmap and which arguments: ``scan_command``; how hosts are cut into runs and how
-long a run may take: ``scan_batches``; one progress figure over the runs going at once:
-``scanning.ScanProgress``, fed live from nmap's own ``--stats-every`` reports.
+Which nmap and which arguments: ``scan_command``; one run from start to end, and the
+scope gate every question passes: ``nmap_runner.NmapRunner``, which ``Scanner`` extends;
+how hosts are cut into runs and how long a run may take: ``scan_batches``; one progress
+figure over the runs going at once: ``scanning.ScanProgress``, fed live from nmap's own
+``--stats-every`` reports; a new port confirmed by a TCP connect: ``connect_probe``.
 
 nmap's XML is read by ``nmap_parse.ReportStream``, the same reader as an imported report,
 so a scan and an import of one network agree; it is parsed once, as nmap writes it, and a
@@ -34,32 +36,20 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from msgspec import Struct, field
-
 from portconsole.core.adapters import connect_probe
-from portconsole.core.adapters.nmap_output import NmapOutput
-from portconsole.core.adapters.nmap_parse import LiveCounts, ReportRefused
-from portconsole.core.adapters.nmap_process import (
-    AnyEvent,
-    Cancellable,
-    raw_sockets_allowed,
-    run_process,
-    wait_all,
-)
+from portconsole.core.adapters.nmap_parse import LiveCounts
+from portconsole.core.adapters.nmap_process import AnyEvent, Cancellable, wait_all
+from portconsole.core.adapters.nmap_runner import NmapRunner, RunOutcome
 from portconsole.core.adapters.nmap_spawn import discard as discard_early
 from portconsole.core.adapters.nmap_spawn import launched_at
 from portconsole.core.adapters.scan_batches import (
-    batch_size_for,
-    batch_timeout_for,
     nmap_hostgroup,
     plan_batches,
     port_argument,
     probe_batches,
     split_batches,
     tcp_port_count,
-    timeout_note,
 )
-from portconsole.core.adapters.scan_command import NMAP_MISSING, NmapCommand, raise_if_user_fixable
 from portconsole.core.adapters.scanning import (
     Fingerprint,
     PortStates,
@@ -68,7 +58,6 @@ from portconsole.core.adapters.scanning import (
     ScanTally,
     check_fingerprint_mode,
     check_pairs,
-    checked_addresses,
     chosen_ports,
     new_scan_id,
 )
@@ -79,10 +68,8 @@ from portconsole.core.domain.model import (
     Progress,
     ScanResult,
 )
-from portconsole.core.domain.raw_xml import GzipMember
-from portconsole.core.domain.targets import PortSpec, Scope, ip_sort_key
+from portconsole.core.domain.targets import PortSpec, ip_sort_key
 from portconsole.core.errors import ScannerError, TargetError
-from portconsole.core.settings import ScanSettings
 from portconsole.core.timeutil import utcnow
 
 __all__ = ["Fingerprint", "ScanCancelled", "Scanner", "new_scan_id"]
@@ -96,100 +83,8 @@ SPACED_TRIES = 2
 SPACED_SLACK_SECONDS = 3.0
 
 
-class _RunOutcome(Struct):
-    """What one nmap process produced: parsed hosts, or why there are none."""
-
-    addresses: list[str]
-    xml: GzipMember | None = None
-    hosts: dict[str, HostObservation] = field(default_factory=dict)
-    error: str = ""
-    cancelled: bool = False
-    version: str = ""  # the nmap version its report names
-
-
-class Scanner:
+class Scanner(NmapRunner):
     """Runs nmap for the monitor. Thread-safe: one Scanner may serve several scans."""
-
-    def __init__(self, settings: ScanSettings, scope: Scope, nmap_path: str | None = None) -> None:
-        self.settings = settings
-        self.scope = scope
-        self.privileged = raw_sockets_allowed() and not settings.force_unprivileged
-        self.scan_type = "syn" if self.privileged else "connect"
-        self._command = NmapCommand(settings, self.privileged, nmap_path)
-
-    # -- nmap and sizing --------------------------------------------------------------
-
-    def nmap_path(self) -> str:
-        """The nmap binary in use, looked up once. Raises ScannerError when there is none."""
-        return self._command.path()
-
-    def nmap_version(self) -> str:
-        """nmap's version, e.g. `7.93`. Raises ScannerError when nmap is missing."""
-        return self._command.version()
-
-    def batch_size_for(self, hosts: int, ports: int) -> int:
-        """Hosts per nmap process, for hosts asked `ports` ports each (see
-        scan_batches.batch_size_for)."""
-        return batch_size_for(self.settings, hosts, ports)
-
-    def batch_timeout_for(self, hosts: int) -> float:
-        """Seconds one nmap run over `hosts` hosts may take (see scan_batches)."""
-        return batch_timeout_for(self.settings, hosts)
-
-    # -- checks -------------------------------------------------------------------------
-
-    def _checked(self, addresses: Iterable[str]) -> list[str]:
-        # The last gate before nmap: a caller that skipped target parsing is still refused.
-        return checked_addresses(addresses, self.scope)
-
-    def _require_udp_privilege(self) -> None:
-        self._command.require_udp_privilege()
-
-    # -- running nmap -------------------------------------------------------------------
-
-    def _run(
-        self,
-        args: list[str],
-        addresses: list[str],
-        cancel: Cancellable | None,
-        timeout: float,
-        *,
-        open_only: bool = True,
-        on_progress: Callable[[LiveCounts], None] | None = None,
-    ) -> _RunOutcome:
-        """Run one nmap to completion, timeout or cancel, parsing its XML as it arrives.
-
-        `open_only`: keep only open ports (a sweep or probe); a -sV run keeps every port.
-        `on_progress`: told what the run has written so far, as it arrives.
-        """
-        outcome = _RunOutcome(addresses=addresses)
-        reading = NmapOutput(open_only, on_progress)
-        try:
-            ran = run_process(args, cancel, timeout, reading.take)
-        except FileNotFoundError:
-            raise ScannerError(NMAP_MISSING) from None
-        except PermissionError:
-            raise ScannerError(f"cannot execute {args[0]}: check its permissions") from None
-        if ran.cancelled:
-            outcome.cancelled = True
-            return outcome
-        if ran.timed_out:
-            outcome.error = timeout_note(timeout)
-            return outcome
-        stderr = ran.stderr.decode("utf-8", "replace")
-        if ran.returncode != 0:
-            raise_if_user_fixable(stderr)
-            first = next((ln for ln in stderr.splitlines() if ln.strip()), "no message")
-            outcome.error = f"nmap exited with status {ran.returncode}: {first.strip()[:200]}"
-            return outcome
-        try:
-            outcome.hosts = reading.hosts()
-            outcome.version = reading.version
-        except ReportRefused as error:
-            outcome.error = f"nmap output could not be read: not usable nmap XML ({error})"
-            return outcome
-        outcome.xml = reading.xml()
-        return outcome
 
     # -- public API ---------------------------------------------------------------------
 
@@ -366,7 +261,7 @@ class Scanner:
         hosts = sorted(wanted, key=ip_sort_key)
         batches = split_batches(hosts, len(hosts)) if spaced else probe_batches(wanted)
 
-        def run(batch: list[str]) -> _RunOutcome:
+        def run(batch: list[str]) -> RunOutcome:
             asked = sorted({pair for address in batch for pair in wanted[address]})
             udp = any(proto == "udp" for _, proto in asked)
             args = self._command.sweep_args(batch, port_argument(asked), udp)
@@ -480,7 +375,7 @@ class Scanner:
         cancel: Cancellable,
         state: ScanProgress,
         discover: bool = False,
-    ) -> _RunOutcome:
+    ) -> RunOutcome:
         state.begin(key, len(batch), nmap_hostgroup(tcp_port_count(ports), udp))
 
         def live(counts: LiveCounts) -> None:
@@ -507,7 +402,7 @@ class Scanner:
         pairs: list[tuple[int, str]],
         cancel: Cancellable,
         state: ScanProgress,
-    ) -> _RunOutcome:
+    ) -> RunOutcome:
         state.begin(key, 1, 1)
 
         def live(counts: LiveCounts) -> None:
@@ -530,7 +425,7 @@ class Scanner:
 # -- helpers ----------------------------------------------------------------------------
 
 
-def _finished(futures: list[Future[_RunOutcome]]) -> list[_RunOutcome]:
+def _finished(futures: list[Future[RunOutcome]]) -> list[RunOutcome]:
     return [f.result() for f in futures if f.done() and not f.cancelled()]
 
 
