@@ -30,6 +30,7 @@ pytestmark = [
 ]
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
+HEAD = shutil.which("head") or "/usr/bin/head"
 
 
 class Setup:
@@ -204,6 +205,25 @@ def test_an_early_run_is_claimed_once_by_its_exact_arguments() -> None:
         assert proc is not None and proc.poll() is None
         assert nmap_spawn.claim(args) is None  # taken
         nmap_spawn.kill_group(proc)
+    finally:
+        nmap_spawn.discard()
+
+
+def test_an_early_run_is_not_stopped_by_output_nobody_reads_yet() -> None:
+    """Until the scan takes it over, nobody reads an early run's output. A sweep of a few
+    hundred hosts writes more XML than a pipe holds by default (64 KiB): the run must not
+    stop there, and the scan must then read every byte."""
+    size = 512 * 1024
+    args = [HEAD, "-c", str(size), "/dev/zero"]
+    assert nmap_spawn.prelaunch([args]) == 1
+    try:
+        proc = nmap_spawn._early[tuple(args)].proc
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.returncode == 0  # ended with all of it written, nobody reading
+        assert nmap_spawn.claim(args) is proc
+        assert proc.stdout is not None and len(proc.stdout.read()) == size
     finally:
         nmap_spawn.discard()
 

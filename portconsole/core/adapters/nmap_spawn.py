@@ -40,6 +40,10 @@ SETPRIV_EXEC_FAILED: dict[int, type[OSError]] = {127: FileNotFoundError, 126: Pe
 # An early run is taken over only this soon after it started: later, what it saw would be
 # recorded after scans that looked after it.
 MAX_AGE_SECONDS = 5.0
+# What an early run's stdout pipe may hold until the scan takes the run over and reads it.
+# A pipe holds 64 KiB by default, about a hundred hosts of a sweep's XML: past that, the
+# early nmap would stop and wait for the scan. 1 MiB is Linux's default pipe-max-size.
+EARLY_PIPE_BYTES = 1024 * 1024
 
 
 def spawn(args: list[str]) -> subprocess.Popen[bytes]:
@@ -101,6 +105,7 @@ def prelaunch(commands: Iterable[list[str]]) -> int:
             proc = spawn(args)
         except OSError:
             break
+        _widen_stdout(proc)
         with _early_lock:
             previous = _early.pop(tuple(args), None)
             _early[tuple(args)] = _Early(proc)
@@ -110,6 +115,19 @@ def prelaunch(commands: Iterable[list[str]]) -> int:
     if started:
         atexit.register(discard)
     return started
+
+
+def _widen_stdout(proc: subprocess.Popen[bytes]) -> None:
+    """Let the early run's stdout pipe hold EARLY_PIPE_BYTES (Linux). Where that is refused
+    (another system, or the user's pipe quota spent), it keeps its 64 KiB: the run then
+    waits for the scan to read it, sooner, and nothing else changes."""
+    import fcntl  # after the run has started: nothing before it waits for this
+
+    assert proc.stdout is not None
+    try:
+        fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, EARLY_PIPE_BYTES)
+    except (OSError, AttributeError):
+        pass
 
 
 def claim(args: list[str]) -> subprocess.Popen[bytes] | None:
