@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from portconsole.core.adapters.scanning import check_pairs, checked_addresses
+from portconsole.core.adapters.scanning import checked_questions
 
 if TYPE_CHECKING:
     import socket
@@ -49,14 +49,13 @@ def open_ports(
 ) -> dict[str, set[tuple[int, str]]]:
     """The TCP ports of `questions` (address -> (port, proto) pairs) that accept a
     connection now, by canonical address (`accepting`); UDP ones are never asked. Every
-    address is checked against `scope` first, as for nmap (TargetError outside it)."""
-    pairs: list[tuple[str, int]] = []
-    for address, ports in questions.items():
-        tcp = sorted({int(p) for p, proto in ports if proto == "tcp"})
-        if tcp:
-            check_pairs([(port, "tcp") for port in tcp])
-            checked = checked_addresses([address], scope)[0]
-            pairs.extend((checked, port) for port in tcp)
+    address and port is checked first, as for nmap (`checked_questions`)."""
+    pairs = [
+        (address, port)
+        for address, asked in checked_questions(questions, scope).items()
+        for port, proto in sorted(asked)
+        if proto == "tcp"
+    ]
     found: dict[str, set[tuple[int, str]]] = {}
     for address, port in accepting(pairs, cancel=cancel):
         found.setdefault(address, set()).add((port, "tcp"))

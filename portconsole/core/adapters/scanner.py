@@ -58,6 +58,7 @@ from portconsole.core.adapters.scanning import (
     ScanTally,
     check_fingerprint_mode,
     check_pairs,
+    checked_questions,
     chosen_ports,
     new_scan_id,
 )
@@ -247,12 +248,7 @@ class Scanner(NmapRunner):
         that nmap did not report is left out (it answered nothing, which never reads as
         "closed"); raises ScanCancelled on cancel.
         """
-        wanted: dict[str, set[tuple[int, str]]] = {}
-        for address, ports in questions.items():
-            pairs = {(int(p), str(proto)) for p, proto in ports}
-            if pairs:
-                check_pairs(sorted(pairs))
-                wanted[self._checked([address])[0]] = pairs
+        wanted = checked_questions(questions, self.scope)
         if not wanted:
             return {}
         if any(proto == "udp" for pairs in wanted.values() for _, proto in pairs):

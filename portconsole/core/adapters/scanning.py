@@ -158,6 +158,21 @@ def check_pairs(pairs: Iterable[tuple[int, str]]) -> None:
             raise TargetError(f"bad port {port}/{proto}: ports are 1-65535, tcp or udp")
 
 
+def checked_questions(
+    questions: Mapping[str, Iterable[tuple[int, str]]], scope: Scope
+) -> dict[str, set[tuple[int, str]]]:
+    """Questions about ports (address -> (port, proto) pairs) keyed by canonical address,
+    every address inside `scope` and every pair one a scanner may probe (TargetError
+    otherwise); an address asked about no port is left out."""
+    wanted: dict[str, set[tuple[int, str]]] = {}
+    for address, ports in questions.items():
+        pairs = {(int(p), str(proto)) for p, proto in ports}
+        if pairs:
+            check_pairs(sorted(pairs))
+            wanted[checked_addresses([address], scope)[0]] = pairs
+    return wanted
+
+
 def new_scan_id(started: datetime) -> str:
     """A sortable unique id: `s-20261127T143344Z-1a2b3c`."""
     return f"s-{started.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"

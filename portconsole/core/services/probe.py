@@ -271,7 +271,7 @@ class Probing(ServiceBase):
         suspects: dict[str, set[tuple[int, str]]],
         probes: int,
         cancel: threading.Event,
-        new: dict[str, set[tuple[int, str]]] | None = None,
+        new: dict[str, set[tuple[int, str]]],
     ) -> dict[str, list[PortStates]]:
         """Each suspect host with its answer to each of its `probes` re-probes, or with
         none when a re-probe failed or was cancelled: that confirms nothing either way, and
@@ -289,7 +289,7 @@ class Probing(ServiceBase):
                 if cancel.is_set():
                     return {address: [] for address in suspects}
                 try:
-                    rounds.append(_probe_round(scanner, suspects, new or {}, cancel))
+                    rounds.append(_probe_round(scanner, suspects, new, cancel))
                 except UserError:
                     return {address: [] for address in suspects}
             return {
