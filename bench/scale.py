@@ -12,10 +12,10 @@ console, latency.
 - slash16 and latency: see bench/scale_live.py (`portconsole scan 127.0.0.0/16` x 10 ports
   vs raw nmap, --prefix for a smaller range; a daemon's port-opened -> webhook latency at a
   30 s interval, --trials and --interval).
-- ingest: bench/store.py's no_change_ingest() (helper A's) at 1,000 and 10,000 hosts x 20
-  ports in the store (--ingest-sizes): a scan that changes nothing; the ratio of the two.
-- console: bench/tui.py (helper F's) run as it is with --hosts 10000 --alerts 0 --ingest
-  (--console-hosts): first data frame, worst input stalls and peak RSS, read from its output.
+- ingest: bench/store.py's no_change_ingest() at 1,000 and 10,000 hosts x 20 ports in the
+  store (--ingest-sizes): a scan that changes nothing; the ratio of the two.
+- console: bench/tui.py run as it is with --hosts 10000 --alerts 0 --ingest (--console-hosts):
+  first data frame, worst input stalls and peak RSS, read from its output.
 - detection: N open ports against N approvals (one per port, a tenth of them retired and
   replaced). Times `detect()` over a scan covering every port, and the per-port approval
   status a cycle reports (`scan --json`) and a console snapshot shows, twice: scanning every
@@ -246,14 +246,10 @@ def bench_digest(count: int, mode: str = "digest") -> float:
 
 
 def bench_ingest(sizes: list[int], table: Table) -> None:
-    """bench/store.py's no_change_ingest (helper A's): a fixed 10-host no-change scan into a
-    store of N hosts (`seconds`), and a no-change scan of the whole fleet (`fleet_seconds`)."""
-    try:
-        from bench.store import no_change_ingest
-    except ImportError:
-        print("ingest: bench/store.py has no no_change_ingest() yet (helper A's); skipped")
-        table.note("no-change ingest ratio", "not run: no_change_ingest missing")
-        return
+    """bench/store.py's no_change_ingest: a fixed 10-host no-change scan into a store of N
+    hosts (`seconds`), and a no-change scan of the whole fleet (`fleet_seconds`)."""
+    from bench.store import no_change_ingest
+
     results = {size: no_change_ingest(size) for size in sizes}
     for size, r in results.items():
         print(
@@ -285,7 +281,7 @@ CONSOLE_FIGURES = {
 
 
 def bench_console(hosts: int, table: Table) -> None:
-    """bench/tui.py (helper F's), run as it is, in its own process (its RSS is its own)."""
+    """bench/tui.py, run as it is, in its own process (its RSS is its own)."""
     argv = [sys.executable, str(ROOT / "bench" / "tui.py"), "--hosts", str(hosts)]
     argv += ["--alerts", "0", "--ingest"]
     print(f"console: {' '.join(argv[1:])}")
