@@ -16,7 +16,8 @@ Sections (--only, comma-separated; default all):
   (nothing changes) with the raw sweep. Target steady CLI / raw <= 2x. Peak RSS of each.
   A repeated scan starts its first sweeps before it has loaded, from the plan its last run
   kept (cli_prelaunch, in the CLI's cache folder under the work dir); the same steady scan
-  with no plan kept is printed beside it.
+  with no plan kept is printed beside it, and the floor under both: the interpreter starting,
+  and starting and importing the modules a steady scan loads, with no work done.
 * daemon: the same fleet as one group of a real `portconsole daemon` (interval 10 s, no
   jitter); each cycle timed from its scan.start to its scan.end journal event, against the
   raw pool run between cycles. Target steady cycle / raw <= 1.3x. Peak RSS of the daemon.
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -135,6 +137,33 @@ def cli_scan(
     return run.seconds, run.peak_mb, found, kinds
 
 
+def modules_loaded(config: Path, data: Path, fleet: Fleet, cache: Path) -> list[str]:
+    """The modules one steady `portconsole scan` loads, in the order it loads them (read
+    from `python -X importtime`): what the CLI's loading floor below imports."""
+    run = run_measured(
+        [CLI[0], "-X", "importtime", *CLI[1:], "scan", fleet.target, "--ports", fleet.spec]
+        + ["--json", "--config", str(config), "--data-dir", str(data)],
+        env={**cli_env(), "XDG_CACHE_HOME": str(cache)},
+    )
+    names = re.findall(rb"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", run.stderr, re.M)
+    return [name.decode() for name in names]
+
+
+def loading_floor(modules: list[str]) -> tuple[list[str], list[str]]:
+    """Two commands: the interpreter starting and doing nothing, and the interpreter starting
+    and importing `modules` (then doing nothing). Together the floor under any CLI built
+    from these modules on this machine, before it does any work."""
+    script = (
+        "import importlib\n"
+        f"for name in {modules!r}:\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except ImportError:\n"
+        "        pass  # the scan tried it too, and had none (another platform's module)\n"
+    )
+    return [CLI[0], "-c", "pass"], [CLI[0], "-c", script]
+
+
 def raw_sweep(fleet: Fleet) -> PoolRun:
     return raw_pool(product_batches(fleet.hosts, len(fleet.ports), WORKERS), fleet.spec, WORKERS)
 
@@ -185,9 +214,13 @@ def realistic(args: argparse.Namespace, table: Table, work: Path) -> None:
         first_s, first_mb, first_found, kinds = cli_scan(config, data, fleet, cache)
         # Printed on its own: work the first scan left (if any) lands here, not in steady.
         second_s = cli_scan(config, data, fleet, cache)[0]
+        modules = modules_loaded(config, data, fleet, cache)
+        start_cmd, load_cmd = loading_floor(modules)
         cli_s: list[float] = []
         cold_s: list[float] = []
         raw_s: list[float] = []
+        start_s: list[float] = []
+        load_s: list[float] = []
         cli_mb = raw_mb = 0.0
         found: set[int] = set()
         # Raw nmap cut into 1, 2 and 4 runs as well: is the product's cut the fastest?
@@ -206,6 +239,8 @@ def realistic(args: argparse.Namespace, table: Table, work: Path) -> None:
             cli_mb = max(cli_mb, mb)
             found.add(count)
             cold_s.append(cli_scan(config, data, fleet, no_cache)[0])
+            start_s.append(run_measured(start_cmd, env=cli_env()).seconds)
+            load_s.append(run_measured(load_cmd, env=cli_env()).seconds)
     finally:
         fleet.stop()
     batches = len(product_batches(fleet.hosts, len(fleet.ports), WORKERS))
@@ -244,8 +279,19 @@ def realistic(args: argparse.Namespace, table: Table, work: Path) -> None:
         f"   ratio {median(cold_s) / median(raw_s):4.2f}"
         f"   ({' '.join(f'{t:.2f}' for t in cold_s)})"
     )
+    floor = median(load_s)
+    print(
+        f"  the floor under it, median of {args.runs}: the interpreter starts in "
+        f"{median(start_s):.2f} s; starting and importing the {len(modules)} "
+        f"modules the steady scan loads (nothing run) {floor:.2f} s, {floor / median(raw_s):4.2f}"
+        " x the raw pool"
+    )
     size = f"{len(fleet.hosts)}x{len(fleet.ports)}"
     table.add(f"scan {size}: CLI steady / raw pool", ratio, 2.0, "x")
+    table.note(
+        f"scan {size}: interpreter + its modules / raw pool",
+        f"{floor / median(raw_s):.2f}x (the CLI's floor before any work)",
+    )
     table.add(f"scan {size}: CLI first scan / raw same work", first_s / first_raw_s, 2.0, "x")
     table.note(f"scan {size}: peak RSS CLI / raw nmap", f"{cli_mb:.0f} MB / {raw_mb:.0f} MB")
 
