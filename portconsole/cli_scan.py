@@ -25,6 +25,11 @@ from portconsole.cli_common import (
 from portconsole.core.textsafe import terminal_safe
 from portconsole.core.timeutil import TIME_FORMS_HELP, iso
 
+# The text of a scan stays readable over a large range (every address of a /16 on loopback
+# answers): past this many hosts up with no open port, or changes of one kind, the rest are
+# counted in one line. Findings are always listed whole; --json always has everything.
+LIST_AT_MOST = 20
+
 
 def _print_cycle(result: Any) -> None:
     scan = result.scan
@@ -34,9 +39,10 @@ def _print_cycle(result: Any) -> None:
     )
     if scan.error:
         print(f"  note: {terminal_safe(scan.error, 300)}")
+    quiet = sum(1 for host in scan.hosts if not host.ports and host.status == "up")
     rows = []
     for host in scan.hosts:
-        if not host.ports:
+        if not host.ports and (host.status != "up" or quiet <= LIST_AT_MOST):
             rows.append([host.address, host.status, "-", "", "", ""])
         for port in host.ports:
             key = f"{host.address}:{port.port}/{port.proto}"
@@ -51,12 +57,24 @@ def _print_cycle(result: Any) -> None:
                     result.approval_status.get(key, "unapproved"),
                 ]
             )
-    print(_table(rows, ["host", "status", "port", "service", "product", "approval"]))
+    if rows or quiet <= LIST_AT_MOST:
+        print(_table(rows, ["host", "status", "port", "service", "product", "approval"]))
+    if quiet > LIST_AT_MOST:
+        print(
+            f"{'and ' if rows else ''}{quiet:,} hosts up with no open port among those scanned"
+            " (--json lists them)"
+        )
     if result.changes:
         print(f"\n{len(result.changes)} change(s):")
+        by_kind: dict[str, int] = {}
         for change in result.changes:
-            where = location(change.host, change.port, change.proto)
-            print(f"  {change.kind:16} {terminal_safe(where)}")
+            by_kind[change.kind] = by_kind.get(change.kind, 0) + 1
+            if by_kind[change.kind] <= LIST_AT_MOST:
+                where = location(change.host, change.port, change.proto)
+                print(f"  {change.kind:16} {terminal_safe(where)}")
+        for kind, count in by_kind.items():
+            if count > LIST_AT_MOST:
+                print(f"  {kind:16} and {count - LIST_AT_MOST:,} more (--json, or `history`)")
     if result.findings:
         print(f"\n{len(result.findings)} new finding(s):")
         for finding in result.findings:

@@ -102,6 +102,35 @@ def test_paths_prints_every_path(tmp_path: Path) -> None:
 
 
 @pytest.mark.nmap
+def test_scan_text_counts_quiet_hosts_past_a_screenful(tmp_path: Path) -> None:
+    """Over a range where most hosts answer with nothing open (every loopback address does),
+    the text lists the open ports and counts the rest; --json still lists every host."""
+    with TestFleet() as fleet:
+        host = "127.89.20.5"
+        port = fleet.listen(host, "ssh")  # greets first: its -sV is quick
+        result = run_cli(tmp_path, "scan", "127.89.20.0/26", "--ports", str(port))
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        [row] = [line for line in lines if line.startswith(host)]
+        assert row.split()[:3] == [host, "up", f"{port}/tcp"]
+        assert not [line for line in lines if line.startswith("127.89.20.") and line != row]
+        assert "and 61 hosts up with no open port among those scanned (--json lists them)" in lines
+        assert "63 change(s):" in lines  # each host up, and the port opened
+        assert len([line for line in lines if line.split()[:1] == ["host_up"]]) == 21
+        assert "  host_up          and 42 more (--json, or `history`)" in lines
+        assert f"  port_opened      {host}:{port}/tcp" in lines
+        # Findings are listed whole; a quiet host is in the inventory, not a finding.
+        assert "2 new finding(s):" in lines
+        assert any(line.endswith(f"unapproved_port      {host}:{port}/tcp") for line in lines)
+        assert any(line.endswith(f"unknown_host         {host}") for line in lines)
+
+        steady = run_cli(tmp_path, "scan", "127.89.20.0/26", "--ports", str(port), "--json")
+        assert steady.returncode == 0, steady.stderr
+        hosts = json.loads(steady.stdout)["hosts"]
+        assert len(hosts) == 62 and sum(len(h["ports"]) for h in hosts) == 1
+
+
+@pytest.mark.nmap
 def test_scan_json_triage_and_audit(tmp_path: Path) -> None:
     with TestFleet() as fleet:
         host = fleet.new_address()
